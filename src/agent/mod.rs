@@ -1,0 +1,510 @@
+//! The Agent actor: one per persona × platform.
+//!
+//! - **Intake.** A poll timer (first poll spread by random jitter, so a start does not burst) reads
+//!   mentions after the saved cursor in a task. Each mention is stored once (unique platform +
+//!   remote id) before the cursor moves, so nothing is lost or seen twice across restarts.
+//! - **Replies.** Stored, unanswered mentions are the agent's queue (in the database, not the
+//!   mailbox). At most `agents.max_in_flight` are generated at once, each in a task: loop guard →
+//!   Memory recall → LlmPool → finishing → Publisher `Enqueue`, which marks the mention answered in
+//!   the outbox transaction. After a crash, pending mentions are simply picked up again.
+//! - **Posts.** One original post per `schedule.every` slot (offset by a deterministic jitter);
+//!   the slot number is in the idempotency key, so a restart never posts a slot twice.
+//! - **Failures.** A poll is retried twice in its task; `agents.max_poll_failures` failed polls in a
+//!   row return `Err` ("restart me"); an authentication error fails at once, which opens the
+//!   agent's circuit in the supervisor.
+
+mod prompt;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::Rng;
+use tokio::task::AbortHandle;
+
+use crate::config::{AgentKey, Config, Persona};
+use crate::directory::Directory;
+use crate::llm::{CompletionRequest, LlmMsg, Task};
+use crate::memory::{MemoryMsg, Recollection};
+use crate::metrics as m;
+use crate::platform::{MentionBatch, Platform, PlatformError, local::MAX_POST_CHARS};
+use crate::publisher::PublisherMsg;
+use crate::store::{Db, InboundRow, MemoryKind, NewInbound, NewMemory, NewOutbox, now_ms};
+
+pub use prompt::finish;
+
+/// How long a reply waits for the LlmPool before the mention is retried later.
+const GENERATION_TIMEOUT_MS: u64 = 180_000;
+/// A mention whose generation failed is tried again after this long.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(15);
+/// Retries of one poll inside its task, before it counts as a failed poll.
+const POLL_RETRIES: u32 = 2;
+
+pub struct Agent;
+
+/// What an agent needs to know; rebuilt from the config on each (re)spawn.
+#[derive(Clone)]
+pub struct AgentArgs {
+    pub key: AgentKey,
+    pub persona: Arc<Persona>,
+    /// Every persona's handle, for the loop guard.
+    pub team: Arc<BTreeSet<String>>,
+    pub platform: Arc<dyn Platform>,
+    pub db: Db,
+    pub directory: Arc<Directory>,
+    pub settings: AgentSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub poll_every: Duration,
+    pub max_in_flight: usize,
+    pub max_bot_turns: u32,
+    pub max_poll_failures: u32,
+    pub recall_recent: u32,
+    pub recall_conversation: u32,
+}
+
+impl AgentSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let service = &config.service;
+        Self {
+            poll_every: service.platforms.local.poll_every.get(),
+            max_in_flight: service.agents.max_in_flight,
+            max_bot_turns: service.agents.max_bot_turns,
+            max_poll_failures: service.agents.max_poll_failures,
+            recall_recent: service.memory.recall_recent,
+            recall_conversation: service.memory.recall_conversation,
+        }
+    }
+}
+
+pub struct AgentState {
+    args: Arc<AgentArgs>,
+    cursor: Option<String>,
+    polling: bool,
+    poll_failures: u32,
+    /// Inbound ids being answered right now.
+    in_flight: HashSet<i64>,
+    /// Inbound ids whose generation failed, with when to try again.
+    retry_at: HashMap<i64, Instant>,
+    posting: bool,
+    draining: bool,
+    drain_waiters: Vec<RpcReplyPort<()>>,
+    timers: Vec<AbortHandle>,
+}
+
+pub enum AgentMsg {
+    /// Read new mentions (poll timer).
+    Poll,
+    /// A poll finished.
+    PollDone(Result<MentionBatch, PlatformError>),
+    /// Answering a mention finished (queued, ignored or failed).
+    ReplyDone { inbound_id: i64, queued: bool },
+    /// The scheduled post of slot `slot` is due.
+    PostDue { slot: i64 },
+    /// The scheduled post finished.
+    PostDone,
+    /// Stop intake and schedules; answer once nothing is in flight (graceful shutdown).
+    Drain { reply: RpcReplyPort<()> },
+}
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = Arc<AgentArgs>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Arc<AgentArgs>,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        let platform = args.key.platform.as_str();
+        let cursor = args.db.cursor(&args.persona.name, platform).await?;
+        let first_poll = args.settings.poll_every.mul_f64(rand::rng().random_range(0.0..1.0));
+        let poll_every = args.settings.poll_every;
+        let mut timers = Vec::new();
+        let poller = myself.clone();
+        timers.push(
+            tokio::spawn(async move {
+                tokio::time::sleep(first_poll).await;
+                let mut interval = tokio::time::interval(poll_every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    if poller.send_message(AgentMsg::Poll).is_err() {
+                        break;
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+        timers.push(schedule_first_post(&myself, &args));
+        tracing::info!(agent = %args.key, "agent started");
+        Ok(AgentState {
+            args,
+            cursor,
+            polling: false,
+            poll_failures: 0,
+            in_flight: HashSet::new(),
+            retry_at: HashMap::new(),
+            posting: false,
+            draining: false,
+            drain_waiters: Vec::new(),
+            timers,
+        })
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        // Mentions stored but not answered before a restart are answered now.
+        self.fill(&myself, state).await
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        for timer in state.timers.drain(..) {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Poll => {
+                if state.draining || state.polling {
+                    return Ok(());
+                }
+                state.polling = true;
+                let args = state.args.clone();
+                let cursor = state.cursor.clone();
+                let myself = myself.clone();
+                tokio::spawn(async move {
+                    let result = poll_with_retries(&args, cursor.as_deref()).await;
+                    let _ = myself.send_message(AgentMsg::PollDone(result));
+                });
+            }
+            AgentMsg::PollDone(result) => {
+                state.polling = false;
+                match result {
+                    Ok(batch) => {
+                        state.poll_failures = 0;
+                        self.store_mentions(state, batch).await?;
+                        self.fill(&myself, state).await?;
+                    }
+                    Err(err) => {
+                        metrics::counter!(m::POLL_FAILURES, "platform" => state.args.key.platform.as_str())
+                            .increment(1);
+                        if matches!(err, PlatformError::Auth(_)) {
+                            return Err(Box::new(err));
+                        }
+                        state.poll_failures += 1;
+                        tracing::warn!(agent = %state.args.key, failures = state.poll_failures, error = %err, "poll failed");
+                        if state.poll_failures >= state.args.settings.max_poll_failures {
+                            return Err(Box::new(err));
+                        }
+                    }
+                }
+            }
+            AgentMsg::ReplyDone { inbound_id, queued } => {
+                state.in_flight.remove(&inbound_id);
+                if !queued {
+                    state.retry_at.insert(inbound_id, Instant::now() + RETRY_FAILED_AFTER);
+                }
+                self.fill(&myself, state).await?;
+                self.maybe_finish_drain(state);
+            }
+            AgentMsg::PostDue { slot } => {
+                if state.draining {
+                    return Ok(());
+                }
+                state.timers.push(schedule_post(&myself, &state.args, slot + 1));
+                if state.posting {
+                    return Ok(());
+                }
+                state.posting = true;
+                let args = state.args.clone();
+                let myself = myself.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = scheduled_post(&args, slot).await {
+                        tracing::warn!(agent = %args.key, slot, error = %err, "scheduled post failed; the next slot will try again");
+                    }
+                    let _ = myself.send_message(AgentMsg::PostDone);
+                });
+                state.timers.retain(|timer| !timer.is_finished());
+            }
+            AgentMsg::PostDone => {
+                state.posting = false;
+                self.maybe_finish_drain(state);
+            }
+            AgentMsg::Drain { reply } => {
+                state.draining = true;
+                for timer in state.timers.drain(..) {
+                    timer.abort();
+                }
+                state.drain_waiters.push(reply);
+                self.maybe_finish_drain(state);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Agent {
+    /// Stores each mention once, remembers it, then moves the cursor.
+    async fn store_mentions(&self, state: &mut AgentState, batch: MentionBatch) -> Result<(), ActorProcessingErr> {
+        let args = &state.args;
+        let platform = args.key.platform.as_str();
+        for mention in &batch.mentions {
+            let author = mention.author.to_ascii_lowercase();
+            let event = NewInbound {
+                platform,
+                remote_id: &mention.remote_id,
+                persona: &args.persona.name,
+                author: &mention.author,
+                author_is_persona: args.team.contains(&author),
+                text: &mention.text,
+                conversation: &mention.conversation,
+            };
+            let outcome = match args.db.insert_inbound(&event).await? {
+                Some(_) => {
+                    if let Some(memory) = args.directory.memory() {
+                        let _ = memory.send_message(MemoryMsg::Remember(NewMemory {
+                            persona: args.persona.name.clone(),
+                            platform: platform.to_owned(),
+                            kind: MemoryKind::Inbound,
+                            conversation: Some(mention.conversation.clone()),
+                            author: mention.author.clone(),
+                            text: mention.text.clone(),
+                        }));
+                    }
+                    "new"
+                }
+                None => "duplicate",
+            };
+            metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => outcome).increment(1);
+        }
+        if let Some(cursor) = batch.cursor {
+            args.db.save_cursor(&args.persona.name, platform, &cursor).await?;
+            state.cursor = Some(cursor);
+        }
+        Ok(())
+    }
+
+    /// Starts answering pending mentions up to the in-flight limit.
+    async fn fill(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        if state.draining {
+            return Ok(());
+        }
+        let capacity = state.args.settings.max_in_flight.saturating_sub(state.in_flight.len());
+        if capacity == 0 {
+            return Ok(());
+        }
+        let args = state.args.clone();
+        let now = Instant::now();
+        state.retry_at.retain(|_, at| *at > now);
+        let window = (state.in_flight.len() + state.retry_at.len() + capacity) as i64;
+        let pending = args.db.pending_inbound(&args.persona.name, args.key.platform.as_str(), window).await?;
+        let fresh: Vec<InboundRow> = pending
+            .into_iter()
+            .filter(|row| !state.in_flight.contains(&row.id) && !state.retry_at.contains_key(&row.id))
+            .take(capacity)
+            .collect();
+        for row in fresh {
+            if let Some(reason) = self.loop_guard(&args, &row).await? {
+                args.db.ignore_inbound(row.id, reason).await?;
+                metrics::counter!(m::INBOUND_EVENTS, "platform" => args.key.platform.as_str(), "outcome" => reason)
+                    .increment(1);
+                continue;
+            }
+            state.in_flight.insert(row.id);
+            let args = args.clone();
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                let inbound_id = row.id;
+                let queued = match answer(&args, &row).await {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::warn!(agent = %args.key, inbound_id, error = %err, "reply failed; will try again");
+                        false
+                    }
+                };
+                let _ = myself.send_message(AgentMsg::ReplyDone { inbound_id, queued });
+            });
+        }
+        Ok(())
+    }
+
+    /// Why a mention must not be answered, if it must not.
+    async fn loop_guard(&self, args: &AgentArgs, row: &InboundRow) -> Result<Option<&'static str>, ActorProcessingErr> {
+        if row.author.eq_ignore_ascii_case(&args.persona.name) {
+            return Ok(Some("ignored_self"));
+        }
+        if row.author_is_persona {
+            let turns = args.db.persona_turns(args.key.platform.as_str(), &row.conversation).await?;
+            if turns > i64::from(args.settings.max_bot_turns) {
+                return Ok(Some("loop_guard"));
+            }
+        }
+        Ok(None)
+    }
+
+    fn maybe_finish_drain(&self, state: &mut AgentState) {
+        if state.draining && state.in_flight.is_empty() && !state.posting {
+            for waiter in state.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+async fn poll_with_retries(args: &AgentArgs, cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
+    let mut attempt = 0;
+    loop {
+        match args.platform.mentions(&args.persona.name, cursor).await {
+            Ok(batch) => return Ok(batch),
+            Err(err @ (PlatformError::Auth(_) | PlatformError::Permanent(_))) => return Err(err),
+            Err(err) if attempt >= POLL_RETRIES => return Err(err),
+            Err(PlatformError::RateLimited { retry_after }) if retry_after > args.settings.poll_every => {
+                return Err(PlatformError::RateLimited { retry_after });
+            }
+            Err(_) => {
+                let backoff =
+                    Duration::from_millis(100 * 2u64.pow(attempt)).mul_f64(rand::rng().random_range(0.8..1.2));
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Generates and queues the reply to one mention. Errors leave the mention pending.
+async fn answer(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let platform = args.key.platform.as_str();
+    let key = format!("reply:{platform}:{}:{}", args.persona.name, row.remote_id);
+    let recollection = recall(args, Some(&row.conversation)).await;
+    let request = CompletionRequest {
+        persona: args.persona.clone(),
+        task: Task::Reply,
+        messages: prompt::reply(&args.persona, platform, &recollection, &row.author, &row.text),
+        reply_to_author: Some(row.author.clone()),
+        seed: fnv1a(&key),
+    };
+    let completion = generate(args, request).await?;
+    let Some(text) = finish(&completion.text, completion.truncated, MAX_POST_CHARS) else {
+        args.db.ignore_inbound(row.id, "empty_generation").await?;
+        metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => "empty_generation").increment(1);
+        return Ok(());
+    };
+    let item = NewOutbox {
+        idempotency_key: key,
+        persona: args.persona.name.clone(),
+        platform: platform.to_owned(),
+        kind: "reply".to_owned(),
+        text,
+        reply_to: Some(row.remote_id.clone()),
+        conversation: Some(row.conversation.clone()),
+    };
+    enqueue(args, item, Some(row.id)).await.context("queue reply")
+}
+
+/// Generates and queues the post of one schedule slot, unless that slot is already queued.
+async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
+    let platform = args.key.platform.as_str();
+    let key = format!("post:{platform}:{}:{slot}", args.persona.name);
+    if args.db.outbox_exists(&key).await? {
+        return Ok(());
+    }
+    let recollection = recall(args, None).await;
+    let request = CompletionRequest {
+        persona: args.persona.clone(),
+        task: Task::Post,
+        messages: prompt::post(&args.persona, platform, &recollection),
+        reply_to_author: None,
+        seed: fnv1a(&key),
+    };
+    let completion = generate(args, request).await?;
+    let Some(text) = finish(&completion.text, completion.truncated, MAX_POST_CHARS) else {
+        anyhow::bail!("the generated post was empty");
+    };
+    let item = NewOutbox {
+        idempotency_key: key,
+        persona: args.persona.name.clone(),
+        platform: platform.to_owned(),
+        kind: "post".to_owned(),
+        text,
+        reply_to: None,
+        conversation: None,
+    };
+    enqueue(args, item, None).await
+}
+
+async fn recall(args: &AgentArgs, conversation: Option<&str>) -> Recollection {
+    let Some(memory) = args.directory.memory() else { return Recollection::default() };
+    let persona = args.persona.name.clone();
+    let conversation = conversation.map(str::to_owned);
+    let (recent, in_conversation) = (args.settings.recall_recent, args.settings.recall_conversation);
+    ractor::call_t!(memory, |reply| MemoryMsg::Recall { persona, conversation, recent, in_conversation, reply }, 5_000)
+        .unwrap_or_default()
+}
+
+async fn generate(args: &AgentArgs, request: CompletionRequest) -> anyhow::Result<crate::llm::Completion> {
+    let llm = args.directory.llm().ok_or_else(|| anyhow::anyhow!("the llm pool is restarting"))?;
+    let result = ractor::call_t!(llm, |reply| LlmMsg::Complete { request, reply }, GENERATION_TIMEOUT_MS)
+        .map_err(|err| anyhow::anyhow!("llm pool did not answer: {err}"))?;
+    Ok(result?)
+}
+
+async fn enqueue(args: &AgentArgs, item: NewOutbox, inbound_id: Option<i64>) -> anyhow::Result<()> {
+    let publisher = args.directory.publisher().ok_or_else(|| anyhow::anyhow!("the publisher is restarting"))?;
+    ractor::call_t!(publisher, |reply| PublisherMsg::Enqueue { item, inbound_id, reply }, 30_000)
+        .map_err(|err| anyhow::anyhow!("publisher did not answer: {err}"))?
+        .map_err(|err| anyhow::anyhow!("outbox write failed: {err}"))?;
+    Ok(())
+}
+
+/// The slot a time falls in, and when that slot's post is due (its start plus a jitter that is
+/// the same for every run of this persona and platform).
+fn slot_due_at(args: &AgentArgs, slot: i64) -> i64 {
+    let every = args.persona.schedule.every.get().as_millis().max(1) as i64;
+    let jitter = args.persona.schedule.jitter.get().as_millis() as i64;
+    let offset = if jitter > 0 {
+        (fnv1a(&format!("{}:{}:{slot}", args.persona.name, args.key.platform)) % jitter as u64) as i64
+    } else {
+        0
+    };
+    slot * every + offset
+}
+
+fn current_slot(args: &AgentArgs) -> i64 {
+    let every = args.persona.schedule.every.get().as_millis().max(1) as i64;
+    now_ms() / every
+}
+
+/// The first post: the current slot right away (spread over a few seconds) if its time has come,
+/// else at its due time.
+fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> AbortHandle {
+    let slot = current_slot(args);
+    if slot_due_at(args, slot) <= now_ms() {
+        let spread = args.persona.schedule.every.get().min(Duration::from_secs(10));
+        let delay = spread.mul_f64(rand::rng().random_range(0.1..1.0));
+        myself.send_after(delay, move || AgentMsg::PostDue { slot }).abort_handle()
+    } else {
+        schedule_post(myself, args, slot)
+    }
+}
+
+fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> AbortHandle {
+    let wait = (slot_due_at(args, slot) - now_ms()).max(0) as u64;
+    myself.send_after(Duration::from_millis(wait), move || AgentMsg::PostDue { slot }).abort_handle()
+}
+
+/// A stable 64-bit hash (FNV-1a) for seeds and jitter: the same on every build and platform.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+}

@@ -1,0 +1,434 @@
+//! Reading and validating the configuration. Every problem found is collected, so an operator
+//! fixes them all in one go: `config/personas/ada.toml: schedule.every: expected a duration like "90m"`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::{Config, Mode, Persona, ProviderKind, ServiceConfig};
+
+/// Prefix of environment overrides: `CHORUS__STORE__URL=postgres://…` sets `store.url`.
+const ENV_PREFIX: &str = "CHORUS__";
+/// Parse attempts per file: each attempt past the first reports one more structural error.
+const MAX_ERRORS_PER_FILE: usize = 32;
+
+/// One problem, located by file (or environment variable) and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.source, self.key, self.message)
+        }
+    }
+}
+
+/// All problems of one load, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors for one source file.
+struct Report<'a> {
+    errors: &'a mut Vec<ConfigError>,
+    source: String,
+    env_keys: BTreeMap<String, String>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let source = match self.env_keys.get(&key) {
+            Some(var) => format!("environment {var}"),
+            None => self.source.clone(),
+        };
+        self.errors.push(ConfigError { source, key, message: message.into() });
+    }
+}
+
+/// Loads `path` and the persona files it points to, applying `CHORUS__…` overrides from the
+/// process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, std::env::vars())
+}
+
+/// [`load`] with an explicit environment, for tests.
+pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let mut report = Report { errors: &mut errors, source: path.display().to_string(), env_keys: BTreeMap::new() };
+    let Some(mut table) = read_table(path, &mut report) else {
+        return Err(ConfigErrors(errors));
+    };
+    report.env_keys = apply_env_overrides(&mut table, env, &mut report);
+    let service: Option<ServiceConfig> = deserialize_all(table, &mut report);
+    // Without a usable service file the persona files are still checked, against the defaults.
+    // (Its errors are already reported, so the load fails either way.)
+    let Some(service) = service.or_else(|| toml::from_str::<ServiceConfig>("").ok()) else {
+        return Err(ConfigErrors(errors));
+    };
+    validate_service(&service, &mut report);
+    let admin_token = service.admin.token.resolve(&base).ok();
+    let mut llm_keys = BTreeMap::new();
+    for (name, provider) in &service.llm.providers {
+        if let Some(key_ref) = &provider.api_key {
+            match key_ref.resolve(&base) {
+                Ok(secret) => {
+                    llm_keys.insert(name.clone(), secret);
+                }
+                Err(message) => report.push(format!("llm.providers.{name}.api_key"), message),
+            }
+        }
+    }
+
+    let personas = load_personas(&base.join(&service.personas_dir), &service, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config { path: path.to_path_buf(), service, personas, admin_token, llm_keys })
+}
+
+fn read_table(path: &Path, report: &mut Report<'_>) -> Option<toml::Table> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            report.push("", format!("cannot read file: {err}"));
+            return None;
+        }
+    };
+    match toml::from_str::<toml::Table>(&text) {
+        Ok(table) => Some(table),
+        Err(err) => {
+            report.push("", format!("invalid TOML: {}", err.message().trim()));
+            None
+        }
+    }
+}
+
+/// Applies `CHORUS__A__B=value` as `a.b = value`. Values are read as TOML scalars when they
+/// parse as one (`5`, `true`, `"x"`), as plain strings otherwise. Returns key → variable name.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    report: &mut Report<'_>,
+) -> BTreeMap<String, String> {
+    let mut applied = BTreeMap::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if segments.iter().any(String::is_empty) {
+            report.push("", format!("environment {var}: empty key segment"));
+            continue;
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut parsed| parsed.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        match set_path(table, &segments, value) {
+            Ok(()) => {
+                applied.insert(segments.join("."), var);
+            }
+            Err(segment) => report.push(segments.join("."), format!("environment {var}: {segment} is not a table")),
+        }
+    }
+    applied
+}
+
+/// Deserializes `table` into `T`, reporting as many structural errors as it can: after each
+/// error the offending key is removed and deserialization tried again.
+fn deserialize_all<T: DeserializeOwned>(mut table: toml::Table, report: &mut Report<'_>) -> Option<T> {
+    for _ in 0..MAX_ERRORS_PER_FILE {
+        let value = toml::Value::Table(table.clone());
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            // Parsed once the bad keys were removed: the errors are already reported, and the rest
+            // of the file can still be validated.
+            Ok(parsed) => return Some(parsed),
+            Err(err) => {
+                let path = err.path().to_string();
+                let message = err.inner().to_string();
+                let (key, removable) = locate(&path, &message);
+                report.push(key.clone(), message.trim().to_owned());
+                if !removable || !remove_path(&mut table, &key) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The key an error is about, and whether removing it lets parsing go on.
+fn locate(path: &str, message: &str) -> (String, bool) {
+    let path = if path == "." { "" } else { path };
+    if let Some(field) = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
+        let key = if path.is_empty() || path.ends_with(field) {
+            if path.is_empty() { field.to_owned() } else { path.to_owned() }
+        } else {
+            format!("{path}.{field}")
+        };
+        return (key, true);
+    }
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+        let key = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+        return (key, false);
+    }
+    (path.to_owned(), !path.is_empty())
+}
+
+/// Sets `segments` (a key path) to `value`, creating tables on the way. Fails with the segment
+/// that exists but is not a table.
+fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = segments.split_first() else { return Ok(()) };
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(inner) => set_path(inner, rest, value),
+        _ => Err(first.clone()),
+    }
+}
+
+/// Removes the key at a dotted path. When the path goes through something that is not a table
+/// (an array element), the whole entry is removed.
+fn remove_path(table: &mut toml::Table, key: &str) -> bool {
+    let segments: Vec<&str> = key.split('.').collect();
+    remove_segments(table, &segments)
+}
+
+fn remove_segments(table: &mut toml::Table, segments: &[&str]) -> bool {
+    let Some((first, rest)) = segments.split_first() else { return false };
+    if rest.is_empty() || !matches!(table.get(*first), Some(toml::Value::Table(_))) {
+        return table.remove(*first).is_some();
+    }
+    match table.get_mut(*first) {
+        Some(toml::Value::Table(inner)) => remove_segments(inner, rest),
+        _ => false,
+    }
+}
+
+fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
+    let url = service.store.url.as_str();
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        report.push("store.url", "expected sqlite://PATH or postgres://…");
+    }
+    if service.store.max_connections == 0 {
+        report.push("store.max_connections", "must be at least 1");
+    }
+    let supervisor = &service.supervisor;
+    if supervisor.max_restarts == 0 {
+        report.push("supervisor.max_restarts", "must be at least 1");
+    }
+    if supervisor.backoff_initial > supervisor.backoff_max {
+        report.push("supervisor.backoff_initial", "must not exceed supervisor.backoff_max");
+    }
+    if supervisor.window.get().is_zero() {
+        report.push("supervisor.window", "must be longer than zero");
+    }
+    if service.llm.default_chain.is_empty() {
+        report.push("llm.default_chain", "name at least one provider");
+    }
+    for name in &service.llm.default_chain {
+        if !service.llm.providers.contains_key(name) {
+            report.push("llm.default_chain", format!("unknown provider {name:?}"));
+        }
+    }
+    for (name, provider) in &service.llm.providers {
+        let key = |field: &str| format!("llm.providers.{name}.{field}");
+        if provider.max_concurrency == 0 {
+            report.push(key("max_concurrency"), "must be at least 1");
+        }
+        if provider.kind == ProviderKind::OpenaiCompat {
+            match provider.base_url.as_deref().map(reqwest::Url::parse) {
+                None => report.push(key("base_url"), "required for kind = \"openai_compat\""),
+                Some(Err(err)) => report.push(key("base_url"), format!("not a URL: {err}")),
+                Some(Ok(_)) => {}
+            }
+            if provider.model.is_none() {
+                report.push(key("model"), "required for kind = \"openai_compat\"");
+            }
+        }
+    }
+    let local = &service.platforms.local;
+    if local.rate_limit.burst == 0 {
+        report.push("platforms.local.rate_limit.burst", "must be at least 1");
+    }
+    if local.rate_limit.per.get().is_zero() {
+        report.push("platforms.local.rate_limit.per", "must be longer than zero");
+    }
+    if local.poll_every.get() < Duration::from_millis(10) {
+        report.push("platforms.local.poll_every", "must be at least 10ms");
+    }
+    if service.agents.max_in_flight == 0 {
+        report.push("agents.max_in_flight", "must be at least 1");
+    }
+    if service.mode == Mode::Sandbox && service.sandbox.crowd && service.sandbox.crowd_every.get().is_zero() {
+        report.push("sandbox.crowd_every", "must be longer than zero");
+    }
+}
+
+fn load_personas(dir: &Path, service: &ServiceConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<String, Arc<Persona>> {
+    let mut personas = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            errors.push(ConfigError {
+                source: dir.display().to_string(),
+                key: String::new(),
+                message: format!("cannot read persona directory: {err}"),
+            });
+            return personas;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        errors.push(ConfigError {
+            source: dir.display().to_string(),
+            key: String::new(),
+            message: "no persona files (*.toml) found".to_owned(),
+        });
+    }
+    for file in files {
+        let mut report = Report { errors, source: file.display().to_string(), env_keys: BTreeMap::new() };
+        let Some(table) = read_table(&file, &mut report) else { continue };
+        let Some(persona) = deserialize_all::<Persona>(table, &mut report) else { continue };
+        validate_persona(&persona, service, &mut report);
+        if personas.contains_key(&persona.name) {
+            report.push("name", format!("persona {:?} is defined twice", persona.name));
+            continue;
+        }
+        personas.insert(persona.name.clone(), Arc::new(persona));
+    }
+    personas
+}
+
+fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Report<'_>) {
+    let name_ok = !persona.name.is_empty()
+        && persona.name.len() <= 32
+        && persona.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !name_ok {
+        report.push("name", "expected 1 to 32 lowercase letters, digits or underscores");
+    }
+    if persona.bio.trim().is_empty() {
+        report.push("bio", "must not be empty");
+    }
+    if persona.voice.trim().is_empty() {
+        report.push("voice", "must not be empty");
+    }
+    if persona.topics.iter().all(|topic| topic.trim().is_empty()) {
+        report.push("topics", "name at least one topic");
+    }
+    if persona.platforms.is_empty() {
+        report.push("platforms", "name at least one platform");
+    }
+    if persona.schedule.every.get() < Duration::from_secs(1) {
+        report.push("schedule.every", "must be at least 1s");
+    }
+    if persona.schedule.jitter >= persona.schedule.every && !persona.schedule.jitter.get().is_zero() {
+        report.push("schedule.jitter", "must be shorter than schedule.every");
+    }
+    for provider in &persona.llm_chain {
+        if !service.llm.providers.contains_key(provider) {
+            report.push("llm_chain", format!("unknown provider {provider:?}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    const PERSONA: &str = r#"
+name = "ada"
+bio = "b"
+voice = "v"
+topics = ["rust"]
+platforms = ["local"]
+schedule = { every = "90m" }
+"#;
+
+    #[test]
+    fn valid_config_loads_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "");
+        write(dir.path(), "personas/ada.toml", PERSONA);
+        let config = load_with_env(&dir.path().join("chorus.toml"), []).unwrap();
+        assert_eq!(config.personas["ada"].schedule.every.get(), Duration::from_secs(90 * 60));
+        assert_eq!(config.agent_keys().len(), 1);
+        assert_eq!(config.service.mode, Mode::Sandbox);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "colour = 1\n[store]\nmax_connections = 0\n");
+        write(
+            dir.path(),
+            "personas/ada.toml",
+            &PERSONA.replace("\"90m\"", "\"soon\"").replace("bio = \"b\"", "bio = \"b\"\nmood = 2"),
+        );
+        write(dir.path(), "personas/bob.toml", &PERSONA.replace("ada", "Bob!"));
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(errors.contains("chorus.toml: colour: unknown field"), "{errors}");
+        assert!(errors.contains("chorus.toml: store.max_connections: must be at least 1"), "{errors}");
+        assert!(errors.contains("ada.toml: mood: unknown field"), "{errors}");
+        assert!(errors.contains("ada.toml: schedule.every: expected a duration like \"90m\""), "{errors}");
+        assert!(errors.contains("bob.toml: name: expected 1 to 32 lowercase"), "{errors}");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_are_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "[store]\nurl = \"sqlite://a.db\"\n");
+        write(dir.path(), "personas/ada.toml", PERSONA);
+        let env = [
+            ("CHORUS__STORE__URL".to_owned(), "postgres://localhost/test".to_owned()),
+            ("CHORUS__ADMIN__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("CHORUS__AGENTS__MAX_IN_FLIGHT".to_owned(), "7".to_owned()),
+        ];
+        let config = load_with_env(&dir.path().join("chorus.toml"), env).unwrap();
+        assert_eq!(config.service.store.url, "postgres://localhost/test");
+        assert_eq!(config.service.admin.listen.port(), 0);
+        assert_eq!(config.service.agents.max_in_flight, 7);
+
+        let env = [("CHORUS__STORE__MAX_CONNECTIONS".to_owned(), "many".to_owned())];
+        let errors = load_with_env(&dir.path().join("chorus.toml"), env).unwrap_err().to_string();
+        assert!(errors.contains("environment CHORUS__STORE__MAX_CONNECTIONS: store.max_connections"), "{errors}");
+    }
+}

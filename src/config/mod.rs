@@ -1,0 +1,470 @@
+//! The configuration: one typed tree, read from `chorus.toml` plus one file per persona under
+//! `personas/`, overridden by `CHORUS__SECTION__KEY` environment variables, validated up front.
+//!
+//! Loading and validation live in [`load`]; every problem is reported at once as
+//! `file: key: message` (see [`ConfigErrors`]).
+
+mod load;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub use load::{ConfigError, ConfigErrors, load};
+pub use secret::{Secret, SecretRef};
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub service: ServiceConfig,
+    /// Personas by name, sorted.
+    pub personas: BTreeMap<String, Arc<Persona>>,
+    /// The admin bearer token, if its environment variable or file is set.
+    pub admin_token: Option<Secret>,
+    /// Resolved API keys of LLM providers, by provider name.
+    pub llm_keys: BTreeMap<String, Secret>,
+}
+
+impl Config {
+    /// Every (persona, platform) pair that gets an agent.
+    pub fn agent_keys(&self) -> Vec<AgentKey> {
+        self.personas
+            .values()
+            .flat_map(|persona| {
+                persona
+                    .platforms
+                    .iter()
+                    .filter(|platform| self.service.platform_enabled(**platform))
+                    .map(|platform| AgentKey { persona: persona.name.clone(), platform: *platform })
+            })
+            .collect()
+    }
+}
+
+/// Identifies one agent: a persona on a platform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentKey {
+    pub persona: String,
+    pub platform: PlatformKind,
+}
+
+impl std::fmt::Display for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.persona, self.platform)
+    }
+}
+
+/// Platforms Chorus knows. Only `local` is built so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformKind {
+    Local,
+}
+
+impl PlatformKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformKind::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for PlatformKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `chorus.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `sandbox` (default: the local platform and simulators, no account needed) or `live`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Directory of persona files, relative to this file.
+    #[serde(default = "default_personas_dir")]
+    pub personas_dir: String,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub llm: LlmConfig,
+    #[serde(default)]
+    pub platforms: PlatformsConfig,
+    #[serde(default)]
+    pub publisher: PublisherConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+impl ServiceConfig {
+    pub fn platform_enabled(&self, platform: PlatformKind) -> bool {
+        match platform {
+            PlatformKind::Local => self.platforms.local.enabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Sandbox,
+    Live,
+}
+
+fn default_personas_dir() -> String {
+    "personas".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://path` (created if missing; relative to the working directory) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How often the Store actor checks the database is reachable.
+    pub health_every: Dur,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://data/chorus.db".to_owned(), max_connections: 8, health_every: Dur::secs(5) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Loopback by default; the probes, /metrics and the local platform are open, the rest needs
+    /// the bearer token.
+    pub listen: SocketAddr,
+    /// Where the admin bearer token comes from.
+    pub token: SecretRef,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: SecretRef { env: Some("CHORUS_ADMIN_TOKEN".to_owned()), file: None },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `auto` (pretty on a terminal, plain otherwise), `pretty`, `plain` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info,chorus=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, filter: "info".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Pretty,
+    Plain,
+    Json,
+}
+
+/// Restart policy of every supervised child (see `supervisor.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// Restarts allowed within `window` before the child's circuit opens.
+    pub max_restarts: u32,
+    pub window: Dur,
+    pub backoff_initial: Dur,
+    pub backoff_max: Dur,
+    /// How long an open circuit parks the child before one more try.
+    pub cooldown: Dur,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window: Dur::secs(60),
+            backoff_initial: Dur::millis(500),
+            backoff_max: Dur::secs(30),
+            cooldown: Dur::secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long a graceful shutdown may drain in-flight work and the outbox.
+    pub deadline: Dur,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { deadline: Dur::secs(10) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Provider used by personas that do not name their own chain.
+    pub default_chain: Vec<String>,
+    /// Providers by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        let mut providers = BTreeMap::new();
+        providers.insert("offline".to_owned(), ProviderConfig::offline());
+        Self { default_chain: vec!["offline".to_owned()], providers }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URL of an OpenAI-compatible server, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    pub api_key: Option<SecretRef>,
+    #[serde(default = "default_llm_timeout")]
+    pub timeout: Dur,
+    /// Requests in flight at once; more wait in a bounded queue.
+    #[serde(default = "default_llm_concurrency")]
+    pub max_concurrency: usize,
+    /// Requests allowed to wait for a slot before new ones fail fast.
+    #[serde(default = "default_llm_queue")]
+    pub max_queue: usize,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+}
+
+impl ProviderConfig {
+    fn offline() -> Self {
+        Self {
+            kind: ProviderKind::Offline,
+            base_url: None,
+            model: None,
+            api_key: None,
+            timeout: default_llm_timeout(),
+            max_concurrency: default_llm_concurrency(),
+            max_queue: default_llm_queue(),
+            max_tokens: default_max_tokens(),
+        }
+    }
+}
+
+fn default_llm_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn default_llm_concurrency() -> usize {
+    8
+}
+fn default_llm_queue() -> usize {
+    256
+}
+fn default_max_tokens() -> u32 {
+    512
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Deterministic dry-run text from the persona file; no network.
+    Offline,
+    /// Any OpenAI-compatible `/chat/completions` server.
+    OpenaiCompat,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformsConfig {
+    pub local: LocalPlatformConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalPlatformConfig {
+    pub enabled: bool,
+    /// How often each agent reads its mentions.
+    pub poll_every: Dur,
+    /// Publishing budget per account.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for LocalPlatformConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_every: Dur::secs(2),
+            rate_limit: RateLimitConfig { burst: 10, per: Dur::secs(60), max_wait: Dur::secs(60) },
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled evenly over `per`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub burst: u32,
+    pub per: Dur,
+    /// A caller that would wait longer than this is refused instead (and retries later).
+    #[serde(default = "default_max_wait")]
+    pub max_wait: Dur,
+}
+
+fn default_max_wait() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublisherConfig {
+    /// Rows published per pass.
+    pub batch: u32,
+    /// First retry delay of a failed publish; doubles up to `retry_max`.
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+    /// How often pending rows are looked at even without new work.
+    pub sweep_every: Dur,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self { batch: 64, retry_initial: Dur::secs(2), retry_max: Dur::secs(300), sweep_every: Dur::secs(1) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Recent items of the persona given to each generation.
+    pub recall_recent: u32,
+    /// Recent items of the same conversation given to each reply.
+    pub recall_conversation: u32,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { recall_recent: 5, recall_conversation: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Mentions an agent generates replies for at once; the rest wait in the database.
+    pub max_in_flight: usize,
+    /// Turns another persona may take in one conversation before we stop answering it.
+    pub max_bot_turns: u32,
+    /// Failed polls in a row (each already retried) before the agent asks to be restarted.
+    pub max_poll_failures: u32,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 4, max_bot_turns: 2, max_poll_failures: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// A simulated crowd that mentions personas on the local platform (sandbox mode only).
+    pub crowd: bool,
+    pub crowd_every: Dur,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self { crowd: true, crowd_every: Dur::secs(5) }
+    }
+}
+
+/// `personas/<name>.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persona {
+    /// Handle on every platform (`@name` on the local platform); lowercase letters, digits, `_`.
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub bio: String,
+    /// How the persona writes.
+    pub voice: String,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub example_posts: Vec<String>,
+    pub platforms: Vec<PlatformKind>,
+    pub schedule: Schedule,
+    /// LLM providers to try in order; the service's `llm.default_chain` when empty.
+    #[serde(default)]
+    pub llm_chain: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// One original post per this interval and platform.
+    pub every: Dur,
+    /// A deterministic offset in `[0, jitter)` into each interval, so personas do not post at once.
+    #[serde(default)]
+    pub jitter: Dur,
+}
+
+/// A duration written like `"90m"`, `"2s"` or `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+    pub const fn millis(millis: u64) -> Self {
+        Self(Duration::from_millis(millis))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a duration like \"90m\""))?;
+        humantime::parse_duration(&text)
+            .map(Dur)
+            .map_err(|_| serde::de::Error::custom(format!("expected a duration like \"90m\", got {text:?}")))
+    }
+}

@@ -1,0 +1,59 @@
+//! Where the tree's shared actors are right now. A restarted child gets a new `ActorRef`; the
+//! TeamLeader updates this directory on every (re)spawn, and callers look refs up at call time
+//! instead of keeping one that may be dead. Per service, not the global ractor registry, so
+//! several services can share one process (the tests).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use ractor::ActorRef;
+
+use crate::llm::LlmMsg;
+use crate::memory::MemoryMsg;
+use crate::publisher::PublisherMsg;
+use crate::rate_limit::RateLimiterMsg;
+
+#[derive(Default)]
+pub struct Directory {
+    llm: RwLock<Option<ActorRef<LlmMsg>>>,
+    memory: RwLock<Option<ActorRef<MemoryMsg>>>,
+    publisher: RwLock<Option<ActorRef<PublisherMsg>>>,
+    rate_limiters: RwLock<HashMap<String, ActorRef<RateLimiterMsg>>>,
+}
+
+impl Directory {
+    pub fn llm(&self) -> Option<ActorRef<LlmMsg>> {
+        self.llm.read().expect("directory lock").clone()
+    }
+    pub fn set_llm(&self, actor: Option<ActorRef<LlmMsg>>) {
+        *self.llm.write().expect("directory lock") = actor;
+    }
+    pub fn memory(&self) -> Option<ActorRef<MemoryMsg>> {
+        self.memory.read().expect("directory lock").clone()
+    }
+    pub fn set_memory(&self, actor: Option<ActorRef<MemoryMsg>>) {
+        *self.memory.write().expect("directory lock") = actor;
+    }
+    pub fn publisher(&self) -> Option<ActorRef<PublisherMsg>> {
+        self.publisher.read().expect("directory lock").clone()
+    }
+    pub fn set_publisher(&self, actor: Option<ActorRef<PublisherMsg>>) {
+        *self.publisher.write().expect("directory lock") = actor;
+    }
+    /// The rate limiter of one platform account, keyed `platform:account`.
+    pub fn rate_limiter(&self, key: &str) -> Option<ActorRef<RateLimiterMsg>> {
+        self.rate_limiters.read().expect("directory lock").get(key).cloned()
+    }
+    pub fn set_rate_limiter(&self, key: &str, actor: Option<ActorRef<RateLimiterMsg>>) {
+        let mut limiters = self.rate_limiters.write().expect("directory lock");
+        match actor {
+            Some(actor) => limiters.insert(key.to_owned(), actor),
+            None => limiters.remove(key),
+        };
+    }
+}
+
+/// Key of the rate limiter that guards `account` on `platform`.
+pub fn rate_limiter_key(platform: &str, account: &str) -> String {
+    format!("{platform}:{account}")
+}

@@ -1,0 +1,20 @@
+//! Chorus: a supervised team of AI personas on social platforms. See `actors.md` for the map.
+
+pub mod admin;
+pub mod agent;
+pub mod config;
+pub mod directory;
+pub mod health;
+pub mod llm;
+pub mod memory;
+pub mod metrics;
+pub mod platform;
+pub mod publisher;
+pub mod rate_limit;
+pub mod service;
+pub mod shutdown;
+pub mod sim;
+pub mod store;
+pub mod supervisor;
+pub mod team_leader;
+pub mod telemetry;

@@ -1,0 +1,120 @@
+//! The provider boundary: request and response types, errors, and the [`Provider`] trait every
+//! LLM backend implements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::Persona;
+use crate::supervisor::AuthFailure;
+
+/// What a generation is for (a label on usage rows and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Reply,
+    Post,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Reply => "reply",
+            Task::Post => "post",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into() }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct CompletionRequest {
+    pub persona: Arc<Persona>,
+    pub task: Task,
+    /// System prompt first, then context, then the message to answer (or the post brief).
+    pub messages: Vec<ChatMessage>,
+    /// Author of the message answered, for replies.
+    pub reply_to_author: Option<String>,
+    /// Varies deterministic providers between requests (derived from the idempotency key).
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub provider: String,
+    pub model: String,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    /// The provider stopped for length.
+    pub truncated: bool,
+}
+
+/// Errors of the LLM boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LlmError {
+    #[error("provider {provider} timed out")]
+    Timeout { provider: String },
+    #[error("provider {provider} unavailable: {detail}")]
+    Unavailable { provider: String, detail: String },
+    #[error("provider {provider} rate limited; retry after {retry_after:?}")]
+    RateLimited { provider: String, retry_after: Option<Duration> },
+    #[error("provider {provider} refused the credentials")]
+    Auth { provider: String },
+    #[error("provider {provider} rejected the request: {detail}")]
+    Rejected { provider: String, detail: String },
+    #[error("provider {provider} sent a malformed response: {detail}")]
+    Malformed { provider: String, detail: String },
+    #[error("provider {provider} is saturated: its queue is full")]
+    QueueFull { provider: String },
+    #[error("no provider named {0}")]
+    UnknownProvider(String),
+}
+
+impl LlmError {
+    /// A label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            LlmError::Timeout { .. } => "timeout",
+            LlmError::Unavailable { .. } => "unavailable",
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Auth { .. } => "auth",
+            LlmError::Rejected { .. } => "rejected",
+            LlmError::Malformed { .. } => "malformed",
+            LlmError::QueueFull { .. } => "queue_full",
+            LlmError::UnknownProvider(_) => "unknown_provider",
+        }
+    }
+}
+
+impl AuthFailure for LlmError {
+    fn is_auth(&self) -> bool {
+        matches!(self, LlmError::Auth { .. })
+    }
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn model(&self) -> &str;
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LlmError>;
+}

@@ -1,0 +1,144 @@
+//! The `chorus` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use chorus::config::{self, Config};
+
+/// Exit code for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure to start or run.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "chorus", version, about = "A supervised team of AI personas on social platforms.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service until SIGINT/SIGTERM (SIGHUP reloads the configuration).
+    Run {
+        /// The service configuration file.
+        #[arg(long, short, default_value = "config/chorus.toml", env = "CHORUS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print a summary of personas and platforms.
+    CheckConfig {
+        #[arg(long, short, default_value = "config/chorus.toml", env = "CHORUS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, short, default_value = "config/chorus.toml", env = "CHORUS_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match &cli.command {
+        Command::Run { config } | Command::CheckConfig { config } | Command::Migrate { config } => config.clone(),
+    };
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Command::CheckConfig { .. } = cli.command {
+        print_summary(&config);
+        return ExitCode::SUCCESS;
+    }
+    chorus::telemetry::init(&config.service.telemetry);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { .. } => {
+                let service = chorus::service::start(config).await?;
+                chorus::shutdown::run_until_signalled(service).await?;
+                Ok(())
+            }
+            Command::Migrate { .. } => migrate(&config).await,
+            Command::CheckConfig { .. } => unreachable!("handled above"),
+        }
+    });
+    // Background tasks of a stopped service (timers, idle connections) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "chorus stopped with an error");
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|errors| {
+        eprintln!("invalid configuration ({} problem{}):", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+        for error in &errors.0 {
+            eprintln!("  {error}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let store = &config.service.store;
+    let db = chorus::store::Db::connect(&store.url, 1).await.context("store.url: cannot open the database")?;
+    db.migrate().await.context("cannot migrate the database")?;
+    db.close().await;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn print_summary(config: &Config) {
+    let service = &config.service;
+    println!("configuration {} is valid", config.path.display());
+    println!("mode: {:?}", service.mode);
+    println!("store: {}", redact_url(&service.store.url));
+    println!(
+        "admin: http://{} (token {})",
+        service.admin.listen,
+        if config.admin_token.is_some() { "set" } else { "not set" }
+    );
+    println!("llm providers: {}", service.llm.providers.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("platforms: local={}", if service.platforms.local.enabled { "on" } else { "off" });
+    println!("personas ({}):", config.personas.len());
+    for persona in config.personas.values() {
+        let platforms: Vec<&str> = persona.platforms.iter().map(|p| p.as_str()).collect();
+        println!(
+            "  {} — platforms: {}; posts every {}; topics: {}",
+            persona.name,
+            platforms.join(", "),
+            humantime::format_duration(persona.schedule.every.get()),
+            persona.topics.join(", ")
+        );
+    }
+    println!("agents: {}", config.agent_keys().len());
+}
+
+/// Hides a password in a database URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:[redacted]@{}", &url[..scheme], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

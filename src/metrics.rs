@@ -1,0 +1,89 @@
+//! Every metric Chorus exports, declared once.
+//!
+//! Names follow `chorus_<noun>_<unit>_total` for counters; labels come only from small fixed sets
+//! (platform, provider, actor kind, outcome) — never persona text, user ids or error strings.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+// Supervision
+pub const SUPERVISOR_RESTARTS: &str = "chorus_supervisor_restarts_total";
+pub const SUPERVISOR_CIRCUIT_OPENED: &str = "chorus_supervisor_circuit_opened_total";
+pub const SUPERVISOR_CHILDREN: &str = "chorus_supervisor_children";
+// Store
+pub const STORE_UP: &str = "chorus_store_up";
+pub const STORE_ERRORS: &str = "chorus_store_errors_total";
+// Inbound
+pub const INBOUND_EVENTS: &str = "chorus_inbound_events_total";
+pub const POLL_FAILURES: &str = "chorus_platform_poll_failures_total";
+// Outbox
+pub const OUTBOX_ENQUEUED: &str = "chorus_outbox_enqueued_total";
+pub const OUTBOX_PUBLISHED: &str = "chorus_outbox_published_total";
+pub const OUTBOX_PENDING: &str = "chorus_outbox_pending";
+pub const PUBLISH_SECONDS: &str = "chorus_publish_duration_seconds";
+// LLM
+pub const LLM_REQUESTS: &str = "chorus_llm_requests_total";
+pub const LLM_TOKENS: &str = "chorus_llm_tokens_total";
+pub const LLM_SECONDS: &str = "chorus_llm_request_duration_seconds";
+// Rate limits
+pub const RATE_LIMIT_WAITS: &str = "chorus_rate_limit_waits_total";
+pub const RATE_LIMIT_REFUSALS: &str = "chorus_rate_limit_refusals_total";
+// Memory
+pub const MEMORIES_STORED: &str = "chorus_memories_stored_total";
+// Service
+pub const CONFIG_RELOADS: &str = "chorus_config_reloads_total";
+pub const LOCAL_POSTS: &str = "chorus_local_posts_total";
+pub const AGENTS: &str = "chorus_agents";
+
+/// Installs the process-wide Prometheus recorder once and returns its handle. Later calls (more
+/// services in one test process) share it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
+                .expect("static bucket list is not empty")
+                .install_recorder()
+                .expect("the metrics recorder is installed once per process");
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(SUPERVISOR_RESTARTS, "Child actors restarted, by actor kind.");
+    describe_counter!(SUPERVISOR_CIRCUIT_OPENED, "Child circuits opened (child parked), by actor kind and reason.");
+    describe_gauge!(SUPERVISOR_CHILDREN, "Supervised children, by actor kind and state (running, restarting, parked).");
+    describe_gauge!(STORE_UP, "1 when the last database health check succeeded.");
+    describe_counter!(STORE_ERRORS, "Failed database operations, by operation.");
+    describe_counter!(INBOUND_EVENTS, "Inbound mentions, by platform and outcome.");
+    describe_counter!(POLL_FAILURES, "Failed platform polls, by platform.");
+    describe_counter!(OUTBOX_ENQUEUED, "Items written to the outbox, by platform and kind.");
+    describe_counter!(OUTBOX_PUBLISHED, "Publish attempts, by platform and outcome.");
+    describe_gauge!(OUTBOX_PENDING, "Outbox rows waiting to be published.");
+    describe_histogram!(PUBLISH_SECONDS, Unit::Seconds, "Time of one platform publish call, by platform.");
+    describe_counter!(LLM_REQUESTS, "LLM requests, by provider and outcome.");
+    describe_counter!(LLM_TOKENS, "LLM tokens, by provider and direction (in, out).");
+    describe_histogram!(LLM_SECONDS, Unit::Seconds, "LLM request latency, by provider.");
+    describe_counter!(RATE_LIMIT_WAITS, "Permits that had to wait for the bucket, by platform.");
+    describe_counter!(RATE_LIMIT_REFUSALS, "Permits refused because the wait was too long, by platform.");
+    describe_counter!(MEMORIES_STORED, "Memories stored, by kind.");
+    describe_counter!(CONFIG_RELOADS, "Configuration reloads, by outcome (applied, rejected).");
+    describe_counter!(LOCAL_POSTS, "Posts on the local platform, by source (persona, crowd, api).");
+    describe_gauge!(AGENTS, "Agents in the tree, by platform.");
+}

@@ -1,0 +1,200 @@
+//! The built-in local platform: a small social timeline served by Chorus itself and persisted in
+//! the database. Anyone can post through the admin server's `/local/*` routes; `@handle` in a
+//! post's text mentions that persona. Agents read their mentions and post through [`Platform`].
+//!
+//! Fault injection (for game days and tests): an account can be made unavailable or have its
+//! credentials "revoked", which exercises the same error paths as a real platform.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use crate::config::PlatformKind;
+use crate::metrics as m;
+use crate::store::{Db, LocalPost};
+
+/// Longest post the local platform accepts, in characters.
+pub const MAX_POST_CHARS: usize = 2000;
+/// Mentions read per poll.
+const MENTIONS_PER_POLL: i64 = 50;
+
+/// A fault injected into one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Every call fails as if the platform were down.
+    Unavailable,
+    /// Every call fails with an authentication error.
+    AuthRevoked,
+}
+
+#[derive(Clone)]
+pub struct LocalPlatform {
+    db: Db,
+    faults: Arc<RwLock<HashMap<String, Fault>>>,
+}
+
+impl LocalPlatform {
+    pub fn new(db: Db) -> Self {
+        Self { db, faults: Arc::default() }
+    }
+
+    /// Sets (or with `None` clears) the fault of `account`.
+    pub fn set_fault(&self, account: &str, fault: Option<Fault>) {
+        let mut faults = self.faults.write().expect("faults lock");
+        match fault {
+            Some(fault) => faults.insert(account.to_owned(), fault),
+            None => faults.remove(account),
+        };
+    }
+
+    fn check(&self, account: &str) -> Result<(), PlatformError> {
+        match self.faults.read().expect("faults lock").get(account) {
+            None => Ok(()),
+            Some(Fault::Unavailable) => Err(PlatformError::Transient("local platform: injected outage".into())),
+            Some(Fault::AuthRevoked) => Err(PlatformError::Auth("local platform: injected revoked credentials".into())),
+        }
+    }
+
+    /// Posts to the timeline on behalf of anyone; `source` labels the metric (persona, crowd, api).
+    pub async fn post(
+        &self,
+        author: &str,
+        text: &str,
+        reply_to: Option<i64>,
+        client_key: Option<&str>,
+        source: &'static str,
+    ) -> Result<LocalPost, PlatformError> {
+        validate_post(author, text)?;
+        if let Some(parent) = reply_to {
+            let exists =
+                self.db.local_post_by_id(parent).await.map_err(|err| PlatformError::Transient(err.to_string()))?;
+            if exists.is_none() {
+                return Err(PlatformError::Permanent(format!("reply_to: no post {parent}")));
+            }
+        }
+        let mentions = extract_mentions(text);
+        let post = self
+            .db
+            .local_post(author, text, reply_to, client_key, &mentions)
+            .await
+            .map_err(|err| PlatformError::Transient(err.to_string()))?;
+        metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
+        Ok(post)
+    }
+
+    /// The root of the thread `post` belongs to (walks up at most 64 replies).
+    async fn conversation_of(&self, post: &LocalPost) -> Result<i64, PlatformError> {
+        let mut current = post.clone();
+        for _ in 0..64 {
+            let Some(parent) = current.reply_to else { break };
+            match self.db.local_post_by_id(parent).await.map_err(|err| PlatformError::Transient(err.to_string()))? {
+                Some(parent) => current = parent,
+                None => break,
+            }
+        }
+        Ok(current.id)
+    }
+}
+
+fn validate_post(author: &str, text: &str) -> Result<(), PlatformError> {
+    if author.trim().is_empty() || author.chars().count() > 64 {
+        return Err(PlatformError::Permanent("author: expected 1 to 64 characters".into()));
+    }
+    let length = text.chars().count();
+    if text.trim().is_empty() || length > MAX_POST_CHARS {
+        return Err(PlatformError::Permanent(format!("text: expected 1 to {MAX_POST_CHARS} characters, got {length}")));
+    }
+    Ok(())
+}
+
+/// `@handle` mentions in `text`, lowercased, without duplicates, in order.
+pub fn extract_mentions(text: &str) -> Vec<String> {
+    let mut handles: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let after = &rest[at + 1..];
+        let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let handle = after[..end].to_ascii_lowercase();
+        let preceded_by_word = rest[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric());
+        if !handle.is_empty() && handle.len() <= 32 && !preceded_by_word && !handles.contains(&handle) {
+            handles.push(handle);
+        }
+        rest = &after[end..];
+    }
+    handles
+}
+
+#[async_trait]
+impl Platform for LocalPlatform {
+    fn kind(&self) -> PlatformKind {
+        PlatformKind::Local
+    }
+
+    async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
+        self.check(account)?;
+        let after = cursor.and_then(|cursor| cursor.parse::<i64>().ok()).unwrap_or(0);
+        let posts = self
+            .db
+            .local_mentions(account, after, MENTIONS_PER_POLL)
+            .await
+            .map_err(|err| PlatformError::Transient(err.to_string()))?;
+        let cursor = posts.last().map(|post| post.id.to_string());
+        let mut mentions = Vec::with_capacity(posts.len());
+        for post in posts {
+            let conversation = self.conversation_of(&post).await?;
+            mentions.push(Mention {
+                remote_id: post.id.to_string(),
+                author: post.author,
+                text: post.text,
+                conversation: conversation.to_string(),
+            });
+        }
+        Ok(MentionBatch { mentions, cursor })
+    }
+
+    async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError> {
+        self.check(account)?;
+        let reply_to = match item.reply_to {
+            Some(id) => {
+                Some(id.parse::<i64>().map_err(|_| PlatformError::Permanent(format!("reply_to: bad id {id:?}")))?)
+            }
+            None => None,
+        };
+        let post = self.post(account, item.text, reply_to, Some(item.idempotency_key), "persona").await?;
+        Ok(post.id.to_string())
+    }
+
+    async fn find_published(&self, account: &str, idempotency_key: &str) -> Result<Option<String>, PlatformError> {
+        self.check(account)?;
+        let post = self
+            .db
+            .local_post_by_key(idempotency_key)
+            .await
+            .map_err(|err| PlatformError::Transient(err.to_string()))?;
+        Ok(post.map(|post| post.id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_found_lowercased_once_and_not_inside_emails() {
+        assert_eq!(extract_mentions("hi @Ada and @bob_2, @ada again"), vec!["ada", "bob_2"]);
+        assert_eq!(extract_mentions("mail me at sam@example.com"), Vec::<String>::new());
+        assert_eq!(extract_mentions("@ @!"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn posts_are_validated() {
+        assert!(validate_post("sam", "hello").is_ok());
+        assert!(matches!(validate_post("", "hello"), Err(PlatformError::Permanent(_))));
+        assert!(matches!(validate_post("sam", "  "), Err(PlatformError::Permanent(_))));
+        assert!(validate_post("sam", &"x".repeat(MAX_POST_CHARS + 1)).is_err());
+    }
+}

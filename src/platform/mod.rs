@@ -1,0 +1,100 @@
+//! Platforms: the one place that talks to a social network. Each platform implements
+//! [`Platform`]; agents read mentions through it and the Publisher posts through it.
+//!
+//! Only `local` (the built-in timeline, [`local`]) exists so far; X, Reddit and Discord arrive in
+//! their own issues behind the same trait.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::PlatformKind;
+use crate::supervisor::AuthFailure;
+
+/// Errors at the platform boundary, classified by what the caller should do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// Timeouts, 5xx, connection errors: retry with backoff.
+    #[error("platform unavailable: {0}")]
+    Transient(String),
+    /// 429 or an exhausted budget: wait at least this long.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// Credentials refused: the agent's circuit opens at once.
+    #[error("authentication refused: {0}")]
+    Auth(String),
+    /// The platform refused this item for good (too long, forbidden…): do not retry it.
+    #[error("refused by the platform: {0}")]
+    Permanent(String),
+}
+
+impl AuthFailure for PlatformError {
+    fn is_auth(&self) -> bool {
+        matches!(self, PlatformError::Auth(_))
+    }
+}
+
+/// A message that mentions one of our accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    pub remote_id: String,
+    pub author: String,
+    pub text: String,
+    /// The thread it belongs to (its root's id).
+    pub conversation: String,
+}
+
+/// Mentions after a cursor, oldest first, and the cursor to read from next time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MentionBatch {
+    pub mentions: Vec<Mention>,
+    pub cursor: Option<String>,
+}
+
+/// Something to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub idempotency_key: &'a str,
+    pub text: &'a str,
+    /// Remote id of the message this answers.
+    pub reply_to: Option<&'a str>,
+}
+
+#[async_trait]
+pub trait Platform: Send + Sync + 'static {
+    fn kind(&self) -> PlatformKind;
+
+    /// Mentions of `account` after `cursor`.
+    async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError>;
+
+    /// Publishes and returns the remote id.
+    async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError>;
+
+    /// Looks for an earlier publish of the same intent, for a row whose previous attempt may have
+    /// landed before a crash. Returns its remote id.
+    async fn find_published(&self, account: &str, idempotency_key: &str) -> Result<Option<String>, PlatformError>;
+}
+
+/// The platforms of one service, by kind.
+#[derive(Clone, Default)]
+pub struct Platforms {
+    by_kind: BTreeMap<PlatformKind, Arc<dyn Platform>>,
+}
+
+impl Platforms {
+    pub fn insert(&mut self, platform: Arc<dyn Platform>) {
+        self.by_kind.insert(platform.kind(), platform);
+    }
+
+    pub fn get(&self, kind: PlatformKind) -> Option<Arc<dyn Platform>> {
+        self.by_kind.get(&kind).cloned()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Arc<dyn Platform>> {
+        self.by_kind.iter().find(|(kind, _)| kind.as_str() == name).map(|(_, platform)| platform.clone())
+    }
+}

@@ -1,0 +1,317 @@
+//! The Publisher actor: the durable outbox between "a persona decided to say this" and "the
+//! platform has it".
+//!
+//! - `Enqueue` writes the outbox row (unique idempotency key) before anything is published, and
+//!   in the same transaction marks the inbound event answered.
+//! - Publish passes run in a task, one at a time: due rows are grouped by account, accounts are
+//!   published concurrently, rows of one account in order. Each row takes a permit from its
+//!   account's RateLimiter, records the attempt, calls the platform, and is marked sent (with the
+//!   remote id), retried later (transient or rate-limited) or failed (refused for good). A row
+//!   that is pending with `attempts > 0` may have landed before a crash: the platform is asked
+//!   for it first (reconciliation) so it is never posted twice.
+//! - A sweep timer looks at due rows every `publisher.sweep_every`, so retries need no trigger.
+//! - `Drain` (graceful shutdown) runs passes until no row is due and answers with the counts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+
+use crate::config::PublisherConfig;
+use crate::directory::{Directory, rate_limiter_key};
+use crate::memory::MemoryMsg;
+use crate::metrics as m;
+use crate::platform::{Outgoing, PlatformError, Platforms};
+use crate::rate_limit::{Permit, RateLimiterMsg};
+use crate::store::{Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, StoreError, now_ms};
+
+pub struct Publisher;
+
+pub struct PublisherArgs {
+    pub db: Db,
+    pub platforms: Platforms,
+    pub directory: Arc<Directory>,
+    pub config: PublisherConfig,
+}
+
+pub struct PublisherState {
+    context: Arc<PassContext>,
+    pass_running: bool,
+    /// Work arrived while a pass was running: run another.
+    rerun: bool,
+    drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
+    sweep: Option<JoinHandle<()>>,
+}
+
+/// What a publish pass needs, shared with its task.
+struct PassContext {
+    db: Db,
+    platforms: Platforms,
+    directory: Arc<Directory>,
+    config: PublisherConfig,
+}
+
+pub enum PublisherMsg {
+    /// Write an item to the outbox (once per idempotency key), then publish it.
+    Enqueue { item: NewOutbox, inbound_id: Option<i64>, reply: RpcReplyPort<Result<Enqueued, String>> },
+    /// Look for due rows now.
+    Kick,
+    /// A pass finished; `more` when it stopped at the batch size.
+    PassDone { more: bool },
+    /// Publish everything due, then answer with the outbox counts (graceful shutdown).
+    Drain { reply: RpcReplyPort<OutboxCounts> },
+}
+
+impl Actor for Publisher {
+    type Msg = PublisherMsg;
+    type State = PublisherState;
+    type Arguments = PublisherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: PublisherArgs,
+    ) -> Result<PublisherState, ActorProcessingErr> {
+        let sweep = myself.send_interval(args.config.sweep_every.get(), || PublisherMsg::Kick);
+        // Rows left pending by a previous run are published (or reconciled) right away.
+        myself.send_message(PublisherMsg::Kick)?;
+        Ok(PublisherState {
+            context: Arc::new(PassContext {
+                db: args.db,
+                platforms: args.platforms,
+                directory: args.directory,
+                config: args.config,
+            }),
+            pass_running: false,
+            rerun: false,
+            drain_waiters: Vec::new(),
+            sweep: Some(sweep),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut PublisherState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(sweep) = state.sweep.take() {
+            sweep.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: PublisherMsg,
+        state: &mut PublisherState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PublisherMsg::Enqueue { item, inbound_id, reply } => {
+                let result = state.context.db.enqueue(&item, inbound_id).await;
+                if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
+                    metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
+                }
+                let failed = result.as_ref().err().map(|err| err.is_transient());
+                let _ = reply.send(result.map_err(|err| err.to_string()));
+                if failed == Some(false) {
+                    return Err("outbox write failed permanently".into());
+                }
+                self.kick(&myself, state);
+            }
+            PublisherMsg::Kick => self.kick(&myself, state),
+            PublisherMsg::PassDone { more } => {
+                state.pass_running = false;
+                if more || std::mem::take(&mut state.rerun) {
+                    self.kick(&myself, state);
+                } else if !state.drain_waiters.is_empty() {
+                    let counts = state.context.db.outbox_counts().await.unwrap_or_default();
+                    for waiter in state.drain_waiters.drain(..) {
+                        let _ = waiter.send(counts);
+                    }
+                }
+            }
+            PublisherMsg::Drain { reply } => {
+                state.drain_waiters.push(reply);
+                state.rerun = true;
+                self.kick(&myself, state);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Publisher {
+    fn kick(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
+        if state.pass_running {
+            state.rerun = true;
+            return;
+        }
+        state.pass_running = true;
+        state.rerun = false;
+        let context = state.context.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let more = match context.pass().await {
+                Ok(more) => more,
+                Err(err) => {
+                    metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
+                    tracing::warn!(error = %err, "publish pass failed, will retry on the next sweep");
+                    false
+                }
+            };
+            let _ = myself.send_message(PublisherMsg::PassDone { more });
+        });
+    }
+}
+
+impl PassContext {
+    /// Publishes the due rows. Returns true when there may be more.
+    async fn pass(self: &Arc<Self>) -> Result<bool, StoreError> {
+        let batch = i64::from(self.config.batch.max(1));
+        let rows = self.db.due_outbox(batch).await?;
+        let more = rows.len() as i64 == batch;
+        let mut by_account: BTreeMap<(String, String), Vec<OutboxRow>> = BTreeMap::new();
+        for row in rows {
+            by_account.entry((row.platform.clone(), row.persona.clone())).or_default().push(row);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, rows) in by_account {
+            let context = self.clone();
+            tasks.spawn(async move {
+                for row in rows {
+                    if let Err(err) = context.publish_one(&row).await {
+                        metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
+                        tracing::warn!(error = %err, outbox_id = row.id, "cannot record publish outcome");
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        if let Ok(counts) = self.db.outbox_counts().await {
+            metrics::gauge!(m::OUTBOX_PENDING).set(counts.pending as f64);
+        }
+        Ok(more)
+    }
+
+    async fn publish_one(&self, row: &OutboxRow) -> Result<(), StoreError> {
+        let platform_name = platform_label(&row.platform);
+        let Some(platform) = self.platforms.by_name(&row.platform) else {
+            return self.db.mark_failed(row, "no such platform is configured").await;
+        };
+        if row.attempts > 0 {
+            match platform.find_published(&row.persona, &row.idempotency_key).await {
+                Ok(Some(remote_id)) => {
+                    metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "reconciled")
+                        .increment(1);
+                    tracing::info!(
+                        outbox_id = row.id,
+                        "earlier attempt had landed, marking sent without posting again"
+                    );
+                    self.db.mark_sent(row, &remote_id, "reconciled").await?;
+                    self.remember(row);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(err) => return self.retry(row, &err).await,
+            }
+        }
+        match self.permit(row).await {
+            Permit::After(wait) => tokio::time::sleep(wait).await,
+            Permit::Refused(retry_after) => {
+                return self.retry(row, &PlatformError::RateLimited { retry_after }).await;
+            }
+        }
+        self.db.begin_attempt(row.id).await?;
+        let started = Instant::now();
+        let outgoing =
+            Outgoing { idempotency_key: &row.idempotency_key, text: &row.text, reply_to: row.reply_to.as_deref() };
+        let result = platform.publish(&row.persona, outgoing).await;
+        metrics::histogram!(m::PUBLISH_SECONDS, "platform" => platform_name).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(remote_id) => {
+                metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "sent").increment(1);
+                tracing::info!(persona = %row.persona, platform = platform_name, kind = %row.kind, remote_id = %remote_id, "published");
+                self.db.mark_sent(row, &remote_id, "sent").await?;
+                self.remember(row);
+                Ok(())
+            }
+            Err(PlatformError::Permanent(reason)) => {
+                metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed").increment(1);
+                tracing::warn!(outbox_id = row.id, reason = %reason, "platform refused the item for good");
+                self.db.mark_failed(row, &reason).await
+            }
+            Err(err) => self.retry(row, &err).await,
+        }
+    }
+
+    async fn permit(&self, row: &OutboxRow) -> Permit {
+        let key = rate_limiter_key(&row.platform, &row.persona);
+        let Some(limiter) = self.directory.rate_limiter(&key) else {
+            // The limiter is restarting: do not publish unmetered, come back shortly.
+            return Permit::Refused(Duration::from_secs(1));
+        };
+        match ractor::call_t!(limiter, |reply| RateLimiterMsg::Acquire { reply }, 5_000) {
+            Ok(permit) => permit,
+            Err(_) => Permit::Refused(Duration::from_secs(1)),
+        }
+    }
+
+    async fn retry(&self, row: &OutboxRow, err: &PlatformError) -> Result<(), StoreError> {
+        let exponent = u32::try_from(row.attempts.clamp(0, 16)).unwrap_or(16);
+        let backoff = self
+            .config
+            .retry_initial
+            .get()
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.config.retry_max.get());
+        let (delay, outcome) = match err {
+            PlatformError::RateLimited { retry_after } => {
+                if let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key(&row.platform, &row.persona)) {
+                    let _ = limiter.send_message(RateLimiterMsg::BackOff { until: *retry_after });
+                }
+                (*retry_after, "rate_limited")
+            }
+            PlatformError::Auth(_) => {
+                tracing::error!(persona = %row.persona, platform = %row.platform, "platform refused the credentials; the row stays pending");
+                (self.config.retry_max.get(), "auth")
+            }
+            _ => (backoff, "retry"),
+        };
+        metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_label(&row.platform), "outcome" => outcome)
+            .increment(1);
+        let next = now_ms() + delay.as_millis() as i64;
+        self.db.mark_retry(row, &err.to_string(), next).await
+    }
+
+    fn remember(&self, row: &OutboxRow) {
+        let Some(memory) = self.directory.memory() else { return };
+        let kind = if row.kind == "reply" { MemoryKind::Reply } else { MemoryKind::Post };
+        let _ = memory.send_message(MemoryMsg::Remember(NewMemory {
+            persona: row.persona.clone(),
+            platform: row.platform.clone(),
+            kind,
+            conversation: row.conversation.clone(),
+            author: row.persona.clone(),
+            text: row.text.clone(),
+        }));
+    }
+}
+
+/// Metric label for a platform name from the database (a fixed set).
+fn platform_label(name: &str) -> &'static str {
+    match name {
+        "local" => "local",
+        _ => "other",
+    }
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "reply" => "reply",
+        "post" => "post",
+        _ => "other",
+    }
+}

@@ -1,0 +1,180 @@
+//! The RateLimiter actor: one per (platform, account), a token bucket every publish to that
+//! account draws from. All personas sharing an account share its bucket.
+//!
+//! A permit is a reservation, not a block: `Acquire` answers at once with how long the caller
+//! must wait before its call (the bucket may go negative, queueing callers in order); a wait
+//! beyond `max_wait` is refused so callers retry later instead of piling up. The mailbox never
+//! waits. (Issue 4 feeds the bucket from the platforms' `x-rate-limit-*` headers, which is why this
+//! is a small bucket of our own rather than `governor`, whose state cannot be set from outside.)
+
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::config::RateLimitConfig;
+use crate::metrics as m;
+
+pub struct RateLimiter;
+
+pub struct RateLimiterArgs {
+    pub platform: &'static str,
+    pub config: RateLimitConfig,
+}
+
+pub struct RateLimiterState {
+    platform: &'static str,
+    bucket: TokenBucket,
+}
+
+/// A permit decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Go after waiting this long (zero: now).
+    After(Duration),
+    /// The wait would exceed the limit; try again after this long.
+    Refused(Duration),
+}
+
+pub enum RateLimiterMsg {
+    /// Reserve one call.
+    Acquire { reply: RpcReplyPort<Permit> },
+    /// The platform told us to back off (a 429): no permits until then.
+    BackOff { until: Duration },
+    /// Replace the bucket's limits (a config reload).
+    Reconfigure { config: RateLimitConfig },
+}
+
+impl Actor for RateLimiter {
+    type Msg = RateLimiterMsg;
+    type State = RateLimiterState;
+    type Arguments = RateLimiterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: RateLimiterArgs,
+    ) -> Result<RateLimiterState, ActorProcessingErr> {
+        Ok(RateLimiterState { platform: args.platform, bucket: TokenBucket::new(&args.config, Instant::now()) })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: RateLimiterMsg,
+        state: &mut RateLimiterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RateLimiterMsg::Acquire { reply } => {
+                let permit = state.bucket.acquire(Instant::now());
+                match permit {
+                    Permit::After(wait) if !wait.is_zero() => {
+                        metrics::counter!(m::RATE_LIMIT_WAITS, "platform" => state.platform).increment(1);
+                    }
+                    Permit::Refused(_) => {
+                        metrics::counter!(m::RATE_LIMIT_REFUSALS, "platform" => state.platform).increment(1);
+                    }
+                    Permit::After(_) => {}
+                }
+                let _ = reply.send(permit);
+            }
+            RateLimiterMsg::BackOff { until } => state.bucket.empty_for(until, Instant::now()),
+            RateLimiterMsg::Reconfigure { config } => state.bucket.reconfigure(&config),
+        }
+        Ok(())
+    }
+}
+
+/// `capacity` tokens, one more every `interval`; tokens may go negative to hand out reservations.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    interval: Duration,
+    max_wait: Duration,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(config: &RateLimitConfig, now: Instant) -> Self {
+        let capacity = f64::from(config.burst.max(1));
+        Self {
+            capacity,
+            interval: config.per.get() / config.burst.max(1),
+            max_wait: config.max_wait.get(),
+            tokens: capacity,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated);
+        if !self.interval.is_zero() {
+            self.tokens = (self.tokens + elapsed.as_secs_f64() / self.interval.as_secs_f64()).min(self.capacity);
+        }
+        self.updated = now;
+    }
+
+    /// Reserves one token.
+    pub fn acquire(&mut self, now: Instant) -> Permit {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Permit::After(Duration::ZERO);
+        }
+        let wait = self.interval.mul_f64(1.0 - self.tokens);
+        if wait > self.max_wait {
+            return Permit::Refused(wait - self.max_wait);
+        }
+        self.tokens -= 1.0;
+        Permit::After(wait)
+    }
+
+    /// No token is available before `until` from now.
+    pub fn empty_for(&mut self, until: Duration, now: Instant) {
+        self.refill(now);
+        let deficit = until.as_secs_f64() / self.interval.as_secs_f64().max(f64::EPSILON);
+        self.tokens = self.tokens.min(-deficit);
+    }
+
+    pub fn reconfigure(&mut self, config: &RateLimitConfig) {
+        let capacity = f64::from(config.burst.max(1));
+        self.capacity = capacity;
+        self.interval = config.per.get() / config.burst.max(1);
+        self.max_wait = config.max_wait.get();
+        self.tokens = self.tokens.min(capacity);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+
+    fn config(burst: u32, per_secs: u64, max_wait_secs: u64) -> RateLimitConfig {
+        RateLimitConfig { burst, per: Dur::secs(per_secs), max_wait: Dur::secs(max_wait_secs) }
+    }
+
+    #[test]
+    fn burst_then_spaced_reservations_then_refusal() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(&config(2, 10, 12), start);
+        assert_eq!(bucket.acquire(start), Permit::After(Duration::ZERO));
+        assert_eq!(bucket.acquire(start), Permit::After(Duration::ZERO));
+        assert_eq!(bucket.acquire(start), Permit::After(Duration::from_secs(5)));
+        assert_eq!(bucket.acquire(start), Permit::After(Duration::from_secs(10)));
+        assert!(matches!(bucket.acquire(start), Permit::Refused(_)));
+        // Refill: after 20 s the two reservations are paid back and one token has come in.
+        assert_eq!(bucket.acquire(start + Duration::from_secs(25)), Permit::After(Duration::ZERO));
+    }
+
+    #[test]
+    fn back_off_empties_the_bucket() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(&config(5, 5, 60), start);
+        bucket.empty_for(Duration::from_secs(30), start);
+        match bucket.acquire(start) {
+            Permit::After(wait) => assert!(wait >= Duration::from_secs(30), "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The service: wires storage, the admin server and the supervision tree together, and owns
+//! their lifecycle (start, reload, ordered shutdown). `main` and the in-process tests both start
+//! Chorus through [`start`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ractor::{Actor, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::{self, AdminState, ReloadRequest};
+use crate::config::{self, Config, ConfigErrors};
+use crate::directory::Directory;
+use crate::health::Health;
+use crate::metrics as m;
+use crate::platform::Platforms;
+use crate::platform::local::LocalPlatform;
+use crate::store::{Db, OutboxCounts};
+use crate::team_leader::{ReloadSummary, ShutdownReport, TeamLeader, TeamLeaderArgs, TeamLeaderMsg};
+
+/// A running Chorus.
+pub struct Service {
+    inner: Arc<Inner>,
+    admin_addr: SocketAddr,
+    admin_task: tokio::task::JoinHandle<()>,
+    admin_stop: oneshot::Sender<()>,
+    team_leader_task: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    config_path: PathBuf,
+    config: std::sync::Mutex<Arc<Config>>,
+    db: Db,
+    health: Arc<Health>,
+    local: LocalPlatform,
+    team_leader: ActorRef<TeamLeaderMsg>,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownOutcome {
+    pub tree: Option<ShutdownReport>,
+    pub elapsed: Duration,
+    /// Outbox after everything stopped.
+    pub outbox: Option<OutboxCounts>,
+}
+
+/// Connects and migrates the store, starts the admin server and the supervision tree.
+pub async fn start(config: Config) -> anyhow::Result<Service> {
+    let prometheus = m::install();
+    let config = Arc::new(config);
+    let store = &config.service.store;
+    let db = Db::connect(&store.url, store.max_connections).await.context("store.url: cannot open the database")?;
+    db.migrate().await.context("cannot migrate the database")?;
+    let health = Arc::new(Health::default());
+    health.set_migrated();
+
+    let local = LocalPlatform::new(db.clone());
+    let mut platforms = Platforms::default();
+    platforms.insert(Arc::new(local.clone()));
+    let directory = Arc::new(Directory::default());
+
+    if config.admin_token.is_none() {
+        tracing::warn!("no admin token configured (CHORUS_ADMIN_TOKEN): /admin routes are disabled");
+    }
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let admin_state = AdminState {
+        health: health.clone(),
+        db: db.clone(),
+        local: local.clone(),
+        prometheus,
+        token: config.admin_token.clone(),
+        reload: reload_tx,
+    };
+    let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+    let (admin_addr, admin_task) = admin::serve(config.service.admin.listen, admin_state, async move {
+        let _ = admin_stopped.await;
+    })
+    .await
+    .with_context(|| format!("admin.listen: cannot listen on {}", config.service.admin.listen))?;
+    tracing::info!(addr = %admin_addr, "admin server listening");
+
+    let args = TeamLeaderArgs {
+        config: config.clone(),
+        db: db.clone(),
+        health: health.clone(),
+        directory,
+        platforms,
+        local: local.clone(),
+    };
+    let (team_leader, team_leader_task) =
+        Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;
+
+    let inner = Arc::new(Inner {
+        config_path: config.path.clone(),
+        config: std::sync::Mutex::new(config.clone()),
+        db,
+        health,
+        local,
+        team_leader,
+    });
+    tokio::spawn(serve_reloads(Arc::downgrade(&inner), reload_rx));
+    tracing::info!(
+        mode = ?config.service.mode,
+        personas = config.personas.len(),
+        agents = config.agent_keys().len(),
+        timeline = %format!("http://{admin_addr}/"),
+        "chorus is running"
+    );
+    Ok(Service { inner, admin_addr, admin_task, admin_stop, team_leader_task })
+}
+
+async fn serve_reloads(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<ReloadRequest>) {
+    while let Some(request) = requests.recv().await {
+        let Some(inner) = inner.upgrade() else { break };
+        let _ = request.reply.send(inner.reload().await);
+    }
+}
+
+impl Inner {
+    async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+        let config = match config::load(&self.config_path) {
+            Ok(config) => Arc::new(config),
+            Err(errors) => {
+                metrics::counter!(m::CONFIG_RELOADS, "outcome" => "rejected").increment(1);
+                for error in &errors.0 {
+                    tracing::error!(error = %error, "configuration rejected; keeping the running one");
+                }
+                return Err(errors);
+            }
+        };
+        let summary =
+            ractor::call_t!(self.team_leader, |reply| TeamLeaderMsg::Reload { config: config.clone(), reply }, 30_000)
+                .unwrap_or_default();
+        *self.config.lock().expect("config lock") = config;
+        Ok(summary)
+    }
+}
+
+impl Service {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.inner.health
+    }
+
+    pub fn local(&self) -> &LocalPlatform {
+        &self.inner.local
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.lock().expect("config lock").clone()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.inner.config_path
+    }
+
+    /// Re-reads the configuration file; a valid one is applied, an invalid one is rejected (its
+    /// errors returned and logged) and the running configuration kept.
+    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+        self.inner.reload().await
+    }
+
+    /// Ordered shutdown: stop intake and schedules, drain agents and the outbox up to the
+    /// configured deadline, stop the tree, stop the admin server, close the pool.
+    pub async fn shutdown(self) -> ShutdownOutcome {
+        let started = Instant::now();
+        let deadline_after = self.config().service.shutdown.deadline.get();
+        let deadline = started + deadline_after;
+        tracing::info!(deadline_ms = deadline_after.as_millis() as u64, "shutting down");
+        self.inner.health.set_shutting_down();
+
+        let grace = deadline_after + Duration::from_secs(2);
+        let tree = ractor::call_t!(
+            self.inner.team_leader,
+            |reply| TeamLeaderMsg::Shutdown { deadline, reply },
+            grace.as_millis() as u64
+        )
+        .ok();
+        let _ = self.inner.team_leader.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.team_leader_task).await;
+
+        let _ = self.admin_stop.send(());
+        if tokio::time::timeout(Duration::from_secs(2), self.admin_task).await.is_err() {
+            tracing::warn!("admin server did not stop in time");
+        }
+        let outbox = self.inner.db.outbox_counts().await.ok();
+        if tokio::time::timeout(Duration::from_secs(2), self.inner.db.close()).await.is_err() {
+            tracing::warn!("database pool did not close in time");
+        }
+        let elapsed = started.elapsed();
+        match outbox {
+            Some(counts) => tracing::info!(
+                elapsed_ms = elapsed.as_millis() as u64,
+                pending = counts.pending,
+                sent = counts.sent,
+                "stopped"
+            ),
+            None => tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "stopped"),
+        }
+        ShutdownOutcome { tree, elapsed, outbox }
+    }
+}

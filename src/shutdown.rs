@@ -1,0 +1,38 @@
+//! Signals: SIGINT/SIGTERM start the ordered shutdown (a second one forces exit), SIGHUP
+//! reloads the configuration.
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::service::Service;
+
+/// Exit code when a second signal cuts a graceful shutdown short.
+pub const FORCED_EXIT_CODE: i32 = 130;
+
+/// Runs `service` until SIGINT or SIGTERM, reloading on SIGHUP, then shuts it down in order.
+pub async fn run_until_signalled(service: Service) -> std::io::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!(signal = "SIGTERM", "signal received"); break; }
+            _ = interrupt.recv() => { tracing::info!(signal = "SIGINT", "signal received"); break; }
+            _ = hangup.recv() => {
+                tracing::info!(signal = "SIGHUP", "reloading configuration");
+                // Errors are logged by reload; the old configuration stays in force.
+                let _ = service.reload().await;
+            }
+        }
+    }
+    // A second signal while draining: stop now.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::warn!("second signal: forcing exit without finishing the drain");
+        std::process::exit(FORCED_EXIT_CODE);
+    });
+    service.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! Storage: the only module that imports sqlx.
+//!
+//! [`Db`] is a cheap, cloneable handle on one connection pool. It uses sqlx's `Any` driver so a
+//! single code path serves SQLite (the embedded default, in WAL mode) and Postgres (several nodes).
+//! The Any driver speaks only integers, floats, text and bytes, so times are epoch milliseconds.
+//! The schema lives in `migrations/sqlite` and `migrations/postgres` (same tables, per-engine DDL).
+//!
+//! The [`actor::Store`] actor owns the pool's health in the supervision tree.
+
+pub mod actor;
+mod local;
+mod outbox;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use local::LocalPost;
+pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Errors of the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot prepare the database directory {path}: {source}")]
+    Directory { path: String, source: std::io::Error },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Worth retrying: the database was busy, unreachable or the pool was exhausted.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Query(err) => {
+                matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Database(_))
+            }
+            StoreError::Directory { .. } | StoreError::Migrate(_) => false,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the database. Clone it freely.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every table.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+impl Db {
+    /// Connects (creating a SQLite file and its directory if needed) without migrating.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Db> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
+        let url = match engine {
+            Engine::Sqlite => prepare_sqlite_url(url)?,
+            Engine::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets readers run beside the writer; busy_timeout queues writers
+                        // instead of failing them with "database is locked".
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(Db { pool, engine })
+    }
+
+    /// Applies pending migrations of this engine.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self.engine {
+            Engine::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
+            Engine::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Folds the SQLite write-ahead log back into the database file (no-op on Postgres).
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        if self.engine == Engine::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    // ----- inbound events and cursors -----
+
+    /// Stores an inbound event once. Returns its id when it is new, `None` when it was seen before.
+    pub async fn insert_inbound(&self, event: &NewInbound<'_>) -> StoreResult<Option<i64>> {
+        let row = sqlx::query(
+            "INSERT INTO inbound_events \
+             (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') \
+             ON CONFLICT (platform, remote_id) DO NOTHING RETURNING id",
+        )
+        .bind(event.platform)
+        .bind(event.remote_id)
+        .bind(event.persona)
+        .bind(event.author)
+        .bind(i64::from(event.author_is_persona))
+        .bind(event.text)
+        .bind(event.conversation)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.get::<i64, _>(0)))
+    }
+
+    /// Inbound events of one agent that are stored but not yet answered, oldest first.
+    pub async fn pending_inbound(&self, persona: &str, platform: &str, limit: i64) -> StoreResult<Vec<InboundRow>> {
+        let rows = sqlx::query(
+            "SELECT id, remote_id, author, author_is_persona, text, conversation FROM inbound_events \
+             WHERE persona = $1 AND platform = $2 AND state = 'pending' ORDER BY id LIMIT $3",
+        )
+        .bind(persona)
+        .bind(platform)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(InboundRow::from_row).collect()
+    }
+
+    /// Closes an inbound event without a reply (loop guard, empty generation…).
+    pub async fn ignore_inbound(&self, id: i64, outcome: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE inbound_events SET state = 'ignored', outcome = $2 WHERE id = $1")
+            .bind(id)
+            .bind(outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many inbound events of a conversation were written by one of our personas.
+    pub async fn persona_turns(&self, platform: &str, conversation: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM inbound_events WHERE platform = $1 AND conversation = $2 AND author_is_persona = 1",
+        )
+        .bind(platform)
+        .bind(conversation)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    pub async fn cursor(&self, persona: &str, platform: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT cursor FROM cursors WHERE persona = $1 AND platform = $2")
+            .bind(persona)
+            .bind(platform)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.get::<String, _>(0)))
+    }
+
+    pub async fn save_cursor(&self, persona: &str, platform: &str, cursor: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (persona, platform) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(persona)
+        .bind(platform)
+        .bind(cursor)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ----- memories -----
+
+    pub async fn insert_memory(&self, memory: &NewMemory) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&memory.persona)
+        .bind(&memory.platform)
+        .bind(memory.kind.as_str())
+        .bind(memory.conversation.as_deref())
+        .bind(&memory.author)
+        .bind(&memory.text)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The persona's latest memories, newest first; only one conversation's when given.
+    pub async fn recent_memories(
+        &self,
+        persona: &str,
+        conversation: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<MemoryRow>> {
+        let rows = match conversation {
+            Some(conversation) => {
+                sqlx::query(
+                    "SELECT kind, platform, conversation, author, text, created_at FROM memories \
+                     WHERE persona = $1 AND conversation = $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(persona)
+                .bind(conversation)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT kind, platform, conversation, author, text, created_at FROM memories \
+                     WHERE persona = $1 AND kind IN ('post', 'reply') ORDER BY id DESC LIMIT $2",
+                )
+                .bind(persona)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(MemoryRow::from_row).collect()
+    }
+
+    // ----- LLM usage -----
+
+    pub async fn record_llm_usage(&self, usage: &LlmUsage<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO llm_usage (persona, provider, model, task, tokens_in, tokens_out, latency_ms, outcome, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(usage.persona)
+        .bind(usage.provider)
+        .bind(usage.model)
+        .bind(usage.task)
+        .bind(usage.tokens_in)
+        .bind(usage.tokens_out)
+        .bind(usage.latency_ms)
+        .bind(usage.outcome)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Tokens (in, out) spent by a persona so far.
+    pub async fn llm_tokens(&self, persona: &str) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM llm_usage WHERE persona = $1",
+        )
+        .bind(persona)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?))
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Turns `sqlite://path` into a URL that creates the file, and creates its directory.
+fn prepare_sqlite_url(url: &str) -> StoreResult<String> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:"
+        && let Some(dir) = Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// An inbound event as a platform delivered it.
+#[derive(Debug, Clone)]
+pub struct NewInbound<'a> {
+    pub platform: &'a str,
+    pub remote_id: &'a str,
+    pub persona: &'a str,
+    pub author: &'a str,
+    pub author_is_persona: bool,
+    pub text: &'a str,
+    pub conversation: &'a str,
+}
+
+/// An inbound event waiting for its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRow {
+    pub id: i64,
+    pub remote_id: String,
+    pub author: String,
+    pub author_is_persona: bool,
+    pub text: String,
+    pub conversation: String,
+}
+
+impl InboundRow {
+    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            remote_id: row.try_get("remote_id")?,
+            author: row.try_get("author")?,
+            author_is_persona: row.try_get::<i64, _>("author_is_persona")? != 0,
+            text: row.try_get("text")?,
+            conversation: row.try_get("conversation")?,
+        })
+    }
+}
+
+/// What a memory records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryKind {
+    /// An original post of the persona.
+    Post,
+    /// A reply of the persona.
+    Reply,
+    /// A message someone sent the persona.
+    Inbound,
+}
+
+impl MemoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryKind::Post => "post",
+            MemoryKind::Reply => "reply",
+            MemoryKind::Inbound => "inbound",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "post" => MemoryKind::Post,
+            "reply" => MemoryKind::Reply,
+            _ => MemoryKind::Inbound,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    pub persona: String,
+    pub platform: String,
+    pub kind: MemoryKind,
+    pub conversation: Option<String>,
+    pub author: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryRow {
+    pub kind: MemoryKind,
+    pub platform: String,
+    pub conversation: Option<String>,
+    pub author: String,
+    pub text: String,
+    pub created_at: i64,
+}
+
+impl MemoryRow {
+    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(Self {
+            kind: MemoryKind::parse(&row.try_get::<String, _>("kind")?),
+            platform: row.try_get("platform")?,
+            conversation: row.try_get("conversation")?,
+            author: row.try_get("author")?,
+            text: row.try_get("text")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// One LLM call, for the `llm_usage` table.
+#[derive(Debug, Clone)]
+pub struct LlmUsage<'a> {
+    pub persona: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub task: &'a str,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub latency_ms: i64,
+    pub outcome: &'a str,
+}

@@ -1,0 +1,465 @@
+//! The TeamLeader: the root of the supervision tree.
+//!
+//! It spawns every child (Store, LlmPool, Memory, one RateLimiter per platform account, the
+//! Publisher, one Agent per persona × platform, and in sandbox mode the Crowd), supervises them
+//! one-for-one through [`Supervision`], applies configuration reloads as a diff of the tree, and
+//! runs the ordered part of graceful shutdown (stop intake, drain agents, drain the outbox, stop
+//! the children).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings};
+use crate::config::{AgentKey, Config, Mode, PlatformKind};
+use crate::directory::{Directory, rate_limiter_key};
+use crate::health::Health;
+use crate::llm::{LlmMsg, LlmPool, LlmPoolArgs};
+use crate::memory::{Memory, MemoryArgs};
+use crate::metrics as m;
+use crate::platform::Platforms;
+use crate::platform::local::LocalPlatform;
+use crate::publisher::{Publisher, PublisherArgs, PublisherMsg};
+use crate::rate_limit::{RateLimiter, RateLimiterArgs, RateLimiterMsg};
+use crate::sim::crowd::{Crowd, CrowdArgs};
+use crate::store::actor::{Store, StoreArgs};
+use crate::store::{Db, OutboxCounts};
+use crate::supervisor::{Decision, Exit, RestartPolicy, Supervision};
+
+/// Every kind of child, the `kind` label of the supervisor metrics.
+pub const CHILD_KINDS: &[&str] = &["store", "llm_pool", "memory", "rate_limiter", "publisher", "agent", "crowd"];
+
+pub struct TeamLeader;
+
+pub struct TeamLeaderArgs {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub health: Arc<Health>,
+    pub directory: Arc<Directory>,
+    pub platforms: Platforms,
+    pub local: LocalPlatform,
+}
+
+pub struct TeamLeaderState {
+    args: TeamLeaderArgs,
+    supervision: Supervision,
+    specs: BTreeMap<String, ChildSpec>,
+    shutting_down: bool,
+}
+
+/// What a child id stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChildSpec {
+    Store,
+    LlmPool,
+    Memory,
+    RateLimiter { platform: PlatformKind, account: String },
+    Publisher,
+    Agent(AgentKey),
+    Crowd,
+}
+
+impl ChildSpec {
+    fn kind(&self) -> &'static str {
+        match self {
+            ChildSpec::Store => "store",
+            ChildSpec::LlmPool => "llm_pool",
+            ChildSpec::Memory => "memory",
+            ChildSpec::RateLimiter { .. } => "rate_limiter",
+            ChildSpec::Publisher => "publisher",
+            ChildSpec::Agent(_) => "agent",
+            ChildSpec::Crowd => "crowd",
+        }
+    }
+
+    fn id(&self) -> String {
+        match self {
+            ChildSpec::RateLimiter { platform, account } => {
+                format!("rate_limiter:{}", rate_limiter_key(platform.as_str(), account))
+            }
+            ChildSpec::Agent(key) => format!("agent:{key}"),
+            other => other.kind().to_owned(),
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+}
+
+/// What graceful shutdown achieved before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Agents finished their in-flight replies in time.
+    pub agents_drained: bool,
+    /// The outbox after the drain (None when the drain ran out of time).
+    pub outbox: Option<OutboxCounts>,
+}
+
+pub enum TeamLeaderMsg {
+    /// Spawn a child again (after its backoff or cool-down).
+    Restart { id: String, after_cooldown: bool },
+    /// Apply a new, validated configuration.
+    Reload { config: Arc<Config>, reply: RpcReplyPort<ReloadSummary> },
+    /// Stop intake, drain agents and the outbox until `deadline`, stop every child.
+    Shutdown { deadline: Instant, reply: RpcReplyPort<ShutdownReport> },
+}
+
+impl Actor for TeamLeader {
+    type Msg = TeamLeaderMsg;
+    type State = TeamLeaderState;
+    type Arguments = TeamLeaderArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: TeamLeaderArgs,
+    ) -> Result<TeamLeaderState, ActorProcessingErr> {
+        let policy = RestartPolicy::from(&args.config.service.supervisor);
+        let supervision = Supervision::new(policy, args.health.clone());
+        Ok(TeamLeaderState { args, supervision, specs: BTreeMap::new(), shutting_down: false })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut TeamLeaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        for spec in desired_children(&state.args.config) {
+            self.add_child(&myself, state, spec).await;
+        }
+        state.args.health.set_tree_up(true);
+        tracing::info!(children = state.specs.len(), "supervision tree is up");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: TeamLeaderMsg,
+        state: &mut TeamLeaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TeamLeaderMsg::Restart { id, after_cooldown } => {
+                if state.shutting_down || !state.supervision.contains(&id) || state.supervision.cell(&id).is_some() {
+                    return Ok(());
+                }
+                if after_cooldown {
+                    tracing::info!(child = %id, "cool-down over, trying the child again");
+                    state.supervision.cooldown_over(&id, Instant::now());
+                }
+                self.spawn_child(&myself, state, &id).await;
+            }
+            TeamLeaderMsg::Reload { config, reply } => {
+                let summary = self.reload(&myself, state, config).await;
+                let _ = reply.send(summary);
+            }
+            TeamLeaderMsg::Shutdown { deadline, reply } => {
+                let report = self.shutdown(&myself, state, deadline).await;
+                let _ = reply.send(report);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut TeamLeaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, exit) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Exit::from_error(&err)),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, Exit::Stopped { reason }),
+            _ => return Ok(()),
+        };
+        if state.shutting_down {
+            return Ok(());
+        }
+        let Some(id) = state.supervision.child_of(cell.get_id()).map(str::to_owned) else { return Ok(()) };
+        if let Some(spec) = state.specs.get(&id) {
+            clear_directory(&state.args.directory, spec);
+        }
+        if let Some((id, decision)) = state.supervision.on_exit(cell.get_id(), &exit, Instant::now()) {
+            schedule(&myself, id, decision);
+        }
+        Ok(())
+    }
+}
+
+impl TeamLeader {
+    async fn add_child(&self, myself: &ActorRef<TeamLeaderMsg>, state: &mut TeamLeaderState, spec: ChildSpec) {
+        let id = spec.id();
+        state.supervision.add(&id, spec.kind());
+        state.specs.insert(id.clone(), spec);
+        self.spawn_child(myself, state, &id).await;
+        update_agent_gauge(state);
+    }
+
+    fn remove_child(&self, state: &mut TeamLeaderState, id: &str, reason: &str) {
+        if let Some(spec) = state.specs.remove(id) {
+            clear_directory(&state.args.directory, &spec);
+        }
+        if let Some(cell) = state.supervision.remove(id) {
+            cell.stop(Some(reason.to_owned()));
+        }
+        update_agent_gauge(state);
+    }
+
+    /// Spawns child `id`; a failed start counts as a failure under the restart policy.
+    async fn spawn_child(&self, myself: &ActorRef<TeamLeaderMsg>, state: &mut TeamLeaderState, id: &str) {
+        let Some(spec) = state.specs.get(id).cloned() else { return };
+        match spawn(myself.get_cell(), &spec, &state.args).await {
+            Ok(cell) => state.supervision.started(id, cell),
+            Err(err) => {
+                let exit = Exit::from_error(&err);
+                if let Some(decision) = state.supervision.on_child_exit(id, &exit, Instant::now()) {
+                    schedule(myself, id.to_owned(), decision);
+                }
+            }
+        }
+    }
+
+    async fn reload(
+        &self,
+        myself: &ActorRef<TeamLeaderMsg>,
+        state: &mut TeamLeaderState,
+        config: Arc<Config>,
+    ) -> ReloadSummary {
+        let old = state.args.config.clone();
+        let mut summary = ReloadSummary::default();
+        if old.service.store.url != config.service.store.url || old.service.admin.listen != config.service.admin.listen
+        {
+            tracing::warn!("store.url and admin.listen changes take effect after a restart");
+        }
+        state.args.config = config.clone();
+        state.supervision.set_policy(RestartPolicy::from(&config.service.supervisor));
+
+        let desired: BTreeMap<String, ChildSpec> =
+            desired_children(&config).into_iter().map(|spec| (spec.id(), spec)).collect();
+        let current: Vec<String> = state.specs.keys().cloned().collect();
+        for id in &current {
+            if !desired.contains_key(id) {
+                self.remove_child(state, id, "removed by a configuration reload");
+                summary.removed.push(id.clone());
+            }
+        }
+        for (id, spec) in desired {
+            let existed = state.specs.contains_key(&id);
+            let changed = existed && child_changed(&spec, &old, &config);
+            if changed {
+                self.remove_child(state, &id, "restarted by a configuration reload");
+                summary.restarted.push(id.clone());
+            } else if !existed {
+                summary.added.push(id.clone());
+            }
+            if !existed || changed {
+                self.add_child(myself, state, spec).await;
+            }
+        }
+        if let Some(llm) = state.args.directory.llm() {
+            let _ = llm.send_message(LlmMsg::Reconfigure { config: config.clone() });
+        }
+        for (id, cell) in state.supervision.cells_of_kind("rate_limiter") {
+            if let Some(ChildSpec::RateLimiter { platform: PlatformKind::Local, .. }) = state.specs.get(&id) {
+                let limiter: ActorRef<RateLimiterMsg> = cell.into();
+                let _ = limiter.send_message(RateLimiterMsg::Reconfigure {
+                    config: config.service.platforms.local.rate_limit.clone(),
+                });
+            }
+        }
+        metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+        tracing::info!(added = ?summary.added, removed = ?summary.removed, restarted = ?summary.restarted, "configuration reloaded");
+        summary
+    }
+
+    async fn shutdown(
+        &self,
+        myself: &ActorRef<TeamLeaderMsg>,
+        state: &mut TeamLeaderState,
+        deadline: Instant,
+    ) -> ShutdownReport {
+        state.shutting_down = true;
+        state.args.health.set_shutting_down();
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+
+        // 1. Stop intake: the crowd, then agents' polls and schedules; wait for in-flight replies.
+        for (_, cell) in state.supervision.cells_of_kind("crowd") {
+            cell.stop(Some("shutdown".into()));
+        }
+        let agents: Vec<ActorRef<AgentMsg>> =
+            state.supervision.cells_of_kind("agent").into_iter().map(|(_, cell)| cell.into()).collect();
+        let timeout_ms = remaining().as_millis() as u64;
+        let drains = agents
+            .iter()
+            .map(|agent| async move { ractor::call_t!(agent, |reply| AgentMsg::Drain { reply }, timeout_ms.max(1)) });
+        let agents_drained = futures::future::join_all(drains).await.iter().all(Result::is_ok);
+        tracing::info!(agents = agents.len(), drained = agents_drained, "agents drained");
+
+        // 2. Publish what is due in the outbox.
+        let outbox = match state.args.directory.publisher() {
+            Some(publisher) => {
+                let timeout_ms = remaining().as_millis() as u64;
+                ractor::call_t!(publisher, |reply| PublisherMsg::Drain { reply }, timeout_ms.max(1)).ok()
+            }
+            None => None,
+        };
+        match outbox {
+            Some(counts) => tracing::info!(pending = counts.pending, sent = counts.sent, "outbox drained"),
+            None => {
+                tracing::warn!("outbox drain ran out of time; pending rows stay in the database for the next start")
+            }
+        }
+
+        // 3. Stop every child.
+        let stop_wait = remaining().max(Duration::from_millis(500));
+        let _ = myself.get_cell().stop_children_and_wait(Some("shutdown".into()), Some(stop_wait)).await;
+        state.args.health.set_tree_up(false);
+        ShutdownReport { agents_drained, outbox }
+    }
+}
+
+/// The children a configuration asks for, in start order.
+fn desired_children(config: &Config) -> Vec<ChildSpec> {
+    let mut specs = vec![ChildSpec::Store, ChildSpec::LlmPool, ChildSpec::Memory];
+    let keys = config.agent_keys();
+    let accounts: BTreeSet<(PlatformKind, String)> =
+        keys.iter().map(|key| (key.platform, key.persona.clone())).collect();
+    specs.extend(accounts.into_iter().map(|(platform, account)| ChildSpec::RateLimiter { platform, account }));
+    specs.push(ChildSpec::Publisher);
+    specs.extend(keys.into_iter().map(ChildSpec::Agent));
+    if config.service.mode == Mode::Sandbox
+        && config.service.sandbox.crowd
+        && config.service.platform_enabled(PlatformKind::Local)
+    {
+        specs.push(ChildSpec::Crowd);
+    }
+    specs
+}
+
+/// Whether a reload changes what a running child was started with.
+fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
+    match spec {
+        ChildSpec::Agent(key) => {
+            old.personas.get(&key.persona) != new.personas.get(&key.persona)
+                || old.personas.keys().ne(new.personas.keys())
+                || AgentSettings::from_config(old).ne_settings(&AgentSettings::from_config(new))
+        }
+        ChildSpec::Crowd => {
+            old.personas != new.personas || old.service.sandbox.crowd_every != new.service.sandbox.crowd_every
+        }
+        ChildSpec::Store => old.service.store.health_every != new.service.store.health_every,
+        ChildSpec::Publisher => format!("{:?}", old.service.publisher) != format!("{:?}", new.service.publisher),
+        ChildSpec::LlmPool | ChildSpec::Memory | ChildSpec::RateLimiter { .. } => false,
+    }
+}
+
+impl AgentSettings {
+    fn ne_settings(&self, other: &AgentSettings) -> bool {
+        format!("{self:?}") != format!("{other:?}")
+    }
+}
+
+fn schedule(myself: &ActorRef<TeamLeaderMsg>, id: String, decision: Decision) {
+    let (delay, after_cooldown) = match decision {
+        Decision::Restart(delay) => (delay, false),
+        Decision::Park(cooldown) => (cooldown, true),
+    };
+    myself.send_after(delay, move || TeamLeaderMsg::Restart { id, after_cooldown });
+}
+
+fn clear_directory(directory: &Directory, spec: &ChildSpec) {
+    match spec {
+        ChildSpec::LlmPool => directory.set_llm(None),
+        ChildSpec::Memory => directory.set_memory(None),
+        ChildSpec::Publisher => directory.set_publisher(None),
+        ChildSpec::RateLimiter { platform, account } => {
+            directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), account), None)
+        }
+        ChildSpec::Store | ChildSpec::Agent(_) | ChildSpec::Crowd => {}
+    }
+}
+
+fn update_agent_gauge(state: &TeamLeaderState) {
+    let agents = state.specs.values().filter(|spec| matches!(spec, ChildSpec::Agent(_))).count();
+    metrics::gauge!(m::AGENTS, "platform" => "local").set(agents as f64);
+}
+
+/// Spawns the actor a spec stands for, linked to the TeamLeader, and publishes it in the directory.
+async fn spawn(
+    supervisor: ActorCell,
+    spec: &ChildSpec,
+    args: &TeamLeaderArgs,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let config = &args.config;
+    let directory = &args.directory;
+    let cell = match spec {
+        ChildSpec::Store => {
+            let store_args = StoreArgs {
+                db: args.db.clone(),
+                health: args.health.clone(),
+                every: config.service.store.health_every.get(),
+            };
+            Store::spawn_linked(None, Store, store_args, supervisor).await?.0.get_cell()
+        }
+        ChildSpec::LlmPool => {
+            let llm_args = LlmPoolArgs { config: config.clone(), db: args.db.clone() };
+            let (actor, _) = LlmPool::spawn_linked(None, LlmPool, llm_args, supervisor).await?;
+            directory.set_llm(Some(actor.clone()));
+            actor.get_cell()
+        }
+        ChildSpec::Memory => {
+            let (actor, _) = Memory::spawn_linked(None, Memory, MemoryArgs { db: args.db.clone() }, supervisor).await?;
+            directory.set_memory(Some(actor.clone()));
+            actor.get_cell()
+        }
+        ChildSpec::RateLimiter { platform, account } => {
+            let limiter_config = match platform {
+                PlatformKind::Local => config.service.platforms.local.rate_limit.clone(),
+            };
+            let limiter_args = RateLimiterArgs { platform: platform.as_str(), config: limiter_config };
+            let (actor, _) = RateLimiter::spawn_linked(None, RateLimiter, limiter_args, supervisor).await?;
+            directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), account), Some(actor.clone()));
+            actor.get_cell()
+        }
+        ChildSpec::Publisher => {
+            let publisher_args = PublisherArgs {
+                db: args.db.clone(),
+                platforms: args.platforms.clone(),
+                directory: directory.clone(),
+                config: config.service.publisher.clone(),
+            };
+            let (actor, _) = Publisher::spawn_linked(None, Publisher, publisher_args, supervisor).await?;
+            directory.set_publisher(Some(actor.clone()));
+            actor.get_cell()
+        }
+        ChildSpec::Agent(key) => {
+            let persona = config.personas.get(&key.persona).cloned().ok_or("persona no longer configured")?;
+            let platform = args.platforms.get(key.platform).ok_or("platform not available")?;
+            let agent_args = Arc::new(AgentArgs {
+                key: key.clone(),
+                persona,
+                team: Arc::new(config.personas.keys().cloned().collect()),
+                platform,
+                db: args.db.clone(),
+                directory: directory.clone(),
+                settings: AgentSettings::from_config(config),
+            });
+            Agent::spawn_linked(None, Agent, agent_args, supervisor).await?.0.get_cell()
+        }
+        ChildSpec::Crowd => {
+            let personas =
+                config.personas.values().filter(|p| p.platforms.contains(&PlatformKind::Local)).cloned().collect();
+            let crowd_args =
+                CrowdArgs { local: args.local.clone(), personas, every: config.service.sandbox.crowd_every.get() };
+            Crowd::spawn_linked(None, Crowd, crowd_args, supervisor).await?.0.get_cell()
+        }
+    };
+    Ok(cell)
+}
