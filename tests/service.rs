@@ -1,0 +1,200 @@
+//! The real tree in-process on 127.0.0.1:0: replies, supervision, metrics, probes, admin auth,
+//! reload.
+
+mod common;
+
+use std::time::Duration;
+
+use chorus::health::ChildState;
+use chorus::platform::local::Fault;
+use common::{Api, PgDatabase, Sandbox, TOKEN, eventually};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Posts a mention and waits for its replies to settle; returns them.
+async fn settled_replies(api: &Api, id: i64) -> Vec<common::Post> {
+    let first = eventually(WAIT, "a reply to the mention", || async {
+        let replies = api.replies(id).await;
+        (!replies.is_empty()).then_some(replies)
+    })
+    .await;
+    // Several more poll and publish cycles: a second reply would have shown up by now.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = api.replies(id).await;
+    assert_eq!(first.len(), after.len().min(first.len()));
+    after
+}
+
+async fn mention_gets_exactly_one_reply(sandbox: &Sandbox) {
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    let mention = api.post("sam", "@ada what do you think about gardening?").await;
+    let replies = settled_replies(&api, mention.id).await;
+    assert_eq!(replies.len(), 1, "exactly one reply: {replies:?}");
+    assert_eq!(replies[0].author, "ada");
+    assert!(replies[0].text.starts_with("@sam "), "{}", replies[0].text);
+    assert!(replies[0].text.contains("gardening"), "{}", replies[0].text);
+
+    let to_bob = api.post("sam", "@bob any coffee tips?").await;
+    let replies = settled_replies(&api, to_bob.id).await;
+    assert_eq!(replies.iter().map(|r| r.author.as_str()).collect::<Vec<_>>(), vec!["bob"]);
+
+    // The reply went through the outbox and is audited.
+    let counts = service.db().outbox_counts().await.unwrap();
+    assert!(counts.sent >= 2, "{counts:?}");
+    let key = format!("reply:local:ada:{}", mention.id);
+    let trail = service.db().audit_trail(&key).await.unwrap();
+    assert_eq!(trail.first().map(|(action, _)| action.as_str()), Some("enqueue"), "{trail:?}");
+    assert_eq!(trail.last(), Some(&("publish".to_owned(), "sent".to_owned())), "{trail:?}");
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_gets_exactly_one_reply_from_the_right_persona() {
+    mention_gets_exactly_one_reply(&Sandbox::new("")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Postgres: set CHORUS_TEST_POSTGRES_URL and run with --ignored"]
+async fn a_mention_gets_exactly_one_reply_on_postgres() {
+    let database = PgDatabase::create().await;
+    mention_gets_exactly_one_reply(&Sandbox::with_store("", Some(&database.url))).await;
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_agent_is_restarted_with_growing_delays_then_parked_while_siblings_answer() {
+    let sandbox = Sandbox::new(
+        r#"
+[supervisor]
+max_restarts = 3
+window = "60s"
+backoff_initial = "100ms"
+backoff_max = "10s"
+cooldown = "1h"
+
+[agents]
+max_poll_failures = 1
+"#,
+    );
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    service.local().set_fault("bob", Some(Fault::Unavailable));
+
+    let status = eventually(WAIT, "bob's agent to be parked", || async {
+        let children = service.health().children();
+        let bob = children.get("agent:bob@local")?;
+        (bob.state == ChildState::Parked).then(|| bob.clone())
+    })
+    .await;
+    assert_eq!(status.restarts, 3, "{status:?}");
+    let delays = &status.recent_backoff_ms;
+    assert_eq!(delays.len(), 3, "{status:?}");
+    assert!(delays[0] < delays[1] && delays[1] < delays[2], "delays must grow: {delays:?}");
+    assert!(status.reason.as_deref().unwrap_or_default().contains("restarts within"), "{status:?}");
+
+    // The sibling keeps answering, and readiness names the degraded child.
+    let mention = api.post("sam", "@ada still there?").await;
+    let replies = settled_replies(&api, mention.id).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].author, "ada");
+    let readiness = api.get_json("/readyz").await;
+    assert_eq!(readiness["status"], "degraded", "{readiness}");
+    assert_eq!(readiness["degraded"]["agent:bob@local"]["state"], "parked", "{readiness}");
+    // (The metrics recorder is process-wide and shared by every test here; tests/process.rs checks
+    // the circuit metrics on a process of its own.)
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authentication_failure_opens_the_circuit_at_once() {
+    let sandbox = Sandbox::new("[supervisor]\ncooldown = \"1h\"\n");
+    let service = sandbox.start().await;
+    service.local().set_fault("ada", Some(Fault::AuthRevoked));
+    let status = eventually(WAIT, "ada's agent to be parked", || async {
+        let children = service.health().children();
+        let ada = children.get("agent:ada@local")?;
+        (ada.state == ChildState::Parked).then(|| ada.clone())
+    })
+    .await;
+    assert_eq!(status.restarts, 0, "no restart for a refused credential: {status:?}");
+    assert!(status.reason.as_deref().unwrap_or_default().contains("authentication"), "{status:?}");
+    assert_eq!(service.health().children()["agent:bob@local"].state, ChildState::Running);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_probes_and_admin_auth_work() {
+    let sandbox = Sandbox::new("");
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    let mention = api.post("sam", "@ada compilers?").await;
+    settled_replies(&api, mention.id).await;
+
+    let text = api.text("/metrics").await;
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("valid exposition");
+    let names: std::collections::BTreeSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for expected in [
+        "chorus_supervisor_children",
+        "chorus_outbox_enqueued_total",
+        "chorus_outbox_published_total",
+        "chorus_outbox_pending",
+        "chorus_inbound_events_total",
+        "chorus_llm_requests_total",
+        "chorus_store_up",
+    ] {
+        assert!(names.contains(expected), "{expected} missing from /metrics: {names:?}");
+    }
+    let published = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "chorus_outbox_published_total" && s.labels.get("outcome") == Some("sent"))
+        .expect("published sample");
+    assert!(matches!(published.value, prometheus_parse::Value::Counter(v) if v >= 1.0), "{published:?}");
+
+    assert_eq!(api.text("/healthz").await, "ok");
+    assert_eq!(api.get_json("/readyz").await["ready"], true);
+    assert_eq!(api.get("/admin/status", None).await.status(), 401);
+    assert_eq!(api.get("/admin/status", Some("wrong")).await.status(), 401);
+    let status = api.get("/admin/status", Some(TOKEN)).await;
+    assert_eq!(status.status(), 200);
+    let body: serde_json::Value = status.json().await.unwrap();
+    assert!(body["outbox"]["sent"].as_i64().unwrap() >= 1, "{body}");
+    assert!(!body.to_string().contains(TOKEN), "the token must never be echoed");
+
+    // A malformed payload is refused with a clear error and nothing is stored.
+    let before = api.timeline().await.len();
+    let bad = reqwest::Client::new()
+        .post(format!("{}/local/posts", api.base))
+        .header("content-type", "application/json")
+        .body(r#"{"author": "sam"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(bad.status().is_client_error(), "{}", bad.status());
+    assert_eq!(api.timeline().await.len(), before);
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid() {
+    let sandbox = Sandbox::new("");
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+
+    sandbox.write_persona("carol", &["chess"]);
+    let summary = service.reload().await.expect("valid reload");
+    assert_eq!(summary.added, vec!["agent:carol@local".to_owned(), "rate_limiter:local:carol".to_owned()]);
+    let mention = api.post("sam", "@carol chess openings?").await;
+    let replies = settled_replies(&api, mention.id).await;
+    assert_eq!(replies[0].author, "carol");
+
+    sandbox.write("personas", "dave.toml", "name = \"dave\"\nbio = 3\n");
+    let errors = service.reload().await.expect_err("invalid config rejected").to_string();
+    assert!(errors.contains("dave.toml: bio"), "{errors}");
+    assert!(!service.health().children().contains_key("agent:dave@local"));
+    let mention = api.post("sam", "@ada still answering?").await;
+    assert_eq!(settled_replies(&api, mention.id).await[0].author, "ada");
+    service.shutdown().await;
+}
