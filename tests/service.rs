@@ -198,3 +198,32 @@ async fn reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid() {
     assert_eq!(settled_replies(&api, mention.id).await[0].author, "ada");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_guard_ignores_self_mentions_and_caps_persona_to_persona_turns() {
+    let sandbox = Sandbox::new("[agents]\nmax_bot_turns = 2\n");
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+
+    // A persona never answers itself.
+    let own = api.post("ada", "note to self, @ada: water the tomatoes.").await;
+    // Personas answering each other stop after `max_bot_turns` persona turns in one thread:
+    // bob asks ada (turn 1), ada answers "@bob …" (turn 2, bob answers "@ada …"), bob's answer
+    // would be turn 3: ada stays silent and the thread ends.
+    let opener = api.post("bob", "@ada what do you think about gardening?").await;
+    let thread = eventually(WAIT, "the persona exchange to end", || async {
+        let timeline = api.timeline().await;
+        let replies: Vec<common::Post> =
+            timeline.into_iter().filter(|p| p.reply_to.is_some() && p.id > opener.id).collect();
+        (replies.len() >= 2).then_some(replies)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after: Vec<common::Post> =
+        api.timeline().await.into_iter().filter(|p| p.reply_to.is_some() && p.id > opener.id).collect();
+    assert_eq!(after.len(), 2, "the exchange must stop at the cap: {after:?}");
+    let authors: Vec<&str> = thread.iter().rev().map(|p| p.author.as_str()).collect();
+    assert_eq!(authors, vec!["ada", "bob"]);
+    assert!(api.replies(own.id).await.is_empty(), "a persona must not answer itself");
+    service.shutdown().await;
+}

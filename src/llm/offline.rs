@@ -22,12 +22,12 @@ const OPENERS: &[&str] =
     &["Good question", "Fair point", "Short answer", "Here is how I see it", "Glad you asked", "Honestly"];
 
 const TAKES: &[&str] = &[
-    "{topic} rewards patience more than cleverness.",
+    "when it comes to {topic}, patience beats cleverness.",
     "with {topic}, the boring fix is usually the right one.",
     "I keep coming back to {topic}: measure first, then change one thing at a time.",
     "most trouble with {topic} starts with an assumption nobody wrote down.",
-    "the best thing about {topic} is how much you learn from a small experiment.",
-    "{topic} is simpler than it looks once you draw the whole picture.",
+    "the best part of {topic} is how much a small experiment teaches you.",
+    "in {topic}, drawing the whole picture first saves hours later.",
     "the people who are good at {topic} ask more questions than they answer.",
 ];
 
