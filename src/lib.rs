@@ -18,3 +18,4 @@ pub mod store;
 pub mod supervisor;
 pub mod team_leader;
 pub mod telemetry;
+pub mod timer;

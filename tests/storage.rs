@@ -450,11 +450,12 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     let limited = db.recent_memories("alice", None, 2).await.expect("recent_memories limit 2");
     assert_eq!(texts(&limited), ["post 2", "reply 1"], "limit");
 
-    let c1 = db.recent_memories("alice", Some("c1"), 10).await.expect("recent_memories alice c1");
+    let c1 = db.recent_memories("alice", Some(("local", "c1")), 10).await.expect("recent_memories alice c1");
     assert_eq!(texts(&c1), ["reply 1", "inbound 1"], "one conversation, any kind, newest first");
     assert_eq!(c1[1].kind, MemoryKind::Inbound);
-    let c2 = db.recent_memories("alice", Some("c2"), 10).await.expect("recent_memories alice c2");
+    let c2 = db.recent_memories("alice", Some(("local", "c2")), 10).await.expect("recent_memories alice c2");
     assert_eq!(texts(&c2), ["inbound 2"]);
+    assert!(db.recent_memories("alice", Some(("x", "c1")), 10).await.expect("other platform").is_empty());
     assert!(db.recent_memories("carol", None, 10).await.expect("recent_memories carol").is_empty());
 }
 

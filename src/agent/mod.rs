@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::Rng;
-use tokio::task::AbortHandle;
 
 use crate::config::{AgentKey, Config, Persona};
 use crate::directory::Directory;
@@ -31,6 +30,7 @@ use crate::metrics as m;
 use crate::platform::{MentionBatch, Platform, PlatformError, local::MAX_POST_CHARS};
 use crate::publisher::PublisherMsg;
 use crate::store::{Db, InboundRow, MemoryKind, NewInbound, NewMemory, NewOutbox, now_ms};
+use crate::timer::Timer;
 
 pub use prompt::finish;
 
@@ -92,7 +92,8 @@ pub struct AgentState {
     posting: bool,
     draining: bool,
     drain_waiters: Vec<RpcReplyPort<()>>,
-    timers: Vec<AbortHandle>,
+    /// Poll and schedule timers; dropping them (drain, stop) cancels them.
+    timers: Vec<Timer>,
 }
 
 pub enum AgentMsg {
@@ -124,7 +125,7 @@ impl Actor for Agent {
         let cursor = args.db.cursor(&args.persona.name, platform).await?;
         let first_poll = args.settings.poll_every.mul_f64(rand::rng().random_range(0.0..1.0));
         let poll_every = args.settings.poll_every;
-        let mut timers = Vec::new();
+        let mut timers: Vec<Timer> = Vec::new();
         let poller = myself.clone();
         timers.push(
             tokio::spawn(async move {
@@ -138,7 +139,7 @@ impl Actor for Agent {
                     }
                 }
             })
-            .abort_handle(),
+            .into(),
         );
         timers.push(schedule_first_post(&myself, &args));
         tracing::info!(agent = %args.key, "agent started");
@@ -159,13 +160,6 @@ impl Actor for Agent {
     async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
         // Mentions stored but not answered before a restart are answered now.
         self.fill(&myself, state).await
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
-        for timer in state.timers.drain(..) {
-            timer.abort();
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -243,9 +237,7 @@ impl Actor for Agent {
             }
             AgentMsg::Drain { reply } => {
                 state.draining = true;
-                for timer in state.timers.drain(..) {
-                    timer.abort();
-                }
+                state.timers.clear();
                 state.drain_waiters.push(reply);
                 self.maybe_finish_drain(state);
             }
@@ -447,7 +439,7 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
 async fn recall(args: &AgentArgs, conversation: Option<&str>) -> Recollection {
     let Some(memory) = args.directory.memory() else { return Recollection::default() };
     let persona = args.persona.name.clone();
-    let conversation = conversation.map(str::to_owned);
+    let conversation = conversation.map(|id| (args.key.platform.as_str().to_owned(), id.to_owned()));
     let (recent, in_conversation) = (args.settings.recall_recent, args.settings.recall_conversation);
     ractor::call_t!(memory, |reply| MemoryMsg::Recall { persona, conversation, recent, in_conversation, reply }, 5_000)
         .unwrap_or_default()
@@ -488,20 +480,20 @@ fn current_slot(args: &AgentArgs) -> i64 {
 
 /// The first post: the current slot right away (spread over a few seconds) if its time has come,
 /// else at its due time.
-fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> AbortHandle {
+fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> Timer {
     let slot = current_slot(args);
     if slot_due_at(args, slot) <= now_ms() {
         let spread = args.persona.schedule.every.get().min(Duration::from_secs(10));
         let delay = spread.mul_f64(rand::rng().random_range(0.1..1.0));
-        myself.send_after(delay, move || AgentMsg::PostDue { slot }).abort_handle()
+        myself.send_after(delay, move || AgentMsg::PostDue { slot }).into()
     } else {
         schedule_post(myself, args, slot)
     }
 }
 
-fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> AbortHandle {
+fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> Timer {
     let wait = (slot_due_at(args, slot) - now_ms()).max(0) as u64;
-    myself.send_after(Duration::from_millis(wait), move || AgentMsg::PostDue { slot }).abort_handle()
+    myself.send_after(Duration::from_millis(wait), move || AgentMsg::PostDue { slot }).into()
 }
 
 /// A stable 64-bit hash (FNV-1a) for seeds and jitter: the same on every build and platform.

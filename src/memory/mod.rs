@@ -34,7 +34,8 @@ pub enum MemoryMsg {
     /// Recent memories of a persona and of one conversation.
     Recall {
         persona: String,
-        conversation: Option<String>,
+        /// `(platform, conversation id)`.
+        conversation: Option<(String, String)>,
         recent: u32,
         in_conversation: u32,
         reply: RpcReplyPort<Recollection>,
@@ -76,8 +77,8 @@ impl Actor for Memory {
                 tokio::spawn(async move {
                     let own = db.recent_memories(&persona, None, i64::from(recent)).await;
                     let thread = match &conversation {
-                        Some(conversation) => {
-                            db.recent_memories(&persona, Some(conversation), i64::from(in_conversation)).await
+                        Some((platform, id)) => {
+                            db.recent_memories(&persona, Some((platform, id)), i64::from(in_conversation)).await
                         }
                         None => Ok(Vec::new()),
                     };

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::task::JoinHandle;
 
 use crate::config::PublisherConfig;
 use crate::directory::{Directory, rate_limiter_key};
@@ -26,6 +25,7 @@ use crate::metrics as m;
 use crate::platform::{Outgoing, PlatformError, Platforms};
 use crate::rate_limit::{Permit, RateLimiterMsg};
 use crate::store::{Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, StoreError, now_ms};
+use crate::timer::Timer;
 
 pub struct Publisher;
 
@@ -42,7 +42,7 @@ pub struct PublisherState {
     /// Work arrived while a pass was running: run another.
     rerun: bool,
     drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
-    sweep: Option<JoinHandle<()>>,
+    _sweep: Timer,
 }
 
 /// What a publish pass needs, shared with its task.
@@ -87,19 +87,8 @@ impl Actor for Publisher {
             pass_running: false,
             rerun: false,
             drain_waiters: Vec::new(),
-            sweep: Some(sweep),
+            _sweep: sweep.into(),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut PublisherState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(sweep) = state.sweep.take() {
-            sweep.abort();
-        }
-        Ok(())
     }
 
     async fn handle(

@@ -7,10 +7,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use tokio::task::JoinHandle;
 
 use crate::config::Persona;
 use crate::platform::local::LocalPlatform;
+use crate::timer::Timer;
 
 const PEOPLE: &[&str] = &["sam", "riley", "noor", "kai", "mina", "jules", "tomas", "ife"];
 const QUESTIONS: &[&str] = &[
@@ -33,7 +33,7 @@ pub struct CrowdArgs {
 
 pub struct CrowdState {
     args: CrowdArgs,
-    timer: Option<JoinHandle<()>>,
+    _timer: Timer,
 }
 
 pub enum CrowdMsg {
@@ -47,15 +47,8 @@ impl Actor for Crowd {
     type Arguments = CrowdArgs;
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: CrowdArgs) -> Result<CrowdState, ActorProcessingErr> {
-        let timer = myself.send_interval(args.every, || CrowdMsg::Speak);
-        Ok(CrowdState { args, timer: Some(timer) })
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut CrowdState) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
-            timer.abort();
-        }
-        Ok(())
+        let timer = myself.send_interval(args.every, || CrowdMsg::Speak).into();
+        Ok(CrowdState { args, _timer: timer })
     }
 
     async fn handle(

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
 
 use super::Db;
 use crate::health::Health;
 use crate::metrics as m;
+use crate::timer::Timer;
 
 const FAILURES_BEFORE_RESTART: u32 = 3;
 /// WAL checkpoints happen every this many health checks.
@@ -31,7 +31,7 @@ pub struct StoreState {
     args: StoreArgs,
     failures: u32,
     checks: u32,
-    timer: Option<JoinHandle<()>>,
+    _timer: Timer,
 }
 
 pub enum StoreMsg {
@@ -48,15 +48,8 @@ impl Actor for Store {
         args.db.ping().await?;
         args.health.set_store_ok(true);
         metrics::gauge!(m::STORE_UP).set(1.0);
-        let timer = myself.send_interval(args.every, || StoreMsg::HealthCheck);
-        Ok(StoreState { args, failures: 0, checks: 0, timer: Some(timer) })
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut StoreState) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
-            timer.abort();
-        }
-        Ok(())
+        let timer = myself.send_interval(args.every, || StoreMsg::HealthCheck).into();
+        Ok(StoreState { args, failures: 0, checks: 0, _timer: timer })
     }
 
     async fn handle(

@@ -118,7 +118,7 @@ impl Db {
         row.as_ref().map(LocalPost::from_row).transpose()
     }
 
-    /// Replies to `post_id` written by `author`.
+    /// Replies to `post_id`, oldest first.
     pub async fn local_replies(&self, post_id: i64) -> StoreResult<Vec<LocalPost>> {
         let rows = sqlx::query(
             "SELECT id, author, text, reply_to, created_at FROM local_posts WHERE reply_to = $1 ORDER BY id",

@@ -41,12 +41,28 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Connect(_) => true,
-            StoreError::Query(err) => {
-                matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Database(_))
-            }
+            StoreError::Query(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
+            StoreError::Query(sqlx::Error::Database(err)) => err.code().is_some_and(|code| is_transient_code(&code)),
+            StoreError::Query(_) => false,
             StoreError::Directory { .. } | StoreError::Migrate(_) => false,
         }
     }
+}
+
+/// Database error codes worth retrying: SQLite busy/locked (and their extended codes), Postgres
+/// connection exceptions (08…), serialization failure, deadlock, insufficient resources (53…) and
+/// operator intervention (57P…).
+fn is_transient_code(code: &str) -> bool {
+    if code.len() == 5 {
+        // A Postgres SQLSTATE.
+        return code.starts_with("08")
+            || code == "40001"
+            || code == "40P01"
+            || code.starts_with("53")
+            || code.starts_with("57P");
+    }
+    // A SQLite result code; the low byte is the primary code (5 busy, 6 locked).
+    code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -234,20 +250,22 @@ impl Db {
         Ok(())
     }
 
-    /// The persona's latest memories, newest first; only one conversation's when given.
+    /// The persona's latest own posts and replies, newest first; or, given a `(platform,
+    /// conversation)`, that conversation's memories of every kind.
     pub async fn recent_memories(
         &self,
         persona: &str,
-        conversation: Option<&str>,
+        conversation: Option<(&str, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<MemoryRow>> {
         let rows = match conversation {
-            Some(conversation) => {
+            Some((platform, conversation)) => {
                 sqlx::query(
                     "SELECT kind, platform, conversation, author, text, created_at FROM memories \
-                     WHERE persona = $1 AND conversation = $2 ORDER BY id DESC LIMIT $3",
+                     WHERE persona = $1 AND platform = $2 AND conversation = $3 ORDER BY id DESC LIMIT $4",
                 )
                 .bind(persona)
+                .bind(platform)
                 .bind(conversation)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -291,7 +309,9 @@ impl Db {
     /// Tokens (in, out) spent by a persona so far.
     pub async fn llm_tokens(&self, persona: &str) -> StoreResult<(i64, i64)> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM llm_usage WHERE persona = $1",
+            // SUM(BIGINT) is NUMERIC on Postgres, which the Any driver cannot decode: cast it back.
+            "SELECT CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT), CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) \
+             FROM llm_usage WHERE persona = $1",
         )
         .bind(persona)
         .fetch_one(&self.pool)
@@ -433,4 +453,28 @@ pub struct LlmUsage<'a> {
     pub tokens_out: i64,
     pub latency_ms: i64,
     pub outcome: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_codes_are_busy_locked_and_connection_trouble_only() {
+        for code in ["5", "6", "517", "262", "08006", "40001", "40P01", "53300", "57P01"] {
+            assert!(is_transient_code(code), "{code}");
+        }
+        for code in ["19", "2067", "23505", "42601", "22001", "1"] {
+            assert!(!is_transient_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_directory_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = prepare_sqlite_url(&format!("sqlite://{}/nested/x.db", dir.path().display())).unwrap();
+        assert!(url.ends_with("/nested/x.db?mode=rwc"), "{url}");
+        assert!(dir.path().join("nested").is_dir());
+        assert!(prepare_sqlite_url("sqlite://a.db?mode=ro").unwrap().ends_with("?mode=ro"));
+    }
 }
