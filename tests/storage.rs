@@ -323,9 +323,15 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
     let second = db.enqueue(&outbox_item("k2", "post", "two"), None).await.expect("enqueue k2");
     assert!(first.created && second.created);
 
-    let due = db.due_outbox(10).await.expect("due_outbox");
+    let due = db.due_outbox("local", "alice", 10).await.expect("due_outbox");
     assert_eq!(ids(&due, |row| row.id), vec![first.id, second.id], "due rows, oldest first");
-    assert_eq!(ids(&db.due_outbox(1).await.expect("due_outbox"), |row| row.id), vec![first.id], "limit");
+    assert_eq!(
+        ids(&db.due_outbox("local", "alice", 1).await.expect("due_outbox"), |row| row.id),
+        vec![first.id],
+        "limit"
+    );
+    assert!(db.due_outbox("local", "bob", 10).await.expect("due_outbox bob").is_empty(), "per account");
+    assert_eq!(db.due_accounts().await.expect("due_accounts"), vec![("local".to_owned(), "alice".to_owned())]);
 
     db.begin_attempt(first.id).await.expect("begin_attempt");
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
@@ -336,7 +342,7 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
 
     let in_an_hour = chorus::store::now_ms() + 3_600_000;
     db.mark_retry(&row, "timeout", in_an_hour).await.expect("mark_retry");
-    let due = db.due_outbox(10).await.expect("due_outbox after retry");
+    let due = db.due_outbox("local", "alice", 10).await.expect("due_outbox after retry");
     assert_eq!(ids(&due, |row| row.id), vec![second.id], "a row retried later is not due now");
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
     assert_eq!(row.status, OutboxStatus::Pending, "a retried row stays pending");
@@ -352,7 +358,12 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
     let row2 = db.outbox_row("k2").await.expect("outbox_row").expect("k2 exists");
     assert_eq!((row2.status, row2.remote_id), (OutboxStatus::Failed, None));
     assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 0, sent: 1, failed: 1 });
-    assert!(db.due_outbox(10).await.expect("due_outbox").is_empty(), "sent and failed rows are never due");
+    assert!(
+        db.due_outbox("local", "alice", 10).await.expect("due_outbox").is_empty(),
+        "sent and failed rows are never due"
+    );
+    assert!(db.due_accounts().await.expect("due_accounts").is_empty());
+    assert_eq!(db.outbox_pending().await.expect("outbox_pending"), 0);
 
     assert_eq!(
         db.audit_trail("k1").await.expect("audit_trail k1"),

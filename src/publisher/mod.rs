@@ -3,16 +3,18 @@
 //!
 //! - `Enqueue` writes the outbox row (unique idempotency key) before anything is published, and
 //!   in the same transaction marks the inbound event answered.
-//! - Publish passes run in a task, one at a time: due rows are grouped by account, accounts are
-//!   published concurrently, rows of one account in order. Each row takes a permit from its
-//!   account's RateLimiter, records the attempt, calls the platform, and is marked sent (with the
-//!   remote id), retried later (transient or rate-limited) or failed (refused for good). A row
-//!   that is pending with `attempts > 0` may have landed before a crash: the platform is asked
-//!   for it first (reconciliation) so it is never posted twice.
-//! - A sweep timer looks at due rows every `publisher.sweep_every`, so retries need no trigger.
-//! - `Drain` (graceful shutdown) runs passes until no row is due and answers with the counts.
+//! - `Kick` (after each enqueue, and every `publisher.sweep_every`) looks up the accounts with due
+//!   rows and starts one worker task per idle account. A worker publishes that account's due rows
+//!   in order (at most `publisher.batch` per run), so one slow or rate-limited account never holds
+//!   up another, and one account never has two workers. Each row takes a permit from its account's
+//!   RateLimiter, records the attempt, calls the platform, and is marked sent (with the remote
+//!   id), retried later (transient or rate-limited) or failed (refused for good). A row that is
+//!   pending with `attempts > 0` may have landed before a crash: the platform is asked for it
+//!   first (reconciliation), so it is never posted twice.
+//! - `Drain` (graceful shutdown) keeps dispatching until no row is due and no worker runs, then
+//!   answers with the outbox counts.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,16 +38,18 @@ pub struct PublisherArgs {
     pub config: PublisherConfig,
 }
 
+/// `(platform, persona)`: the unit of ordering and of rate limiting.
+type Account = (String, String);
+
 pub struct PublisherState {
     context: Arc<PassContext>,
-    pass_running: bool,
-    /// Work arrived while a pass was running: run another.
-    rerun: bool,
+    /// Accounts with a worker running.
+    busy: HashSet<Account>,
     drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
     _sweep: Timer,
 }
 
-/// What a publish pass needs, shared with its task.
+/// What a worker needs, shared with its task.
 struct PassContext {
     db: Db,
     platforms: Platforms,
@@ -56,10 +60,10 @@ struct PassContext {
 pub enum PublisherMsg {
     /// Write an item to the outbox (once per idempotency key), then publish it.
     Enqueue { item: NewOutbox, inbound_id: Option<i64>, reply: RpcReplyPort<Result<Enqueued, String>> },
-    /// Look for due rows now.
+    /// Start workers for accounts with due rows.
     Kick,
-    /// A pass finished; `more` when it stopped at the batch size.
-    PassDone { more: bool },
+    /// An account's worker finished; `more` when it stopped at the batch size.
+    WorkerDone { account: Account, more: bool },
     /// Publish everything due, then answer with the outbox counts (graceful shutdown).
     Drain { reply: RpcReplyPort<OutboxCounts> },
 }
@@ -84,8 +88,7 @@ impl Actor for Publisher {
                 directory: args.directory,
                 config: args.config,
             }),
-            pass_running: false,
-            rerun: false,
+            busy: HashSet::new(),
             drain_waiters: Vec::new(),
             _sweep: sweep.into(),
         })
@@ -103,29 +106,23 @@ impl Actor for Publisher {
                 if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
                     metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
                 }
-                let failed = result.as_ref().err().map(|err| err.is_transient());
+                let failed = result.as_ref().err().map(StoreError::is_transient);
                 let _ = reply.send(result.map_err(|err| err.to_string()));
                 if failed == Some(false) {
                     return Err("outbox write failed permanently".into());
                 }
-                self.kick(&myself, state);
+                self.dispatch(&myself, state).await;
             }
-            PublisherMsg::Kick => self.kick(&myself, state),
-            PublisherMsg::PassDone { more } => {
-                state.pass_running = false;
-                if more || std::mem::take(&mut state.rerun) {
-                    self.kick(&myself, state);
-                } else if !state.drain_waiters.is_empty() {
-                    let counts = state.context.db.outbox_counts().await.unwrap_or_default();
-                    for waiter in state.drain_waiters.drain(..) {
-                        let _ = waiter.send(counts);
-                    }
+            PublisherMsg::Kick => self.dispatch(&myself, state).await,
+            PublisherMsg::WorkerDone { account, more } => {
+                state.busy.remove(&account);
+                if more || !state.drain_waiters.is_empty() {
+                    self.dispatch(&myself, state).await;
                 }
             }
             PublisherMsg::Drain { reply } => {
                 state.drain_waiters.push(reply);
-                state.rerun = true;
-                self.kick(&myself, state);
+                self.dispatch(&myself, state).await;
             }
         }
         Ok(())
@@ -133,56 +130,56 @@ impl Actor for Publisher {
 }
 
 impl Publisher {
-    fn kick(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
-        if state.pass_running {
-            state.rerun = true;
-            return;
+    /// Starts a worker for every idle account with due rows; answers drain waiters once nothing
+    /// is due and no worker runs.
+    async fn dispatch(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
+        let accounts = match state.context.db.due_accounts().await {
+            Ok(accounts) => accounts,
+            Err(err) => {
+                metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
+                tracing::warn!(error = %err, "cannot read the outbox, will retry on the next sweep");
+                return;
+            }
+        };
+        for account in accounts {
+            if !state.busy.insert(account.clone()) {
+                continue;
+            }
+            let context = state.context.clone();
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                let more = match context.publish_account(&account).await {
+                    Ok(more) => more,
+                    Err(err) => {
+                        metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
+                        tracing::warn!(error = %err, "publish worker stopped early, will retry on the next sweep");
+                        false
+                    }
+                };
+                let _ = myself.send_message(PublisherMsg::WorkerDone { account, more });
+            });
         }
-        state.pass_running = true;
-        state.rerun = false;
-        let context = state.context.clone();
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            let more = match context.pass().await {
-                Ok(more) => more,
-                Err(err) => {
-                    metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
-                    tracing::warn!(error = %err, "publish pass failed, will retry on the next sweep");
-                    false
-                }
-            };
-            let _ = myself.send_message(PublisherMsg::PassDone { more });
-        });
+        if let Ok(pending) = state.context.db.outbox_pending().await {
+            metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
+        }
+        if state.busy.is_empty() && !state.drain_waiters.is_empty() {
+            let counts = state.context.db.outbox_counts().await.unwrap_or_default();
+            for waiter in state.drain_waiters.drain(..) {
+                let _ = waiter.send(counts);
+            }
+        }
     }
 }
 
 impl PassContext {
-    /// Publishes the due rows. Returns true when there may be more.
-    async fn pass(self: &Arc<Self>) -> Result<bool, StoreError> {
+    /// Publishes one account's due rows in order. Returns true when there may be more.
+    async fn publish_account(&self, (platform, persona): &Account) -> Result<bool, StoreError> {
         let batch = i64::from(self.config.batch.max(1));
-        let rows = self.db.due_outbox(batch).await?;
-        let more = rows.len() as i64 == batch;
-        let mut by_account: BTreeMap<(String, String), Vec<OutboxRow>> = BTreeMap::new();
-        for row in rows {
-            by_account.entry((row.platform.clone(), row.persona.clone())).or_default().push(row);
+        let rows = self.db.due_outbox(platform, persona, batch).await?;
+        for row in &rows {
+            self.publish_one(row).await?;
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (_, rows) in by_account {
-            let context = self.clone();
-            tasks.spawn(async move {
-                for row in rows {
-                    if let Err(err) = context.publish_one(&row).await {
-                        metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
-                        tracing::warn!(error = %err, outbox_id = row.id, "cannot record publish outcome");
-                    }
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-        if let Ok(counts) = self.db.outbox_counts().await {
-            metrics::gauge!(m::OUTBOX_PENDING).set(counts.pending as f64);
-        }
-        Ok(more)
+        Ok(rows.len() as i64 == batch)
     }
 
     async fn publish_one(&self, row: &OutboxRow) -> Result<(), StoreError> {

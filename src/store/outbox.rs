@@ -148,12 +148,30 @@ impl Db {
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
 
-    /// Pending rows whose next attempt is due, oldest first.
-    pub async fn due_outbox(&self, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+    /// Accounts (platform, persona) with at least one pending row due now.
+    pub async fn due_accounts(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT platform, persona FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1",
+        )
+        .bind(now_ms())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// One account's pending rows that are due, oldest first.
+    pub async fn due_outbox(&self, platform: &str, persona: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+             AND platform = $2 AND persona = $3 ORDER BY id LIMIT $4"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms()).bind(limit).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(platform)
+            .bind(persona)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(OutboxRow::from_row).collect()
     }
 
@@ -216,6 +234,12 @@ impl Db {
         audit(&mut tx, "publish", &row.persona, &row.platform, &row.idempotency_key, "failed", Some(error)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Pending rows (an index lookup, cheap enough for every sweep).
+    pub async fn outbox_pending(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetch_one(self.pool()).await?;
+        Ok(row.try_get(0)?)
     }
 
     pub async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
