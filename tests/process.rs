@@ -212,3 +212,30 @@ async fn kill_9_in_a_busy_run_then_restart_answers_every_mention_exactly_once() 
     let process = Process::start_with_env(&sandbox.config_path(), &slow);
     assert_each_answered_exactly_once(&process.api(), &mentions).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_forces_exit_during_a_slow_drain() {
+    let sandbox = Sandbox::new("[shutdown]\ndeadline = \"30s\"\n");
+    // One publish per 6 s: the drain has to wait for the next permit.
+    let slow = [
+        ("CHORUS__PLATFORMS__LOCAL__RATE_LIMIT__BURST", "1"),
+        ("CHORUS__PLATFORMS__LOCAL__RATE_LIMIT__PER", "6s"),
+        ("CHORUS__PLATFORMS__LOCAL__RATE_LIMIT__MAX_WAIT", "20s"),
+    ];
+    let mut process = Process::start_with_env(&sandbox.config_path(), &slow);
+    let api = process.api();
+    for n in 0..3 {
+        api.post("sam", &format!("@ada slow question {n}?")).await;
+    }
+    eventually(WAIT, "the first reply", || async {
+        api.timeline().await.iter().any(|p| p.reply_to.is_some()).then_some(())
+    })
+    .await;
+    process.signal("TERM");
+    eventually(WAIT, "the drain to start", || async { process.log_contains("agents drained").then_some(()) }).await;
+    let second = Instant::now();
+    process.signal("TERM");
+    assert_eq!(process.wait_exit(Duration::from_secs(10)), Some(130), "{}", process.log_text());
+    assert!(second.elapsed() < Duration::from_secs(4), "forced exit took {:?}", second.elapsed());
+    assert!(process.log_contains("second signal"), "{}", process.log_text());
+}

@@ -227,3 +227,31 @@ async fn the_loop_guard_ignores_self_mentions_and_caps_persona_to_persona_turns(
     assert!(api.replies(own.id).await.is_empty(), "a persona must not answer itself");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_stays_in_the_outbox_and_is_published_once_when_the_platform_recovers() {
+    let sandbox = Sandbox::new("");
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    service.local().set_fault("ada", Some(Fault::PublishUnavailable));
+
+    let mention = api.post("sam", "@ada are you there?").await;
+    let key = format!("reply:local:ada:{}", mention.id);
+    let row = eventually(WAIT, "failed publish attempts recorded", || async {
+        let row = service.db().outbox_row(&key).await.unwrap()?;
+        (row.attempts >= 2).then_some(row)
+    })
+    .await;
+    assert_eq!(row.status, chorus::store::OutboxStatus::Pending, "a failed publish stays pending: {row:?}");
+    assert!(api.replies(mention.id).await.is_empty());
+    let trail = service.db().audit_trail(&key).await.unwrap();
+    assert!(trail.contains(&("publish".to_owned(), "retry".to_owned())), "{trail:?}");
+
+    service.local().set_fault("ada", None);
+    let replies = settled_replies(&api, mention.id).await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let row = service.db().outbox_row(&key).await.unwrap().unwrap();
+    assert_eq!(row.status, chorus::store::OutboxStatus::Sent);
+    assert_eq!(row.remote_id, Some(replies[0].id.to_string()));
+    service.shutdown().await;
+}

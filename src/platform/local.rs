@@ -29,6 +29,8 @@ pub enum Fault {
     Unavailable,
     /// Every call fails with an authentication error.
     AuthRevoked,
+    /// Reading works; publishing fails as if the platform were down.
+    PublishUnavailable,
 }
 
 #[derive(Clone)]
@@ -51,10 +53,14 @@ impl LocalPlatform {
         };
     }
 
-    fn check(&self, account: &str) -> Result<(), PlatformError> {
+    fn check(&self, account: &str, publishing: bool) -> Result<(), PlatformError> {
         match self.faults.read().expect("faults lock").get(account) {
             None => Ok(()),
             Some(Fault::Unavailable) => Err(PlatformError::Transient("local platform: injected outage".into())),
+            Some(Fault::PublishUnavailable) if publishing => {
+                Err(PlatformError::Transient("local platform: injected publish outage".into()))
+            }
+            Some(Fault::PublishUnavailable) => Ok(()),
             Some(Fault::AuthRevoked) => Err(PlatformError::Auth("local platform: injected revoked credentials".into())),
         }
     }
@@ -135,7 +141,7 @@ impl Platform for LocalPlatform {
     }
 
     async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
-        self.check(account)?;
+        self.check(account, false)?;
         let after = cursor.and_then(|cursor| cursor.parse::<i64>().ok()).unwrap_or(0);
         let posts = self
             .db
@@ -157,7 +163,7 @@ impl Platform for LocalPlatform {
     }
 
     async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError> {
-        self.check(account)?;
+        self.check(account, true)?;
         let reply_to = match item.reply_to {
             Some(id) => {
                 Some(id.parse::<i64>().map_err(|_| PlatformError::Permanent(format!("reply_to: bad id {id:?}")))?)
@@ -169,7 +175,7 @@ impl Platform for LocalPlatform {
     }
 
     async fn find_published(&self, account: &str, idempotency_key: &str) -> Result<Option<String>, PlatformError> {
-        self.check(account)?;
+        self.check(account, false)?;
         let post = self
             .db
             .local_post_by_key(idempotency_key)
