@@ -190,6 +190,19 @@ async fn reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid() {
     let replies = settled_replies(&api, mention.id).await;
     assert_eq!(replies[0].author, "carol");
 
+    // Removed and changed personas: bob's agent stops, ada's restarts with her new topics.
+    std::fs::remove_file(sandbox.dir.path().join("personas/bob.toml")).unwrap();
+    sandbox.write_persona("ada", &["astronomy"]);
+    let summary = service.reload().await.expect("valid reload");
+    assert_eq!(summary.removed, vec!["agent:bob@local".to_owned(), "rate_limiter:local:bob".to_owned()]);
+    assert!(summary.restarted.contains(&"agent:ada@local".to_owned()), "{summary:?}");
+    assert!(!service.health().children().contains_key("agent:bob@local"));
+    let text = settled_replies(&api, api.post("sam", "@ada astronomy tonight?").await.id).await[0].text.clone();
+    assert!(text.contains("astronomy"), "{text}");
+    let to_bob = api.post("sam", "@bob are you gone?").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(api.replies(to_bob.id).await.is_empty(), "a removed persona does not answer");
+
     sandbox.write("personas", "dave.toml", "name = \"dave\"\nbio = 3\n");
     let errors = service.reload().await.expect_err("invalid config rejected").to_string();
     assert!(errors.contains("dave.toml: bio"), "{errors}");
