@@ -96,7 +96,9 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let store = &config.service.store;
-    let db = chorus::store::Db::connect(&store.url, 1).await.context("store.url: cannot open the database")?;
+    let db = chorus::store::Db::connect_with_password(&store.url, config.store_password.as_ref(), 1)
+        .await
+        .context("store.url: cannot open the database")?;
     db.migrate().await.context("cannot migrate the database")?;
     db.close().await;
     println!("migrations applied");

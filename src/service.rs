@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ractor::{Actor, ActorRef};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{self, Config, ConfigErrors};
@@ -27,7 +27,8 @@ pub struct Service {
     admin_addr: SocketAddr,
     admin_task: tokio::task::JoinHandle<()>,
     admin_stop: oneshot::Sender<()>,
-    team_leader_task: tokio::task::JoinHandle<()>,
+    /// Turns true when the TeamLeader (the whole tree) has stopped.
+    tree_exited: watch::Receiver<bool>,
 }
 
 struct Inner {
@@ -37,6 +38,17 @@ struct Inner {
     health: Arc<Health>,
     local: LocalPlatform,
     team_leader: ActorRef<TeamLeaderMsg>,
+}
+
+/// Why a reload was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration is invalid; the running one stays.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The supervision tree did not take the new configuration; the running one stays.
+    #[error("the supervision tree did not answer the reload")]
+    TreeUnavailable,
 }
 
 /// How a shutdown went.
@@ -53,7 +65,9 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
     let prometheus = m::install();
     let config = Arc::new(config);
     let store = &config.service.store;
-    let db = Db::connect(&store.url, store.max_connections).await.context("store.url: cannot open the database")?;
+    let db = Db::connect_with_password(&store.url, config.store_password.as_ref(), store.max_connections)
+        .await
+        .context("store.url: cannot open the database")?;
     db.migrate().await.context("cannot migrate the database")?;
     let health = Arc::new(Health::default());
     health.set_migrated();
@@ -94,6 +108,16 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
     let (team_leader, team_leader_task) =
         Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;
 
+    // Nothing supervises the root: if it ever stops outside a shutdown, readiness drops and
+    // `shutdown::run_until_signalled` exits non-zero so the service manager restarts Chorus.
+    let (exited_tx, tree_exited) = watch::channel(false);
+    let watched_health = health.clone();
+    tokio::spawn(async move {
+        let _ = team_leader_task.await;
+        watched_health.set_tree_up(false);
+        let _ = exited_tx.send(true);
+    });
+
     let inner = Arc::new(Inner {
         config_path: config.path.clone(),
         config: std::sync::Mutex::new(config.clone()),
@@ -110,7 +134,7 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
         timeline = %format!("http://{admin_addr}/"),
         "chorus is running"
     );
-    Ok(Service { inner, admin_addr, admin_task, admin_stop, team_leader_task })
+    Ok(Service { inner, admin_addr, admin_task, admin_stop, tree_exited })
 }
 
 async fn serve_reloads(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<ReloadRequest>) {
@@ -121,7 +145,7 @@ async fn serve_reloads(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiv
 }
 
 impl Inner {
-    async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+    async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let config = match config::load(&self.config_path) {
             Ok(config) => Arc::new(config),
             Err(errors) => {
@@ -129,12 +153,15 @@ impl Inner {
                 for error in &errors.0 {
                     tracing::error!(error = %error, "configuration rejected; keeping the running one");
                 }
-                return Err(errors);
+                return Err(ReloadError::Invalid(errors));
             }
         };
-        let summary =
-            ractor::call_t!(self.team_leader, |reply| TeamLeaderMsg::Reload { config: config.clone(), reply }, 30_000)
-                .unwrap_or_default();
+        let reload =
+            ractor::call_t!(self.team_leader, |reply| TeamLeaderMsg::Reload { config: config.clone(), reply }, 30_000);
+        let Ok(summary) = reload else {
+            tracing::error!("the supervision tree did not take the new configuration; keeping the running one");
+            return Err(ReloadError::TreeUnavailable);
+        };
         *self.config.lock().expect("config lock") = config;
         Ok(summary)
     }
@@ -161,13 +188,18 @@ impl Service {
         self.inner.config.lock().expect("config lock").clone()
     }
 
+    /// Resolves once the supervision tree has stopped (at shutdown, or if its root failed).
+    pub fn tree_exited(&self) -> watch::Receiver<bool> {
+        self.tree_exited.clone()
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.inner.config_path
     }
 
     /// Re-reads the configuration file; a valid one is applied, an invalid one is rejected (its
     /// errors returned and logged) and the running configuration kept.
-    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         self.inner.reload().await
     }
 
@@ -188,7 +220,8 @@ impl Service {
         )
         .ok();
         let _ = self.inner.team_leader.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.team_leader_task).await;
+        let mut tree_exited = self.tree_exited.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tree_exited.wait_for(|exited| *exited)).await;
 
         let _ = self.admin_stop.send(());
         if tokio::time::timeout(Duration::from_secs(2), self.admin_task).await.is_err() {

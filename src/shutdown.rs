@@ -9,12 +9,19 @@ use crate::service::Service;
 pub const FORCED_EXIT_CODE: i32 = 130;
 
 /// Runs `service` until SIGINT or SIGTERM, reloading on SIGHUP, then shuts it down in order.
+/// Fails if the supervision tree stops on its own, so the process exits non-zero.
 pub async fn run_until_signalled(service: Service) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let mut tree_exited = service.tree_exited();
     loop {
         tokio::select! {
+            _ = tree_exited.wait_for(|exited| *exited) => {
+                tracing::error!("the supervision tree stopped unexpectedly; shutting down");
+                service.shutdown().await;
+                return Err(std::io::Error::other("the supervision tree stopped unexpectedly"));
+            }
             _ = terminate.recv() => { tracing::info!(signal = "SIGTERM", "signal received"); break; }
             _ = interrupt.recv() => { tracing::info!(signal = "SIGINT", "signal received"); break; }
             _ = hangup.recv() => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chorus::health::ChildState;
 use chorus::platform::local::Fault;
-use common::{Api, PgDatabase, Sandbox, TOKEN, eventually};
+use common::{Api, Sandbox, TOKEN, TestDatabase, eventually};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -57,9 +57,9 @@ async fn a_mention_gets_exactly_one_reply_from_the_right_persona() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Postgres: set CHORUS_TEST_POSTGRES_URL and run with --ignored"]
 async fn a_mention_gets_exactly_one_reply_on_postgres() {
-    let database = PgDatabase::create().await;
+    let mut database = TestDatabase::create().await;
     mention_gets_exactly_one_reply(&Sandbox::with_store("", Some(&database.url))).await;
-    database.drop_database().await;
+    database.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,10 @@
 
 use std::collections::HashSet;
 
-use chorus::store::{Db, Engine, LlmUsage, MemoryKind, NewInbound, NewMemory, NewOutbox, OutboxCounts, OutboxStatus};
+mod common;
 
-const POSTGRES_URL_VAR: &str = "CHORUS_TEST_POSTGRES_URL";
+use chorus::store::{Db, Engine, LlmUsage, MemoryKind, NewInbound, NewMemory, NewOutbox, OutboxCounts, OutboxStatus};
+use common::TestDatabase;
 
 // ----- fixtures -----
 
@@ -39,28 +40,9 @@ struct PostgresFixture {
     database: TestDatabase,
 }
 
-/// Owns a Postgres test database: [`TestDatabase::drop_now`] drops it, and so does `Drop` when the
-/// test panicked before that.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    dropped: bool,
-}
-
 async fn postgres_fixture() -> PostgresFixture {
-    let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{POSTGRES_URL_VAR} is not set: the Postgres storage tests need a server, e.g. \
-             {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test cargo test --test storage -- --ignored"
-        )
-    });
-    let name = format!("chorus_test_{:016x}", rand::random::<u64>());
-    admin_execute(&admin_url, &format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|err| panic!("CREATE DATABASE {name} through {admin_url}: {err}"));
-    let database = TestDatabase { admin_url, name, dropped: false };
-    let url = with_database(&database.admin_url, &database.name);
-    let db = Db::connect(&url, 4).await.unwrap_or_else(|err| panic!("connect to {url}: {err}"));
+    let database = TestDatabase::create().await;
+    let db = Db::connect(&database.url, 4).await.unwrap_or_else(|err| panic!("connect to {}: {err}", database.url));
     db.migrate().await.expect("migrate the fresh Postgres database");
     assert_eq!(db.engine(), Engine::Postgres);
     PostgresFixture { db, database }
@@ -73,63 +55,9 @@ impl PostgresFixture {
     }
 }
 
-impl TestDatabase {
-    async fn drop_now(&mut self) {
-        drop_database(&self.admin_url, &self.name).await.unwrap_or_else(|err| panic!("drop {}: {err}", self.name));
-        self.dropped = true;
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if self.dropped {
-            return;
-        }
-        // The test panicked: drop the database from a runtime of our own, since `Drop` cannot await.
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let outcome = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(drop_database(&admin_url, &name)).map_err(std::io::Error::other)
-        })
-        .join();
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("could not drop test database {}: {err}", self.name),
-            Err(_) => eprintln!("could not drop test database {}: the cleanup thread panicked", self.name),
-        }
-    }
-}
-
-async fn admin_execute(admin_url: &str, sql: &str) -> Result<(), sqlx::Error> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(admin_url).await?;
-    let result = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await;
-    pool.close().await;
-    result.map(drop)
-}
-
-async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
-    admin_execute(admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
-}
-
-/// `url` with its database name replaced by `database` (query parameters are kept).
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map(|at| at + 3).unwrap_or_else(|| panic!("not a URL: {url}"));
-    let authority_end = base[authority_start..].find('/').map_or(base.len(), |at| authority_start + at);
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 #[test]
 fn with_database_replaces_only_the_database_name() {
+    use common::with_database;
     assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/test", "x"), "postgres://postgres@127.0.0.1:5432/x");
     assert_eq!(with_database("postgres://u:p@h/test?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
     assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
@@ -512,4 +440,17 @@ async fn concurrent_enqueue_of_one_key_makes_one_row(db: &Db) {
     assert_eq!(results.iter().filter(|enqueued| enqueued.created).count(), 1, "exactly one call created the row");
     assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 1, sent: 0, failed: 0 });
     assert_eq!(db.audit_trail("same-key").await.expect("audit_trail"), pairs(&[("enqueue", "pending")]));
+}
+
+/// `store.password` is put into the connection URL, encoded (the server here trusts local
+/// connections, so this checks the URL handling, not the authentication).
+#[tokio::test]
+#[ignore = "needs Postgres: set CHORUS_TEST_POSTGRES_URL and run with --ignored"]
+async fn postgres_connects_with_a_password_kept_out_of_the_url() {
+    let mut database = TestDatabase::create().await;
+    let password = chorus::config::Secret::new("p@ss:w/rd?#");
+    let db = Db::connect_with_password(&database.url, Some(&password), 1).await.expect("connect with a password");
+    db.ping().await.expect("ping");
+    db.close().await;
+    database.drop_now().await;
 }

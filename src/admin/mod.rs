@@ -23,9 +23,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ConfigErrors, Secret};
+use crate::config::Secret;
 use crate::health::Health;
 use crate::platform::local::{Fault, LocalPlatform};
+use crate::service::ReloadError;
 use crate::store::Db;
 use crate::team_leader::ReloadSummary;
 
@@ -33,7 +34,7 @@ pub use error::ApiError;
 
 /// Asks the service to reload its configuration file.
 pub struct ReloadRequest {
-    pub reply: oneshot::Sender<Result<ReloadSummary, ConfigErrors>>,
+    pub reply: oneshot::Sender<Result<ReloadSummary, ReloadError>>,
 }
 
 #[derive(Clone)]
@@ -86,7 +87,7 @@ pub async fn serve(
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.token else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "admin token not configured: set CHORUS_ADMIN_TOKEN")
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "admin token not configured (admin.token)")
             .into_response();
     };
     let presented = request
@@ -167,10 +168,11 @@ async fn reload(State(state): State<AdminState>) -> Result<Response, ApiError> {
         answer.await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service is shutting down"))?;
     match result {
         Ok(summary) => Ok(Json(json!({ "applied": true, "summary": summary })).into_response()),
-        Err(errors) => {
+        Err(ReloadError::Invalid(errors)) => {
             let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
             Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "applied": false, "errors": errors }))).into_response())
         }
+        Err(err @ ReloadError::TreeUnavailable) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::{Config, Mode, Persona, ProviderKind, ServiceConfig};
+use super::{Config, Persona, ProviderKind, ServiceConfig};
 
 /// Prefix of environment overrides: `CHORUS__STORE__URL=postgres://…` sets `store.url`.
 const ENV_PREFIX: &str = "CHORUS__";
@@ -93,7 +93,23 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
         return Err(ConfigErrors(errors));
     };
     validate_service(&service, &mut report);
-    let admin_token = service.admin.token.resolve(&base).ok();
+    // An unset token variable disables the admin routes (warned at start); a token file that is
+    // configured but unreadable is a mistake.
+    let admin_token = match service.admin.token.resolve(&base) {
+        Ok(token) => Some(token),
+        Err(message) if service.admin.token.file.is_some() || service.admin.token.env.is_none() => {
+            report.push("admin.token", message);
+            None
+        }
+        Err(_) => None,
+    };
+    let store_password = service.store.password.as_ref().and_then(|password| match password.resolve(&base) {
+        Ok(secret) => Some(secret),
+        Err(message) => {
+            report.push("store.password", message);
+            None
+        }
+    });
     let mut llm_keys = BTreeMap::new();
     for (name, provider) in &service.llm.providers {
         if let Some(key_ref) = &provider.api_key {
@@ -110,7 +126,7 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    Ok(Config { path: path.to_path_buf(), service, personas, admin_token, llm_keys })
+    Ok(Config { path: path.to_path_buf(), service, personas, admin_token, llm_keys, store_password })
 }
 
 fn read_table(path: &Path, report: &mut Report<'_>) -> Option<toml::Table> {
@@ -162,6 +178,7 @@ fn apply_env_overrides(
 /// Deserializes `table` into `T`, reporting as many structural errors as it can: after each
 /// error the offending key is removed and deserialization tried again.
 fn deserialize_all<T: DeserializeOwned>(mut table: toml::Table, report: &mut Report<'_>) -> Option<T> {
+    let mut removed: Vec<String> = Vec::new();
     for _ in 0..MAX_ERRORS_PER_FILE {
         let value = toml::Value::Table(table.clone());
         match serde_path_to_error::deserialize::<_, T>(value) {
@@ -170,12 +187,19 @@ fn deserialize_all<T: DeserializeOwned>(mut table: toml::Table, report: &mut Rep
             Ok(parsed) => return Some(parsed),
             Err(err) => {
                 let path = err.path().to_string();
+                // toml appends "in `key`" on a second line; the key is reported on its own.
                 let message = err.inner().to_string();
+                let message = message.lines().next().unwrap_or_default().trim().to_owned();
                 let (key, removable) = locate(&path, &message);
-                report.push(key.clone(), message.trim().to_owned());
+                if removed.contains(&key) {
+                    // A required key we removed ourselves after reporting it: nothing new.
+                    return None;
+                }
+                report.push(key.clone(), message);
                 if !removable || !remove_path(&mut table, &key) {
                     return None;
                 }
+                removed.push(key);
             }
         }
     }
@@ -238,6 +262,23 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         report.push("store.url", "expected sqlite://PATH or postgres://…");
     }
+    for (key, duration) in [
+        ("store.health_every", service.store.health_every),
+        ("publisher.sweep_every", service.publisher.sweep_every),
+        ("publisher.retry_initial", service.publisher.retry_initial),
+        ("sandbox.crowd_every", service.sandbox.crowd_every),
+        ("shutdown.deadline", service.shutdown.deadline),
+    ] {
+        if duration.get().is_zero() {
+            report.push(key, "must be longer than zero");
+        }
+    }
+    if let Ok(url) = reqwest::Url::parse(&service.store.url)
+        && url.password().is_some()
+    {
+        report
+            .push("store.url", "must not contain a password: use store.password = { env = \"…\" } or { file = \"…\" }");
+    }
     if service.store.max_connections == 0 {
         report.push("store.max_connections", "must be at least 1");
     }
@@ -261,6 +302,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     }
     for (name, provider) in &service.llm.providers {
         let key = |field: &str| format!("llm.providers.{name}.{field}");
+        if provider.max_queue == 0 {
+            report.push(key("max_queue"), "must be at least 1");
+        }
         if provider.max_concurrency == 0 {
             report.push(key("max_concurrency"), "must be at least 1");
         }
@@ -287,9 +331,6 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     }
     if service.agents.max_in_flight == 0 {
         report.push("agents.max_in_flight", "must be at least 1");
-    }
-    if service.mode == Mode::Sandbox && service.sandbox.crowd && service.sandbox.crowd_every.get().is_zero() {
-        report.push("sandbox.crowd_every", "must be longer than zero");
     }
 }
 
@@ -367,6 +408,7 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Mode, Secret};
 
     fn write(dir: &Path, name: &str, text: &str) {
         let path = dir.join(name);
@@ -430,5 +472,58 @@ schedule = { every = "90m" }
         let env = [("CHORUS__STORE__MAX_CONNECTIONS".to_owned(), "many".to_owned())];
         let errors = load_with_env(&dir.path().join("chorus.toml"), env).unwrap_err().to_string();
         assert!(errors.contains("environment CHORUS__STORE__MAX_CONNECTIONS: store.max_connections"), "{errors}");
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_once_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "");
+        write(dir.path(), "personas/ada.toml", &PERSONA.replace("\"90m\"", "\"soon\""));
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].key, "schedule.every");
+        assert!(!errors.0[0].message.contains('\n'), "{errors}");
+        let typed = PERSONA.replace("\"90m\"", "5");
+        write(dir.path(), "personas/ada.toml", &typed);
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(
+            errors.contains("schedule.every: invalid type: integer `5`, expected a duration like \"90m\""),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn zero_intervals_passwords_in_urls_and_unreadable_token_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "chorus.toml",
+            "[store]\nurl = \"postgres://u:hunter2@db/chorus\"\nhealth_every = \"0s\"\n\
+             [publisher]\nsweep_every = \"0ms\"\n[admin]\ntoken = { file = \"missing-token\" }\n",
+        );
+        write(dir.path(), "personas/ada.toml", PERSONA);
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(errors.contains("store.health_every: must be longer than zero"), "{errors}");
+        assert!(errors.contains("publisher.sweep_every: must be longer than zero"), "{errors}");
+        assert!(errors.contains("store.url: must not contain a password"), "{errors}");
+        assert!(errors.contains("admin.token: cannot read secret file"), "{errors}");
+        assert!(!errors.contains("hunter2"), "a password must never be echoed: {errors}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_files_and_an_unset_admin_token_variable_disables_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        write(
+            dir.path(),
+            "chorus.toml",
+            "[store]\nurl = \"postgres://u@db/chorus\"\npassword = { file = \"pw\" }\n\
+             [admin]\ntoken = { env = \"CHORUS_TEST_TOKEN_THAT_IS_NOT_SET\" }\n",
+        );
+        write(dir.path(), "personas/ada.toml", PERSONA);
+        let config = load_with_env(&dir.path().join("chorus.toml"), []).unwrap();
+        assert_eq!(config.store_password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(config.admin_token.is_none());
+        assert!(!format!("{config:?}").contains("s3cret"), "Debug output must redact secrets");
     }
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Resolved API keys of LLM providers, by provider name.
     pub llm_keys: BTreeMap<String, Secret>,
+    /// The database password, if `store.password` is set.
+    pub store_password: Option<Secret>,
 }
 
 impl Config {
@@ -142,13 +144,20 @@ pub struct StoreConfig {
     /// `sqlite://path` (created if missing; relative to the working directory) or `postgres://…`.
     pub url: String,
     pub max_connections: u32,
+    /// The database password, kept out of `url`.
+    pub password: Option<SecretRef>,
     /// How often the Store actor checks the database is reachable.
     pub health_every: Dur,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: "sqlite://data/chorus.db".to_owned(), max_connections: 8, health_every: Dur::secs(5) }
+        Self {
+            url: "sqlite://data/chorus.db".to_owned(),
+            max_connections: 8,
+            password: None,
+            health_every: Dur::secs(5),
+        }
     }
 }
 
@@ -461,10 +470,18 @@ impl Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)
-            .map_err(|_| serde::de::Error::custom("expected a duration like \"90m\""))?;
-        humantime::parse_duration(&text)
-            .map(Dur)
-            .map_err(|_| serde::de::Error::custom(format!("expected a duration like \"90m\", got {text:?}")))
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration like \"90m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Dur, E> {
+                humantime::parse_duration(text)
+                    .map(Dur)
+                    .map_err(|_| E::custom(format!("expected a duration like \"90m\", got {text:?}")))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }

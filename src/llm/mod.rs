@@ -156,14 +156,20 @@ async fn run_chain(chain: &[Arc<Slot>], request: &CompletionRequest, db: &Db) ->
 
 async fn call_slot(slot: &Slot, request: &CompletionRequest, db: &Db) -> Result<Completion, LlmError> {
     let name = slot.provider.name().to_owned();
-    if slot.waiting.fetch_add(1, Ordering::SeqCst) >= slot.max_queue {
-        slot.waiting.fetch_sub(1, Ordering::SeqCst);
-        metrics::counter!(m::LLM_REQUESTS, "provider" => name.clone(), "outcome" => "queue_full").increment(1);
-        return Err(LlmError::QueueFull { provider: name });
-    }
-    let permit = slot.permits.acquire().await;
-    slot.waiting.fetch_sub(1, Ordering::SeqCst);
-    let _permit = permit.expect("llm semaphores are never closed");
+    // A free slot is taken at once; otherwise the request waits in a bounded queue.
+    let _permit = match slot.permits.try_acquire() {
+        Ok(permit) => permit,
+        Err(_) => {
+            if slot.waiting.fetch_add(1, Ordering::SeqCst) >= slot.max_queue {
+                slot.waiting.fetch_sub(1, Ordering::SeqCst);
+                metrics::counter!(m::LLM_REQUESTS, "provider" => name.clone(), "outcome" => "queue_full").increment(1);
+                return Err(LlmError::QueueFull { provider: name });
+            }
+            let permit = slot.permits.acquire().await;
+            slot.waiting.fetch_sub(1, Ordering::SeqCst);
+            permit.expect("llm semaphores are never closed")
+        }
+    };
 
     let started = Instant::now();
     let result = match tokio::time::timeout(slot.timeout, slot.provider.complete(request)).await {

@@ -207,7 +207,12 @@ impl PassContext {
         match self.permit(row).await {
             Permit::After(wait) => tokio::time::sleep(wait).await,
             Permit::Refused(retry_after) => {
-                return self.retry(row, &PlatformError::RateLimited { retry_after }).await;
+                // Our own budget is spent: come back when it has room (not a platform 429, so the
+                // bucket is not emptied any further).
+                metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "budget_wait")
+                    .increment(1);
+                let next = now_ms() + retry_after.as_millis() as i64;
+                return self.db.mark_retry(row, "waiting for the account's publishing budget", next).await;
             }
         }
         self.db.begin_attempt(row.id).await?;

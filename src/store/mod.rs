@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use crate::config::Secret;
+
 pub use local::LocalPost;
 pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
 
@@ -30,6 +32,8 @@ pub enum StoreError {
     Connect(#[source] sqlx::Error),
     #[error("cannot prepare the database directory {path}: {source}")]
     Directory { path: String, source: std::io::Error },
+    #[error("invalid database URL: {0}")]
+    Url(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("query failed: {0}")]
@@ -44,7 +48,7 @@ impl StoreError {
             StoreError::Query(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
             StoreError::Query(sqlx::Error::Database(err)) => err.code().is_some_and(|code| is_transient_code(&code)),
             StoreError::Query(_) => false,
-            StoreError::Directory { .. } | StoreError::Migrate(_) => false,
+            StoreError::Directory { .. } | StoreError::Url(_) | StoreError::Migrate(_) => false,
         }
     }
 }
@@ -89,11 +93,23 @@ pub fn now_ms() -> i64 {
 impl Db {
     /// Connects (creating a SQLite file and its directory if needed) without migrating.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Db> {
+        Self::connect_with_password(url, None, max_connections).await
+    }
+
+    /// [`Db::connect`] with a password kept out of the configured URL (`store.password`).
+    pub async fn connect_with_password(url: &str, password: Option<&Secret>, max_connections: u32) -> StoreResult<Db> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
-        let url = match engine {
-            Engine::Sqlite => prepare_sqlite_url(url)?,
-            Engine::Postgres => url.to_owned(),
+        let url = match (engine, password) {
+            (Engine::Sqlite, _) => prepare_sqlite_url(url)?,
+            (Engine::Postgres, None) => url.to_owned(),
+            (Engine::Postgres, Some(password)) => {
+                let mut parsed = reqwest::Url::parse(url).map_err(|err| StoreError::Url(err.to_string()))?;
+                parsed
+                    .set_password(Some(password.expose()))
+                    .map_err(|()| StoreError::Url("cannot hold a password".into()))?;
+                parsed.to_string()
+            }
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)

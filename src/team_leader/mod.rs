@@ -387,8 +387,15 @@ fn clear_directory(directory: &Directory, spec: &ChildSpec) {
 }
 
 fn update_agent_gauge(state: &TeamLeaderState) {
-    let agents = state.specs.values().filter(|spec| matches!(spec, ChildSpec::Agent(_))).count();
-    metrics::gauge!(m::AGENTS, "platform" => "local").set(agents as f64);
+    let mut agents: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for spec in state.specs.values() {
+        if let ChildSpec::Agent(key) = spec {
+            *agents.entry(key.platform.as_str()).or_default() += 1;
+        }
+    }
+    // One gauge per platform Chorus knows, zero included.
+    let local = PlatformKind::Local.as_str();
+    metrics::gauge!(m::AGENTS, "platform" => local).set(agents.get(local).copied().unwrap_or(0) as f64);
 }
 
 /// Spawns the actor a spec stands for, linked to the TeamLeader, and publishes it in the directory.

@@ -281,37 +281,87 @@ impl Drop for Process {
     }
 }
 
-/// A fresh Postgres database for one test, dropped at the end. The server comes from
-/// `CHORUS_TEST_POSTGRES_URL`; these tests are `#[ignore]`d unless that is set and `--ignored` is
-/// passed (`.ci/run` does both), and they fail loudly if it is not set.
-pub struct PgDatabase {
+/// Environment variable naming the Postgres server of the `#[ignore]`d Postgres tests.
+pub const POSTGRES_URL_VAR: &str = "CHORUS_TEST_POSTGRES_URL";
+
+/// A fresh Postgres database for one test, created through the server named by
+/// `CHORUS_TEST_POSTGRES_URL` (the tests that use it are `#[ignore]`d unless that is set and
+/// `--ignored` is passed, as `.ci/run` does; unset, they fail loudly). [`TestDatabase::drop_now`]
+/// drops it, and so does `Drop` when the test panicked before that.
+pub struct TestDatabase {
     admin_url: String,
     name: String,
+    /// URL of the new database.
     pub url: String,
+    dropped: bool,
 }
 
-impl PgDatabase {
+impl TestDatabase {
     pub async fn create() -> Self {
-        let admin_url = std::env::var("CHORUS_TEST_POSTGRES_URL")
-            .expect("CHORUS_TEST_POSTGRES_URL must point at a Postgres server for the --ignored Postgres tests");
-        sqlx::any::install_default_drivers();
+        let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{POSTGRES_URL_VAR} is not set: the Postgres tests need a server, e.g. \
+                 {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test cargo test -- --ignored"
+            )
+        });
         let name = format!("chorus_test_{:016x}", rand::random::<u64>());
-        let pool = sqlx::AnyPool::connect(&admin_url).await.expect("connect to CHORUS_TEST_POSTGRES_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
+        admin_execute(&admin_url, &format!("CREATE DATABASE {name}"))
             .await
-            .expect("create database");
-        pool.close().await;
-        let base = admin_url.rsplit_once('/').map(|(base, _)| base).expect("URL with a database name");
-        let url = format!("{base}/{name}");
-        Self { admin_url, name, url }
+            .unwrap_or_else(|err| panic!("CREATE DATABASE {name} through {admin_url}: {err}"));
+        let url = with_database(&admin_url, &name);
+        Self { admin_url, name, url, dropped: false }
     }
 
-    pub async fn drop_database(self) {
-        let pool = sqlx::AnyPool::connect(&self.admin_url).await.expect("connect to drop");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-            .execute(&pool)
-            .await;
-        pool.close().await;
+    pub async fn drop_now(&mut self) {
+        drop_database(&self.admin_url, &self.name).await.unwrap_or_else(|err| panic!("drop {}: {err}", self.name));
+        self.dropped = true;
     }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // The test panicked: drop the database from a runtime of our own, since `Drop` cannot await.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(drop_database(&admin_url, &name)).map_err(std::io::Error::other)
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not drop test database {}: {err}", self.name),
+            Err(_) => eprintln!("could not drop test database {}: the cleanup thread panicked", self.name),
+        }
+    }
+}
+
+async fn admin_execute(admin_url: &str, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(admin_url).await?;
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await;
+    pool.close().await;
+    result.map(drop)
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    admin_execute(admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+}
+
+/// `url` with its database name replaced by `database` (query parameters are kept).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map(|at| at + 3).unwrap_or_else(|| panic!("not a URL: {url}"));
+    let authority_end = base[authority_start..].find('/').map_or(base.len(), |at| authority_start + at);
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }
