@@ -16,6 +16,6 @@ pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod supervisor;
+pub mod task;
 pub mod team_leader;
 pub mod telemetry;
-pub mod timer;

@@ -15,7 +15,7 @@
 
 mod prompt;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use crate::metrics as m;
 use crate::platform::{MentionBatch, Platform, PlatformError, local::MAX_POST_CHARS};
 use crate::publisher::PublisherMsg;
 use crate::store::{Db, InboundRow, MemoryKind, NewInbound, NewMemory, NewOutbox, now_ms};
-use crate::timer::Timer;
+use crate::task::AbortOnDrop;
 
 pub use prompt::finish;
 
@@ -56,7 +56,7 @@ pub struct AgentArgs {
     pub settings: AgentSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
     pub poll_every: Duration,
     pub max_in_flight: usize,
@@ -85,15 +85,17 @@ pub struct AgentState {
     cursor: Option<String>,
     polling: bool,
     poll_failures: u32,
-    /// Inbound ids being answered right now.
-    in_flight: HashSet<i64>,
+    /// Inbound ids being answered right now, with their tasks (aborted if the agent stops: the
+    /// mention stays pending for the next incarnation).
+    in_flight: HashMap<i64, AbortOnDrop>,
     /// Inbound ids whose generation failed, with when to try again.
     retry_at: HashMap<i64, Instant>,
-    posting: bool,
+    /// The scheduled post being written, if any.
+    posting: Option<AbortOnDrop>,
     draining: bool,
     drain_waiters: Vec<RpcReplyPort<()>>,
     /// Poll and schedule timers; dropping them (drain, stop) cancels them.
-    timers: Vec<Timer>,
+    timers: Vec<AbortOnDrop>,
 }
 
 pub enum AgentMsg {
@@ -125,7 +127,7 @@ impl Actor for Agent {
         let cursor = args.db.cursor(&args.persona.name, platform).await?;
         let first_poll = args.settings.poll_every.mul_f64(rand::rng().random_range(0.0..1.0));
         let poll_every = args.settings.poll_every;
-        let mut timers: Vec<Timer> = Vec::new();
+        let mut timers: Vec<AbortOnDrop> = Vec::new();
         let poller = myself.clone();
         timers.push(
             tokio::spawn(async move {
@@ -148,9 +150,9 @@ impl Actor for Agent {
             cursor,
             polling: false,
             poll_failures: 0,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             retry_at: HashMap::new(),
-            posting: false,
+            posting: None,
             draining: false,
             drain_waiters: Vec::new(),
             timers,
@@ -217,22 +219,22 @@ impl Actor for Agent {
                     return Ok(());
                 }
                 state.timers.push(schedule_post(&myself, &state.args, slot + 1));
-                if state.posting {
+                if state.posting.is_some() {
                     return Ok(());
                 }
-                state.posting = true;
                 let args = state.args.clone();
                 let myself = myself.clone();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     if let Err(err) = scheduled_post(&args, slot).await {
                         tracing::warn!(agent = %args.key, slot, error = %err, "scheduled post failed; the next slot will try again");
                     }
                     let _ = myself.send_message(AgentMsg::PostDone);
                 });
+                state.posting = Some(task.into());
                 state.timers.retain(|timer| !timer.is_finished());
             }
             AgentMsg::PostDone => {
-                state.posting = false;
+                state.posting = None;
                 self.maybe_finish_drain(state);
             }
             AgentMsg::Drain { reply } => {
@@ -303,7 +305,7 @@ impl Agent {
         let pending = args.db.pending_inbound(&args.persona.name, args.key.platform.as_str(), window).await?;
         let fresh: Vec<InboundRow> = pending
             .into_iter()
-            .filter(|row| !state.in_flight.contains(&row.id) && !state.retry_at.contains_key(&row.id))
+            .filter(|row| !state.in_flight.contains_key(&row.id) && !state.retry_at.contains_key(&row.id))
             .take(capacity)
             .collect();
         for row in fresh {
@@ -313,11 +315,10 @@ impl Agent {
                     .increment(1);
                 continue;
             }
-            state.in_flight.insert(row.id);
+            let inbound_id = row.id;
             let args = args.clone();
             let myself = myself.clone();
-            tokio::spawn(async move {
-                let inbound_id = row.id;
+            let task = tokio::spawn(async move {
                 let queued = match answer(&args, &row).await {
                     Ok(()) => true,
                     Err(err) => {
@@ -327,6 +328,7 @@ impl Agent {
                 };
                 let _ = myself.send_message(AgentMsg::ReplyDone { inbound_id, queued });
             });
+            state.in_flight.insert(inbound_id, task.into());
         }
         Ok(())
     }
@@ -346,7 +348,7 @@ impl Agent {
     }
 
     fn maybe_finish_drain(&self, state: &mut AgentState) {
-        if state.draining && state.in_flight.is_empty() && !state.posting {
+        if state.draining && state.in_flight.is_empty() && state.posting.is_none() {
             for waiter in state.drain_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -480,7 +482,7 @@ fn current_slot(args: &AgentArgs) -> i64 {
 
 /// The first post: the current slot right away (spread over a few seconds) if its time has come,
 /// else at its due time.
-fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> Timer {
+fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> AbortOnDrop {
     let slot = current_slot(args);
     if slot_due_at(args, slot) <= now_ms() {
         let spread = args.persona.schedule.every.get().min(Duration::from_secs(10));
@@ -491,7 +493,7 @@ fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> Timer {
     }
 }
 
-fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> Timer {
+fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> AbortOnDrop {
     let wait = (slot_due_at(args, slot) - now_ms()).max(0) as u64;
     myself.send_after(Duration::from_millis(wait), move || AgentMsg::PostDue { slot }).into()
 }

@@ -85,7 +85,7 @@ impl std::fmt::Display for PlatformKind {
 }
 
 /// `chorus.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// `sandbox` (default: the local platform and simulators, no account needed) or `live`.
@@ -138,7 +138,7 @@ fn default_personas_dir() -> String {
     "personas".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite://path` (created if missing; relative to the working directory) or `postgres://…`.
@@ -161,7 +161,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Loopback by default; the probes, /metrics and the local platform are open, the rest needs
@@ -180,7 +180,7 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// `auto` (pretty on a terminal, plain otherwise), `pretty`, `plain` or `json`.
@@ -205,7 +205,7 @@ pub enum LogFormat {
 }
 
 /// Restart policy of every supervised child (see `supervisor.rs`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorConfig {
     /// Restarts allowed within `window` before the child's circuit opens.
@@ -229,7 +229,7 @@ impl Default for SupervisorConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long a graceful shutdown may drain in-flight work and the outbox.
@@ -242,7 +242,7 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
     /// Provider used by personas that do not name their own chain.
@@ -259,7 +259,7 @@ impl Default for LlmConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
@@ -316,13 +316,13 @@ pub enum ProviderKind {
     OpenaiCompat,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformsConfig {
     pub local: LocalPlatformConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalPlatformConfig {
     pub enabled: bool,
@@ -343,7 +343,7 @@ impl Default for LocalPlatformConfig {
 }
 
 /// A token bucket: `burst` tokens, refilled evenly over `per`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub burst: u32,
@@ -357,7 +357,7 @@ fn default_max_wait() -> Dur {
     Dur::secs(60)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublisherConfig {
     /// Rows published per pass.
@@ -375,7 +375,7 @@ impl Default for PublisherConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// Recent items of the persona given to each generation.
@@ -390,7 +390,7 @@ impl Default for MemoryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentsConfig {
     /// Mentions an agent generates replies for at once; the rest wait in the database.
@@ -407,7 +407,7 @@ impl Default for AgentsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
     /// A simulated crowd that mentions personas on the local platform (sandbox mode only).

@@ -14,7 +14,7 @@
 //! - `Drain` (graceful shutdown) keeps dispatching until no row is due and no worker runs, then
 //!   answers with the outbox counts.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use crate::metrics as m;
 use crate::platform::{Outgoing, PlatformError, Platforms};
 use crate::rate_limit::{Permit, RateLimiterMsg};
 use crate::store::{Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, StoreError, now_ms};
-use crate::timer::Timer;
+use crate::task::AbortOnDrop;
 
 pub struct Publisher;
 
@@ -43,10 +43,11 @@ type Account = (String, String);
 
 pub struct PublisherState {
     context: Arc<PassContext>,
-    /// Accounts with a worker running.
-    busy: HashSet<Account>,
+    /// Accounts with a worker running; dropping the state (a stop or restart) aborts them, and
+    /// an aborted row is reconciled by the next worker (`attempts > 0`).
+    busy: HashMap<Account, AbortOnDrop>,
     drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
-    _sweep: Timer,
+    _sweep: AbortOnDrop,
 }
 
 /// What a worker needs, shared with its task.
@@ -88,7 +89,7 @@ impl Actor for Publisher {
                 directory: args.directory,
                 config: args.config,
             }),
-            busy: HashSet::new(),
+            busy: HashMap::new(),
             drain_waiters: Vec::new(),
             _sweep: sweep.into(),
         })
@@ -142,12 +143,13 @@ impl Publisher {
             }
         };
         for account in accounts {
-            if !state.busy.insert(account.clone()) {
+            if state.busy.contains_key(&account) {
                 continue;
             }
             let context = state.context.clone();
             let myself = myself.clone();
-            tokio::spawn(async move {
+            let key = account.clone();
+            let worker = tokio::spawn(async move {
                 let more = match context.publish_account(&account).await {
                     Ok(more) => more,
                     Err(err) => {
@@ -158,6 +160,7 @@ impl Publisher {
                 };
                 let _ = myself.send_message(PublisherMsg::WorkerDone { account, more });
             });
+            state.busy.insert(key, worker.into());
         }
         if let Ok(pending) = state.context.db.outbox_pending().await {
             metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);

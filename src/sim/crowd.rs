@@ -10,7 +10,7 @@ use rand::seq::IndexedRandom;
 
 use crate::config::Persona;
 use crate::platform::local::LocalPlatform;
-use crate::timer::Timer;
+use crate::task::AbortOnDrop;
 
 const PEOPLE: &[&str] = &["sam", "riley", "noor", "kai", "mina", "jules", "tomas", "ife"];
 const QUESTIONS: &[&str] = &[
@@ -33,7 +33,7 @@ pub struct CrowdArgs {
 
 pub struct CrowdState {
     args: CrowdArgs,
-    _timer: Timer,
+    _timer: AbortOnDrop,
 }
 
 pub enum CrowdMsg {

@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::Db;
 use crate::health::Health;
 use crate::metrics as m;
-use crate::timer::Timer;
+use crate::task::AbortOnDrop;
 
 const FAILURES_BEFORE_RESTART: u32 = 3;
 /// WAL checkpoints happen every this many health checks.
@@ -31,7 +31,7 @@ pub struct StoreState {
     args: StoreArgs,
     failures: u32,
     checks: u32,
-    _timer: Timer,
+    _timer: AbortOnDrop,
 }
 
 pub enum StoreMsg {

@@ -349,20 +349,14 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
         ChildSpec::Agent(key) => {
             old.personas.get(&key.persona) != new.personas.get(&key.persona)
                 || old.personas.keys().ne(new.personas.keys())
-                || AgentSettings::from_config(old).ne_settings(&AgentSettings::from_config(new))
+                || AgentSettings::from_config(old) != AgentSettings::from_config(new)
         }
         ChildSpec::Crowd => {
             old.personas != new.personas || old.service.sandbox.crowd_every != new.service.sandbox.crowd_every
         }
         ChildSpec::Store => old.service.store.health_every != new.service.store.health_every,
-        ChildSpec::Publisher => format!("{:?}", old.service.publisher) != format!("{:?}", new.service.publisher),
+        ChildSpec::Publisher => old.service.publisher != new.service.publisher,
         ChildSpec::LlmPool | ChildSpec::Memory | ChildSpec::RateLimiter { .. } => false,
-    }
-}
-
-impl AgentSettings {
-    fn ne_settings(&self, other: &AgentSettings) -> bool {
-        format!("{self:?}") != format!("{other:?}")
     }
 }
 
