@@ -3,4 +3,6 @@
 
 pub mod crowd;
 #[cfg(feature = "sim")]
+pub mod llm;
+#[cfg(feature = "sim")]
 pub mod openai;
