@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod backoff;
 pub mod config;
 pub mod directory;
 pub mod health;

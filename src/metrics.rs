@@ -28,6 +28,14 @@ pub const PUBLISH_SECONDS: &str = "chorus_publish_duration_seconds";
 pub const LLM_REQUESTS: &str = "chorus_llm_requests_total";
 pub const LLM_TOKENS: &str = "chorus_llm_tokens_total";
 pub const LLM_SECONDS: &str = "chorus_llm_request_duration_seconds";
+pub const LLM_ERRORS: &str = "chorus_llm_errors_total";
+pub const LLM_COST: &str = "chorus_llm_cost_microusd_total";
+pub const LLM_BREAKER_STATE: &str = "chorus_llm_breaker_state";
+pub const LLM_FAILOVERS: &str = "chorus_llm_failovers_total";
+pub const LLM_RETRIES: &str = "chorus_llm_retries_total";
+pub const LLM_TOKEN_ESCALATIONS: &str = "chorus_llm_token_escalations_total";
+pub const LLM_BUDGET_REFUSALS: &str = "chorus_llm_budget_refusals_total";
+pub const LLM_EMBEDDINGS: &str = "chorus_llm_embedding_requests_total";
 // Rate limits
 pub const RATE_LIMIT_WAITS: &str = "chorus_rate_limit_waits_total";
 pub const RATE_LIMIT_REFUSALS: &str = "chorus_rate_limit_refusals_total";
@@ -77,8 +85,19 @@ fn describe() {
     describe_counter!(OUTBOX_PUBLISHED, "Publish attempts, by platform and outcome.");
     describe_gauge!(OUTBOX_PENDING, "Outbox rows waiting to be published.");
     describe_histogram!(PUBLISH_SECONDS, Unit::Seconds, "Time of one platform publish call, by platform.");
-    describe_counter!(LLM_REQUESTS, "LLM requests, by provider and outcome.");
-    describe_counter!(LLM_TOKENS, "LLM tokens, by provider and direction (in, out).");
+    describe_counter!(LLM_REQUESTS, "LLM provider calls, by provider, persona and outcome.");
+    describe_counter!(LLM_TOKENS, "LLM tokens, by provider, persona and direction (in, out).");
+    describe_counter!(LLM_ERRORS, "Failed LLM provider calls, by provider and error class.");
+    describe_counter!(LLM_COST, "LLM spend in millionths of a US dollar, by provider and persona.");
+    describe_gauge!(LLM_BREAKER_STATE, "Provider circuit breaker: 0 closed, 1 open, 2 half-open.");
+    describe_counter!(
+        LLM_FAILOVERS,
+        "Requests moved on from a provider to the next in the chain, by provider and reason."
+    );
+    describe_counter!(LLM_RETRIES, "Retries of a provider call after a retryable error, by provider.");
+    describe_counter!(LLM_TOKEN_ESCALATIONS, "Calls repeated with a larger output budget after stopping for length.");
+    describe_counter!(LLM_BUDGET_REFUSALS, "Requests refused by a daily spend cap, by persona, scope and unit.");
+    describe_counter!(LLM_EMBEDDINGS, "Embedding requests, by provider and outcome.");
     describe_histogram!(LLM_SECONDS, Unit::Seconds, "LLM request latency, by provider.");
     describe_counter!(RATE_LIMIT_WAITS, "Permits that had to wait for the bucket, by platform.");
     describe_counter!(RATE_LIMIT_REFUSALS, "Permits refused because the wait was too long, by platform.");

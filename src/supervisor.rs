@@ -13,7 +13,7 @@
 //! 3. it carries the [`Decision`] out with a timer message (`send_after`) that re-spawns the child.
 //!
 //! Restart `n` within the window waits `backoff_initial · 2^(n-1)` (capped at `backoff_max`,
-//! ±20 % jitter). More than `max_restarts` restarts within `window` open the circuit: the child is
+//! ±20 % jitter; [`crate::backoff`]). More than `max_restarts` restarts within `window` open the circuit: the child is
 //! parked for `cooldown`, then tried once more (half-open); failing again within the window parks
 //! it again. An [`is_auth_failure`] exit opens the circuit at once.
 
@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorId, ActorProcessingErr};
-use rand::Rng;
 
 use crate::config::SupervisorConfig;
 use crate::health::{ChildState, ChildStatus, Health};
@@ -243,7 +242,7 @@ impl Supervision {
             }
             None => {
                 let attempt = child.restarts_in_window.len() as u32;
-                let delay = backoff(&policy, attempt, &mut rand::rng());
+                let delay = crate::backoff::delay(policy.backoff_initial, policy.backoff_max, attempt);
                 child.restarts_in_window.push_back(now);
                 child.total_restarts += 1;
                 child.recent_backoff.push_back(delay);
@@ -298,18 +297,9 @@ impl Supervision {
     }
 }
 
-/// Delay before restart number `attempt + 1` of the window: exponential, capped, ±20 % jitter.
-pub fn backoff(policy: &RestartPolicy, attempt: u32, rng: &mut impl Rng) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.min(20));
-    let base = policy.backoff_initial.saturating_mul(factor).min(policy.backoff_max);
-    let jitter = rng.random_range(0.8..1.2);
-    base.mul_f64(jitter).min(policy.backoff_max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     fn policy() -> RestartPolicy {
         RestartPolicy {
@@ -323,17 +313,6 @@ mod tests {
 
     fn failed() -> Exit {
         Exit::Failed { auth: false, message: "boom".into() }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let delays: Vec<_> = (0..10).map(|n| backoff(&policy(), n, &mut rng)).collect();
-        for pair in delays.windows(2).take(5) {
-            assert!(pair[1] > pair[0], "{delays:?}");
-        }
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)));
-        assert!(delays[0] >= Duration::from_millis(80) && delays[0] <= Duration::from_millis(120));
     }
 
     #[test]

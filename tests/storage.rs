@@ -398,25 +398,33 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     assert!(db.recent_memories("carol", None, 10).await.expect("recent_memories carol").is_empty());
 }
 
-/// 7. LLM usage: tokens in and out summed per persona.
+/// 7. LLM usage: tokens in and out summed per persona; batched writes; daily spend with cost.
 async fn llm_usage_sums_tokens_per_persona(db: &Db) {
     assert_eq!(db.llm_tokens("alice").await.expect("llm_tokens before any usage"), (0, 0));
-    let usage = |persona, tokens_in, tokens_out| LlmUsage {
-        persona,
-        provider: "offline",
-        model: "echo",
+    let now = chorus::store::now_ms();
+    let usage = |persona: &str, tokens_in, tokens_out, cost_usd, at_ms| LlmUsage {
+        persona: persona.to_owned(),
+        provider: "offline".to_owned(),
+        model: "echo".to_owned(),
         task: "reply",
         tokens_in,
         tokens_out,
         latency_ms: 12,
         outcome: "ok",
+        cost_usd,
+        at_ms,
     };
-    db.record_llm_usage(&usage("alice", 100, 20)).await.expect("record_llm_usage 1");
-    db.record_llm_usage(&usage("alice", 50, 5)).await.expect("record_llm_usage 2");
-    db.record_llm_usage(&usage("bob", 7, 3)).await.expect("record_llm_usage bob");
+    db.record_llm_usage(&usage("alice", 100, 20, 0.5, now)).await.expect("record_llm_usage 1");
+    db.record_llm_usage_batch(&[usage("alice", 50, 5, 0.25, now), usage("bob", 7, 3, 0.0, now)])
+        .await
+        .expect("record_llm_usage_batch");
+    db.record_llm_usage(&usage("bob", 1000, 1000, 9.0, now - 2 * 86_400_000)).await.expect("an old row");
     assert_eq!(db.llm_tokens("alice").await.expect("llm_tokens alice"), (150, 25));
-    assert_eq!(db.llm_tokens("bob").await.expect("llm_tokens bob"), (7, 3));
+    assert_eq!(db.llm_tokens("bob").await.expect("llm_tokens bob"), (1007, 1003));
     assert_eq!(db.llm_tokens("carol").await.expect("llm_tokens carol"), (0, 0));
+    let mut today = db.llm_spend_since(now - 1000).await.expect("llm_spend_since");
+    today.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(today, vec![("alice".to_owned(), 175, 0.75), ("bob".to_owned(), 10, 0.0)]);
 }
 
 /// 8. Fifty concurrent enqueues of one key: all succeed, one row, one id, one `created`.

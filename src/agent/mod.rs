@@ -24,7 +24,7 @@ use rand::Rng;
 
 use crate::config::{AgentKey, Config, Persona};
 use crate::directory::Directory;
-use crate::llm::{CompletionRequest, LlmMsg, Task};
+use crate::llm::{CompletionRequest, LlmError, LlmMsg, Task};
 use crate::memory::{MemoryMsg, Recollection};
 use crate::metrics as m;
 use crate::platform::{MentionBatch, Platform, PlatformError, local::MAX_POST_CHARS};
@@ -36,10 +36,14 @@ pub use prompt::finish;
 
 /// How long a reply waits for the LlmPool before the mention is retried later.
 const GENERATION_TIMEOUT_MS: u64 = 180_000;
-/// A mention whose generation failed is tried again after this long.
+/// A mention whose generation failed is tried again after this long ...
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(15);
+/// ... or this long when a daily LLM budget refused it (nothing was sent; the cap resets daily).
+const RETRY_OVER_BUDGET_AFTER: Duration = Duration::from_secs(300);
 /// Retries of one poll inside its task, before it counts as a failed poll.
 const POLL_RETRIES: u32 = 2;
+/// First delay between those retries (then doubled, capped at the poll interval).
+const POLL_RETRY_INITIAL: Duration = Duration::from_millis(100);
 
 pub struct Agent;
 
@@ -103,8 +107,9 @@ pub enum AgentMsg {
     Poll,
     /// A poll finished.
     PollDone(Result<MentionBatch, PlatformError>),
-    /// Answering a mention finished (queued, ignored or failed).
-    ReplyDone { inbound_id: i64, queued: bool },
+    /// Answering a mention finished: queued or ignored (`retry_after: None`), or failed and to be
+    /// tried again after `retry_after`.
+    ReplyDone { inbound_id: i64, retry_after: Option<Duration> },
     /// The scheduled post of slot `slot` is due.
     PostDue { slot: i64 },
     /// The scheduled post finished.
@@ -206,10 +211,10 @@ impl Actor for Agent {
                     }
                 }
             }
-            AgentMsg::ReplyDone { inbound_id, queued } => {
+            AgentMsg::ReplyDone { inbound_id, retry_after } => {
                 state.in_flight.remove(&inbound_id);
-                if !queued {
-                    state.retry_at.insert(inbound_id, Instant::now() + RETRY_FAILED_AFTER);
+                if let Some(retry_after) = retry_after {
+                    state.retry_at.insert(inbound_id, Instant::now() + retry_after);
                 }
                 self.fill(&myself, state).await?;
                 self.maybe_finish_drain(state);
@@ -319,14 +324,17 @@ impl Agent {
             let args = args.clone();
             let myself = myself.clone();
             let task = tokio::spawn(async move {
-                let queued = match answer(&args, &row).await {
-                    Ok(()) => true,
+                let retry_after = match answer(&args, &row).await {
+                    Ok(()) => None,
                     Err(err) => {
-                        tracing::warn!(agent = %args.key, inbound_id, error = %err, "reply failed; will try again");
-                        false
+                        let over_budget = matches!(err.downcast_ref(), Some(LlmError::BudgetExceeded { .. }));
+                        let retry_after = if over_budget { RETRY_OVER_BUDGET_AFTER } else { RETRY_FAILED_AFTER };
+                        tracing::warn!(agent = %args.key, inbound_id, retry_after_s = retry_after.as_secs(), error = %err,
+                            "reply failed; will try again");
+                        Some(retry_after)
                     }
                 };
-                let _ = myself.send_message(AgentMsg::ReplyDone { inbound_id, queued });
+                let _ = myself.send_message(AgentMsg::ReplyDone { inbound_id, retry_after });
             });
             state.in_flight.insert(inbound_id, task.into());
         }
@@ -367,9 +375,7 @@ async fn poll_with_retries(args: &AgentArgs, cursor: Option<&str>) -> Result<Men
                 return Err(PlatformError::RateLimited { retry_after });
             }
             Err(_) => {
-                let backoff =
-                    Duration::from_millis(100 * 2u64.pow(attempt)).mul_f64(rand::rng().random_range(0.8..1.2));
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(crate::backoff::delay(POLL_RETRY_INITIAL, args.settings.poll_every, attempt)).await;
                 attempt += 1;
             }
         }

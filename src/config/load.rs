@@ -308,15 +308,68 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
         if provider.max_concurrency == 0 {
             report.push(key("max_concurrency"), "must be at least 1");
         }
-        if provider.kind == ProviderKind::OpenaiCompat {
+        let remote = match provider.kind {
+            ProviderKind::Offline => None,
+            ProviderKind::OpenaiCompat => Some("openai_compat"),
+            ProviderKind::Anthropic => Some("anthropic"),
+        };
+        if let Some(kind) = remote {
             match provider.base_url.as_deref().map(reqwest::Url::parse) {
-                None => report.push(key("base_url"), "required for kind = \"openai_compat\""),
+                None => report.push(key("base_url"), format!("required for kind = \"{kind}\"")),
                 Some(Err(err)) => report.push(key("base_url"), format!("not a URL: {err}")),
                 Some(Ok(_)) => {}
             }
             if provider.model.is_none() {
-                report.push(key("model"), "required for kind = \"openai_compat\"");
+                report.push(key("model"), format!("required for kind = \"{kind}\""));
             }
+        }
+        if provider.max_tokens == 0 {
+            report.push(key("max_tokens"), "must be at least 1");
+        }
+        if provider.max_tokens_ceiling < provider.max_tokens {
+            report.push(key("max_tokens_ceiling"), "must not be below max_tokens");
+        }
+        if provider.breaker_failures == 0 {
+            report.push(key("breaker_failures"), "must be at least 1");
+        }
+        if provider.timeout.get().is_zero() {
+            report.push(key("timeout"), "must be longer than zero");
+        }
+        if provider.retry_initial > provider.retry_max {
+            report.push(key("retry_initial"), "must not exceed retry_max");
+        }
+        for (field, price) in
+            [("price_in_per_mtok", provider.price_in_per_mtok), ("price_out_per_mtok", provider.price_out_per_mtok)]
+        {
+            if !price.is_finite() || price < 0.0 {
+                report.push(key(field), "must be a price of zero or more");
+            }
+        }
+    }
+    if let Some(embedding) = &service.llm.embedding {
+        match service.llm.providers.get(&embedding.provider) {
+            None => report.push("llm.embedding.provider", format!("unknown provider {:?}", embedding.provider)),
+            Some(provider) if provider.kind != ProviderKind::OpenaiCompat => {
+                report.push("llm.embedding.provider", "must be an openai_compat provider")
+            }
+            Some(_) => {}
+        }
+    }
+    let budget = &service.llm.budget;
+    for (key, tokens) in [
+        ("llm.budget.global_daily_tokens", budget.global_daily_tokens),
+        ("llm.budget.persona_daily_tokens", budget.persona_daily_tokens),
+    ] {
+        if tokens == Some(0) {
+            report.push(key, "must be at least 1 (leave it out for no cap)");
+        }
+    }
+    for (key, usd) in [
+        ("llm.budget.global_daily_usd", budget.global_daily_usd),
+        ("llm.budget.persona_daily_usd", budget.persona_daily_usd),
+    ] {
+        if usd.is_some_and(|usd| !usd.is_finite() || usd <= 0.0) {
+            report.push(key, "must be more than zero (leave it out for no cap)");
         }
     }
     let local = &service.platforms.local;
@@ -398,9 +451,23 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
     if persona.schedule.jitter >= persona.schedule.every && !persona.schedule.jitter.get().is_zero() {
         report.push("schedule.jitter", "must be shorter than schedule.every");
     }
-    for provider in &persona.llm_chain {
-        if !service.llm.providers.contains_key(provider) {
-            report.push("llm_chain", format!("unknown provider {provider:?}"));
+    for (key, chain) in [
+        ("llm_chain", &persona.llm_chain),
+        ("llm_chains.reply", &persona.llm_chains.reply),
+        ("llm_chains.post", &persona.llm_chains.post),
+    ] {
+        for provider in chain {
+            if !service.llm.providers.contains_key(provider) {
+                report.push(key, format!("unknown provider {provider:?}"));
+            }
+        }
+    }
+    if let Some(budget) = &persona.budget {
+        if budget.daily_tokens == Some(0) {
+            report.push("budget.daily_tokens", "must be at least 1 (leave it out for no cap)");
+        }
+        if budget.daily_usd.is_some_and(|usd| !usd.is_finite() || usd <= 0.0) {
+            report.push("budget.daily_usd", "must be more than zero (leave it out for no cap)");
         }
     }
 }

@@ -249,71 +249,138 @@ pub struct LlmConfig {
     pub default_chain: Vec<String>,
     /// Providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// The embedding model for Memory, if any.
+    pub embedding: Option<EmbeddingConfig>,
+    /// Daily spend caps.
+    pub budget: BudgetConfig,
 }
 
 impl Default for LlmConfig {
     fn default() -> Self {
         let mut providers = BTreeMap::new();
         providers.insert("offline".to_owned(), ProviderConfig::offline());
-        Self { default_chain: vec!["offline".to_owned()], providers }
+        Self { default_chain: vec!["offline".to_owned()], providers, embedding: None, budget: BudgetConfig::default() }
     }
 }
 
+/// One LLM provider. Every key but `kind` has a default; `openai_compat` and `anthropic` need
+/// `base_url` and `model`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    /// Base URL of an OpenAI-compatible server, e.g. `http://127.0.0.1:11434/v1`.
+    /// `openai_compat`: the API root, e.g. `http://127.0.0.1:11434/v1` (`/chat/completions` and
+    /// `/embeddings` are appended). `anthropic`: e.g. `https://api.anthropic.com` (`/v1/messages`).
     pub base_url: Option<String>,
     pub model: Option<String>,
     pub api_key: Option<SecretRef>,
-    #[serde(default = "default_llm_timeout")]
+    /// Stream the response (SSE) instead of waiting for the whole body.
+    pub stream: bool,
+    /// `anthropic-version` header of the Anthropic Messages API.
+    pub anthropic_version: String,
+    /// Limit of one request, first byte to last.
     pub timeout: Dur,
     /// Requests in flight at once; more wait in a bounded queue.
-    #[serde(default = "default_llm_concurrency")]
     pub max_concurrency: usize,
     /// Requests allowed to wait for a slot before new ones fail fast.
-    #[serde(default = "default_llm_queue")]
     pub max_queue: usize,
-    #[serde(default = "default_max_tokens")]
+    /// First output-token budget of a request; doubled while the reply stops for length ...
     pub max_tokens: u32,
+    /// ... up to this ceiling, where the text is returned marked truncated.
+    pub max_tokens_ceiling: u32,
+    /// Extra attempts on this provider for retryable errors (timeouts, 5xx, 429, broken streams).
+    pub retries: u32,
+    /// First retry delay (doubled each attempt, ±20 % jitter, never before a `Retry-After`).
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+    /// Consecutive failures that open the provider's circuit ...
+    pub breaker_failures: u32,
+    /// ... for this long; then one probe request decides (half-open).
+    pub breaker_cooldown: Dur,
+    /// Price in USD per million input tokens, for spend accounting and caps.
+    pub price_in_per_mtok: f64,
+    /// Price in USD per million output tokens.
+    pub price_out_per_mtok: f64,
 }
 
-impl ProviderConfig {
-    fn offline() -> Self {
+impl Default for ProviderConfig {
+    fn default() -> Self {
         Self {
             kind: ProviderKind::Offline,
             base_url: None,
             model: None,
             api_key: None,
-            timeout: default_llm_timeout(),
-            max_concurrency: default_llm_concurrency(),
-            max_queue: default_llm_queue(),
-            max_tokens: default_max_tokens(),
+            stream: false,
+            anthropic_version: "2023-06-01".to_owned(),
+            timeout: Dur::secs(60),
+            max_concurrency: 8,
+            max_queue: 256,
+            max_tokens: 256,
+            max_tokens_ceiling: 4096,
+            retries: 2,
+            retry_initial: Dur::millis(500),
+            retry_max: Dur::secs(10),
+            breaker_failures: 5,
+            breaker_cooldown: Dur::secs(30),
+            price_in_per_mtok: 0.0,
+            price_out_per_mtok: 0.0,
         }
     }
 }
 
-fn default_llm_timeout() -> Dur {
-    Dur::secs(60)
-}
-fn default_llm_concurrency() -> usize {
-    8
-}
-fn default_llm_queue() -> usize {
-    256
-}
-fn default_max_tokens() -> u32 {
-    512
+impl ProviderConfig {
+    fn offline() -> Self {
+        Self::default()
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// Deterministic dry-run text from the persona file; no network.
+    #[default]
     Offline,
     /// Any OpenAI-compatible `/chat/completions` server.
     OpenaiCompat,
+    /// The Anthropic Messages API.
+    Anthropic,
+}
+
+/// Embeddings for Memory, through an `openai_compat` provider's `/embeddings`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    /// An `openai_compat` provider (its base URL, key, timeout and concurrency are used).
+    pub provider: String,
+    pub model: String,
+}
+
+/// Daily spend caps (UTC days). Unset means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// All personas together.
+    pub global_daily_tokens: Option<u64>,
+    pub global_daily_usd: Option<f64>,
+    /// Each persona, unless its file sets its own `budget`.
+    pub persona_daily_tokens: Option<u64>,
+    pub persona_daily_usd: Option<f64>,
+}
+
+/// A persona's own daily caps, overriding `llm.budget.persona_daily_*`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonaBudget {
+    pub daily_tokens: Option<u64>,
+    pub daily_usd: Option<f64>,
+}
+
+/// Provider chains by task, overriding the persona's `llm_chain` for that task.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskChains {
+    pub reply: Vec<String>,
+    pub post: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -440,6 +507,12 @@ pub struct Persona {
     /// LLM providers to try in order; the service's `llm.default_chain` when empty.
     #[serde(default)]
     pub llm_chain: Vec<String>,
+    /// Chains for one task (`reply`, `post`), overriding `llm_chain` for it.
+    #[serde(default)]
+    pub llm_chains: TaskChains,
+    /// Daily LLM spend caps of this persona.
+    #[serde(default)]
+    pub budget: Option<PersonaBudget>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

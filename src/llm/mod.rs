@@ -1,30 +1,51 @@
-//! The LlmPool actor: every generation goes through it. It routes a request along the persona's
-//! chain of providers (the next one when a provider fails), bounds each provider's concurrency
-//! with a semaphore and a bounded wait queue (full queue: fail fast), and records tokens and
-//! latency per persona, provider and model in `llm_usage` and in metrics.
+//! The LlmPool actor: every generation and embedding goes through it.
+//!
+//! - **Routing.** A request goes along the persona's chain of providers for its task
+//!   (`llm_chains.reply` / `.post`, else `llm_chain`, else `llm.default_chain`); a provider's
+//!   failure moves it to the next one (a failover).
+//! - **Breakers.** Each provider has a circuit breaker ([`breaker`]): open after consecutive
+//!   failures (at once on 401/403, reported once, loudly), skipped at no cost while open, one
+//!   probe request when its cool-down ends.
+//! - **Retries.** Only retryable errors (timeouts, 5xx/529, 429, broken streams), bounded,
+//!   exponential with jitter, never earlier than the server's `Retry-After`; a `Retry-After`
+//!   beyond `retry_max` fails over instead of waiting.
+//! - **Progressive max tokens.** A reply that stops for length is asked again with twice the
+//!   output budget, up to the ceiling, where the text is returned marked truncated.
+//! - **Concurrency.** Per provider, `max_concurrency` calls at once; others wait in a queue of
+//!   `max_queue` and beyond that fail fast with [`LlmError::QueueFull`].
+//! - **Accounting and caps.** Tokens and cost per persona, provider and model go to metrics and,
+//!   in batches, to `llm_usage` ([`usage`]); daily caps ([`budget`]) refuse a call before it is sent.
 //!
 //! Calls never block the mailbox: each request runs in its own task that answers the caller's
 //! reply port directly.
 
+mod anthropic;
+mod breaker;
+mod budget;
 mod offline;
 mod openai_compat;
 mod provider;
+mod sse;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind};
 use crate::metrics as m;
-use crate::store::{Db, LlmUsage};
+use crate::store::{Db, LlmUsage, now_ms};
 
+pub use anthropic::AnthropicProvider;
+pub use breaker::{Admission, Breaker, Phase};
+pub use budget::{Budgets, Spend, day_start};
 pub use offline::{OfflineProvider, approximate_tokens};
-pub use openai_compat::OpenAiCompatProvider;
-pub use provider::{ChatMessage, Completion, CompletionRequest, LlmError, Provider, Role, Task};
+pub use openai_compat::{OpenAiCompatProvider, OpenAiEmbedder};
+pub use provider::{ChatMessage, Completion, CompletionRequest, Embedder, Embeddings, LlmError, Provider, Role, Task};
 
 pub struct LlmPool;
 
@@ -34,25 +55,39 @@ pub struct LlmPoolArgs {
 }
 
 pub struct LlmPoolState {
-    slots: HashMap<String, Arc<Slot>>,
-    default_chain: Vec<String>,
-    db: Db,
-}
-
-/// One provider with its concurrency limit.
-struct Slot {
-    provider: Arc<dyn Provider>,
-    permits: Semaphore,
-    waiting: AtomicUsize,
-    max_queue: usize,
-    timeout: Duration,
+    pool: Arc<Pool>,
+    /// Usage rows to the writer, for pools rebuilt by `Reconfigure`.
+    usage: mpsc::Sender<LlmUsage>,
+    writer: usage::UsageWriter,
 }
 
 pub enum LlmMsg {
-    /// Generate text along the persona's provider chain.
+    /// Generate text along the persona's provider chain for the request's task.
     Complete { request: CompletionRequest, reply: RpcReplyPort<Result<Completion, LlmError>> },
-    /// Replace the providers (a config reload); requests in flight finish on the old ones.
+    /// Embed texts with the configured embedding model (`llm.embedding`).
+    Embed { texts: Vec<String>, reply: RpcReplyPort<Result<Embeddings, LlmError>> },
+    /// Replace the providers and caps (a config reload); requests in flight finish on the old ones.
     Reconfigure { config: Arc<Config> },
+}
+
+/// Everything a request task needs.
+struct Pool {
+    slots: HashMap<String, Arc<Slot>>,
+    default_chain: Vec<String>,
+    embedder: Option<(Arc<dyn Embedder>, Arc<Slot>)>,
+    budgets: Arc<Budgets>,
+    usage: mpsc::Sender<LlmUsage>,
+}
+
+/// One provider with its limits and breaker.
+struct Slot {
+    provider: Arc<dyn Provider>,
+    config: ProviderConfig,
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    breaker: Breaker,
+    /// Set once an authentication failure has been reported; cleared by a success.
+    auth_reported: AtomicBool,
 }
 
 impl Actor for LlmPool {
@@ -65,8 +100,21 @@ impl Actor for LlmPool {
         _myself: ActorRef<Self::Msg>,
         args: LlmPoolArgs,
     ) -> Result<LlmPoolState, ActorProcessingErr> {
-        let slots = build_slots(&args.config)?;
-        Ok(LlmPoolState { slots, default_chain: args.config.service.llm.default_chain.clone(), db: args.db })
+        let budgets = Arc::new(Budgets::new(args.config.service.llm.budget.clone()));
+        let now = now_ms();
+        budgets.seed(now, &args.db.llm_spend_since(day_start(now)).await?);
+        let (writer, usage) = usage::UsageWriter::spawn(args.db.clone());
+        let pool = Arc::new(build_pool(&args.config, budgets, usage.clone())?);
+        Ok(LlmPoolState { pool, usage, writer })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut LlmPoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.writer.stop().await;
+        Ok(())
     }
 
     async fn handle(
@@ -77,131 +125,320 @@ impl Actor for LlmPool {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             LlmMsg::Complete { request, reply } => {
-                let names = if request.persona.llm_chain.is_empty() {
-                    &state.default_chain
-                } else {
-                    &request.persona.llm_chain
-                };
-                let chain: Result<Vec<Arc<Slot>>, LlmError> = names
-                    .iter()
-                    .map(|name| state.slots.get(name).cloned().ok_or_else(|| LlmError::UnknownProvider(name.clone())))
-                    .collect();
-                let db = state.db.clone();
+                let pool = state.pool.clone();
                 tokio::spawn(async move {
-                    let result = match chain {
-                        Ok(chain) => run_chain(&chain, &request, &db).await,
-                        Err(err) => Err(err),
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(pool.complete(&request).await);
+                });
+            }
+            LlmMsg::Embed { texts, reply } => {
+                let pool = state.pool.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(pool.embed(&texts).await);
                 });
             }
             LlmMsg::Reconfigure { config } => {
-                state.slots = build_slots(&config)?;
-                state.default_chain = config.service.llm.default_chain.clone();
+                state.pool.budgets.reconfigure(config.service.llm.budget.clone());
+                state.pool = Arc::new(build_pool(&config, state.pool.budgets.clone(), state.usage.clone())?);
             }
         }
         Ok(())
     }
 }
 
-fn build_slots(config: &Config) -> Result<HashMap<String, Arc<Slot>>, ActorProcessingErr> {
+fn build_pool(
+    config: &Config,
+    budgets: Arc<Budgets>,
+    usage: mpsc::Sender<LlmUsage>,
+) -> Result<Pool, ActorProcessingErr> {
     let mut slots = HashMap::new();
     for (name, provider_config) in &config.service.llm.providers {
+        let key = config.llm_keys.get(name).cloned();
         let provider: Arc<dyn Provider> = match provider_config.kind {
             ProviderKind::Offline => {
                 tracing::info!(provider = %name, "llm provider is the offline dry-run provider: no model is called");
                 Arc::new(OfflineProvider::new(name.clone()))
             }
-            ProviderKind::OpenaiCompat => Arc::new(OpenAiCompatProvider::new(
-                name,
-                provider_config.base_url.as_deref().unwrap_or_default(),
-                provider_config.model.as_deref().unwrap_or_default(),
-                config.llm_keys.get(name).cloned(),
-                provider_config.timeout.get(),
-                provider_config.max_tokens,
-            )?),
+            ProviderKind::OpenaiCompat => Arc::new(OpenAiCompatProvider::new(name, provider_config, key)?),
+            ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(name, provider_config, key)?),
         };
-        slots.insert(
-            name.clone(),
-            Arc::new(Slot {
-                provider,
-                permits: Semaphore::new(provider_config.max_concurrency),
-                waiting: AtomicUsize::new(0),
-                max_queue: provider_config.max_queue,
-                timeout: provider_config.timeout.get(),
-            }),
-        );
+        let slot = Slot {
+            provider,
+            config: provider_config.clone(),
+            permits: Semaphore::new(provider_config.max_concurrency),
+            waiting: AtomicUsize::new(0),
+            breaker: Breaker::new(provider_config.breaker_failures, provider_config.breaker_cooldown.get()),
+            auth_reported: AtomicBool::new(false),
+        };
+        metrics::gauge!(m::LLM_BREAKER_STATE, "provider" => name.clone()).set(Phase::Closed as u8 as f64);
+        slots.insert(name.clone(), Arc::new(slot));
     }
-    Ok(slots)
+    let embedder = match &config.service.llm.embedding {
+        Some(embedding) => {
+            let slot = slots.get(&embedding.provider).cloned().ok_or("llm.embedding.provider is not configured")?;
+            let key = config.llm_keys.get(&embedding.provider).cloned();
+            let embedder: Arc<dyn Embedder> =
+                Arc::new(OpenAiEmbedder::new(&embedding.provider, &slot.config, &embedding.model, key)?);
+            Some((embedder, slot))
+        }
+        None => None,
+    };
+    Ok(Pool { slots, default_chain: config.service.llm.default_chain.clone(), embedder, budgets, usage })
 }
 
-/// Tries each provider in order; returns the first success or the last error.
-async fn run_chain(chain: &[Arc<Slot>], request: &CompletionRequest, db: &Db) -> Result<Completion, LlmError> {
-    let mut last_error = LlmError::UnknownProvider("(empty chain)".into());
-    for slot in chain {
-        match call_slot(slot, request, db).await {
-            Ok(completion) => return Ok(completion),
-            Err(err) => {
-                if matches!(err, LlmError::Auth { .. }) {
-                    tracing::error!(provider = slot.provider.name(), "llm provider refused its credentials");
-                } else {
-                    tracing::warn!(provider = slot.provider.name(), error = %err, "llm provider failed, trying the next");
+impl Pool {
+    /// The providers a request goes through, in order.
+    fn chain(&self, request: &CompletionRequest) -> Result<Vec<Arc<Slot>>, LlmError> {
+        let persona = &request.persona;
+        let for_task = match request.task {
+            Task::Reply => &persona.llm_chains.reply,
+            Task::Post => &persona.llm_chains.post,
+        };
+        let names = [for_task, &persona.llm_chain, &self.default_chain]
+            .into_iter()
+            .find(|names| !names.is_empty())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        names
+            .iter()
+            .map(|name| self.slots.get(name).cloned().ok_or_else(|| LlmError::UnknownProvider(name.clone())))
+            .collect()
+    }
+
+    /// Tries each provider of the chain in order; returns the first success or the last error.
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LlmError> {
+        let chain = self.chain(request)?;
+        let mut last_error = LlmError::UnknownProvider("(empty chain)".into());
+        for (index, slot) in chain.iter().enumerate() {
+            match self.on_slot(slot, request).await {
+                Ok(completion) => return Ok(completion),
+                Err(err) if err.stops_the_chain() => return Err(err),
+                Err(err) => {
+                    if index + 1 < chain.len() {
+                        let provider = slot.provider.name().to_owned();
+                        metrics::counter!(m::LLM_FAILOVERS, "provider" => provider.clone(), "reason" => err.outcome())
+                            .increment(1);
+                        tracing::warn!(provider, error = %err, "llm provider failed, trying the next in the chain");
+                    }
+                    last_error = err;
                 }
-                last_error = err;
+            }
+        }
+        Err(last_error)
+    }
+
+    /// One provider: breaker, budget, retries and progressive output budgets.
+    async fn on_slot(&self, slot: &Slot, request: &CompletionRequest) -> Result<Completion, LlmError> {
+        let name = slot.provider.name();
+        let config = &slot.config;
+        let ceiling = config.max_tokens_ceiling.max(config.max_tokens);
+        let prompt_tokens: u64 = request.messages.iter().map(|m| approximate_tokens(&m.content) as u64).sum();
+        let mut max_tokens = config.max_tokens;
+        let mut attempt = 0;
+        loop {
+            let admission = slot.breaker.admit(Instant::now());
+            if admission == Admission::Rejected {
+                return Err(LlmError::CircuitOpen { provider: name.to_owned() });
+            }
+            self.publish_phase(slot);
+            let estimate = Spend {
+                tokens: prompt_tokens + u64::from(max_tokens),
+                usd: cost(config, prompt_tokens, u64::from(max_tokens)),
+            };
+            if let Err(err) = self.budgets.check(&request.persona, estimate, now_ms()) {
+                if admission == Admission::Probe {
+                    slot.breaker.release_probe();
+                }
+                return Err(err);
+            }
+            match self.call(slot, request, max_tokens).await {
+                Ok(completion) => {
+                    slot.breaker.success();
+                    slot.auth_reported.store(false, Ordering::SeqCst);
+                    self.publish_phase(slot);
+                    if completion.truncated && max_tokens < ceiling {
+                        max_tokens = max_tokens.saturating_mul(2).min(ceiling);
+                        metrics::counter!(m::LLM_TOKEN_ESCALATIONS, "provider" => name.to_owned()).increment(1);
+                        tracing::debug!(
+                            provider = name,
+                            max_tokens,
+                            "reply stopped for length, asking again with a larger budget"
+                        );
+                        continue;
+                    }
+                    return Ok(completion);
+                }
+                Err(err) => {
+                    self.on_failure(slot, &err, admission);
+                    if admission == Admission::Probe || !err.is_retryable() || attempt >= config.retries {
+                        return Err(err);
+                    }
+                    let mut delay = crate::backoff::delay(config.retry_initial.get(), config.retry_max.get(), attempt);
+                    if let LlmError::RateLimited { retry_after: Some(retry_after), .. } = &err {
+                        if *retry_after > config.retry_max.get() {
+                            // Waiting that long is worse than asking the next provider.
+                            return Err(err);
+                        }
+                        delay = delay.max(*retry_after);
+                    }
+                    metrics::counter!(m::LLM_RETRIES, "provider" => name.to_owned()).increment(1);
+                    tracing::debug!(provider = name, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying llm call");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
             }
         }
     }
-    Err(last_error)
+
+    fn on_failure(&self, slot: &Slot, err: &LlmError, admission: Admission) {
+        let name = slot.provider.name();
+        let auth = matches!(err, LlmError::Auth { .. });
+        if auth && !slot.auth_reported.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                provider = name,
+                "llm provider refused its credentials; its circuit is open until a probe succeeds"
+            );
+        }
+        if err.is_provider_failure() {
+            if slot.breaker.failure(Instant::now(), auth) && !auth {
+                tracing::warn!(
+                    provider = name,
+                    cooldown_ms = slot.config.breaker_cooldown.get().as_millis() as u64,
+                    "llm provider circuit opened"
+                );
+            }
+        } else if admission == Admission::Probe {
+            // A 429 or a full queue says nothing about the provider's health.
+            slot.breaker.release_probe();
+        }
+        self.publish_phase(slot);
+    }
+
+    fn publish_phase(&self, slot: &Slot) {
+        metrics::gauge!(m::LLM_BREAKER_STATE, "provider" => slot.provider.name().to_owned())
+            .set(slot.breaker.phase() as u8 as f64);
+    }
+
+    /// One provider call under its concurrency limit, measured and accounted.
+    async fn call(&self, slot: &Slot, request: &CompletionRequest, max_tokens: u32) -> Result<Completion, LlmError> {
+        let provider = slot.provider.name().to_owned();
+        let persona = request.persona.name.clone();
+        let _permit = acquire(slot)?;
+        let _permit = _permit.wait().await;
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(slot.config.timeout.get(), slot.provider.complete(request, max_tokens)).await {
+                Ok(result) => result,
+                Err(_) => Err(LlmError::Timeout { provider: provider.clone() }),
+            };
+        let latency = started.elapsed();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.outcome(),
+        };
+        metrics::counter!(m::LLM_REQUESTS, "provider" => provider.clone(), "persona" => persona.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(m::LLM_SECONDS, "provider" => provider.clone()).record(latency.as_secs_f64());
+        let (tokens_in, tokens_out) = match &result {
+            Ok(completion) => (u64::from(completion.tokens_in), u64::from(completion.tokens_out)),
+            Err(err) => {
+                metrics::counter!(m::LLM_ERRORS, "provider" => provider.clone(), "class" => err.outcome()).increment(1);
+                (0, 0)
+            }
+        };
+        let cost_usd = cost(&slot.config, tokens_in, tokens_out);
+        if result.is_ok() {
+            metrics::counter!(m::LLM_TOKENS, "provider" => provider.clone(), "persona" => persona.clone(), "direction" => "in")
+                .increment(tokens_in);
+            metrics::counter!(m::LLM_TOKENS, "provider" => provider.clone(), "persona" => persona.clone(), "direction" => "out")
+                .increment(tokens_out);
+            metrics::counter!(m::LLM_COST, "provider" => provider.clone(), "persona" => persona.clone())
+                .increment((cost_usd * 1_000_000.0).round() as u64);
+            self.budgets.record(&persona, Spend { tokens: tokens_in + tokens_out, usd: cost_usd }, now_ms());
+        }
+        let row = LlmUsage {
+            persona,
+            provider,
+            model: slot.provider.model().to_owned(),
+            task: request.task.as_str(),
+            tokens_in: tokens_in as i64,
+            tokens_out: tokens_out as i64,
+            latency_ms: latency.as_millis() as i64,
+            outcome,
+            cost_usd,
+            at_ms: now_ms(),
+        };
+        if self.usage.send(row).await.is_err() {
+            tracing::warn!("llm usage writer is gone; a usage row was not recorded");
+        }
+        result
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, LlmError> {
+        let Some((embedder, slot)) = &self.embedder else {
+            return Err(LlmError::UnknownProvider("(no llm.embedding configured)".into()));
+        };
+        let provider = embedder.name().to_owned();
+        if slot.breaker.admit(Instant::now()) == Admission::Rejected {
+            return Err(LlmError::CircuitOpen { provider });
+        }
+        let permit = acquire(slot)?;
+        let _permit = permit.wait().await;
+        let result = match tokio::time::timeout(slot.config.timeout.get(), embedder.embed(texts)).await {
+            Ok(result) => result,
+            Err(_) => Err(LlmError::Timeout { provider: provider.clone() }),
+        };
+        let outcome = match &result {
+            Ok(_) => {
+                slot.breaker.success();
+                "ok"
+            }
+            Err(err) => {
+                if err.is_provider_failure() {
+                    slot.breaker.failure(Instant::now(), matches!(err, LlmError::Auth { .. }));
+                }
+                err.outcome()
+            }
+        };
+        self.publish_phase(slot);
+        metrics::counter!(m::LLM_EMBEDDINGS, "provider" => provider, "outcome" => outcome).increment(1);
+        result
+    }
 }
 
-async fn call_slot(slot: &Slot, request: &CompletionRequest, db: &Db) -> Result<Completion, LlmError> {
-    let name = slot.provider.name().to_owned();
-    // A free slot is taken at once; otherwise the request waits in a bounded queue.
-    let _permit = match slot.permits.try_acquire() {
-        Ok(permit) => permit,
-        Err(_) => {
-            if slot.waiting.fetch_add(1, Ordering::SeqCst) >= slot.max_queue {
-                slot.waiting.fetch_sub(1, Ordering::SeqCst);
-                metrics::counter!(m::LLM_REQUESTS, "provider" => name.clone(), "outcome" => "queue_full").increment(1);
-                return Err(LlmError::QueueFull { provider: name });
-            }
-            let permit = slot.permits.acquire().await;
-            slot.waiting.fetch_sub(1, Ordering::SeqCst);
-            permit.expect("llm semaphores are never closed")
-        }
-    };
+/// USD for a number of tokens at a provider's prices.
+fn cost(config: &ProviderConfig, tokens_in: u64, tokens_out: u64) -> f64 {
+    (tokens_in as f64 * config.price_in_per_mtok + tokens_out as f64 * config.price_out_per_mtok) / 1_000_000.0
+}
 
-    let started = Instant::now();
-    let result = match tokio::time::timeout(slot.timeout, slot.provider.complete(request)).await {
-        Ok(result) => result,
-        Err(_) => Err(LlmError::Timeout { provider: name.clone() }),
-    };
-    let latency = started.elapsed();
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(err) => err.outcome(),
-    };
-    metrics::counter!(m::LLM_REQUESTS, "provider" => name.clone(), "outcome" => outcome).increment(1);
-    metrics::histogram!(m::LLM_SECONDS, "provider" => name.clone()).record(latency.as_secs_f64());
-    let (tokens_in, tokens_out) = match &result {
-        Ok(completion) => (completion.tokens_in, completion.tokens_out),
-        Err(_) => (0, 0),
-    };
-    metrics::counter!(m::LLM_TOKENS, "provider" => name.clone(), "direction" => "in").increment(u64::from(tokens_in));
-    metrics::counter!(m::LLM_TOKENS, "provider" => name.clone(), "direction" => "out").increment(u64::from(tokens_out));
-    let usage = LlmUsage {
-        persona: &request.persona.name,
-        provider: &name,
-        model: slot.provider.model(),
-        task: request.task.as_str(),
-        tokens_in: i64::from(tokens_in),
-        tokens_out: i64::from(tokens_out),
-        latency_ms: latency.as_millis() as i64,
-        outcome,
-    };
-    if let Err(err) = db.record_llm_usage(&usage).await {
-        metrics::counter!(m::STORE_ERRORS, "operation" => "llm_usage").increment(1);
-        tracing::warn!(error = %err, "cannot record llm usage");
+/// A place in a provider's concurrency limit: a free slot at once, or a place in its bounded
+/// queue; a full queue fails fast.
+enum Place<'a> {
+    Now(SemaphorePermit<'a>),
+    Queued(&'a Slot),
+}
+
+impl<'a> Place<'a> {
+    async fn wait(self) -> SemaphorePermit<'a> {
+        match self {
+            Place::Now(permit) => permit,
+            Place::Queued(slot) => {
+                let permit = slot.permits.acquire().await;
+                slot.waiting.fetch_sub(1, Ordering::SeqCst);
+                permit.expect("llm semaphores are never closed")
+            }
+        }
     }
-    result
+}
+
+fn acquire(slot: &Slot) -> Result<Place<'_>, LlmError> {
+    if let Ok(permit) = slot.permits.try_acquire() {
+        return Ok(Place::Now(permit));
+    }
+    if slot.waiting.fetch_add(1, Ordering::SeqCst) >= slot.config.max_queue {
+        slot.waiting.fetch_sub(1, Ordering::SeqCst);
+        let provider = slot.provider.name().to_owned();
+        metrics::counter!(m::LLM_ERRORS, "provider" => provider.clone(), "class" => "queue_full").increment(1);
+        return Err(LlmError::QueueFull { provider });
+    }
+    Ok(Place::Queued(slot))
 }

@@ -55,7 +55,7 @@ impl Provider for OfflineProvider {
         MODEL
     }
 
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LlmError> {
+    async fn complete(&self, request: &CompletionRequest, _max_tokens: u32) -> Result<Completion, LlmError> {
         let persona = &request.persona;
         let prompt = request.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.as_str());
         let topics: Vec<&str> = persona.topics.iter().map(String::as_str).filter(|t| !t.trim().is_empty()).collect();
@@ -113,6 +113,8 @@ mod tests {
             platforms: vec![PlatformKind::Local],
             schedule: Schedule { every: Dur::secs(60), jitter: Dur::default() },
             llm_chain: vec![],
+            llm_chains: Default::default(),
+            budget: None,
         })
     }
 
@@ -129,8 +131,8 @@ mod tests {
     #[tokio::test]
     async fn replies_are_deterministic_addressed_and_on_the_named_topic() {
         let provider = OfflineProvider::new("offline");
-        let first = provider.complete(&request(Task::Reply, "what about gardening?", 5)).await.unwrap();
-        let again = provider.complete(&request(Task::Reply, "what about gardening?", 5)).await.unwrap();
+        let first = provider.complete(&request(Task::Reply, "what about gardening?", 5), 256).await.unwrap();
+        let again = provider.complete(&request(Task::Reply, "what about gardening?", 5), 256).await.unwrap();
         assert_eq!(first, again);
         assert!(first.text.starts_with("@sam "), "{}", first.text);
         assert!(first.text.contains("gardening"), "{}", first.text);
@@ -142,7 +144,7 @@ mod tests {
         let provider = OfflineProvider::new("offline");
         let texts: std::collections::BTreeSet<String> = futures::future::join_all((0..12).map(|seed| {
             let provider = &provider;
-            async move { provider.complete(&request(Task::Post, "write a post", seed)).await.unwrap().text }
+            async move { provider.complete(&request(Task::Post, "write a post", seed), 256).await.unwrap().text }
         }))
         .await
         .into_iter()

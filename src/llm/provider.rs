@@ -65,8 +65,16 @@ pub struct Completion {
     pub model: String,
     pub tokens_in: u32,
     pub tokens_out: u32,
-    /// The provider stopped for length.
+    /// The provider stopped for length (`finish_reason: "length"`, `stop_reason: "max_tokens"`).
     pub truncated: bool,
+}
+
+/// Vectors for a batch of texts, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub model: String,
+    pub tokens: u32,
 }
 
 /// Errors of the LLM boundary.
@@ -86,6 +94,10 @@ pub enum LlmError {
     Malformed { provider: String, detail: String },
     #[error("provider {provider} is saturated: its queue is full")]
     QueueFull { provider: String },
+    #[error("provider {provider} is skipped: its circuit is open")]
+    CircuitOpen { provider: String },
+    #[error("budget exceeded: {detail}")]
+    BudgetExceeded { detail: String },
     #[error("no provider named {0}")]
     UnknownProvider(String),
 }
@@ -101,8 +113,37 @@ impl LlmError {
             LlmError::Rejected { .. } => "rejected",
             LlmError::Malformed { .. } => "malformed",
             LlmError::QueueFull { .. } => "queue_full",
+            LlmError::CircuitOpen { .. } => "circuit_open",
+            LlmError::BudgetExceeded { .. } => "budget_exceeded",
             LlmError::UnknownProvider(_) => "unknown_provider",
         }
+    }
+
+    /// Worth trying the same provider again (after a backoff, never before a `Retry-After`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Timeout { .. }
+                | LlmError::Unavailable { .. }
+                | LlmError::RateLimited { .. }
+                | LlmError::Malformed { .. }
+        )
+    }
+
+    /// A sign the provider is unhealthy: counts towards opening its circuit breaker.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Timeout { .. }
+                | LlmError::Unavailable { .. }
+                | LlmError::Malformed { .. }
+                | LlmError::Auth { .. }
+        )
+    }
+
+    /// The request must not go to any other provider either.
+    pub fn stops_the_chain(&self) -> bool {
+        matches!(self, LlmError::BudgetExceeded { .. })
     }
 }
 
@@ -112,9 +153,21 @@ impl AuthFailure for LlmError {
     }
 }
 
+/// A chat model behind one wire format. One call is one HTTP request: retries, failover,
+/// breakers, budgets and progressive token budgets are the pool's business.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn model(&self) -> &str;
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, LlmError>;
+    /// Generates with at most `max_tokens` output tokens. A stream that ends without its final
+    /// event, or with a chunk that does not parse, is `LlmError::Malformed`, never a short text.
+    async fn complete(&self, request: &CompletionRequest, max_tokens: u32) -> Result<Completion, LlmError>;
+}
+
+/// An embedding model (OpenAI-compatible `/embeddings`).
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn model(&self) -> &str;
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, LlmError>;
 }

@@ -254,13 +254,8 @@ impl PassContext {
     }
 
     async fn retry(&self, row: &OutboxRow, err: &PlatformError) -> Result<(), StoreError> {
-        let exponent = u32::try_from(row.attempts.clamp(0, 16)).unwrap_or(16);
-        let backoff = self
-            .config
-            .retry_initial
-            .get()
-            .saturating_mul(2u32.saturating_pow(exponent))
-            .min(self.config.retry_max.get());
+        let attempt = u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX);
+        let backoff = crate::backoff::delay(self.config.retry_initial.get(), self.config.retry_max.get(), attempt);
         let (delay, outcome) = match err {
             PlatformError::RateLimited { retry_after } => {
                 if let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key(&row.platform, &row.persona)) {

@@ -303,23 +303,59 @@ impl Db {
 
     // ----- LLM usage -----
 
-    pub async fn record_llm_usage(&self, usage: &LlmUsage<'_>) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO llm_usage (persona, provider, model, task, tokens_in, tokens_out, latency_ms, outcome, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(usage.persona)
-        .bind(usage.provider)
-        .bind(usage.model)
-        .bind(usage.task)
-        .bind(usage.tokens_in)
-        .bind(usage.tokens_out)
-        .bind(usage.latency_ms)
-        .bind(usage.outcome)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+    pub async fn record_llm_usage(&self, usage: &LlmUsage) -> StoreResult<()> {
+        self.record_llm_usage_batch(std::slice::from_ref(usage)).await
+    }
+
+    /// Writes several usage rows in one statement.
+    pub async fn record_llm_usage_batch(&self, rows: &[LlmUsage]) -> StoreResult<()> {
+        const COLUMNS: usize = 10;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Only generated `$n` placeholders are interpolated; every value is bound.
+        let mut sql = String::from(
+            "INSERT INTO llm_usage (persona, provider, model, task, tokens_in, tokens_out, latency_ms, outcome, \
+             cost_usd, created_at) VALUES ",
+        );
+        for index in 0..rows.len() {
+            let base = index * COLUMNS;
+            let placeholders: Vec<String> = (1..=COLUMNS).map(|column| format!("${}", base + column)).collect();
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&placeholders.join(", "));
+            sql.push(')');
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for usage in rows {
+            query = query
+                .bind(&usage.persona)
+                .bind(&usage.provider)
+                .bind(&usage.model)
+                .bind(usage.task)
+                .bind(usage.tokens_in)
+                .bind(usage.tokens_out)
+                .bind(usage.latency_ms)
+                .bind(usage.outcome)
+                .bind(usage.cost_usd)
+                .bind(usage.at_ms);
+        }
+        query.execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Spend per persona since `since_ms`: (persona, tokens in + out, USD).
+    pub async fn llm_spend_since(&self, since_ms: i64) -> StoreResult<Vec<(String, i64, f64)>> {
+        let rows = sqlx::query(
+            "SELECT persona, CAST(COALESCE(SUM(tokens_in + tokens_out), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) FROM llm_usage WHERE created_at >= $1 GROUP BY persona",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
     }
 
     /// Tokens (in, out) spent by a persona so far.
@@ -459,16 +495,19 @@ impl MemoryRow {
 }
 
 /// One LLM call, for the `llm_usage` table.
-#[derive(Debug, Clone)]
-pub struct LlmUsage<'a> {
-    pub persona: &'a str,
-    pub provider: &'a str,
-    pub model: &'a str,
-    pub task: &'a str,
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmUsage {
+    pub persona: String,
+    pub provider: String,
+    pub model: String,
+    pub task: &'static str,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub latency_ms: i64,
-    pub outcome: &'a str,
+    pub outcome: &'static str,
+    pub cost_usd: f64,
+    /// When the call finished, epoch milliseconds.
+    pub at_ms: i64,
 }
 
 #[cfg(test)]
