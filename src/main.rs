@@ -105,22 +105,26 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the summary in one write, so a closed pipe (`| head`) is not a panic.
 fn print_summary(config: &Config) {
+    use std::fmt::Write as _;
     let service = &config.service;
-    println!("configuration {} is valid", config.path.display());
-    println!("mode: {:?}", service.mode);
-    println!("store: {}", redact_url(&service.store.url));
-    println!(
-        "admin: http://{} (token {})",
-        service.admin.listen,
-        if config.admin_token.is_some() { "set" } else { "not set" }
-    );
-    println!("llm providers: {}", service.llm.providers.keys().cloned().collect::<Vec<_>>().join(", "));
-    println!("platforms: local={}", if service.platforms.local.enabled { "on" } else { "off" });
-    println!("personas ({}):", config.personas.len());
+    let mut out = String::new();
+    // A store URL never holds a password here: validation refuses one (`store.password`).
+    let _ = writeln!(out, "configuration {} is valid", config.path.display());
+    let _ = writeln!(out, "mode: {:?}", service.mode);
+    let _ = writeln!(out, "store: {}", service.store.url);
+    let token = if config.admin_token.is_some() { "set" } else { "not set" };
+    let _ = writeln!(out, "admin: http://{} (token {token})", service.admin.listen);
+    let providers: Vec<String> =
+        service.llm.providers.iter().map(|(name, provider)| format!("{name} ({:?})", provider.kind)).collect();
+    let _ = writeln!(out, "llm providers: {}; default chain: {}", providers.join(", "), service.llm.default_chain.join(" → "));
+    let _ = writeln!(out, "platforms: local={}", if service.platforms.local.enabled { "on" } else { "off" });
+    let _ = writeln!(out, "personas ({}):", config.personas.len());
     for persona in config.personas.values() {
         let platforms: Vec<&str> = persona.platforms.iter().map(|p| p.as_str()).collect();
-        println!(
+        let _ = writeln!(
+            out,
             "  {} — platforms: {}; posts every {}; topics: {}",
             persona.name,
             platforms.join(", "),
@@ -128,19 +132,6 @@ fn print_summary(config: &Config) {
             persona.topics.join(", ")
         );
     }
-    println!("agents: {}", config.agent_keys().len());
-}
-
-/// Hides a password in a database URL.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:[redacted]@{}", &url[..scheme], &url[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    let _ = writeln!(out, "agents: {}", config.agent_keys().len());
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
 }

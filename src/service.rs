@@ -12,7 +12,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::admin::{self, AdminState, ReloadRequest};
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::{self, Config, ConfigErrors, Mode};
 use crate::directory::Directory;
 use crate::health::Health;
 use crate::metrics as m;
@@ -72,6 +72,7 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
     let health = Arc::new(Health::default());
     health.set_migrated();
 
+    start_llm_simulator(&config).await?;
     let local = LocalPlatform::new(db.clone());
     let mut platforms = Platforms::default();
     platforms.insert(Arc::new(local.clone()));
@@ -135,6 +136,25 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
         "chorus is running"
     );
     Ok(Service { inner, admin_addr, admin_task, admin_stop, tree_exited })
+}
+
+/// In sandbox mode, `sandbox.llm_simulator` starts the LLM simulator for providers to point at.
+async fn start_llm_simulator(config: &Config) -> anyhow::Result<()> {
+    let (Mode::Sandbox, Some(addr)) = (config.service.mode, config.service.sandbox.llm_simulator) else {
+        return Ok(());
+    };
+    #[cfg(feature = "sim")]
+    {
+        let sim = crate::sim::llm::LlmSim::start_on(addr)
+            .await
+            .with_context(|| format!("sandbox.llm_simulator: cannot listen on {addr}"))?;
+        tracing::info!(openai = %sim.openai_base_url(), anthropic = %sim.anthropic_base_url(), "llm simulator listening");
+        Ok(())
+    }
+    #[cfg(not(feature = "sim"))]
+    {
+        anyhow::bail!("sandbox.llm_simulator ({addr}) needs a build with the `sim` feature")
+    }
 }
 
 async fn serve_reloads(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<ReloadRequest>) {

@@ -72,3 +72,30 @@ breaker_failures = 100
     }
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_mode_can_start_the_llm_simulator_for_its_providers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sandbox = Sandbox::new(&format!(
+        r#"
+[llm]
+default_chain = ["sim"]
+
+[llm.providers.sim]
+kind = "anthropic"
+base_url = "http://127.0.0.1:{port}"
+model = "sim"
+stream = true
+"#
+    ));
+    let config = sandbox.dir.path().join("chorus.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("crowd = false", &format!("crowd = false\nllm_simulator = \"127.0.0.1:{port}\""));
+    std::fs::write(&config, text).unwrap();
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    let text = reply_to(&api, "ada", "are you simulated?").await;
+    assert!(text.starts_with("Simulated answer to: @sam: @ada are you simulated"), "{text}");
+    service.shutdown().await;
+}

@@ -372,6 +372,11 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
             report.push(key, "must be more than zero (leave it out for no cap)");
         }
     }
+    if let Some(addr) = service.sandbox.llm_simulator
+        && !addr.ip().is_loopback()
+    {
+        report.push("sandbox.llm_simulator", "must be a loopback address, e.g. \"127.0.0.1:9100\"");
+    }
     let local = &service.platforms.local;
     if local.rate_limit.burst == 0 {
         report.push("platforms.local.rate_limit.burst", "must be at least 1");

@@ -480,11 +480,14 @@ pub struct SandboxConfig {
     /// A simulated crowd that mentions personas on the local platform (sandbox mode only).
     pub crowd: bool,
     pub crowd_every: Dur,
+    /// Start the LLM simulator (OpenAI-compatible and Anthropic wire formats) on this loopback
+    /// address, so providers can point at it without any account (sandbox mode only).
+    pub llm_simulator: Option<std::net::SocketAddr>,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { crowd: true, crowd_every: Dur::secs(5) }
+        Self { crowd: true, crowd_every: Dur::secs(5), llm_simulator: None }
     }
 }
 

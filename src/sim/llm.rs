@@ -168,6 +168,11 @@ pub struct LlmSim {
 impl LlmSim {
     /// Binds 127.0.0.1 on an ephemeral port and serves on the current tokio runtime.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` (the sandbox's `sandbox.llm_simulator`) and serves on the current runtime.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
         let state = Arc::new(SimState::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(openai_chat))
@@ -175,7 +180,7 @@ impl LlmSim {
             .route("/v1/messages", post(anthropic_messages))
             .fallback(unknown_path)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
