@@ -118,7 +118,12 @@ fn print_summary(config: &Config) {
     let _ = writeln!(out, "admin: http://{} (token {token})", service.admin.listen);
     let providers: Vec<String> =
         service.llm.providers.iter().map(|(name, provider)| format!("{name} ({:?})", provider.kind)).collect();
-    let _ = writeln!(out, "llm providers: {}; default chain: {}", providers.join(", "), service.llm.default_chain.join(" → "));
+    let _ = writeln!(
+        out,
+        "llm providers: {}; default chain: {}",
+        providers.join(", "),
+        service.llm.default_chain.join(" → ")
+    );
     let _ = writeln!(out, "platforms: local={}", if service.platforms.local.enabled { "on" } else { "off" });
     let _ = writeln!(out, "personas ({}):", config.personas.len());
     for persona in config.personas.values() {
