@@ -174,11 +174,11 @@ impl Platform for LocalPlatform {
         Ok(post.id.to_string())
     }
 
-    async fn find_published(&self, account: &str, idempotency_key: &str) -> Result<Option<String>, PlatformError> {
+    async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
         self.check(account, false)?;
         let post = self
             .db
-            .local_post_by_key(idempotency_key)
+            .local_post_by_key(item.idempotency_key)
             .await
             .map_err(|err| PlatformError::Transient(err.to_string()))?;
         Ok(post.map(|post| post.id.to_string()))

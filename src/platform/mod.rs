@@ -74,9 +74,10 @@ pub trait Platform: Send + Sync + 'static {
     /// Publishes and returns the remote id.
     async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError>;
 
-    /// Looks for an earlier publish of the same intent, for a row whose previous attempt may have
-    /// landed before a crash. Returns its remote id.
-    async fn find_published(&self, account: &str, idempotency_key: &str) -> Result<Option<String>, PlatformError>;
+    /// Looks for an earlier publish of the same intent (its key where the platform keeps one,
+    /// else the account's recent posts with the same text and parent), for a row whose previous
+    /// attempt may have landed before a crash. Returns its remote id.
+    async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError>;
 }
 
 /// The platforms of one service, by kind.

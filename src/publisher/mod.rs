@@ -190,8 +190,10 @@ impl PassContext {
         let Some(platform) = self.platforms.by_name(&row.platform) else {
             return self.db.mark_failed(row, "no such platform is configured").await;
         };
+        let outgoing =
+            Outgoing { idempotency_key: &row.idempotency_key, text: &row.text, reply_to: row.reply_to.as_deref() };
         if row.attempts > 0 {
-            match platform.find_published(&row.persona, &row.idempotency_key).await {
+            match platform.find_published(&row.persona, outgoing).await {
                 Ok(Some(remote_id)) => {
                     metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "reconciled")
                         .increment(1);
@@ -220,8 +222,6 @@ impl PassContext {
         }
         self.db.begin_attempt(row.id).await?;
         let started = Instant::now();
-        let outgoing =
-            Outgoing { idempotency_key: &row.idempotency_key, text: &row.text, reply_to: row.reply_to.as_deref() };
         let result = platform.publish(&row.persona, outgoing).await;
         metrics::histogram!(m::PUBLISH_SECONDS, "platform" => platform_name).record(started.elapsed().as_secs_f64());
         match result {

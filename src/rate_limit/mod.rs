@@ -7,6 +7,8 @@
 //! waits. (Issue 4 feeds the bucket from the platforms' `x-rate-limit-*` headers, which is why this
 //! is a small bucket of our own rather than `governor`, whose state cannot be set from outside.)
 
+pub mod headers;
+
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
