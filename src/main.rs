@@ -63,8 +63,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run { .. } => {
+                let signals = chorus::shutdown::Signals::install()?;
                 let service = chorus::service::start(config).await?;
-                chorus::shutdown::run_until_signalled(service).await?;
+                chorus::shutdown::run_until_signalled(service, signals).await?;
                 Ok(())
             }
             Command::Migrate { .. } => migrate(&config).await,

@@ -1,19 +1,35 @@
 //! Signals: SIGINT/SIGTERM start the ordered shutdown (a second one forces exit), SIGHUP
 //! reloads the configuration.
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::service::Service;
 
 /// Exit code when a second signal cuts a graceful shutdown short.
 pub const FORCED_EXIT_CODE: i32 = 130;
 
+/// The signals Chorus handles. Install them before starting the service: a SIGHUP that arrived
+/// before its handler would terminate the process (the default action).
+pub struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Runs `service` until SIGINT or SIGTERM, reloading on SIGHUP, then shuts it down in order.
 /// Fails if the supervision tree stops on its own, so the process exits non-zero.
-pub async fn run_until_signalled(service: Service) -> std::io::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+pub async fn run_until_signalled(service: Service, signals: Signals) -> std::io::Result<()> {
+    let Signals { mut terminate, mut interrupt, mut hangup } = signals;
     let mut tree_exited = service.tree_exited();
     loop {
         tokio::select! {
