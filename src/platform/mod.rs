@@ -5,6 +5,7 @@
 //! their own issues behind the same trait.
 
 pub mod local;
+pub mod reddit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,3 +5,5 @@
 pub mod crowd;
 #[cfg(feature = "sim")]
 pub mod llm;
+#[cfg(feature = "sim")]
+pub mod reddit;
