@@ -6,6 +6,7 @@
 
 pub mod local;
 pub mod reddit;
+pub mod x;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

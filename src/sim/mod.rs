@@ -7,3 +7,5 @@ pub mod crowd;
 pub mod llm;
 #[cfg(feature = "sim")]
 pub mod reddit;
+#[cfg(feature = "sim")]
+pub mod x;
