@@ -19,6 +19,7 @@ pub const STORE_ERRORS: &str = "chorus_store_errors_total";
 // Inbound
 pub const INBOUND_EVENTS: &str = "chorus_inbound_events_total";
 pub const POLL_FAILURES: &str = "chorus_platform_poll_failures_total";
+pub const MALFORMED_PAYLOADS: &str = "chorus_platform_malformed_payloads_total";
 // Outbox
 pub const OUTBOX_ENQUEUED: &str = "chorus_outbox_enqueued_total";
 pub const OUTBOX_PUBLISHED: &str = "chorus_outbox_published_total";
@@ -81,6 +82,7 @@ fn describe() {
     describe_counter!(STORE_ERRORS, "Failed database operations, by operation.");
     describe_counter!(INBOUND_EVENTS, "Inbound mentions, by platform and outcome.");
     describe_counter!(POLL_FAILURES, "Failed platform polls, by platform.");
+    describe_counter!(MALFORMED_PAYLOADS, "Platform payload items that did not parse and were skipped, by platform.");
     describe_counter!(OUTBOX_ENQUEUED, "Items written to the outbox, by platform and kind.");
     describe_counter!(OUTBOX_PUBLISHED, "Publish attempts, by platform and outcome.");
     describe_gauge!(OUTBOX_PENDING, "Outbox rows waiting to be published.");

@@ -37,6 +37,7 @@ struct Inner {
     db: Db,
     health: Arc<Health>,
     local: LocalPlatform,
+    sims: crate::sim::SandboxSims,
     team_leader: ActorRef<TeamLeaderMsg>,
 }
 
@@ -73,10 +74,11 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
     health.set_migrated();
 
     start_llm_simulator(&config).await?;
+    let directory = Arc::new(Directory::default());
     let local = LocalPlatform::new(db.clone());
     let mut platforms = Platforms::default();
     platforms.insert(Arc::new(local.clone()));
-    let directory = Arc::new(Directory::default());
+    let sims = crate::platform::connect::connect(&config, &directory, &mut platforms).await?;
 
     if config.admin_token.is_none() {
         tracing::warn!("no admin token configured (CHORUS_ADMIN_TOKEN): /admin routes are disabled");
@@ -105,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
         directory,
         platforms,
         local: local.clone(),
+        sims: sims.clone(),
     };
     let (team_leader, team_leader_task) =
         Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;
@@ -125,6 +128,7 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
         db,
         health,
         local,
+        sims,
         team_leader,
     });
     tokio::spawn(serve_reloads(Arc::downgrade(&inner), reload_rx));
@@ -143,18 +147,11 @@ async fn start_llm_simulator(config: &Config) -> anyhow::Result<()> {
     let (Mode::Sandbox, Some(addr)) = (config.service.mode, config.service.sandbox.llm_simulator) else {
         return Ok(());
     };
-    #[cfg(feature = "sim")]
-    {
-        let sim = crate::sim::llm::LlmSim::start_on(addr)
-            .await
-            .with_context(|| format!("sandbox.llm_simulator: cannot listen on {addr}"))?;
-        tracing::info!(openai = %sim.openai_base_url(), anthropic = %sim.anthropic_base_url(), "llm simulator listening");
-        Ok(())
-    }
-    #[cfg(not(feature = "sim"))]
-    {
-        anyhow::bail!("sandbox.llm_simulator ({addr}) needs a build with the `sim` feature")
-    }
+    let sim = crate::sim::llm::LlmSim::start_on(addr)
+        .await
+        .with_context(|| format!("sandbox.llm_simulator: cannot listen on {addr}"))?;
+    tracing::info!(openai = %sim.openai_base_url(), anthropic = %sim.anthropic_base_url(), "llm simulator listening");
+    Ok(())
 }
 
 async fn serve_reloads(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<ReloadRequest>) {
@@ -202,6 +199,11 @@ impl Service {
 
     pub fn local(&self) -> &LocalPlatform {
         &self.inner.local
+    }
+
+    /// The X and Reddit simulators this sandbox runs, if any.
+    pub fn sims(&self) -> &crate::sim::SandboxSims {
+        &self.inner.sims
     }
 
     pub fn config(&self) -> Arc<Config> {

@@ -27,6 +27,8 @@ fn persona() -> Arc<Persona> {
         llm_chain: vec![],
         llm_chains: Default::default(),
         budget: None,
+        x: None,
+        reddit: None,
     })
 }
 

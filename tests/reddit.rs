@@ -2,8 +2,6 @@
 //! and against recorded Reddit traffic (PRAW's cassettes in `tests/fixtures/reddit/`): the client's
 //! requests must look like the recorded ones and it must understand the recorded answers.
 
-#![cfg(feature = "sim")]
-
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -71,10 +71,10 @@ pub struct AgentSettings {
 }
 
 impl AgentSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &Config, platform: crate::config::PlatformKind) -> Self {
         let service = &config.service;
         Self {
-            poll_every: service.platforms.local.poll_every.get(),
+            poll_every: service.poll_every(platform),
             max_in_flight: service.agents.max_in_flight,
             max_bot_turns: service.agents.max_bot_turns,
             max_poll_failures: service.agents.max_poll_failures,
@@ -290,6 +290,16 @@ impl Agent {
         if let Some(cursor) = batch.cursor {
             args.db.save_cursor(&args.persona.name, platform, &cursor).await?;
             state.cursor = Some(cursor);
+        }
+        if !batch.mentions.is_empty() {
+            let ids: Vec<String> = batch.mentions.iter().map(|mention| mention.remote_id.clone()).collect();
+            let (platform_client, account) = (args.platform.clone(), args.persona.name.clone());
+            // Off the mailbox: an acknowledgement is a network call on some platforms.
+            tokio::spawn(async move {
+                if let Err(err) = platform_client.acknowledge(&account, &ids).await {
+                    tracing::warn!(account, error = %err, "could not acknowledge mentions; they may be read again");
+                }
+            });
         }
         Ok(())
     }

@@ -122,11 +122,13 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
         }
     }
 
-    let personas = load_personas(&base.join(&service.personas_dir), &service, &mut errors);
+    let personas_dir = base.join(&service.personas_dir);
+    let personas = load_personas(&personas_dir, &service, &mut errors);
+    let persona_secrets = resolve_persona_secrets(&personas_dir, &base, &service, &personas, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    Ok(Config { path: path.to_path_buf(), service, personas, admin_token, llm_keys, store_password })
+    Ok(Config { path: path.to_path_buf(), service, personas, admin_token, llm_keys, store_password, persona_secrets })
 }
 
 fn read_table(path: &Path, report: &mut Report<'_>) -> Option<toml::Table> {
@@ -377,6 +379,34 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     {
         report.push("sandbox.llm_simulator", "must be a loopback address, e.g. \"127.0.0.1:9100\"");
     }
+    let x = &service.platforms.x;
+    if !(5..=100).contains(&x.mentions_per_poll) {
+        report.push("platforms.x.mentions_per_poll", "must be between 5 and 100");
+    }
+    if service.platforms.reddit.user_agent.trim().is_empty() {
+        report.push("platforms.reddit.user_agent", "Reddit requires a descriptive User-Agent");
+    }
+    for (key, url) in [
+        ("platforms.x.base_url", &x.base_url),
+        ("platforms.reddit.auth_base_url", &service.platforms.reddit.auth_base_url),
+        ("platforms.reddit.api_base_url", &service.platforms.reddit.api_base_url),
+    ] {
+        if let Err(err) = reqwest::Url::parse(url) {
+            report.push(key, format!("not a URL: {err}"));
+        }
+    }
+    for (key, config) in [("platforms.x", &x.rate_limit), ("platforms.reddit", &service.platforms.reddit.rate_limit)] {
+        if config.burst == 0 || config.per.get().is_zero() {
+            report.push(format!("{key}.rate_limit"), "burst must be at least 1 and per longer than zero");
+        }
+    }
+    for (key, every) in
+        [("platforms.x.poll_every", x.poll_every), ("platforms.reddit.poll_every", service.platforms.reddit.poll_every)]
+    {
+        if every.get() < Duration::from_millis(10) {
+            report.push(key, "must be at least 10ms");
+        }
+    }
     let local = &service.platforms.local;
     if local.rate_limit.burst == 0 {
         report.push("platforms.local.rate_limit.burst", "must be at least 1");
@@ -429,6 +459,64 @@ fn load_personas(dir: &Path, service: &ServiceConfig, errors: &mut Vec<ConfigErr
         personas.insert(persona.name.clone(), Arc::new(persona));
     }
     personas
+}
+
+/// Resolves the account secrets of personas on an enabled X or Reddit that is not simulated; such a
+/// persona must have its account section.
+fn resolve_persona_secrets(
+    personas_dir: &Path,
+    base: &Path,
+    service: &ServiceConfig,
+    personas: &BTreeMap<String, Arc<Persona>>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<(String, String), crate::config::Secret> {
+    use crate::config::{PlatformKind, XAuthConfig};
+    let mut secrets = BTreeMap::new();
+    for persona in personas.values() {
+        let source = personas_dir.join(format!("{}.toml", persona.name)).display().to_string();
+        let mut report = Report { errors, source, env_keys: BTreeMap::new() };
+        let needs = |platform| {
+            persona.platforms.contains(&platform) && service.platform_enabled(platform) && !service.simulated(platform)
+        };
+        let mut refs: Vec<(&str, &crate::config::SecretRef)> = Vec::new();
+        if needs(PlatformKind::X) {
+            match &persona.x {
+                None => report.push("x", "an [x] account section is required: x is enabled and not simulated"),
+                Some(x) => match &x.auth {
+                    XAuthConfig::Oauth1 { consumer_key, consumer_secret, access_token, access_token_secret } => refs
+                        .extend([
+                            ("x.auth.consumer_key", consumer_key),
+                            ("x.auth.consumer_secret", consumer_secret),
+                            ("x.auth.access_token", access_token),
+                            ("x.auth.access_token_secret", access_token_secret),
+                        ]),
+                    XAuthConfig::Oauth2 { client_secret, access_token, refresh_token, .. } => {
+                        refs.push(("x.auth.access_token", access_token));
+                        refs.extend(client_secret.iter().map(|secret| ("x.auth.client_secret", secret)));
+                        refs.extend(refresh_token.iter().map(|secret| ("x.auth.refresh_token", secret)));
+                    }
+                },
+            }
+        }
+        if needs(PlatformKind::Reddit) {
+            match &persona.reddit {
+                None => {
+                    report.push("reddit", "a [reddit] account section is required: reddit is enabled and not simulated")
+                }
+                Some(reddit) => refs
+                    .extend([("reddit.client_secret", &reddit.client_secret), ("reddit.password", &reddit.password)]),
+            }
+        }
+        for (key, secret_ref) in refs {
+            match secret_ref.resolve(base) {
+                Ok(secret) => {
+                    secrets.insert((persona.name.clone(), key.to_owned()), secret);
+                }
+                Err(message) => report.push(key, message),
+            }
+        }
+    }
+    secrets
 }
 
 fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Report<'_>) {

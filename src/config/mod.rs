@@ -32,6 +32,15 @@ pub struct Config {
     pub llm_keys: BTreeMap<String, Secret>,
     /// The database password, if `store.password` is set.
     pub store_password: Option<Secret>,
+    /// Resolved platform secrets of each persona, by `(persona, "x.consumer_key")` and the like.
+    pub persona_secrets: BTreeMap<(String, String), Secret>,
+}
+
+impl Config {
+    /// A resolved persona secret, e.g. `secret("ada", "reddit.password")`.
+    pub fn persona_secret(&self, persona: &str, key: &str) -> Option<Secret> {
+        self.persona_secrets.get(&(persona.to_owned(), key.to_owned())).cloned()
+    }
 }
 
 impl Config {
@@ -68,12 +77,18 @@ impl std::fmt::Display for AgentKey {
 #[serde(rename_all = "lowercase")]
 pub enum PlatformKind {
     Local,
+    X,
+    Reddit,
 }
 
 impl PlatformKind {
+    pub const ALL: [PlatformKind; 3] = [PlatformKind::Local, PlatformKind::X, PlatformKind::Reddit];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PlatformKind::Local => "local",
+            PlatformKind::X => "x",
+            PlatformKind::Reddit => "reddit",
         }
     }
 }
@@ -122,7 +137,37 @@ impl ServiceConfig {
     pub fn platform_enabled(&self, platform: PlatformKind) -> bool {
         match platform {
             PlatformKind::Local => self.platforms.local.enabled,
+            PlatformKind::X => self.platforms.x.enabled,
+            PlatformKind::Reddit => self.platforms.reddit.enabled,
         }
+    }
+
+    /// How often agents on `platform` read their mentions.
+    pub fn poll_every(&self, platform: PlatformKind) -> Duration {
+        match platform {
+            PlatformKind::Local => self.platforms.local.poll_every.get(),
+            PlatformKind::X => self.platforms.x.poll_every.get(),
+            PlatformKind::Reddit => self.platforms.reddit.poll_every.get(),
+        }
+    }
+
+    /// The configured publishing budget of one account on `platform`.
+    pub fn rate_limit(&self, platform: PlatformKind) -> &RateLimitConfig {
+        match platform {
+            PlatformKind::Local => &self.platforms.local.rate_limit,
+            PlatformKind::X => &self.platforms.x.rate_limit,
+            PlatformKind::Reddit => &self.platforms.reddit.rate_limit,
+        }
+    }
+
+    /// Whether `platform` talks to the built-in simulator (sandbox mode only).
+    pub fn simulated(&self, platform: PlatformKind) -> bool {
+        self.mode == Mode::Sandbox
+            && match platform {
+                PlatformKind::Local => false,
+                PlatformKind::X => self.platforms.x.simulated,
+                PlatformKind::Reddit => self.platforms.reddit.simulated,
+            }
     }
 }
 
@@ -387,6 +432,71 @@ pub struct TaskChains {
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformsConfig {
     pub local: LocalPlatformConfig,
+    pub x: XPlatformConfig,
+    pub reddit: RedditPlatformConfig,
+}
+
+/// X (Twitter) API v2.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XPlatformConfig {
+    pub enabled: bool,
+    /// In sandbox mode: talk to the built-in X simulator instead of `base_url` (no account needed).
+    pub simulated: bool,
+    pub base_url: String,
+    pub poll_every: Dur,
+    pub timeout: Dur,
+    /// Mentions read per poll (5 to 100).
+    pub mentions_per_poll: u32,
+    /// Posting budget per account on top of what the headers report, e.g. your plan's quota.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for XPlatformConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            simulated: false,
+            base_url: "https://api.x.com".to_owned(),
+            poll_every: Dur::secs(60),
+            timeout: Dur::secs(30),
+            mentions_per_poll: 20,
+            // The free plan's 17 posts per 24 hours per user.
+            rate_limit: RateLimitConfig { burst: 17, per: Dur::secs(86_400), max_wait: Dur::secs(60) },
+        }
+    }
+}
+
+/// Reddit's OAuth API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedditPlatformConfig {
+    pub enabled: bool,
+    /// In sandbox mode: talk to the built-in Reddit simulator (no account needed).
+    pub simulated: bool,
+    pub auth_base_url: String,
+    pub api_base_url: String,
+    /// A descriptive User-Agent, as Reddit requires: `<app>/<version> (by u/<username>)`.
+    pub user_agent: String,
+    pub poll_every: Dur,
+    pub timeout: Dur,
+    /// Posting budget per account on top of what the headers report.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for RedditPlatformConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            simulated: false,
+            auth_base_url: "https://www.reddit.com".to_owned(),
+            api_base_url: "https://oauth.reddit.com".to_owned(),
+            user_agent: concat!("chorus/", env!("CARGO_PKG_VERSION"), " (multi-persona agent service)").to_owned(),
+            poll_every: Dur::secs(60),
+            timeout: Dur::secs(30),
+            rate_limit: RateLimitConfig { burst: 10, per: Dur::secs(600), max_wait: Dur::secs(60) },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -516,6 +626,62 @@ pub struct Persona {
     /// Daily LLM spend caps of this persona.
     #[serde(default)]
     pub budget: Option<PersonaBudget>,
+    /// The persona's X account (not needed with the simulator).
+    #[serde(default)]
+    pub x: Option<PersonaX>,
+    /// The persona's Reddit account (not needed with the simulator).
+    #[serde(default)]
+    pub reddit: Option<PersonaReddit>,
+}
+
+impl Persona {
+    /// The persona's handle on `platform`: its account's username where one is configured,
+    /// else its name (the local platform, the simulators).
+    pub fn handle_on(&self, platform: PlatformKind) -> String {
+        let configured = match platform {
+            PlatformKind::Local => None,
+            PlatformKind::X => self.x.as_ref().map(|x| x.username.clone()),
+            PlatformKind::Reddit => self.reddit.as_ref().map(|reddit| reddit.username.clone()),
+        };
+        configured.unwrap_or_else(|| self.name.clone()).to_ascii_lowercase()
+    }
+}
+
+/// An X account: OAuth 1.0a user context or an OAuth 2.0 user token.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaX {
+    pub username: String,
+    pub auth: XAuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum XAuthConfig {
+    Oauth1 {
+        consumer_key: SecretRef,
+        consumer_secret: SecretRef,
+        access_token: SecretRef,
+        access_token_secret: SecretRef,
+    },
+    Oauth2 {
+        client_id: String,
+        client_secret: Option<SecretRef>,
+        access_token: SecretRef,
+        refresh_token: Option<SecretRef>,
+    },
+}
+
+/// A Reddit script-app account.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaReddit {
+    pub username: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub password: SecretRef,
+    /// Where scheduled posts go, e.g. `"test"` for r/test.
+    pub subreddit: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

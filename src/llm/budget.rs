@@ -130,6 +130,8 @@ mod tests {
             llm_chain: vec![],
             llm_chains: Default::default(),
             budget,
+            x: None,
+            reddit: None,
         }
     }
 

@@ -322,8 +322,8 @@ impl Pool {
     async fn call(&self, slot: &Slot, request: &CompletionRequest, max_tokens: u32) -> Result<Completion, LlmError> {
         let provider = slot.provider.name().to_owned();
         let persona = request.persona.name.clone();
-        let _permit = acquire(slot)?;
-        let _permit = _permit.wait().await;
+        let place = acquire(slot)?;
+        let _permit = place.wait().await;
         let started = Instant::now();
         let result =
             match tokio::time::timeout(slot.config.timeout.get(), slot.provider.complete(request, max_tokens)).await {
@@ -381,8 +381,8 @@ impl Pool {
         if slot.breaker.admit(Instant::now()) == Admission::Rejected {
             return Err(LlmError::CircuitOpen { provider });
         }
-        let permit = acquire(slot)?;
-        let _permit = permit.wait().await;
+        let place = acquire(slot)?;
+        let _permit = place.wait().await;
         let result = match tokio::time::timeout(slot.config.timeout.get(), embedder.embed(texts)).await {
             Ok(result) => result,
             Err(_) => Err(LlmError::Timeout { provider: provider.clone() }),

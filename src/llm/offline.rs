@@ -115,6 +115,8 @@ mod tests {
             llm_chain: vec![],
             llm_chains: Default::default(),
             budget: None,
+            x: None,
+            reddit: None,
         })
     }
 

@@ -4,6 +4,8 @@
 //! Only `local` (the built-in timeline, [`local`]) exists so far; X, Reddit and Discord arrive in
 //! their own issues behind the same trait.
 
+pub mod connect;
+pub mod gate;
 pub mod local;
 pub mod reddit;
 pub mod x;
@@ -72,6 +74,13 @@ pub trait Platform: Send + Sync + 'static {
 
     /// Mentions of `account` after `cursor`.
     async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError>;
+
+    /// Tells the platform that mentions were stored (Reddit marks them read). Called after the
+    /// cursor is saved; a failure is logged and the mentions may be delivered again (they are
+    /// stored once anyway).
+    async fn acknowledge(&self, _account: &str, _remote_ids: &[String]) -> Result<(), PlatformError> {
+        Ok(())
+    }
 
     /// Publishes and returns the remote id.
     async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError>;

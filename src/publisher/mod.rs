@@ -291,10 +291,7 @@ impl PassContext {
 
 /// Metric label for a platform name from the database (a fixed set).
 fn platform_label(name: &str) -> &'static str {
-    match name {
-        "local" => "local",
-        _ => "other",
-    }
+    crate::config::PlatformKind::ALL.iter().map(|kind| kind.as_str()).find(|kind| *kind == name).unwrap_or("other")
 }
 
 fn kind_label(kind: &str) -> &'static str {

@@ -42,6 +42,8 @@ pub enum RateLimiterMsg {
     Acquire { reply: RpcReplyPort<Permit> },
     /// The platform told us to back off (a 429): no permits until then.
     BackOff { until: Duration },
+    /// A response's rate-limit headers: never hand out more than the platform says is left.
+    Observe(headers::RateLimitSnapshot),
     /// Replace the bucket's limits (a config reload).
     Reconfigure { config: RateLimitConfig },
 }
@@ -80,6 +82,7 @@ impl Actor for RateLimiter {
                 let _ = reply.send(permit);
             }
             RateLimiterMsg::BackOff { until } => state.bucket.empty_for(until, Instant::now()),
+            RateLimiterMsg::Observe(snapshot) => state.bucket.observe(&snapshot, Instant::now()),
             RateLimiterMsg::Reconfigure { config } => state.bucket.reconfigure(&config),
         }
         Ok(())
@@ -138,6 +141,16 @@ impl TokenBucket {
         self.tokens = self.tokens.min(-deficit);
     }
 
+    /// Caps the tokens at what the platform reports left; none left means none before the reset.
+    pub fn observe(&mut self, snapshot: &headers::RateLimitSnapshot, now: Instant) {
+        self.refill(now);
+        if snapshot.remaining == 0 {
+            self.empty_for(snapshot.reset_after, now);
+        } else {
+            self.tokens = self.tokens.min(f64::from(snapshot.remaining));
+        }
+    }
+
     pub fn reconfigure(&mut self, config: &RateLimitConfig) {
         let capacity = f64::from(config.burst.max(1));
         self.capacity = capacity;
@@ -167,6 +180,22 @@ mod tests {
         assert!(matches!(bucket.acquire(start), Permit::Refused(_)));
         // Refill: after 20 s the two reservations are paid back and one token has come in.
         assert_eq!(bucket.acquire(start + Duration::from_secs(25)), Permit::After(Duration::ZERO));
+    }
+
+    #[test]
+    fn platform_headers_cap_the_bucket() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(&config(10, 10, 60), start);
+        let two_left =
+            headers::RateLimitSnapshot { limit: Some(100), remaining: 2, reset_after: Duration::from_secs(900) };
+        bucket.observe(&two_left, start);
+        assert_eq!(bucket.acquire(start), Permit::After(Duration::ZERO));
+        assert_eq!(bucket.acquire(start), Permit::After(Duration::ZERO));
+        assert!(!matches!(bucket.acquire(start), Permit::After(wait) if wait.is_zero()));
+        let none_left =
+            headers::RateLimitSnapshot { limit: Some(100), remaining: 0, reset_after: Duration::from_secs(120) };
+        bucket.observe(&none_left, start);
+        assert!(matches!(bucket.acquire(start), Permit::Refused(_)), "nothing before the reset");
     }
 
     #[test]

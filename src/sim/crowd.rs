@@ -1,5 +1,6 @@
-//! The sandbox crowd: simulated people who mention the personas on the local platform every few
-//! seconds, so a fresh `chorus run` shows conversations without any input. Sandbox mode only.
+//! The sandbox crowd: simulated people who mention the personas every few seconds — on the local
+//! platform and on the X and Reddit simulators when those run — so a fresh `chorus run` shows
+//! conversations on every platform without any input. Sandbox mode only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use crate::config::Persona;
+use crate::config::{Config, Persona, PlatformKind};
 use crate::platform::local::LocalPlatform;
+use crate::sim::SandboxSims;
 use crate::task::AbortOnDrop;
 
 const PEOPLE: &[&str] = &["sam", "riley", "noor", "kai", "mina", "jules", "tomas", "ife"];
@@ -26,7 +28,8 @@ pub struct Crowd;
 
 pub struct CrowdArgs {
     pub local: LocalPlatform,
-    /// Personas present on the local platform.
+    pub sims: SandboxSims,
+    pub config: Arc<Config>,
     pub personas: Vec<Arc<Persona>>,
     pub every: Duration,
 }
@@ -59,10 +62,28 @@ impl Actor for Crowd {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CrowdMsg::Speak => {
-                let Some(text) = compose(&state.args.personas, &mut rand::rng()) else { return Ok(()) };
+                let Some((persona, platform, question)) = compose(&state.args, &mut rand::rng()) else {
+                    return Ok(());
+                };
                 let person = PEOPLE.choose(&mut rand::rng()).copied().unwrap_or("sam");
-                if let Err(err) = state.args.local.post(person, &text, None, None, "crowd").await {
-                    tracing::warn!(error = %err, "crowd could not post");
+                let handle = persona.handle_on(platform);
+                let text = format!("@{handle} {question}");
+                match platform {
+                    PlatformKind::Local => {
+                        if let Err(err) = state.args.local.post(person, &text, None, None, "crowd").await {
+                            tracing::warn!(error = %err, "crowd could not post");
+                        }
+                    }
+                    PlatformKind::X => {
+                        if let Some(sim) = &state.args.sims.x {
+                            sim.mention(person, &handle, &text, None);
+                        }
+                    }
+                    PlatformKind::Reddit => {
+                        if let Some(sim) = &state.args.sims.reddit {
+                            sim.mention(person, &handle, &text);
+                        }
+                    }
                 }
             }
         }
@@ -70,10 +91,20 @@ impl Actor for Crowd {
     }
 }
 
-/// A question to a random persona about one of its topics.
-fn compose(personas: &[Arc<Persona>], rng: &mut impl Rng) -> Option<String> {
-    let persona = personas.choose(rng)?;
+/// A random persona, one of its platforms the crowd can reach, and a question on one of its topics.
+fn compose(args: &CrowdArgs, rng: &mut impl Rng) -> Option<(Arc<Persona>, PlatformKind, String)> {
+    let service = &args.config.service;
+    let reachable = |platform: &PlatformKind| match platform {
+        PlatformKind::Local => service.platform_enabled(PlatformKind::Local),
+        PlatformKind::X => service.platform_enabled(PlatformKind::X) && args.sims.x.is_some(),
+        PlatformKind::Reddit => service.platform_enabled(PlatformKind::Reddit) && args.sims.reddit.is_some(),
+    };
+    let candidates: Vec<&Arc<Persona>> =
+        args.personas.iter().filter(|persona| persona.platforms.iter().any(reachable)).collect();
+    let persona = *candidates.choose(rng)?;
+    let platforms: Vec<PlatformKind> = persona.platforms.iter().copied().filter(reachable).collect();
+    let platform = *platforms.choose(rng)?;
     let topic = persona.topics.choose(rng)?;
     let question = QUESTIONS.choose(rng)?.replace("{topic}", topic);
-    Some(format!("@{} {question}", persona.name))
+    Some((persona.clone(), platform, question))
 }

@@ -1,11 +1,15 @@
-//! Simulators of the outside world, for the sandbox and the tests: the sandbox crowd on the local
-//! platform, and an LLM server speaking the OpenAI-compatible and Anthropic wire formats with
-//! scripted faults.
+//! Simulators of the outside world, for the sandbox and the tests: the sandbox crowd, an LLM
+//! server (OpenAI-compatible and Anthropic wire formats), and the X and Reddit APIs, each with
+//! scripted faults and a record of the requests it received.
 
 pub mod crowd;
-#[cfg(feature = "sim")]
 pub mod llm;
-#[cfg(feature = "sim")]
 pub mod reddit;
-#[cfg(feature = "sim")]
 pub mod x;
+
+/// The platform simulators a sandbox service started (`platforms.<name>.simulated`).
+#[derive(Clone, Default)]
+pub struct SandboxSims {
+    pub x: Option<x::XSim>,
+    pub reddit: Option<reddit::RedditSim>,
+}

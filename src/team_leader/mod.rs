@@ -40,6 +40,8 @@ pub struct TeamLeaderArgs {
     pub directory: Arc<Directory>,
     pub platforms: Platforms,
     pub local: LocalPlatform,
+    /// The sandbox's platform simulators, for the Crowd.
+    pub sims: crate::sim::SandboxSims,
 }
 
 pub struct TeamLeaderState {
@@ -267,11 +269,10 @@ impl TeamLeader {
             let _ = llm.send_message(LlmMsg::Reconfigure { config: config.clone() });
         }
         for (id, cell) in state.supervision.cells_of_kind("rate_limiter") {
-            if let Some(ChildSpec::RateLimiter { platform: PlatformKind::Local, .. }) = state.specs.get(&id) {
+            if let Some(ChildSpec::RateLimiter { platform, .. }) = state.specs.get(&id) {
                 let limiter: ActorRef<RateLimiterMsg> = cell.into();
-                let _ = limiter.send_message(RateLimiterMsg::Reconfigure {
-                    config: config.service.platforms.local.rate_limit.clone(),
-                });
+                let _ = limiter
+                    .send_message(RateLimiterMsg::Reconfigure { config: config.service.rate_limit(*platform).clone() });
             }
         }
         metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
@@ -336,7 +337,7 @@ fn desired_children(config: &Config) -> Vec<ChildSpec> {
     specs.extend(keys.into_iter().map(ChildSpec::Agent));
     if config.service.mode == Mode::Sandbox
         && config.service.sandbox.crowd
-        && config.service.platform_enabled(PlatformKind::Local)
+        && PlatformKind::ALL.iter().any(|platform| config.service.platform_enabled(*platform))
     {
         specs.push(ChildSpec::Crowd);
     }
@@ -349,7 +350,7 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
         ChildSpec::Agent(key) => {
             old.personas.get(&key.persona) != new.personas.get(&key.persona)
                 || old.personas.keys().ne(new.personas.keys())
-                || AgentSettings::from_config(old) != AgentSettings::from_config(new)
+                || AgentSettings::from_config(old, key.platform) != AgentSettings::from_config(new, key.platform)
         }
         ChildSpec::Crowd => {
             old.personas != new.personas || old.service.sandbox.crowd_every != new.service.sandbox.crowd_every
@@ -388,8 +389,10 @@ fn update_agent_gauge(state: &TeamLeaderState) {
         }
     }
     // One gauge per platform Chorus knows, zero included.
-    let local = PlatformKind::Local.as_str();
-    metrics::gauge!(m::AGENTS, "platform" => local).set(agents.get(local).copied().unwrap_or(0) as f64);
+    for platform in PlatformKind::ALL {
+        let name = platform.as_str();
+        metrics::gauge!(m::AGENTS, "platform" => name).set(agents.get(name).copied().unwrap_or(0) as f64);
+    }
 }
 
 /// Spawns the actor a spec stands for, linked to the TeamLeader, and publishes it in the directory.
@@ -421,9 +424,7 @@ async fn spawn(
             actor.get_cell()
         }
         ChildSpec::RateLimiter { platform, account } => {
-            let limiter_config = match platform {
-                PlatformKind::Local => config.service.platforms.local.rate_limit.clone(),
-            };
+            let limiter_config = config.service.rate_limit(*platform).clone();
             let limiter_args = RateLimiterArgs { platform: platform.as_str(), config: limiter_config };
             let (actor, _) = RateLimiter::spawn_linked(None, RateLimiter, limiter_args, supervisor).await?;
             directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), account), Some(actor.clone()));
@@ -446,19 +447,23 @@ async fn spawn(
             let agent_args = Arc::new(AgentArgs {
                 key: key.clone(),
                 persona,
-                team: Arc::new(config.personas.keys().cloned().collect()),
+                team: Arc::new(config.personas.values().map(|persona| persona.handle_on(key.platform)).collect()),
                 platform,
                 db: args.db.clone(),
                 directory: directory.clone(),
-                settings: AgentSettings::from_config(config),
+                settings: AgentSettings::from_config(config, key.platform),
             });
             Agent::spawn_linked(None, Agent, agent_args, supervisor).await?.0.get_cell()
         }
         ChildSpec::Crowd => {
-            let personas =
-                config.personas.values().filter(|p| p.platforms.contains(&PlatformKind::Local)).cloned().collect();
-            let crowd_args =
-                CrowdArgs { local: args.local.clone(), personas, every: config.service.sandbox.crowd_every.get() };
+            let personas = config.personas.values().cloned().collect();
+            let crowd_args = CrowdArgs {
+                local: args.local.clone(),
+                sims: args.sims.clone(),
+                config: config.clone(),
+                personas,
+                every: config.service.sandbox.crowd_every.get(),
+            };
             Crowd::spawn_linked(None, Crowd, crowd_args, supervisor).await?.0.get_cell()
         }
     };

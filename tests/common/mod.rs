@@ -78,20 +78,27 @@ crowd = false
     }
 
     pub fn write_persona(&self, name: &str, topics: &[&str]) {
+        self.write_persona_on(name, topics, &["local"]);
+    }
+
+    /// A persona on the given platforms (`"local"`, `"x"`, `"reddit"`).
+    pub fn write_persona_on(&self, name: &str, topics: &[&str], platforms: &[&str]) {
         let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+        let platforms: Vec<String> = platforms.iter().map(|p| format!("{p:?}")).collect();
         let text = format!(
             r#"name = "{name}"
 bio = "{name} is a test persona."
 voice = "Plain."
 topics = [{}]
 example_posts = ["A sentence in {name}'s voice."]
-platforms = ["local"]
+platforms = [{}]
 
 [schedule]
 every = "1h"
 jitter = "1s"
 "#,
-            topics.join(", ")
+            topics.join(", "),
+            platforms.join(", ")
         );
         self.write("personas", &format!("{name}.toml"), &text);
     }

@@ -19,6 +19,10 @@
 //!   `Secret` too. No error message carries a response body other than Reddit's error code and
 //!   message.
 
+mod platform;
+
+pub use platform::{RedditAccount, RedditPlatform};
+
 use std::fmt;
 use std::sync::{Mutex as StdMutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -16,7 +16,10 @@
 //! Query parameters follow the live API (`tweet.fields`), which the published OpenAPI document
 //! (xdevplatform/xdk, v2.167) calls `post.fields`; see the contract test in `tests/x.rs`.
 
+mod platform;
 pub mod text;
+
+pub use platform::{MAX_WEIGHTED, XAccount, XPlatform};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,146 @@
+//! Builds the X and Reddit platforms of a service from its configuration: real accounts from the
+//! persona files and their secrets, or — in sandbox mode with `platforms.<name>.simulated` — the
+//! built-in simulators with one account per persona, so no account or key is needed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::Platforms;
+use super::reddit::{RedditAccount, RedditClient, RedditClientConfig, RedditPlatform};
+use super::x::{XAccount, XAuth, XClient, XClientConfig, XPlatform};
+use crate::config::{Config, PlatformKind, Secret, XAuthConfig};
+use crate::directory::Directory;
+use crate::sim::SandboxSims;
+use crate::sim::reddit::RedditSim;
+use crate::sim::x::{SIM_CONSUMER_KEY, SIM_CONSUMER_SECRET, XSim};
+
+/// Subreddit of scheduled posts on the Reddit simulator.
+const SIM_SUBREDDIT: &str = "chorus_sim";
+const SIM_PASSWORD: &str = "sandbox-password";
+const SIM_CLIENT_ID: &str = "sandbox-client";
+const SIM_CLIENT_SECRET: &str = "sandbox-secret";
+
+/// Adds X and Reddit to `platforms` when enabled; returns the simulators it started.
+pub async fn connect(
+    config: &Config,
+    directory: &Arc<Directory>,
+    platforms: &mut Platforms,
+) -> anyhow::Result<SandboxSims> {
+    let mut sims = SandboxSims::default();
+    let service = &config.service;
+    let on = |platform| {
+        config
+            .personas
+            .values()
+            .filter(move |persona| persona.platforms.contains(&platform))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    if service.platform_enabled(PlatformKind::X) {
+        let x = &service.platforms.x;
+        let mut accounts = HashMap::new();
+        let sim = if service.simulated(PlatformKind::X) {
+            let sim = XSim::start().await.context("cannot start the X simulator")?;
+            tracing::info!(base_url = %sim.base_url(), "x simulator listening");
+            Some(sim)
+        } else {
+            None
+        };
+        for persona in on(PlatformKind::X) {
+            let (auth, base_url, user_id) = match &sim {
+                Some(sim) => {
+                    let account = sim.add_user(&persona.handle_on(PlatformKind::X));
+                    let auth = XAuth::OAuth1 {
+                        consumer_key: Secret::new(SIM_CONSUMER_KEY),
+                        consumer_secret: Secret::new(SIM_CONSUMER_SECRET),
+                        access_token: Secret::new(account.oauth1_token),
+                        access_token_secret: Secret::new(account.oauth1_token_secret),
+                    };
+                    (auth, sim.base_url(), Some(account.user_id))
+                }
+                None => (x_auth(config, &persona.name)?, x.base_url.clone(), None),
+            };
+            let client = XClient::new(XClientConfig { base_url, auth, timeout: x.timeout.get() })?;
+            accounts.insert(persona.name.clone(), XAccount::new(client, user_id));
+        }
+        platforms.insert(Arc::new(XPlatform::new(accounts, directory.clone(), x.mentions_per_poll)));
+        sims.x = sim;
+    }
+
+    if service.platform_enabled(PlatformKind::Reddit) {
+        let reddit = &service.platforms.reddit;
+        let mut accounts = HashMap::new();
+        let sim = if service.simulated(PlatformKind::Reddit) {
+            let sim = RedditSim::start().await.context("cannot start the Reddit simulator")?;
+            tracing::info!(base_url = %sim.api_base_url(), "reddit simulator listening");
+            Some(sim)
+        } else {
+            None
+        };
+        for persona in on(PlatformKind::Reddit) {
+            let handle = persona.handle_on(PlatformKind::Reddit);
+            let client_config = match (&sim, &persona.reddit) {
+                (Some(sim), _) => {
+                    sim.add_account(&handle, SIM_PASSWORD, SIM_CLIENT_ID, SIM_CLIENT_SECRET);
+                    RedditClientConfig {
+                        auth_base_url: sim.auth_base_url(),
+                        api_base_url: sim.api_base_url(),
+                        client_id: SIM_CLIENT_ID.to_owned(),
+                        client_secret: Secret::new(SIM_CLIENT_SECRET),
+                        username: handle.clone(),
+                        password: Secret::new(SIM_PASSWORD),
+                        user_agent: reddit.user_agent.clone(),
+                        timeout: reddit.timeout.get(),
+                    }
+                }
+                (None, Some(account)) => RedditClientConfig {
+                    auth_base_url: reddit.auth_base_url.clone(),
+                    api_base_url: reddit.api_base_url.clone(),
+                    client_id: account.client_id.clone(),
+                    client_secret: secret(config, &persona.name, "reddit.client_secret")?,
+                    username: account.username.clone(),
+                    password: secret(config, &persona.name, "reddit.password")?,
+                    user_agent: reddit.user_agent.clone(),
+                    timeout: reddit.timeout.get(),
+                },
+                (None, None) => anyhow::bail!("persona {}: no [reddit] account", persona.name),
+            };
+            let subreddit = match (&sim, &persona.reddit) {
+                (None, Some(account)) => account.subreddit.clone(),
+                _ => SIM_SUBREDDIT.to_owned(),
+            };
+            accounts
+                .insert(persona.name.clone(), RedditAccount { client: RedditClient::new(client_config)?, subreddit });
+        }
+        platforms.insert(Arc::new(RedditPlatform::new(accounts, directory.clone())));
+        sims.reddit = sim;
+    }
+    Ok(sims)
+}
+
+fn secret(config: &Config, persona: &str, key: &str) -> anyhow::Result<Secret> {
+    config.persona_secret(persona, key).with_context(|| format!("persona {persona}: {key} is not set"))
+}
+
+fn x_auth(config: &Config, persona: &str) -> anyhow::Result<XAuth> {
+    let Some(account) = config.personas.get(persona).and_then(|p| p.x.as_ref()) else {
+        anyhow::bail!("persona {persona}: no [x] account");
+    };
+    Ok(match &account.auth {
+        XAuthConfig::Oauth1 { .. } => XAuth::OAuth1 {
+            consumer_key: secret(config, persona, "x.auth.consumer_key")?,
+            consumer_secret: secret(config, persona, "x.auth.consumer_secret")?,
+            access_token: secret(config, persona, "x.auth.access_token")?,
+            access_token_secret: secret(config, persona, "x.auth.access_token_secret")?,
+        },
+        XAuthConfig::Oauth2 { client_id, .. } => XAuth::OAuth2 {
+            client_id: client_id.clone(),
+            client_secret: config.persona_secret(persona, "x.auth.client_secret"),
+            access_token: secret(config, persona, "x.auth.access_token")?,
+            refresh_token: config.persona_secret(persona, "x.auth.refresh_token"),
+        },
+    })
+}

@@ -1,0 +1,138 @@
+//! Reddit as a [`Platform`]: one [`RedditClient`] per persona account. Mentions are the unread
+//! inbox (username mentions, replies to the persona, messages), acknowledged by marking them read
+//! once stored. Replies are comments under the item; scheduled posts are self posts in the
+//! account's subreddit. Every response's `x-ratelimit-*` headers feed the account's gate (reads and
+//! writes share Reddit's per-account budget) and its RateLimiter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{MAX_TITLE_CHARS, RedditClient};
+use crate::config::PlatformKind;
+use crate::directory::{Directory, rate_limiter_key};
+use crate::metrics as m;
+use crate::platform::gate::RateGate;
+use crate::platform::{Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use crate::rate_limit::RateLimiterMsg;
+use crate::rate_limit::headers::RateLimitSnapshot;
+
+/// Inbox items read per poll.
+const INBOX_LIMIT: u32 = 100;
+/// Own comments searched when reconciling.
+const RECONCILE_LIMIT: u32 = 50;
+
+/// One persona's Reddit account.
+pub struct RedditAccount {
+    pub client: RedditClient,
+    /// Where scheduled posts go.
+    pub subreddit: String,
+}
+
+pub struct RedditPlatform {
+    accounts: HashMap<String, RedditAccount>,
+    gate: RateGate,
+    directory: Arc<Directory>,
+}
+
+impl RedditPlatform {
+    /// `accounts` by persona name.
+    pub fn new(accounts: HashMap<String, RedditAccount>, directory: Arc<Directory>) -> Self {
+        Self { accounts, gate: RateGate::default(), directory }
+    }
+
+    fn account(&self, persona: &str) -> Result<&RedditAccount, PlatformError> {
+        self.gate.check(persona)?;
+        self.accounts.get(persona).ok_or_else(|| PlatformError::Auth(format!("no reddit account for {persona}")))
+    }
+
+    /// Feeds the gate and the account's RateLimiter; called after every call, failed ones too.
+    fn observe(&self, persona: &str, snapshot: Option<RateLimitSnapshot>) {
+        self.gate.observe(persona, snapshot);
+        if let Some(snapshot) = snapshot
+            && let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key("reddit", persona))
+        {
+            let _ = limiter.send_message(RateLimiterMsg::Observe(snapshot));
+        }
+    }
+}
+
+/// A title for a self post: its first sentence, at most [`MAX_TITLE_CHARS`].
+fn title_of(text: &str) -> String {
+    let first = text.split_inclusive(['.', '!', '?', '\n']).next().unwrap_or(text).trim();
+    let title: String = first.chars().take(MAX_TITLE_CHARS).collect();
+    if title.is_empty() { "…".to_owned() } else { title }
+}
+
+#[async_trait]
+impl Platform for RedditPlatform {
+    fn kind(&self) -> PlatformKind {
+        PlatformKind::Reddit
+    }
+
+    async fn mentions(&self, account: &str, _cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
+        let reddit = self.account(account)?;
+        let result = reddit.client.unread(INBOX_LIMIT).await;
+        self.observe(account, reddit.client.last_rate());
+        let inbox = result?.value;
+        if inbox.malformed > 0 {
+            metrics::counter!(m::MALFORMED_PAYLOADS, "platform" => "reddit").increment(inbox.malformed as u64);
+        }
+        let mentions = inbox
+            .items
+            .into_iter()
+            .map(|item| Mention {
+                conversation: item.link_fullname.clone().unwrap_or_else(|| item.fullname.clone()),
+                remote_id: item.fullname,
+                author: item.author,
+                text: item.body,
+            })
+            .collect();
+        // The unread inbox is its own cursor: stored items are marked read (`acknowledge`).
+        Ok(MentionBatch { mentions, cursor: None })
+    }
+
+    async fn acknowledge(&self, account: &str, remote_ids: &[String]) -> Result<(), PlatformError> {
+        let reddit = self.account(account)?;
+        let result = reddit.client.mark_read(remote_ids).await;
+        self.observe(account, reddit.client.last_rate());
+        result.map(|_| ())
+    }
+
+    async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError> {
+        let reddit = self.account(account)?;
+        let result = match item.reply_to {
+            Some(parent) => reddit.client.comment(parent, item.text).await,
+            None => reddit.client.submit_text(&reddit.subreddit, &title_of(item.text), item.text).await,
+        };
+        self.observe(account, reddit.client.last_rate());
+        Ok(result?.value)
+    }
+
+    async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
+        // Reddit keeps no idempotency key: look for the same text under the same parent among
+        // the account's recent comments. (Self posts are not listed by the client yet: a post
+        // whose first attempt may have landed is sent again.)
+        let Some(parent) = item.reply_to else { return Ok(None) };
+        let reddit = self.account(account)?;
+        let result = reddit.client.recent_comments(RECONCILE_LIMIT).await;
+        self.observe(account, reddit.client.last_rate());
+        let found = result?.value.into_iter().find(|comment| {
+            comment.parent_fullname.as_deref() == Some(parent) && comment.body.trim() == item.text.trim()
+        });
+        Ok(found.map(|comment| comment.fullname))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_the_first_sentence_within_the_limit() {
+        assert_eq!(title_of("Compilers are fun. Here is why."), "Compilers are fun.");
+        assert_eq!(title_of(&"x".repeat(400)).chars().count(), MAX_TITLE_CHARS);
+        assert_eq!(title_of("   "), "…");
+    }
+}

@@ -1,0 +1,191 @@
+//! X and Reddit agents in the real tree, against the simulators the sandbox starts: threaded
+//! replies exactly once, long replies as counted threads on X, header-driven limits, a revoked
+//! account parking only its agent, and reconciliation after a crash between the platform's
+//! acceptance and our commit.
+
+mod common;
+
+use std::time::Duration;
+
+use chorus::health::ChildState;
+use chorus::platform::x::text::weighted_length;
+use chorus::sim::llm::LlmSim;
+use chorus::store::{NewOutbox, OutboxStatus};
+use common::{Sandbox, eventually};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+const PLATFORMS: &str = r#"
+[platforms.x]
+enabled = true
+simulated = true
+poll_every = "100ms"
+rate_limit = { burst = 1000, per = "1s" }
+
+[platforms.reddit]
+enabled = true
+simulated = true
+poll_every = "100ms"
+rate_limit = { burst = 1000, per = "1s" }
+"#;
+
+fn sandbox(extra: &str) -> Sandbox {
+    let sandbox = Sandbox::new(&format!("{PLATFORMS}\n{extra}"));
+    sandbox.write_persona_on("ada", &["compilers", "gardening"], &["x", "reddit"]);
+    sandbox.write_persona_on("bob", &["coffee", "cooking"], &["x", "reddit"]);
+    sandbox
+}
+
+fn replies_to<'a>(tweets: &'a [Value], parent: &str) -> Vec<&'a Value> {
+    tweets
+        .iter()
+        .filter(|t| t["referenced_tweets"].as_array().is_some_and(|r| r.iter().any(|r| r["id"] == parent)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_on_x_and_on_reddit_gets_exactly_one_threaded_reply() {
+    let sandbox = sandbox("");
+    let service = sandbox.start().await;
+    let (x, reddit) = (service.sims().x.clone().unwrap(), service.sims().reddit.clone().unwrap());
+
+    let tweet = x.mention("sam", "ada", "@ada what do you think about compilers?", None);
+    let comment = reddit.mention("sam", "bob", "u/bob any coffee tips?");
+
+    let reply = eventually(WAIT, "ada's reply on x", || async {
+        let tweets = x.tweets_by("ada");
+        replies_to(&tweets, &tweet).first().map(|t| (*t).clone())
+    })
+    .await;
+    assert!(reply["text"].as_str().unwrap().contains("compilers"), "{reply}");
+    let answer = eventually(WAIT, "bob's reply on reddit", || async {
+        reddit.comments_by("bob").into_iter().find(|c| c["parent_id"] == comment.as_str())
+    })
+    .await;
+    assert!(answer["body"].as_str().unwrap().starts_with("@sam "), "{answer}");
+
+    // Several more polls: still exactly one each, and the mention was marked read.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(replies_to(&x.tweets_by("ada"), &tweet).len(), 1);
+    assert_eq!(reddit.comments_by("bob").iter().filter(|c| c["parent_id"] == comment.as_str()).count(), 1);
+    assert!(reddit.requests().iter().any(|r| r.route().contains("read_message")), "mentions are acknowledged");
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_on_x_becomes_a_correctly_counted_thread() {
+    let llm = LlmSim::start().await.unwrap();
+    let sandbox = sandbox(&format!(
+        "[llm]\ndefault_chain = [\"sim\"]\n\n[llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\nmodel = \"m\"\n",
+        llm.openai_base_url()
+    ));
+    let service = sandbox.start().await;
+    let x = service.sims().x.clone().unwrap();
+    // The simulated model echoes the question, so a long question gets a long answer.
+    let question = format!("@ada {}", "Tell me why compilers matter so much to you. ".repeat(14));
+    let tweet = x.mention("sam", "ada", &question, None);
+    let thread = eventually(WAIT, "a thread", || async {
+        let tweets = x.tweets_by("ada");
+        (tweets.len() >= 3).then_some(tweets)
+    })
+    .await;
+    let mut thread: Vec<Value> = thread.into_iter().rev().collect(); // oldest first
+    assert_eq!(replies_to(&thread, &tweet).len(), 1, "the thread hangs under the mention");
+    let parts = thread.len();
+    for (index, part) in thread.iter_mut().enumerate() {
+        let text = part["text"].as_str().unwrap();
+        assert!(weighted_length(text) <= 280, "part {index} too long: {text}");
+        assert!(text.ends_with(&format!("({}/{parts})", index + 1)), "numbered: {text}");
+    }
+    for pair in thread.windows(2) {
+        assert_eq!(
+            replies_to(std::slice::from_ref(&pair[1]), pair[0]["id"].as_str().unwrap()).len(),
+            1,
+            "each part answers the previous"
+        );
+    }
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_remaining_zero_no_request_is_sent_before_the_reset() {
+    let sandbox = sandbox("");
+    let service = sandbox.start().await;
+    let x = service.sims().x.clone().unwrap();
+    x.set_limit("/2/users/{id}/mentions", 2, Duration::from_secs(60));
+    x.clear_requests();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reads: Vec<usize> = x
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/mentions"))
+        .fold(std::collections::BTreeMap::new(), |mut per_user, r| {
+            *per_user.entry(r.path.clone()).or_insert(0usize) += 1;
+            per_user
+        })
+        .into_values()
+        .collect();
+    assert_eq!(reads.len(), 2, "both agents polled");
+    assert!(reads.iter().all(|n| *n == 2), "two reads each, then silence until the reset: {reads:?}");
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_reddit_account_parks_only_that_agent() {
+    let sandbox = sandbox("[supervisor]\ncooldown = \"1h\"\n");
+    let service = sandbox.start().await;
+    let reddit = service.sims().reddit.clone().unwrap();
+    reddit.revoke("bob");
+    let status = eventually(WAIT, "bob's reddit agent parked", || async {
+        let children = service.health().children();
+        let bob = children.get("agent:bob@reddit")?;
+        (bob.state == ChildState::Parked).then(|| bob.clone())
+    })
+    .await;
+    assert!(status.reason.unwrap_or_default().contains("authentication"));
+    let comment = reddit.mention("sam", "ada", "u/ada still there?");
+    eventually(WAIT, "ada answers on reddit", || async {
+        reddit.comments_by("ada").into_iter().find(|c| c["parent_id"] == comment.as_str())
+    })
+    .await;
+    let children = service.health().children();
+    assert_eq!(children["agent:ada@reddit"].state, ChildState::Running);
+    assert_eq!(children["agent:bob@x"].state, ChildState::Running, "bob's other account is unaffected");
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_landed_before_a_crash_is_reconciled_not_sent_again() {
+    let sandbox = sandbox("");
+    let service = sandbox.start().await;
+    let x = service.sims().x.clone().unwrap();
+    // A post by someone else that mentions no persona; then, as if Chorus had crashed right after
+    // X accepted ada's reply: the reply is on X, the outbox row still pending with one attempt.
+    let parent = x.mention("sam", "nobody", "a post of sam's", None);
+    let text = "Reconciled, not repeated.";
+    let landed = x.mention("ada", "sam", text, Some(&parent));
+    let key = format!("reply:x:ada:{parent}");
+    let item = NewOutbox {
+        idempotency_key: key.clone(),
+        persona: "ada".into(),
+        platform: "x".into(),
+        kind: "reply".into(),
+        text: text.into(),
+        reply_to: Some(parent.clone()),
+        conversation: Some(parent.clone()),
+    };
+    let enqueued = service.db().enqueue(&item, None).await.unwrap();
+    service.db().begin_attempt(enqueued.id).await.unwrap();
+
+    let row = eventually(WAIT, "the row reconciled", || async {
+        let row = service.db().outbox_row(&key).await.unwrap()?;
+        (row.status == OutboxStatus::Sent).then_some(row)
+    })
+    .await;
+    assert_eq!(row.remote_id.as_deref(), Some(landed.as_str()));
+    assert_eq!(replies_to(&x.tweets_by("ada"), &parent).len(), 1, "no duplicate on X");
+    let trail = service.db().audit_trail(&key).await.unwrap();
+    assert!(trail.contains(&("publish".to_owned(), "reconciled".to_owned())), "{trail:?}");
+    service.shutdown().await;
+}
