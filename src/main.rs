@@ -125,7 +125,18 @@ fn print_summary(config: &Config) {
         providers.join(", "),
         service.llm.default_chain.join(" → ")
     );
-    let _ = writeln!(out, "platforms: local={}", if service.platforms.local.enabled { "on" } else { "off" });
+    let platforms: Vec<String> = chorus::config::PlatformKind::ALL
+        .iter()
+        .map(|platform| {
+            let state = match (service.platform_enabled(*platform), service.simulated(*platform)) {
+                (false, _) => "off",
+                (true, true) => "simulated",
+                (true, false) => "on",
+            };
+            format!("{platform}={state}")
+        })
+        .collect();
+    let _ = writeln!(out, "platforms: {}", platforms.join(", "));
     let _ = writeln!(out, "personas ({}):", config.personas.len());
     for persona in config.personas.values() {
         let platforms: Vec<&str> = persona.platforms.iter().map(|p| p.as_str()).collect();

@@ -189,3 +189,25 @@ async fn a_post_that_landed_before_a_crash_is_reconciled_not_sent_again() {
     assert!(trail.contains(&("publish".to_owned(), "reconciled".to_owned())), "{trail:?}");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_window_is_waited_out_without_restarting_the_agent() {
+    let sandbox = sandbox("[supervisor]\nmax_restarts = 1\ncooldown = \"1h\"\n\n[agents]\nmax_poll_failures = 1\n");
+    let service = sandbox.start().await;
+    let x = service.sims().x.clone().unwrap();
+    x.set_limit("/2/users/{id}/mentions", 1, Duration::from_secs(2));
+    x.clear_requests();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tweet = x.mention("sam", "ada", "@ada are you patient?", None);
+    eventually(WAIT, "ada's reply after the reset", || async {
+        let tweets = x.tweets_by("ada");
+        (!replies_to(&tweets, &tweet).is_empty()).then_some(())
+    })
+    .await;
+    let ada = &service.health().children()["agent:ada@x"];
+    assert_eq!((ada.state, ada.restarts), (ChildState::Running, 0), "waiting for a reset is not a failure: {ada:?}");
+    // One read per 2 s window at most: the gate sent nothing while the window was exhausted.
+    let reads = x.requests().iter().filter(|r| r.path.ends_with("/mentions") && r.path.contains("/users/")).count();
+    assert!(reads <= 2 * 4, "reads stayed within the windows: {reads}");
+    service.shutdown().await;
+}

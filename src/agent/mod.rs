@@ -137,13 +137,13 @@ impl Actor for Agent {
         timers.push(
             tokio::spawn(async move {
                 tokio::time::sleep(first_poll).await;
-                let mut interval = tokio::time::interval(poll_every);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    interval.tick().await;
                     if poller.send_message(AgentMsg::Poll).is_err() {
                         break;
                     }
+                    // ±10 % around the interval, so agents started together drift apart.
+                    let jitter: f64 = rand::rng().random_range(0.9..1.1);
+                    tokio::time::sleep(poll_every.mul_f64(jitter)).await;
                 }
             })
             .into(),
@@ -202,6 +202,13 @@ impl Actor for Agent {
                             .increment(1);
                         if matches!(err, PlatformError::Auth(_)) {
                             return Err(Box::new(err));
+                        }
+                        if let PlatformError::RateLimited { retry_after } = err {
+                            // Waiting for the platform's reset is not a failure: the gate refuses
+                            // polls without sending anything until then.
+                            tracing::debug!(agent = %state.args.key, retry_after_ms = retry_after.as_millis() as u64,
+                                "poll rate limited, waiting for the reset");
+                            return Ok(());
                         }
                         state.poll_failures += 1;
                         tracing::warn!(agent = %state.args.key, failures = state.poll_failures, error = %err, "poll failed");
