@@ -211,3 +211,25 @@ async fn an_exhausted_window_is_waited_out_without_restarting_the_agent() {
     assert!(reads <= 2 * 4, "reads stayed within the windows: {reads}");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_mention_is_counted_and_skipped_and_the_next_one_is_answered() {
+    let sandbox = sandbox("");
+    let service = sandbox.start().await;
+    let x = service.sims().x.clone().unwrap();
+    x.malformed_mention("sam", "ada");
+    let tweet = x.mention("sam", "ada", "@ada after the broken one?", None);
+    eventually(WAIT, "ada answers the good mention", || async {
+        let tweets = x.tweets_by("ada");
+        (!replies_to(&tweets, &tweet).is_empty()).then_some(())
+    })
+    .await;
+    let metrics = common::Api::new(service.admin_addr()).text("/metrics").await;
+    let malformed = metrics
+        .lines()
+        .find(|line| line.starts_with(r#"chorus_platform_malformed_payloads_total{platform="x"}"#))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(malformed.is_some_and(|n| n >= 1.0), "counted: {malformed:?}");
+    assert_eq!(service.health().children()["agent:ada@x"].restarts, 0, "never a crash");
+    service.shutdown().await;
+}
