@@ -57,7 +57,12 @@ enum ChildSpec {
     Store,
     LlmPool,
     Memory,
-    RateLimiter { platform: PlatformKind, account: String },
+    /// One per platform account (the persona's handle there): personas sharing an account share
+    /// its budget.
+    RateLimiter {
+        platform: PlatformKind,
+        account: String,
+    },
     Publisher,
     Agent(AgentKey),
     Crowd,
@@ -186,7 +191,7 @@ impl Actor for TeamLeader {
         }
         let Some(id) = state.supervision.child_of(cell.get_id()).map(str::to_owned) else { return Ok(()) };
         if let Some(spec) = state.specs.get(&id) {
-            clear_directory(&state.args.directory, spec);
+            clear_directory(&state.args.directory, &state.args.config, spec);
         }
         if let Some((id, decision)) = state.supervision.on_exit(cell.get_id(), &exit, Instant::now()) {
             schedule(&myself, id, decision);
@@ -206,7 +211,7 @@ impl TeamLeader {
 
     fn remove_child(&self, state: &mut TeamLeaderState, id: &str, reason: &str) {
         if let Some(spec) = state.specs.remove(id) {
-            clear_directory(&state.args.directory, &spec);
+            clear_directory(&state.args.directory, &state.args.config, &spec);
         }
         if let Some(cell) = state.supervision.remove(id) {
             cell.stop(Some(reason.to_owned()));
@@ -331,7 +336,7 @@ fn desired_children(config: &Config) -> Vec<ChildSpec> {
     let mut specs = vec![ChildSpec::Store, ChildSpec::LlmPool, ChildSpec::Memory];
     let keys = config.agent_keys();
     let accounts: BTreeSet<(PlatformKind, String)> =
-        keys.iter().map(|key| (key.platform, key.persona.clone())).collect();
+        keys.iter().map(|key| (key.platform, config.personas[&key.persona].handle_on(key.platform))).collect();
     specs.extend(accounts.into_iter().map(|(platform, account)| ChildSpec::RateLimiter { platform, account }));
     specs.push(ChildSpec::Publisher);
     specs.extend(keys.into_iter().map(ChildSpec::Agent));
@@ -369,16 +374,28 @@ fn schedule(myself: &ActorRef<TeamLeaderMsg>, id: String, decision: Decision) {
     myself.send_after(delay, move || TeamLeaderMsg::Restart { id, after_cooldown });
 }
 
-fn clear_directory(directory: &Directory, spec: &ChildSpec) {
+fn clear_directory(directory: &Directory, config: &Config, spec: &ChildSpec) {
     match spec {
         ChildSpec::LlmPool => directory.set_llm(None),
         ChildSpec::Memory => directory.set_memory(None),
         ChildSpec::Publisher => directory.set_publisher(None),
         ChildSpec::RateLimiter { platform, account } => {
-            directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), account), None)
+            for persona in personas_of_account(config, *platform, account) {
+                directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), &persona), None);
+            }
         }
         ChildSpec::Store | ChildSpec::Agent(_) | ChildSpec::Crowd => {}
     }
+}
+
+/// The personas whose handle on `platform` is `account` (callers look limiters up by persona).
+fn personas_of_account(config: &Config, platform: PlatformKind, account: &str) -> Vec<String> {
+    config
+        .personas
+        .values()
+        .filter(|persona| persona.platforms.contains(&platform) && persona.handle_on(platform) == account)
+        .map(|persona| persona.name.clone())
+        .collect()
 }
 
 fn update_agent_gauge(state: &TeamLeaderState) {
@@ -427,7 +444,9 @@ async fn spawn(
             let limiter_config = config.service.rate_limit(*platform).clone();
             let limiter_args = RateLimiterArgs { platform: platform.as_str(), config: limiter_config };
             let (actor, _) = RateLimiter::spawn_linked(None, RateLimiter, limiter_args, supervisor).await?;
-            directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), account), Some(actor.clone()));
+            for persona in personas_of_account(config, *platform, account) {
+                directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), &persona), Some(actor.clone()));
+            }
             actor.get_cell()
         }
         ChildSpec::Publisher => {
