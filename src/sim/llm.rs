@@ -180,11 +180,7 @@ impl LlmSim {
             .route("/v1/messages", post(anthropic_messages))
             .fallback(unknown_path)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve(addr, app).await?;
         Ok(Self { addr, state })
     }
 

@@ -7,6 +7,17 @@ pub mod llm;
 pub mod reddit;
 pub mod x;
 
+/// Binds `addr` and serves `app` on the current tokio runtime for as long as it runs; returns
+/// the bound address (useful with port 0). Every simulator starts this way.
+pub async fn serve(addr: std::net::SocketAddr, app: axum::Router) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
 /// The platform simulators a sandbox service started (`platforms.<name>.simulated`).
 #[derive(Clone, Default)]
 pub struct SandboxSims {

@@ -193,11 +193,7 @@ impl RedditSim {
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
         let state = Arc::new(SimState::default());
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve(addr, app).await?;
         Ok(Self { addr, state })
     }
 

@@ -292,11 +292,7 @@ impl XSim {
             }
         }
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve(addr, app).await?;
         Ok(Self { addr, state })
     }
 
