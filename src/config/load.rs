@@ -686,4 +686,41 @@ schedule = { every = "90m" }
         assert!(config.admin_token.is_none());
         assert!(!format!("{config:?}").contains("s3cret"), "Debug output must redact secrets");
     }
+
+    #[test]
+    fn real_x_and_reddit_accounts_need_their_sections_and_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "[platforms.x]\nenabled = true\n[platforms.reddit]\nenabled = true\n");
+        let on_all = PERSONA.replace("platforms = [\"local\"]", "platforms = [\"local\", \"x\", \"reddit\"]");
+        write(dir.path(), "personas/ada.toml", &on_all);
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(errors.contains("ada.toml: x: an [x] account section is required"), "{errors}");
+        assert!(errors.contains("ada.toml: reddit: a [reddit] account section is required"), "{errors}");
+
+        std::fs::write(dir.path().join("x_token"), "tok").unwrap();
+        let with_accounts = format!(
+            "{on_all}\n[x]\nusername = \"Ada_Bot\"\nauth = {{ kind = \"oauth2\", client_id = \"cid\", access_token = {{ file = \"x_token\" }} }}\n\
+             [reddit]\nusername = \"ada_r\"\nclient_id = \"c\"\nclient_secret = {{ file = \"missing\" }}\n\
+             password = {{ env = \"CHORUS_TEST_UNSET_PASSWORD\" }}\nsubreddit = \"test\"\n"
+        );
+        write(dir.path(), "personas/ada.toml", &with_accounts);
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(errors.contains("ada.toml: reddit.client_secret: cannot read secret file"), "{errors}");
+        assert!(
+            errors.contains("ada.toml: reddit.password: environment variable CHORUS_TEST_UNSET_PASSWORD is not set"),
+            "{errors}"
+        );
+        assert!(!errors.contains("x.auth"), "the x token resolved: {errors}");
+
+        // Simulated platforms need no account at all.
+        write(
+            dir.path(),
+            "chorus.toml",
+            "[platforms.x]\nenabled = true\nsimulated = true\n[platforms.reddit]\nenabled = true\nsimulated = true\n",
+        );
+        write(dir.path(), "personas/ada.toml", &on_all);
+        let config = load_with_env(&dir.path().join("chorus.toml"), []).unwrap();
+        assert_eq!(config.agent_keys().len(), 3);
+        assert_eq!(config.personas["ada"].handle_on(crate::config::PlatformKind::X), "ada");
+    }
 }
