@@ -3,6 +3,7 @@
 //! scripted faults and a record of the requests it received.
 
 pub mod crowd;
+pub mod discord;
 pub mod llm;
 pub mod reddit;
 pub mod x;

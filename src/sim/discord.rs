@@ -1,0 +1,1026 @@
+//! The Discord simulator: the REST API (`/api/v10/...`, what serenity's `HttpBuilder::proxy`
+//! sends) and the gateway websocket (`ws://ADDR/gateway`) on one 127.0.0.1 port.
+//!
+//! - REST: `GET /gateway`, `GET /gateway/bot`, `GET /users/@me`, `POST /users/@me/channels`
+//!   (create DM), `POST /channels/{channel_id}/messages` (content at most 2000 characters, optional
+//!   `message_reference`), `POST /channels/{channel_id}/typing` (204). Everything but `GET /gateway`
+//!   needs `Authorization: Bot TOKEN` (else a 401 `{"message": "401: Unauthorized", "code": 0}`).
+//! - Rate limits per (token, route template), with `X-RateLimit-Limit`, `-Remaining`, `-Reset`
+//!   (epoch seconds), `-Reset-After` (seconds) and `-Bucket` on every routed, authenticated
+//!   response and a 429 (`retry_after` in the body, `Retry-After` header) while the window is
+//!   exhausted ([`DiscordSim::set_route_limit`]; default 50 per second, Discord's global limit).
+//! - Gateway: op 10 Hello on connect; op 2 Identify (unknown token: close 4004) → READY (s 1) and
+//!   GUILD_CREATE for the simulated guild; op 1 Heartbeat → op 11; op 6 Resume replays the
+//!   dispatches after `seq`, then RESUMED (unknown session: op 9 `false`). Sequence numbers
+//!   increase per session. A bot's own messages are dispatched to it as well, as Discord does.
+//! - Faults ([`DiscordFault`]) are queued with [`DiscordSim::script`]; every REST request pops one.
+//! - Every REST request is recorded ([`DiscordRecordedRequest`]). Nothing in here panics on bad input.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Discord's limit on a message's `content`, in characters.
+pub const MAX_CONTENT_CHARS: usize = 2000;
+/// The default op 10 Hello `heartbeat_interval`, in milliseconds.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 41_250;
+
+const ROUTES: [&str; 6] = [
+    "/gateway",
+    "/gateway/bot",
+    "/users/@me",
+    "/users/@me/channels",
+    "/channels/{channel_id}/messages",
+    "/channels/{channel_id}/typing",
+];
+const DEFAULT_LIMIT: (u32, Duration) = (50, Duration::from_secs(1));
+
+/// A fault injected into one REST response.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DiscordFault {
+    /// This status with a Discord error body `{"message", "code": 0}`.
+    Status { status: u16 },
+    /// A 429 with this `retry_after` (body and `Retry-After` header) and `global` flag.
+    RateLimited { retry_after_secs: f64, global: bool },
+    /// Sleep this long, then answer normally.
+    Slow(Duration),
+}
+
+/// One REST request as the simulator received it.
+#[derive(Clone, Debug)]
+pub struct DiscordRecordedRequest {
+    pub at: Instant,
+    pub method: String,
+    /// The path, e.g. `/api/v10/channels/123/messages` (no query).
+    pub path: String,
+    /// Names lowercased; repeated headers joined with `", "`.
+    pub headers: BTreeMap<String, String>,
+    /// The JSON body (anything else as a string, an empty body as `null`).
+    pub body: Value,
+}
+
+struct SimUser {
+    id: u64,
+    username: String,
+    bot: bool,
+}
+
+struct Channel {
+    id: u64,
+    name: String,
+    /// `Some`: a text channel of the guild (type 0); `None`: a DM (type 1).
+    guild_id: Option<u64>,
+    recipients: Vec<u64>,
+}
+
+struct StoredMessage {
+    channel_id: u64,
+    author_id: u64,
+    /// As sent over REST / the gateway (without `guild_id`).
+    json: Value,
+}
+
+/// A connected websocket.
+struct Conn {
+    tx: mpsc::UnboundedSender<Out>,
+}
+
+enum Out {
+    Frame(Value),
+    Close(u16, &'static str),
+    /// Drop the socket without a close frame.
+    Drop,
+}
+
+struct Session {
+    id: String,
+    bot_id: u64,
+    seq: u64,
+    /// Every dispatch of this session (op 0 frames), for resuming.
+    log: Vec<Value>,
+    conn: Option<u64>,
+}
+
+struct Window {
+    remaining: u32,
+    reset_at: Instant,
+    reset_epoch: f64,
+}
+
+struct World {
+    users: Vec<SimUser>,
+    /// Bot token → bot user id.
+    tokens: HashMap<String, u64>,
+    guild_id: u64,
+    channels: Vec<Channel>,
+    messages: Vec<StoredMessage>,
+    typing: Vec<(String, Instant)>,
+    sessions: Vec<Session>,
+    conns: HashMap<u64, Conn>,
+    limits: HashMap<String, (u32, Duration)>,
+    windows: HashMap<(String, String), Window>,
+    heartbeat_interval_ms: u64,
+    identify_count: usize,
+    resume_count: usize,
+    next_id: u64,
+}
+
+/// A Discord-shaped timestamp: `2026-01-02T03:04:05.678000+00:00`.
+fn timestamp(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+fn epoch_secs(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+fn frame(op: u8, d: Value) -> Value {
+    json!({"op": op, "d": d, "s": null, "t": null})
+}
+
+impl World {
+    fn new() -> Self {
+        let mut world = Self {
+            users: Vec::new(),
+            tokens: HashMap::new(),
+            guild_id: 0,
+            channels: Vec::new(),
+            messages: Vec::new(),
+            typing: Vec::new(),
+            sessions: Vec::new(),
+            conns: HashMap::new(),
+            limits: HashMap::new(),
+            windows: HashMap::new(),
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            identify_count: 0,
+            resume_count: 0,
+            next_id: 0,
+        };
+        world.guild_id = world.snowflake();
+        let channel = world.snowflake();
+        let guild_id = world.guild_id;
+        world.channels.push(Channel {
+            id: channel,
+            name: "general".into(),
+            guild_id: Some(guild_id),
+            recipients: vec![],
+        });
+        world
+    }
+
+    fn snowflake(&mut self) -> u64 {
+        self.next_id += 1;
+        // Discord snowflakes: milliseconds since 2015 in the high bits; increasing is what matters.
+        let ms = (epoch_secs(SystemTime::now()) * 1000.0) as u64;
+        (ms.saturating_sub(1_420_070_400_000) << 22) | (self.next_id & 0x3f_ffff)
+    }
+
+    fn user(&self, id: u64) -> Option<&SimUser> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    fn user_json(&self, id: u64) -> Value {
+        let Some(user) = self.user(id) else {
+            return json!({"id": id.to_string(), "username": "unknown", "discriminator": "0", "global_name": null,
+                "avatar": null, "public_flags": 0, "flags": 0, "primary_guild": null});
+        };
+        let mut out = json!({
+            "id": user.id.to_string(),
+            "username": user.username,
+            "discriminator": "0",
+            "global_name": if user.bot { Value::Null } else { json!(user.username) },
+            "avatar": null,
+            "public_flags": 0,
+            "flags": 0,
+            "primary_guild": null,
+        });
+        if user.bot {
+            out["bot"] = json!(true);
+        }
+        out
+    }
+
+    fn channel(&self, id: u64) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    fn can_see(&self, bot_id: u64, channel_id: u64) -> bool {
+        self.channel(channel_id).is_some_and(|c| c.guild_id.is_some() || c.recipients.contains(&bot_id))
+    }
+
+    fn channel_json(&self, channel: &Channel) -> Value {
+        match channel.guild_id {
+            Some(guild_id) => json!({
+                "id": channel.id.to_string(), "type": 0, "guild_id": guild_id.to_string(), "name": channel.name,
+                "position": 0, "flags": 0, "permission_overwrites": [], "nsfw": false, "topic": null,
+                "last_message_id": null, "rate_limit_per_user": 0, "parent_id": null,
+            }),
+            None => json!({
+                "id": channel.id.to_string(), "type": 1, "flags": 0, "last_message_id": null,
+                "recipients": channel.recipients.iter().filter(|id| !self.is_bot(**id)).map(|id| self.user_json(*id))
+                    .collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    fn is_bot(&self, id: u64) -> bool {
+        self.user(id).is_some_and(|u| u.bot)
+    }
+
+    fn guild_json(&self) -> Value {
+        let guild_id = self.guild_id.to_string();
+        let bots: Vec<Value> = self
+            .users
+            .iter()
+            .filter(|u| u.bot)
+            .map(|u| {
+                json!({"user": self.user_json(u.id), "roles": [], "joined_at": timestamp(SystemTime::now()),
+                    "deaf": false, "mute": false, "flags": 0, "nick": null, "avatar": null, "pending": false})
+            })
+            .collect();
+        let owner = self.users.iter().find(|u| u.bot).map(|u| u.id.to_string()).unwrap_or_else(|| "0".into());
+        let channels: Vec<Value> =
+            self.channels.iter().filter(|c| c.guild_id.is_some()).map(|c| self.channel_json(c)).collect();
+        let mut guild = json!({
+            "id": guild_id, "name": "Chorus Simulated Guild", "icon": null, "description": null, "home_header": null,
+            "splash": null, "discovery_splash": null, "features": [], "banner": null, "owner_id": owner,
+            "application_id": null, "region": "deprecated", "afk_channel_id": null, "afk_timeout": 300,
+            "system_channel_id": null, "system_channel_flags": 0, "widget_enabled": false, "widget_channel_id": null,
+            "verification_level": 0, "default_message_notifications": 0, "mfa_level": 0,
+            "explicit_content_filter": 0, "max_presences": null, "max_members": 500_000,
+            "max_stage_video_channel_users": 50, "max_video_channel_users": 25, "vanity_url_code": null,
+            "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US",
+            "rules_channel_id": null, "safety_alerts_channel_id": null, "public_updates_channel_id": null,
+            "premium_progress_bar_enabled": false, "nsfw": false, "nsfw_level": 0, "emojis": [], "stickers": [],
+            "incidents_data": null,
+        });
+        let more = json!({
+            "roles": [{
+                "id": guild_id, "name": "@everyone", "permissions": "2248473465835073", "position": 0, "color": 0,
+                "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null}, "hoist": false,
+                "managed": false, "mentionable": false, "icon": null, "unicode_emoji": null, "flags": 0,
+            }],
+            // The gateway-only fields of GUILD_CREATE.
+            "joined_at": timestamp(SystemTime::now()), "large": false, "unavailable": false,
+            "member_count": bots.len(), "members": bots, "channels": channels, "threads": [], "presences": [],
+            "voice_states": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+        });
+        if let (Some(out), Value::Object(more)) = (guild.as_object_mut(), more) {
+            out.extend(more);
+        }
+        guild
+    }
+
+    /// Stores a message and dispatches MESSAGE_CREATE to every session that sees the channel.
+    fn create_message(&mut self, author_id: u64, channel_id: u64, content: &str, extra: &MessageExtra) -> Value {
+        let id = self.snowflake();
+        let mut message = json!({
+            "id": id.to_string(),
+            "channel_id": channel_id.to_string(),
+            "author": self.user_json(author_id),
+            "content": content,
+            "timestamp": timestamp(SystemTime::now()),
+            "edited_timestamp": null,
+            "tts": false,
+            "mention_everyone": false,
+            "mentions": extra.mentions.iter().map(|id| self.user_json(*id)).collect::<Vec<_>>(),
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": false,
+            "type": if extra.reference.is_some() { 19 } else { 0 },
+            "flags": 0,
+            "components": [],
+        });
+        let guild_id = self.channel(channel_id).and_then(|c| c.guild_id);
+        if let Some(reference) = extra.reference.as_ref() {
+            let mut reference_json = json!({"type": 0, "channel_id": channel_id.to_string(),
+                "message_id": reference.get("id").cloned().unwrap_or(Value::Null)});
+            if let Some(guild_id) = guild_id {
+                reference_json["guild_id"] = json!(guild_id.to_string());
+            }
+            message["message_reference"] = reference_json;
+            message["referenced_message"] = reference.clone();
+        }
+        if let Some(nonce) = &extra.nonce {
+            message["nonce"] = nonce.clone();
+        }
+        self.messages.push(StoredMessage { channel_id, author_id, json: message.clone() });
+        let mut dispatched = message.clone();
+        if let Some(guild_id) = guild_id {
+            dispatched["guild_id"] = json!(guild_id.to_string());
+            dispatched["member"] = json!({"roles": [], "joined_at": timestamp(SystemTime::now()), "deaf": false,
+                "mute": false, "flags": 0, "pending": false});
+        }
+        let targets: Vec<usize> =
+            (0..self.sessions.len()).filter(|i| self.can_see(self.sessions[*i].bot_id, channel_id)).collect();
+        for i in targets {
+            self.dispatch(i, "MESSAGE_CREATE", dispatched.clone());
+        }
+        message
+    }
+
+    /// Appends a dispatch to session `index` and sends it if connected.
+    fn dispatch(&mut self, index: usize, event: &str, d: Value) {
+        let session = &mut self.sessions[index];
+        session.seq += 1;
+        let payload = json!({"op": 0, "t": event, "s": session.seq, "d": d});
+        session.log.push(payload.clone());
+        if let Some(conn) = session.conn.and_then(|c| self.conns.get(&c)) {
+            let _ = conn.tx.send(Out::Frame(payload));
+        }
+    }
+
+    fn send(&self, conn: u64, out: Out) {
+        if let Some(conn) = self.conns.get(&conn) {
+            let _ = conn.tx.send(out);
+        }
+    }
+
+    fn dm_channel(&mut self, user_id: u64, bot_id: u64) -> u64 {
+        let existing = self
+            .channels
+            .iter()
+            .find(|c| c.guild_id.is_none() && c.recipients.contains(&user_id) && c.recipients.contains(&bot_id));
+        if let Some(channel) = existing {
+            return channel.id;
+        }
+        let id = self.snowflake();
+        self.channels.push(Channel { id, name: String::new(), guild_id: None, recipients: vec![user_id, bot_id] });
+        id
+    }
+}
+
+#[derive(Default)]
+struct MessageExtra {
+    mentions: Vec<u64>,
+    /// The referenced message (full object).
+    reference: Option<Value>,
+    nonce: Option<Value>,
+}
+
+struct SimState {
+    world: Mutex<World>,
+    script: Mutex<VecDeque<DiscordFault>>,
+    requests: Mutex<Vec<DiscordRecordedRequest>>,
+    next_conn: AtomicU64,
+    addr: Mutex<Option<SocketAddr>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running Discord simulator. Clones share the server and state; it lives as long as the runtime.
+#[derive(Clone)]
+pub struct DiscordSim {
+    pub addr: SocketAddr,
+    state: Arc<SimState>,
+}
+
+/// The HTTP side of the shared port: the connections that are not a gateway upgrade.
+struct HttpConnections {
+    rx: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for HttpConnections {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+/// Whether the connection starts with `GET /gateway` followed by ` `, `?` or `/`.
+async fn is_gateway(stream: &TcpStream) -> bool {
+    const PREFIX: &[u8] = b"GET /gateway";
+    let mut buf = [0u8; 13];
+    for _ in 0..400 {
+        let Ok(n) = stream.peek(&mut buf).await else { return false };
+        if n == 0 {
+            return false;
+        }
+        let common = n.min(PREFIX.len());
+        if buf[..common] != PREFIX[..common] {
+            return false;
+        }
+        if n > PREFIX.len() {
+            return matches!(buf[PREFIX.len()], b' ' | b'?' | b'/');
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+impl DiscordSim {
+    /// Binds 127.0.0.1 on an ephemeral port and serves on the current tokio runtime.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves REST and the gateway on `addr` (one port: `GET /gateway` upgrades go to the gateway).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let state = Arc::new(SimState {
+            world: Mutex::new(World::new()),
+            script: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(1),
+            addr: Mutex::new(None),
+        });
+        {
+            let mut world = lock(&state.world);
+            for route in ROUTES {
+                world.limits.insert(route.to_owned(), DEFAULT_LIMIT);
+            }
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        *lock(&state.addr) = Some(addr);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let accept_state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let (state, tx) = (accept_state.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if is_gateway(&stream).await {
+                        gateway(state, stream).await;
+                    } else {
+                        let _ = tx.send((stream, peer));
+                    }
+                });
+            }
+        });
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(HttpConnections { rx, addr }, app).await;
+        });
+        Ok(Self { addr, state })
+    }
+
+    /// `http://ADDR`, for serenity's `HttpBuilder::proxy`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://ADDR/gateway`, as `GET /api/v10/gateway[/bot]` reports it.
+    pub fn gateway_url(&self) -> String {
+        format!("ws://{}/gateway", self.addr)
+    }
+
+    /// The simulated guild every bot is in.
+    pub fn guild_id(&self) -> String {
+        lock(&self.state.world).guild_id.to_string()
+    }
+
+    /// The guild's first text channel (`#general`).
+    pub fn text_channel_id(&self) -> String {
+        let world = lock(&self.state.world);
+        world.channels.iter().find(|c| c.guild_id.is_some()).map(|c| c.id.to_string()).unwrap_or_default()
+    }
+
+    /// Adds a text channel to the guild (sent in later GUILD_CREATEs); returns its id.
+    pub fn add_text_channel(&self, name: &str) -> String {
+        let mut world = lock(&self.state.world);
+        let id = world.snowflake();
+        let guild_id = world.guild_id;
+        world.channels.push(Channel { id, name: name.to_owned(), guild_id: Some(guild_id), recipients: vec![] });
+        id.to_string()
+    }
+
+    /// Adds a bot (member of the guild) whose token is `token` (without `Bot `); returns its user id.
+    pub fn add_bot(&self, token: &str, username: &str) -> String {
+        let mut world = lock(&self.state.world);
+        let id = world.snowflake();
+        world.users.push(SimUser { id, username: username.to_owned(), bot: true });
+        world.tokens.insert(token.to_owned(), id);
+        id.to_string()
+    }
+
+    /// Adds a human user; returns their user id.
+    pub fn add_user(&self, username: &str) -> String {
+        let mut world = lock(&self.state.world);
+        let id = world.snowflake();
+        world.users.push(SimUser { id, username: username.to_owned(), bot: false });
+        id.to_string()
+    }
+
+    /// A user posts in a guild channel (an unknown channel id becomes a new guild text channel);
+    /// with `mentions_bot` every bot is in `mentions` (the content is left as given). Dispatches
+    /// MESSAGE_CREATE (with `guild_id`) to every bot session. Returns the message id.
+    pub fn user_message(&self, from_user_id: &str, channel_id: &str, content: &str, mentions_bot: bool) -> String {
+        let mut world = lock(&self.state.world);
+        let from = from_user_id.parse().unwrap_or_default();
+        let channel = channel_id.parse().unwrap_or_default();
+        if world.channel(channel).is_none() {
+            let guild_id = world.guild_id;
+            world.channels.push(Channel {
+                id: channel,
+                name: "channel".into(),
+                guild_id: Some(guild_id),
+                recipients: vec![],
+            });
+        }
+        let mentions = if mentions_bot { world.users.iter().filter(|u| u.bot).map(|u| u.id).collect() } else { vec![] };
+        let message = world.create_message(from, channel, content, &MessageExtra { mentions, ..Default::default() });
+        message["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// A user writes to a bot in their DM channel (type 1, created if needed); MESSAGE_CREATE is
+    /// dispatched without `guild_id` to that bot. Returns (channel id, message id).
+    pub fn dm(&self, from_user_id: &str, bot_user_id: &str, content: &str) -> (String, String) {
+        let mut world = lock(&self.state.world);
+        let from = from_user_id.parse().unwrap_or_default();
+        let bot = bot_user_id.parse().unwrap_or_default();
+        let channel = world.dm_channel(from, bot);
+        let message = world.create_message(from, channel, content, &MessageExtra::default());
+        (channel.to_string(), message["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The messages bots posted in `channel_id` over REST, oldest first (as returned to them).
+    pub fn messages_in(&self, channel_id: &str) -> Vec<Value> {
+        let world = lock(&self.state.world);
+        world
+            .messages
+            .iter()
+            .filter(|m| m.channel_id.to_string() == channel_id && world.is_bot(m.author_id))
+            .map(|m| m.json.clone())
+            .collect()
+    }
+
+    /// Every accepted `POST /channels/{id}/typing`: (channel id, when).
+    pub fn typing_events(&self) -> Vec<(String, Instant)> {
+        lock(&self.state.world).typing.clone()
+    }
+
+    /// Sets the limit of a route template (e.g. `/channels/{channel_id}/messages`, without
+    /// `/api/v10`) per `window`, for every token, starting fresh windows.
+    pub fn set_route_limit(&self, route_template: &str, limit: u32, window: Duration) {
+        let mut world = lock(&self.state.world);
+        let template = route_template.trim_start_matches("/api/v10").to_owned();
+        world.windows.retain(|(_, t), _| *t != template);
+        world.limits.insert(template, (limit, window));
+    }
+
+    /// The `heartbeat_interval` sent in later op 10 Hellos.
+    pub fn set_heartbeat_interval(&self, interval: Duration) {
+        lock(&self.state.world).heartbeat_interval_ms = interval.as_millis() as u64;
+    }
+
+    /// Queues faults; every REST request pops the next one.
+    pub fn script(&self, faults: impl IntoIterator<Item = DiscordFault>) {
+        lock(&self.state.script).extend(faults);
+    }
+
+    /// All REST requests so far, oldest first.
+    pub fn requests(&self) -> Vec<DiscordRecordedRequest> {
+        lock(&self.state.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.state.requests).clear();
+    }
+
+    /// Closes every gateway socket abruptly (no close frame); sessions stay resumable.
+    pub fn drop_connections(&self) {
+        let mut world = lock(&self.state.world);
+        for (_, conn) in world.conns.drain() {
+            let _ = conn.tx.send(Out::Drop);
+        }
+        for session in &mut world.sessions {
+            session.conn = None;
+        }
+    }
+
+    /// Sends op 9 Invalid Session (`d: false`) on every connected session and forgets all
+    /// sessions: the clients must identify again.
+    pub fn invalidate_sessions(&self) {
+        let mut world = lock(&self.state.world);
+        let sessions = std::mem::take(&mut world.sessions);
+        for conn in sessions.iter().filter_map(|s| s.conn) {
+            world.send(conn, Out::Frame(frame(9, json!(false))));
+        }
+    }
+
+    /// Sessions with a connected socket.
+    pub fn connected_sessions(&self) -> usize {
+        lock(&self.state.world).sessions.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    /// Successful and failed op 2 Identify payloads received.
+    pub fn identify_count(&self) -> usize {
+        lock(&self.state.world).identify_count
+    }
+
+    /// op 6 Resume payloads received.
+    pub fn resume_count(&self) -> usize {
+        lock(&self.state.world).resume_count
+    }
+}
+
+async fn gateway(state: Arc<SimState>, stream: TcpStream) {
+    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let (mut sink, mut source) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut world = lock(&state.world);
+        let hello = frame(10, json!({"heartbeat_interval": world.heartbeat_interval_ms, "_trace": ["chorus-sim"]}));
+        let _ = tx.send(Out::Frame(hello));
+        world.conns.insert(conn_id, Conn { tx });
+    }
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Frame(value)) => {
+                    if sink.send(Message::Text(value.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Close(code, reason)) => {
+                    let close = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    break;
+                }
+                Some(Out::Drop) | None => break,
+            },
+            incoming = source.next() => match incoming {
+                Some(Ok(Message::Text(text))) => on_payload(&state, conn_id, &text),
+                Some(Ok(Message::Binary(bytes))) => on_payload(&state, conn_id, &String::from_utf8_lossy(&bytes)),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let mut world = lock(&state.world);
+    world.conns.remove(&conn_id);
+    for session in &mut world.sessions {
+        if session.conn == Some(conn_id) {
+            session.conn = None;
+        }
+    }
+}
+
+fn strip_bot(token: &str) -> &str {
+    token.strip_prefix("Bot ").unwrap_or(token)
+}
+
+fn on_payload(state: &SimState, conn: u64, text: &str) {
+    let Ok(payload) = serde_json::from_str::<Value>(text) else {
+        lock(&state.world).send(conn, Out::Close(4002, "Error while decoding payload."));
+        return;
+    };
+    let mut world = lock(&state.world);
+    let d = &payload["d"];
+    match payload["op"].as_u64() {
+        Some(1) => world.send(conn, Out::Frame(frame(11, Value::Null))),
+        Some(2) => {
+            world.identify_count += 1;
+            let token = strip_bot(d["token"].as_str().unwrap_or_default());
+            let Some(bot_id) = world.tokens.get(token).copied() else {
+                world.send(conn, Out::Close(4004, "Authentication failed."));
+                return;
+            };
+            if world.sessions.iter().any(|s| s.conn == Some(conn)) {
+                world.send(conn, Out::Close(4005, "Already authenticated."));
+                return;
+            }
+            let session_id = format!("{:032x}", rand::random::<u128>());
+            let addr = lock(&state.addr).map(|a| a.to_string()).unwrap_or_default();
+            let mut user = world.user_json(bot_id);
+            user["verified"] = json!(true);
+            user["mfa_enabled"] = json!(false);
+            let mut ready = json!({
+                "v": 10,
+                "user": user,
+                "guilds": [{"id": world.guild_id.to_string(), "unavailable": true}],
+                "session_id": session_id,
+                "resume_gateway_url": format!("ws://{addr}/gateway"),
+                "application": {"id": bot_id.to_string(), "flags": 0},
+                "private_channels": [],
+                "relationships": [],
+                "presences": [],
+                "user_settings": {},
+                "guild_join_requests": [],
+                "geo_ordered_rtc_regions": [],
+                "_trace": ["chorus-sim"],
+            });
+            if let Some(shard) = d.get("shard").filter(|s| s.is_array()) {
+                ready["shard"] = shard.clone();
+            }
+            world.sessions.push(Session { id: session_id, bot_id, seq: 0, log: Vec::new(), conn: Some(conn) });
+            let index = world.sessions.len() - 1;
+            world.dispatch(index, "READY", ready);
+            let guild = world.guild_json();
+            world.dispatch(index, "GUILD_CREATE", guild);
+        }
+        Some(6) => {
+            world.resume_count += 1;
+            let token = strip_bot(d["token"].as_str().unwrap_or_default());
+            let bot_id = world.tokens.get(token).copied();
+            let session_id = d["session_id"].as_str().unwrap_or_default();
+            let seq = d["seq"].as_u64().unwrap_or(0);
+            let Some(index) = world.sessions.iter().position(|s| s.id == session_id && Some(s.bot_id) == bot_id) else {
+                world.send(conn, Out::Frame(frame(9, json!(false))));
+                return;
+            };
+            if let Some(old) = world.sessions[index].conn.filter(|c| *c != conn) {
+                world.send(old, Out::Drop);
+            }
+            world.sessions[index].conn = Some(conn);
+            let missed: Vec<Value> = world.sessions[index]
+                .log
+                .iter()
+                .filter(|p| p["s"].as_u64().is_some_and(|s| s > seq))
+                .cloned()
+                .collect();
+            for payload in missed {
+                world.send(conn, Out::Frame(payload));
+            }
+            world.dispatch(index, "RESUMED", json!({"_trace": ["chorus-sim"]}));
+        }
+        // Presence and voice state updates, guild member requests: accepted and ignored.
+        Some(3 | 4 | 8) => {}
+        _ => world.send(conn, Out::Close(4001, "Unknown opcode.")),
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from(body.to_string()))
+        .into_response()
+}
+
+fn error(status: StatusCode, code: u32, message: &str) -> Response {
+    json_response(status, &json!({"message": message, "code": code}))
+}
+
+fn status_error(status: StatusCode) -> Response {
+    let message = format!("{}: {}", status.as_u16(), status.canonical_reason().unwrap_or("Error"));
+    error(status, 0, &message)
+}
+
+fn invalid_form_body(field: &str, code: &str, message: &str) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"message": "Invalid Form Body", "code": 50035,
+            "errors": {field: {"_errors": [{"code": code, "message": message}]}}}),
+    )
+}
+
+fn rate_limited(retry_after: f64, global: bool) -> Response {
+    let body =
+        json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": global, "code": 0});
+    let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+    let headers = response.headers_mut();
+    insert(headers, "retry-after", &format!("{retry_after}"));
+    insert(headers, "x-ratelimit-scope", if global { "global" } else { "user" });
+    if global {
+        insert(headers, "x-ratelimit-global", "true");
+    }
+    response
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// A stable bucket id for a route template (FNV-1a, hex).
+fn bucket(template: &str) -> String {
+    let hash =
+        template.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+/// The rate-limit headers of a window.
+fn limit_headers(headers: &mut HeaderMap, template: &str, limit: u32, window: &Window) {
+    let reset_after = window.reset_at.saturating_duration_since(Instant::now()).as_secs_f64();
+    insert(headers, "x-ratelimit-limit", &limit.to_string());
+    insert(headers, "x-ratelimit-remaining", &window.remaining.to_string());
+    insert(headers, "x-ratelimit-reset", &format!("{:.3}", window.reset_epoch));
+    insert(headers, "x-ratelimit-reset-after", &format!("{reset_after:.3}"));
+    insert(headers, "x-ratelimit-bucket", &bucket(template));
+}
+
+async fn handle(
+    State(state): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let recorded_body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+    };
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        names
+            .entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|existing| {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    lock(&state.requests).push(DiscordRecordedRequest {
+        at: Instant::now(),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        headers: names,
+        body: recorded_body.clone(),
+    });
+
+    let fault = lock(&state.script).pop_front();
+    if let Some(DiscordFault::Slow(delay)) = fault {
+        tokio::time::sleep(delay).await;
+    }
+
+    let path = uri.path().trim_end_matches('/');
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (template, channel) = match (&method, segments.as_slice()) {
+        (&Method::GET, ["api", "v10", "gateway"]) => ("/gateway", None),
+        (&Method::GET, ["api", "v10", "gateway", "bot"]) => ("/gateway/bot", None),
+        (&Method::GET, ["api", "v10", "users", "@me"]) => ("/users/@me", None),
+        (&Method::POST, ["api", "v10", "users", "@me", "channels"]) => ("/users/@me/channels", None),
+        (&Method::POST, ["api", "v10", "channels", id, "messages"]) => ("/channels/{channel_id}/messages", Some(*id)),
+        (&Method::POST, ["api", "v10", "channels", id, "typing"]) => ("/channels/{channel_id}/typing", Some(*id)),
+        _ => return error(StatusCode::NOT_FOUND, 0, "404: Not Found"),
+    };
+
+    let mut world = lock(&state.world);
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token = authorization.strip_prefix("Bot ").unwrap_or_default().to_owned();
+    let bot_id = world.tokens.get(&token).copied();
+    if bot_id.is_none() && template != "/gateway" {
+        return error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+    }
+
+    let (limit, window_len) = world.limits.get(template).copied().unwrap_or(DEFAULT_LIMIT);
+    let now = Instant::now();
+    let window = world.windows.entry((token, template.to_owned())).or_insert_with(|| Window {
+        remaining: limit,
+        reset_at: now + window_len,
+        reset_epoch: epoch_secs(SystemTime::now() + window_len),
+    });
+    if now >= window.reset_at {
+        *window = Window {
+            remaining: limit,
+            reset_at: now + window_len,
+            reset_epoch: epoch_secs(SystemTime::now() + window_len),
+        };
+    }
+    let exhausted = window.remaining == 0;
+    window.remaining = window.remaining.saturating_sub(1);
+    let mut rate_headers = HeaderMap::new();
+    limit_headers(&mut rate_headers, template, limit, window);
+    let retry_after = (window.reset_at.saturating_duration_since(now).as_secs_f64() * 1000.0).ceil() / 1000.0;
+
+    let mut response = match fault {
+        Some(DiscordFault::RateLimited { retry_after_secs, global }) => {
+            let mut response = rate_limited(retry_after_secs, global);
+            if global {
+                rate_headers.clear();
+            } else {
+                insert(&mut rate_headers, "x-ratelimit-remaining", "0");
+                insert(&mut rate_headers, "x-ratelimit-reset-after", &format!("{retry_after_secs:.3}"));
+            }
+            response.headers_mut().extend(rate_headers);
+            return response;
+        }
+        Some(DiscordFault::Status { status }) => {
+            status_error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+        _ if exhausted => rate_limited(retry_after, false),
+        _ => {
+            let addr = lock(&state.addr).map(|a| a.to_string()).unwrap_or_default();
+            route(&mut world, template, bot_id.unwrap_or_default(), channel, &recorded_body, &addr)
+        }
+    };
+    response.headers_mut().extend(rate_headers);
+    response
+}
+
+fn route(world: &mut World, template: &str, bot_id: u64, channel: Option<&str>, body: &Value, addr: &str) -> Response {
+    let gateway_url = format!("ws://{addr}/gateway");
+    match template {
+        "/gateway" => json_response(StatusCode::OK, &json!({"url": gateway_url})),
+        "/gateway/bot" => json_response(
+            StatusCode::OK,
+            &json!({"url": gateway_url, "shards": 1, "session_start_limit":
+                {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
+        ),
+        "/users/@me" => {
+            let mut user = world.user_json(bot_id);
+            user["mfa_enabled"] = json!(false);
+            user["locale"] = json!("en-US");
+            user["verified"] = json!(true);
+            json_response(StatusCode::OK, &user)
+        }
+        "/users/@me/channels" => {
+            let recipient = body["recipient_id"].as_str().and_then(|id| id.parse::<u64>().ok());
+            let Some(recipient) = recipient.filter(|id| world.user(*id).is_some()) else {
+                return invalid_form_body("recipient_id", "NUMBER_TYPE_COERCE", "Value is not snowflake.");
+            };
+            let channel = world.dm_channel(recipient, bot_id);
+            let json = world.channel(channel).map(|c| world.channel_json(c)).unwrap_or_default();
+            json_response(StatusCode::OK, &json)
+        }
+        _ => {
+            let Some(channel) = channel.and_then(|c| c.parse::<u64>().ok()).filter(|c| world.can_see(bot_id, *c))
+            else {
+                return error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            };
+            if template.ends_with("/typing") {
+                world.typing.push((channel.to_string(), Instant::now()));
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            create_message(world, bot_id, channel, body)
+        }
+    }
+}
+
+fn create_message(world: &mut World, bot_id: u64, channel: u64, body: &Value) -> Response {
+    let content = body["content"].as_str().unwrap_or_default();
+    if content.chars().count() > MAX_CONTENT_CHARS {
+        return invalid_form_body("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.");
+    }
+    if content.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, 50006, "Cannot send an empty message");
+    }
+    let mut extra = MessageExtra { nonce: body.get("nonce").filter(|n| !n.is_null()).cloned(), ..Default::default() };
+    if let Some(reference) = body.get("message_reference").filter(|r| !r.is_null()) {
+        let id = reference["message_id"].as_str().unwrap_or_default();
+        let found = world
+            .messages
+            .iter()
+            .find(|m| m.channel_id == channel && m.json["id"] == id)
+            .map(|m| (m.json.clone(), m.author_id));
+        match found {
+            Some((mut referenced, author)) => {
+                if let Some(obj) = referenced.as_object_mut() {
+                    obj.remove("referenced_message");
+                }
+                if author != bot_id {
+                    extra.mentions.push(author);
+                }
+                extra.reference = Some(referenced);
+            }
+            None if reference["fail_if_not_exists"] == json!(false) => {}
+            None => {
+                return invalid_form_body("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message");
+            }
+        }
+    }
+    let message = world.create_message(bot_id, channel, content, &extra);
+    json_response(StatusCode::OK, &message)
+}
