@@ -198,8 +198,6 @@ impl Actor for Agent {
                         self.fill(&myself, state).await?;
                     }
                     Err(err) => {
-                        metrics::counter!(m::POLL_FAILURES, "platform" => state.args.key.platform.as_str())
-                            .increment(1);
                         if matches!(err, PlatformError::Auth(_)) {
                             return Err(Box::new(err));
                         }
@@ -210,6 +208,8 @@ impl Actor for Agent {
                                 "poll rate limited, waiting for the reset");
                             return Ok(());
                         }
+                        metrics::counter!(m::POLL_FAILURES, "platform" => state.args.key.platform.as_str())
+                            .increment(1);
                         state.poll_failures += 1;
                         tracing::warn!(agent = %state.args.key, failures = state.poll_failures, error = %err, "poll failed");
                         if state.poll_failures >= state.args.settings.max_poll_failures {
@@ -360,7 +360,7 @@ impl Agent {
 
     /// Why a mention must not be answered, if it must not.
     async fn loop_guard(&self, args: &AgentArgs, row: &InboundRow) -> Result<Option<&'static str>, ActorProcessingErr> {
-        if row.author.eq_ignore_ascii_case(&args.persona.name) {
+        if row.author.eq_ignore_ascii_case(&args.persona.handle_on(args.key.platform)) {
             return Ok(Some("ignored_self"));
         }
         if row.author_is_persona {
@@ -408,7 +408,7 @@ async fn answer(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<()> {
     let request = CompletionRequest {
         persona: args.persona.clone(),
         task: Task::Reply,
-        messages: prompt::reply(&args.persona, platform, &recollection, &row.author, &row.text),
+        messages: prompt::reply(&args.persona, args.key.platform, &recollection, &row.author, &row.text),
         reply_to_author: Some(row.author.clone()),
         seed: fnv1a(&key),
     };
@@ -441,7 +441,7 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
     let request = CompletionRequest {
         persona: args.persona.clone(),
         task: Task::Post,
-        messages: prompt::post(&args.persona, platform, &recollection),
+        messages: prompt::post(&args.persona, args.key.platform, &recollection),
         reply_to_author: None,
         seed: fnv1a(&key),
     };

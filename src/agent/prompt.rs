@@ -1,17 +1,17 @@
 //! Prompts: the persona file and what Memory recalled, turned into chat messages. Only persona
 //! text and platform messages go in — never configuration values, keys or tokens.
 
-use crate::config::Persona;
+use crate::config::{Persona, PlatformKind};
 use crate::llm::{ChatMessage, Role};
 use crate::memory::Recollection;
 use crate::store::MemoryKind;
 
 /// The system prompt: who the persona is and how it writes.
-pub fn system(persona: &Persona, platform: &str) -> String {
+pub fn system(persona: &Persona, platform: PlatformKind) -> String {
     let name = persona.display_name.as_deref().unwrap_or(&persona.name);
     let mut prompt = format!(
         "You are {name} (@{handle}) posting on {platform}.\nBio: {bio}\nVoice: {voice}\nTopics: {topics}.",
-        handle = persona.name,
+        handle = persona.handle_on(platform),
         bio = persona.bio.trim(),
         voice = persona.voice.trim(),
         topics = persona.topics.join(", "),
@@ -42,7 +42,7 @@ fn recent_block(recollection: &Recollection) -> Option<ChatMessage> {
 /// Messages for a reply to `text` by `author`.
 pub fn reply(
     persona: &Persona,
-    platform: &str,
+    platform: PlatformKind,
     recollection: &Recollection,
     author: &str,
     text: &str,
@@ -64,7 +64,7 @@ pub fn reply(
 }
 
 /// Messages for an original post.
-pub fn post(persona: &Persona, platform: &str, recollection: &Recollection) -> Vec<ChatMessage> {
+pub fn post(persona: &Persona, platform: PlatformKind, recollection: &Recollection) -> Vec<ChatMessage> {
     let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform))];
     messages.extend(recent_block(recollection));
     messages.push(ChatMessage::new(

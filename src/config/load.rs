@@ -400,6 +400,13 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
             report.push(format!("{key}.rate_limit"), "burst must be at least 1 and per longer than zero");
         }
     }
+    for (key, timeout) in
+        [("platforms.x.timeout", x.timeout), ("platforms.reddit.timeout", service.platforms.reddit.timeout)]
+    {
+        if timeout.get().is_zero() {
+            report.push(key, "must be longer than zero");
+        }
+    }
     for (key, every) in
         [("platforms.x.poll_every", x.poll_every), ("platforms.reddit.poll_every", service.platforms.reddit.poll_every)]
     {

@@ -72,7 +72,7 @@ impl std::fmt::Display for AgentKey {
     }
 }
 
-/// Platforms Chorus knows. Only `local` is built so far.
+/// Platforms Chorus knows. Discord arrives with its own issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlatformKind {

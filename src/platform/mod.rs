@@ -1,8 +1,9 @@
 //! Platforms: the one place that talks to a social network. Each platform implements
 //! [`Platform`]; agents read mentions through it and the Publisher posts through it.
 //!
-//! Only `local` (the built-in timeline, [`local`]) exists so far; X, Reddit and Discord arrive in
-//! their own issues behind the same trait.
+//! Built: `local` (the built-in timeline, [`local`]), [`x`] and [`reddit`] (our own clients plus
+//! their [`Platform`] adapters, built from the config by [`connect`]). Discord arrives behind the
+//! same trait in its own issue.
 
 pub mod connect;
 pub mod gate;

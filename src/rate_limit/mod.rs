@@ -4,8 +4,8 @@
 //! A permit is a reservation, not a block: `Acquire` answers at once with how long the caller
 //! must wait before its call (the bucket may go negative, queueing callers in order); a wait
 //! beyond `max_wait` is refused so callers retry later instead of piling up. The mailbox never
-//! waits. (Issue 4 feeds the bucket from the platforms' `x-rate-limit-*` headers, which is why this
-//! is a small bucket of our own rather than `governor`, whose state cannot be set from outside.)
+//! waits. The platforms' rate-limit headers cap the bucket (`Observe`), which is why this is a small
+//! bucket of our own rather than `governor`, whose state cannot be set from outside.
 
 pub mod headers;
 

@@ -166,6 +166,12 @@ fn normalize(path: &str) -> &str {
 impl SimState {
     /// A fresh base-36 id, Reddit style.
     fn new_id(&self) -> String {
+        // Time-based, so a sandbox restarted on the same database never reuses a stored fullname.
+        let now_based = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64 * 1000)
+            .unwrap_or_default();
+        let _ = self.next_id.fetch_max(now_based, Ordering::Relaxed);
         let mut n = self.next_id.fetch_add(1, Ordering::Relaxed) + 36_u64.pow(5);
         let mut digits = Vec::new();
         while n > 0 {

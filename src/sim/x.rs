@@ -137,9 +137,15 @@ impl World {
         self.users.iter().find(|u| u.id == id)
     }
 
+    /// Ids grow with time, like X's snowflakes, so a sandbox restarted on the same database
+    /// (whose cursors remember earlier ids) still sees new posts as newer.
     fn next_tweet_id(&mut self) -> u64 {
-        self.next_id += 1;
-        1_890_000_000_000_000_000 + self.next_id
+        let now_based = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64 * 1000)
+            .unwrap_or_default();
+        self.next_id = (self.next_id + 1).max(now_based);
+        1_000_000_000_000_000_000 + self.next_id
     }
 
     fn add_user(&mut self, username: &str) -> XSimAccount {

@@ -209,9 +209,10 @@ impl TeamLeader {
         update_agent_gauge(state);
     }
 
-    fn remove_child(&self, state: &mut TeamLeaderState, id: &str, reason: &str) {
+    /// Stops and forgets a child; `config` is the one it was started with (its directory entries).
+    fn remove_child(&self, state: &mut TeamLeaderState, id: &str, reason: &str, config: &Config) {
         if let Some(spec) = state.specs.remove(id) {
-            clear_directory(&state.args.directory, &state.args.config, &spec);
+            clear_directory(&state.args.directory, config, &spec);
         }
         if let Some(cell) = state.supervision.remove(id) {
             cell.stop(Some(reason.to_owned()));
@@ -253,7 +254,7 @@ impl TeamLeader {
         let current: Vec<String> = state.specs.keys().cloned().collect();
         for id in &current {
             if !desired.contains_key(id) {
-                self.remove_child(state, id, "removed by a configuration reload");
+                self.remove_child(state, id, "removed by a configuration reload", &old);
                 summary.removed.push(id.clone());
             }
         }
@@ -261,7 +262,7 @@ impl TeamLeader {
             let existed = state.specs.contains_key(&id);
             let changed = existed && child_changed(&spec, &old, &config);
             if changed {
-                self.remove_child(state, &id, "restarted by a configuration reload");
+                self.remove_child(state, &id, "restarted by a configuration reload", &old);
                 summary.restarted.push(id.clone());
             } else if !existed {
                 summary.added.push(id.clone());

@@ -434,12 +434,15 @@ impl RedditClient {
         token: &Secret,
     ) -> Result<Raw, PlatformError> {
         let url = format!("{}{path}", self.config.api_base_url.trim_end_matches('/'));
-        let mut request = self
-            .http
-            .request(method, url)
-            .query(query)
-            .query(&[("raw_json", "1")])
-            .header(reqwest::header::AUTHORIZATION, format!("bearer {}", token.expose()));
+        let mut request = self.http.request(method, url).query(query).query(&[("raw_json", "1")]).header(
+            reqwest::header::AUTHORIZATION,
+            {
+                let mut header = reqwest::header::HeaderValue::try_from(format!("bearer {}", token.expose()))
+                    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+                header.set_sensitive(true);
+                header
+            },
+        );
         if let Some(form) = form {
             request = request.form(form);
         }

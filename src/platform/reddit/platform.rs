@@ -47,7 +47,19 @@ impl RedditPlatform {
         self.accounts.get(persona).ok_or_else(|| PlatformError::Auth(format!("no reddit account for {persona}")))
     }
 
-    /// Feeds the gate and the account's RateLimiter; called after every call, failed ones too.
+    /// Feeds the gate and the account's RateLimiter from a call's outcome: the response's headers
+    /// when it answered, the reset of a 429, nothing when no response came (the client's last
+    /// snapshot would be stale then).
+    fn observed<T>(&self, persona: &str, client: &RedditClient, result: &Result<T, PlatformError>) {
+        match result {
+            Ok(_) => self.observe(persona, client.last_rate()),
+            Err(PlatformError::RateLimited { retry_after }) => {
+                self.observe(persona, Some(RateLimitSnapshot { limit: None, remaining: 0, reset_after: *retry_after }))
+            }
+            Err(_) => {}
+        }
+    }
+
     fn observe(&self, persona: &str, snapshot: Option<RateLimitSnapshot>) {
         self.gate.observe(persona, snapshot);
         if let Some(snapshot) = snapshot
@@ -74,7 +86,7 @@ impl Platform for RedditPlatform {
     async fn mentions(&self, account: &str, _cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
         let reddit = self.account(account)?;
         let result = reddit.client.unread(INBOX_LIMIT).await;
-        self.observe(account, reddit.client.last_rate());
+        self.observed(account, &reddit.client, &result);
         let inbox = result?.value;
         if inbox.malformed > 0 {
             metrics::counter!(m::MALFORMED_PAYLOADS, "platform" => "reddit").increment(inbox.malformed as u64);
@@ -96,7 +108,7 @@ impl Platform for RedditPlatform {
     async fn acknowledge(&self, account: &str, remote_ids: &[String]) -> Result<(), PlatformError> {
         let reddit = self.account(account)?;
         let result = reddit.client.mark_read(remote_ids).await;
-        self.observe(account, reddit.client.last_rate());
+        self.observed(account, &reddit.client, &result);
         result.map(|_| ())
     }
 
@@ -106,7 +118,7 @@ impl Platform for RedditPlatform {
             Some(parent) => reddit.client.comment(parent, item.text).await,
             None => reddit.client.submit_text(&reddit.subreddit, &title_of(item.text), item.text).await,
         };
-        self.observe(account, reddit.client.last_rate());
+        self.observed(account, &reddit.client, &result);
         Ok(result?.value)
     }
 
@@ -117,7 +129,7 @@ impl Platform for RedditPlatform {
         let Some(parent) = item.reply_to else { return Ok(None) };
         let reddit = self.account(account)?;
         let result = reddit.client.recent_comments(RECONCILE_LIMIT).await;
-        self.observe(account, reddit.client.last_rate());
+        self.observed(account, &reddit.client, &result);
         let found = result?.value.into_iter().find(|comment| {
             comment.parent_fullname.as_deref() == Some(parent) && comment.body.trim() == item.text.trim()
         });

@@ -481,11 +481,11 @@ impl XClient {
                 let params = oauth1_request::ParameterList::new(
                     query.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<(&str, &str)>>(),
                 );
-                request = request.header(AUTHORIZATION, builder.authorize(method.as_str(), &url, &params));
+                request = request.header(AUTHORIZATION, sensitive(builder.authorize(method.as_str(), &url, &params)));
             }
             Auth::OAuth2 { tokens, .. } => {
                 let access = tokens.lock().await.access.clone();
-                request = request.header(AUTHORIZATION, format!("Bearer {}", access.expose()));
+                request = request.header(AUTHORIZATION, sensitive(format!("Bearer {}", access.expose())));
                 used = Some(access);
             }
         }
@@ -558,6 +558,15 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+/// A header value holding credentials, marked sensitive (kept out of debug output). A value that
+/// cannot be a header is sent empty: the server answers 401, which is the truth.
+fn sensitive(value: String) -> reqwest::header::HeaderValue {
+    let mut header =
+        reqwest::header::HeaderValue::try_from(value).unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    header.set_sensitive(true);
+    header
 }
 
 #[cfg(test)]
