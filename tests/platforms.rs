@@ -233,3 +233,49 @@ async fn a_malformed_mention_is_counted_and_skipped_and_the_next_one_is_answered
     assert_eq!(service.health().children()["agent:ada@x"].restarts, 0, "never a crash");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reddit_self_post_that_landed_before_a_crash_is_reconciled_not_sent_again() {
+    use chorus::config::Secret;
+    use chorus::platform::connect::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_SUBREDDIT};
+    use chorus::platform::reddit::{RedditClient, RedditClientConfig};
+
+    let sandbox = sandbox("");
+    let service = sandbox.start().await;
+    let reddit = service.sims().reddit.clone().unwrap();
+    // As if Chorus had crashed right after Reddit accepted ada's scheduled post.
+    let ada = RedditClient::new(RedditClientConfig {
+        auth_base_url: reddit.auth_base_url(),
+        api_base_url: reddit.api_base_url(),
+        client_id: SIM_CLIENT_ID.into(),
+        client_secret: Secret::new(SIM_CLIENT_SECRET),
+        username: "ada".into(),
+        password: Secret::new(SIM_PASSWORD),
+        user_agent: "chorus-test/1.0 (reconciliation test)".into(),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let text = "Reconciled self post. Its body says more.";
+    let landed = ada.submit_text(SIM_SUBREDDIT, "Reconciled self post.", text).await.unwrap().value;
+    let key = "post:reddit:ada:424242".to_owned();
+    let item = NewOutbox {
+        idempotency_key: key.clone(),
+        persona: "ada".into(),
+        platform: "reddit".into(),
+        kind: "post".into(),
+        text: text.into(),
+        reply_to: None,
+        conversation: None,
+    };
+    let enqueued = service.db().enqueue(&item, None).await.unwrap();
+    service.db().begin_attempt(enqueued.id).await.unwrap();
+    let row = eventually(WAIT, "the post reconciled", || async {
+        let row = service.db().outbox_row(&key).await.unwrap()?;
+        (row.status == OutboxStatus::Sent).then_some(row)
+    })
+    .await;
+    assert_eq!(row.remote_id.as_deref(), Some(landed.as_str()));
+    let copies = reddit.submissions_by("ada").iter().filter(|post| post["title"] == "Reconciled self post.").count();
+    assert_eq!(copies, 1, "no second self post");
+    service.shutdown().await;
+}

@@ -16,11 +16,12 @@ use crate::sim::SandboxSims;
 use crate::sim::reddit::RedditSim;
 use crate::sim::x::{SIM_CONSUMER_KEY, SIM_CONSUMER_SECRET, XSim};
 
-/// Subreddit of scheduled posts on the Reddit simulator.
-const SIM_SUBREDDIT: &str = "chorus_sim";
-const SIM_PASSWORD: &str = "sandbox-password";
-const SIM_CLIENT_ID: &str = "sandbox-client";
-const SIM_CLIENT_SECRET: &str = "sandbox-secret";
+/// Subreddit of scheduled posts on the Reddit simulator, and the credentials of every simulated
+/// Reddit account (public so tests can act as a persona on the simulator).
+pub const SIM_SUBREDDIT: &str = "chorus_sim";
+pub const SIM_PASSWORD: &str = "sandbox-password";
+pub const SIM_CLIENT_ID: &str = "sandbox-client";
+pub const SIM_CLIENT_SECRET: &str = "sandbox-secret";
 
 /// Adds X and Reddit to `platforms` when enabled; returns the simulators it started.
 pub async fn connect(

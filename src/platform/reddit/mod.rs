@@ -260,6 +260,23 @@ fn parse_item(child: &Value) -> Option<RedditItem> {
     })
 }
 
+/// One submission child (`t3`): its title as `subject`, its self text as `body`.
+fn parse_submission(child: &Value) -> Option<RedditItem> {
+    let data = child["data"].as_object()?;
+    let fullname = data.get("name").and_then(non_empty)?;
+    Some(RedditItem {
+        author: data.get("author")?.as_str()?.to_owned(),
+        body: data.get("selftext").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        subject: data.get("title").and_then(non_empty),
+        parent_fullname: None,
+        link_fullname: Some(fullname.clone()),
+        context: None,
+        created_utc: data.get("created_utc")?.as_f64().filter(|secs| secs.is_finite())?,
+        was_comment: false,
+        fullname,
+    })
+}
+
 /// A listing's items, oldest first (Reddit lists newest first), and the count of skipped children.
 fn parse_listing(value: &Value) -> Result<RedditInbox, PlatformError> {
     let children = value["data"]["children"]
@@ -384,6 +401,21 @@ impl RedditClient {
         let query = [("limit", limit.as_str()), ("sort", "new")];
         let (value, rate) = self.call(Method::GET, &path, &query, None).await?;
         Ok(RedditResponse { value: parse_listing(&value)?.items, rate })
+    }
+
+    /// The account's recent self posts (`GET /user/{username}/submitted`), oldest first, as items
+    /// whose `subject` is the title and `body` the text; for reconciliation.
+    pub async fn recent_submissions(&self, limit: u32) -> Result<RedditResponse<Vec<RedditItem>>, PlatformError> {
+        let path = format!("/user/{}/submitted/", self.config.username);
+        let limit = limit.clamp(1, 100).to_string();
+        let query = [("limit", limit.as_str()), ("sort", "new")];
+        let (value, rate) = self.call(Method::GET, &path, &query, None).await?;
+        let children = value["data"]["children"]
+            .as_array()
+            .ok_or_else(|| PlatformError::Transient("reddit listing without data.children".into()))?;
+        let mut items: Vec<RedditItem> = children.iter().filter_map(parse_submission).collect();
+        items.sort_by(|a, b| a.created_utc.total_cmp(&b.created_utc));
+        Ok(RedditResponse { value: items, rate })
     }
 
     async fn inbox(&self, path: &str, limit: u32) -> Result<RedditResponse<RedditInbox>, PlatformError> {

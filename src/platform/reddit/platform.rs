@@ -124,10 +124,18 @@ impl Platform for RedditPlatform {
 
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
         // Reddit keeps no idempotency key: look for the same text under the same parent among
-        // the account's recent comments. (Self posts are not listed by the client yet: a post
-        // whose first attempt may have landed is sent again.)
-        let Some(parent) = item.reply_to else { return Ok(None) };
+        // the account's recent comments, or for the same title and text among its self posts.
         let reddit = self.account(account)?;
+        let Some(parent) = item.reply_to else {
+            let result = reddit.client.recent_submissions(RECONCILE_LIMIT).await;
+            self.observed(account, &reddit.client, &result);
+            let title = title_of(item.text);
+            let found = result?
+                .value
+                .into_iter()
+                .find(|post| post.subject.as_deref() == Some(title.as_str()) && post.body.trim() == item.text.trim());
+            return Ok(found.map(|post| post.fullname));
+        };
         let result = reddit.client.recent_comments(RECONCILE_LIMIT).await;
         self.observed(account, &reddit.client, &result);
         let found = result?.value.into_iter().find(|comment| {
