@@ -63,6 +63,12 @@ pub struct ShutdownOutcome {
 
 /// Connects and migrates the store, starts the admin server and the supervision tree.
 pub async fn start(config: Config) -> anyhow::Result<Service> {
+    start_with(config, crate::sim::SandboxSims::default()).await
+}
+
+/// [`start`] against simulators that already run (tests that restart a service in the same
+/// simulated world); simulated platforms without one here start their own.
+pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) -> anyhow::Result<Service> {
     let prometheus = m::install();
     let config = Arc::new(config);
     let store = &config.service.store;
@@ -78,7 +84,7 @@ pub async fn start(config: Config) -> anyhow::Result<Service> {
     let local = LocalPlatform::new(db.clone());
     let mut platforms = Platforms::default();
     platforms.insert(Arc::new(local.clone()));
-    let sims = crate::platform::connect::connect(&config, &directory, &mut platforms).await?;
+    let sims = crate::platform::connect::connect(&config, &directory, &mut platforms, existing_sims).await?;
 
     if config.admin_token.is_none() {
         tracing::warn!("no admin token configured (CHORUS_ADMIN_TOKEN): /admin routes are disabled");

@@ -279,3 +279,68 @@ async fn a_reddit_self_post_that_landed_before_a_crash_is_reconciled_not_sent_ag
     assert_eq!(copies, 1, "no second self post");
     service.shutdown().await;
 }
+
+/// `kill -9` for the in-process simulators: the first service runs on a runtime of its own that is
+/// torn down mid-run (no drain, no shutdown: every task dropped where it stands); a second service
+/// then starts on the same database against the same simulated X and Reddit.
+#[test]
+fn an_abrupt_stop_in_a_busy_run_then_restart_answers_every_mention_exactly_once() {
+    use chorus::sim::SandboxSims;
+    use chorus::sim::reddit::RedditSim;
+    use chorus::sim::x::XSim;
+
+    let main = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sims = main.block_on(async {
+        SandboxSims { x: Some(XSim::start().await.unwrap()), reddit: Some(RedditSim::start().await.unwrap()) }
+    });
+    let (x, reddit) = (sims.x.clone().unwrap(), sims.reddit.clone().unwrap());
+    // A slow publishing budget keeps the run busy when it is cut.
+    let slow = PLATFORMS.replace("burst = 1000, per = \"1s\"", "burst = 2, per = \"1s\"");
+    let sandbox = Sandbox::new(&slow);
+    sandbox.write_persona_on("ada", &["compilers"], &["x", "reddit"]);
+    sandbox.write_persona_on("bob", &["coffee"], &["x", "reddit"]);
+
+    let first = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let service = first.block_on(chorus::service::start_with(sandbox.load(), sims.clone())).unwrap();
+    let mut on_x = Vec::new();
+    let mut on_reddit = Vec::new();
+    for n in 0..8 {
+        let persona = if n % 2 == 0 { "ada" } else { "bob" };
+        on_x.push((x.mention("sam", persona, &format!("@{persona} busy question {n}?"), None), persona));
+        on_reddit.push((reddit.mention("sam", persona, &format!("u/{persona} busy question {n}?")), persona));
+    }
+    let x_replies = |x: &XSim| -> usize {
+        ["ada", "bob"].iter().map(|p| x.tweets_by(p).iter().filter(|t| t["referenced_tweets"].is_array()).count()).sum()
+    };
+    let started = std::time::Instant::now();
+    while x_replies(&x) + reddit.comments_by("ada").len() + reddit.comments_by("bob").len() < 3 {
+        assert!(started.elapsed() < WAIT, "no replies before the cut");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The cut: every task of the first service is dropped where it stands.
+    first.shutdown_background();
+    std::mem::forget(service); // its handles belong to the dead runtime
+    let answered_before = x_replies(&x) + reddit.comments_by("ada").len() + reddit.comments_by("bob").len();
+    assert!(answered_before < on_x.len() + on_reddit.len(), "the cut must land mid-run");
+
+    main.block_on(async {
+        let service = chorus::service::start_with(sandbox.load(), sims.clone()).await.unwrap();
+        eventually(Duration::from_secs(60), "every mention answered", || async {
+            let x_done = on_x.iter().all(|(id, persona)| !replies_to(&x.tweets_by(persona), id).is_empty());
+            let reddit_done = on_reddit
+                .iter()
+                .all(|(name, persona)| reddit.comments_by(persona).iter().any(|c| c["parent_id"] == name.as_str()));
+            (x_done && reddit_done).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for (id, persona) in &on_x {
+            assert_eq!(replies_to(&x.tweets_by(persona), id).len(), 1, "x mention {id}: exactly one reply");
+        }
+        for (name, persona) in &on_reddit {
+            let replies = reddit.comments_by(persona).iter().filter(|c| c["parent_id"] == name.as_str()).count();
+            assert_eq!(replies, 1, "reddit mention {name}: exactly one reply");
+        }
+        service.shutdown().await;
+    });
+}

@@ -23,11 +23,14 @@ pub const SIM_PASSWORD: &str = "sandbox-password";
 pub const SIM_CLIENT_ID: &str = "sandbox-client";
 pub const SIM_CLIENT_SECRET: &str = "sandbox-secret";
 
-/// Adds X and Reddit to `platforms` when enabled; returns the simulators it started.
+/// Adds X and Reddit to `platforms` when enabled; returns the simulators in use. Simulators in
+/// `existing` are used instead of starting new ones (tests that restart a service against the
+/// same simulated world).
 pub async fn connect(
     config: &Config,
     directory: &Arc<Directory>,
     platforms: &mut Platforms,
+    existing: SandboxSims,
 ) -> anyhow::Result<SandboxSims> {
     let mut sims = SandboxSims::default();
     let service = &config.service;
@@ -43,12 +46,14 @@ pub async fn connect(
     if service.platform_enabled(PlatformKind::X) {
         let x = &service.platforms.x;
         let mut accounts = HashMap::new();
-        let sim = if service.simulated(PlatformKind::X) {
-            let sim = XSim::start().await.context("cannot start the X simulator")?;
-            tracing::info!(base_url = %sim.base_url(), "x simulator listening");
-            Some(sim)
-        } else {
-            None
+        let sim = match (service.simulated(PlatformKind::X), existing.x.clone()) {
+            (false, _) => None,
+            (true, Some(sim)) => Some(sim),
+            (true, None) => {
+                let sim = XSim::start().await.context("cannot start the X simulator")?;
+                tracing::info!(base_url = %sim.base_url(), "x simulator listening");
+                Some(sim)
+            }
         };
         for persona in on(PlatformKind::X) {
             let (auth, base_url, user_id) = match &sim {
@@ -74,12 +79,14 @@ pub async fn connect(
     if service.platform_enabled(PlatformKind::Reddit) {
         let reddit = &service.platforms.reddit;
         let mut accounts = HashMap::new();
-        let sim = if service.simulated(PlatformKind::Reddit) {
-            let sim = RedditSim::start().await.context("cannot start the Reddit simulator")?;
-            tracing::info!(base_url = %sim.api_base_url(), "reddit simulator listening");
-            Some(sim)
-        } else {
-            None
+        let sim = match (service.simulated(PlatformKind::Reddit), existing.reddit.clone()) {
+            (false, _) => None,
+            (true, Some(sim)) => Some(sim),
+            (true, None) => {
+                let sim = RedditSim::start().await.context("cannot start the Reddit simulator")?;
+                tracing::info!(base_url = %sim.api_base_url(), "reddit simulator listening");
+                Some(sim)
+            }
         };
         for persona in on(PlatformKind::Reddit) {
             let handle = persona.handle_on(PlatformKind::Reddit);

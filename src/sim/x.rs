@@ -148,11 +148,19 @@ impl World {
         1_000_000_000_000_000_000 + self.next_id
     }
 
+    /// Creates the user, or — for a username that exists — issues fresh credentials for it (a
+    /// service restarted against the same simulator logs in again as the same user).
     fn add_user(&mut self, username: &str) -> XSimAccount {
         self.next_user += 1;
         let n = self.next_user;
-        let user_id = (2_000_000 + n).to_string();
-        self.users.push(SimUser { id: user_id.clone(), username: username.to_owned() });
+        let user_id = match self.user_by_name(username) {
+            Some(user) => user.id.clone(),
+            None => {
+                let user_id = (2_000_000 + n).to_string();
+                self.users.push(SimUser { id: user_id.clone(), username: username.to_owned() });
+                user_id
+            }
+        };
         let account = XSimAccount {
             user_id: user_id.clone(),
             username: username.to_owned(),
