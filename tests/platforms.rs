@@ -344,3 +344,46 @@ fn an_abrupt_stop_in_a_busy_run_then_restart_answers_every_mention_exactly_once(
         service.shutdown().await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_cut_short_before_a_crash_is_finished_not_restarted() {
+    use chorus::platform::x::text::split_thread;
+
+    let sandbox = sandbox("");
+    let service = sandbox.start().await;
+    let x = service.sims().x.clone().unwrap();
+    let parent = x.mention("sam", "nobody", "a long question of sam's", None);
+    let text = "This answer is long on purpose, so that it needs a thread. ".repeat(8);
+    let parts = split_thread(&text, 280);
+    assert!(parts.len() >= 2);
+    // Only the first part landed before the crash.
+    let first = x.mention("ada", "sam", &parts[0], Some(&parent));
+    let key = format!("reply:x:ada:{parent}");
+    let item = NewOutbox {
+        idempotency_key: key.clone(),
+        persona: "ada".into(),
+        platform: "x".into(),
+        kind: "reply".into(),
+        text: text.clone(),
+        reply_to: Some(parent.clone()),
+        conversation: Some(parent.clone()),
+    };
+    let enqueued = service.db().enqueue(&item, None).await.unwrap();
+    service.db().begin_attempt(enqueued.id).await.unwrap();
+    let row = eventually(WAIT, "the thread finished", || async {
+        let row = service.db().outbox_row(&key).await.unwrap()?;
+        (row.status == OutboxStatus::Sent).then_some(row)
+    })
+    .await;
+    assert_eq!(row.remote_id.as_deref(), Some(first.as_str()), "the thread is the one that had started");
+    let tweets = x.tweets_by("ada");
+    assert_eq!(replies_to(&tweets, &parent).len(), 1, "the first part was not posted again");
+    let mut previous = first.clone();
+    for part in &parts[1..] {
+        let next = replies_to(&tweets, &previous);
+        assert_eq!(next.len(), 1, "part {part:?} follows its predecessor once");
+        assert!(next[0]["text"].as_str().unwrap().ends_with(part.as_str()), "{}", next[0]["text"]);
+        previous = next[0]["id"].as_str().unwrap().to_owned();
+    }
+    service.shutdown().await;
+}

@@ -159,23 +159,41 @@ impl Platform for XPlatform {
 
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
         // X keeps no idempotency key: look for the same (first) text under the same parent among
-        // the account's recent posts.
+        // the account's recent posts. A thread found cut short (an error or a crash between its
+        // parts) is finished here, from the last part that landed, before it counts as published.
         let x = self.account(account)?;
         let user_id = self.user_id(account, x).await?;
         let gate = format!("{account}:timeline");
         self.gate.check(&gate)?;
-        let first = if weighted_length(item.text) <= MAX_WEIGHTED {
-            item.text.to_owned()
+        let parts = if weighted_length(item.text) <= MAX_WEIGHTED {
+            vec![item.text.to_owned()]
         } else {
-            split_thread(item.text, MAX_WEIGHTED).into_iter().next().unwrap_or_default()
+            split_thread(item.text, MAX_WEIGHTED)
         };
         let result = x.client.recent_tweets(&user_id, RECONCILE_LIMIT).await;
         let recent = self.observed(&gate, result)?.value;
-        let found = recent.into_iter().find(|tweet| {
-            tweet.in_reply_to.as_deref() == item.reply_to
-                && without_leading_mentions(&tweet.text) == without_leading_mentions(&first)
-        });
-        Ok(found.map(|tweet| tweet.id))
+        let same = |tweet: &super::XTweet, parent: Option<&str>, text: &str| {
+            tweet.in_reply_to.as_deref() == parent
+                && without_leading_mentions(&tweet.text) == without_leading_mentions(text)
+        };
+        let Some(first) = recent.iter().find(|tweet| same(tweet, item.reply_to, &parts[0])) else { return Ok(None) };
+        let mut last = first.id.clone();
+        let mut landed = 1;
+        while let Some(next) =
+            parts.get(landed).and_then(|part| recent.iter().find(|tweet| same(tweet, Some(&last), part)))
+        {
+            last = next.id.clone();
+            landed += 1;
+        }
+        if landed < parts.len() {
+            tracing::info!(account, landed, parts = parts.len(), "finishing a thread that was cut short");
+            let gate = format!("{account}:tweets");
+            self.gate.check(&gate)?;
+            let result = x.client.post_thread(&parts[landed..], Some(&last)).await;
+            let response = self.observed(&gate, result)?;
+            self.feed_limiter(account, response.rate);
+        }
+        Ok(Some(first.id.clone()))
     }
 }
 
