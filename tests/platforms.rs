@@ -37,6 +37,25 @@ fn sandbox(extra: &str) -> Sandbox {
     sandbox
 }
 
+/// The state a crash leaves between the platform's acceptance and our commit: the outbox row is
+/// pending with one attempt. Written before the service starts, so no publish pass can pick the
+/// row up between the insert and the attempt.
+async fn pending_after_crash(sandbox: &Sandbox, item: &NewOutbox) {
+    let db = chorus::store::Db::connect(&format!("sqlite://{}", sandbox.db_path().display()), 1).await.unwrap();
+    db.migrate().await.unwrap();
+    let enqueued = db.enqueue(item, None).await.unwrap();
+    db.begin_attempt(enqueued.id).await.unwrap();
+    db.close().await;
+}
+
+/// Simulators started by the test, so their world can be set up before the service starts.
+async fn simulators() -> chorus::sim::SandboxSims {
+    chorus::sim::SandboxSims {
+        x: Some(chorus::sim::x::XSim::start().await.unwrap()),
+        reddit: Some(chorus::sim::reddit::RedditSim::start().await.unwrap()),
+    }
+}
+
 fn replies_to<'a>(tweets: &'a [Value], parent: &str) -> Vec<&'a Value> {
     tweets
         .iter()
@@ -158,8 +177,8 @@ async fn a_revoked_reddit_account_parks_only_that_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_that_landed_before_a_crash_is_reconciled_not_sent_again() {
     let sandbox = sandbox("");
-    let service = sandbox.start().await;
-    let x = service.sims().x.clone().unwrap();
+    let sims = simulators().await;
+    let x = sims.x.clone().unwrap();
     // A post by someone else that mentions no persona; then, as if Chorus had crashed right after
     // X accepted ada's reply: the reply is on X, the outbox row still pending with one attempt.
     let parent = x.mention("sam", "nobody", "a post of sam's", None);
@@ -175,8 +194,8 @@ async fn a_post_that_landed_before_a_crash_is_reconciled_not_sent_again() {
         reply_to: Some(parent.clone()),
         conversation: Some(parent.clone()),
     };
-    let enqueued = service.db().enqueue(&item, None).await.unwrap();
-    service.db().begin_attempt(enqueued.id).await.unwrap();
+    pending_after_crash(&sandbox, &item).await;
+    let service = chorus::service::start_with(sandbox.load(), sims).await.unwrap();
 
     let row = eventually(WAIT, "the row reconciled", || async {
         let row = service.db().outbox_row(&key).await.unwrap()?;
@@ -241,8 +260,9 @@ async fn a_reddit_self_post_that_landed_before_a_crash_is_reconciled_not_sent_ag
     use chorus::platform::reddit::{RedditClient, RedditClientConfig};
 
     let sandbox = sandbox("");
-    let service = sandbox.start().await;
-    let reddit = service.sims().reddit.clone().unwrap();
+    let sims = simulators().await;
+    let reddit = sims.reddit.clone().unwrap();
+    reddit.add_account("ada", SIM_PASSWORD, SIM_CLIENT_ID, SIM_CLIENT_SECRET);
     // As if Chorus had crashed right after Reddit accepted ada's scheduled post.
     let ada = RedditClient::new(RedditClientConfig {
         auth_base_url: reddit.auth_base_url(),
@@ -267,8 +287,8 @@ async fn a_reddit_self_post_that_landed_before_a_crash_is_reconciled_not_sent_ag
         reply_to: None,
         conversation: None,
     };
-    let enqueued = service.db().enqueue(&item, None).await.unwrap();
-    service.db().begin_attempt(enqueued.id).await.unwrap();
+    pending_after_crash(&sandbox, &item).await;
+    let service = chorus::service::start_with(sandbox.load(), sims).await.unwrap();
     let row = eventually(WAIT, "the post reconciled", || async {
         let row = service.db().outbox_row(&key).await.unwrap()?;
         (row.status == OutboxStatus::Sent).then_some(row)
@@ -350,8 +370,8 @@ async fn a_thread_cut_short_before_a_crash_is_finished_not_restarted() {
     use chorus::platform::x::text::split_thread;
 
     let sandbox = sandbox("");
-    let service = sandbox.start().await;
-    let x = service.sims().x.clone().unwrap();
+    let sims = simulators().await;
+    let x = sims.x.clone().unwrap();
     let parent = x.mention("sam", "nobody", "a long question of sam's", None);
     let text = "This answer is long on purpose, so that it needs a thread. ".repeat(8);
     let parts = split_thread(&text, 280);
@@ -368,8 +388,8 @@ async fn a_thread_cut_short_before_a_crash_is_finished_not_restarted() {
         reply_to: Some(parent.clone()),
         conversation: Some(parent.clone()),
     };
-    let enqueued = service.db().enqueue(&item, None).await.unwrap();
-    service.db().begin_attempt(enqueued.id).await.unwrap();
+    pending_after_crash(&sandbox, &item).await;
+    let service = chorus::service::start_with(sandbox.load(), sims).await.unwrap();
     let row = eventually(WAIT, "the thread finished", || async {
         let row = service.db().outbox_row(&key).await.unwrap()?;
         (row.status == OutboxStatus::Sent).then_some(row)
