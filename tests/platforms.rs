@@ -20,7 +20,8 @@ const PLATFORMS: &str = r#"
 [platforms.x]
 enabled = true
 simulated = true
-poll_every = "100ms"
+# The X simulator allows 180 mention reads per 15 minutes per account, as X does.
+poll_every = "250ms"
 rate_limit = { burst = 1000, per = "1s" }
 
 [platforms.reddit]
@@ -314,6 +315,8 @@ fn an_abrupt_stop_in_a_busy_run_then_restart_answers_every_mention_exactly_once(
         SandboxSims { x: Some(XSim::start().await.unwrap()), reddit: Some(RedditSim::start().await.unwrap()) }
     });
     let (x, reddit) = (sims.x.clone().unwrap(), sims.reddit.clone().unwrap());
+    // Two services poll this simulator in turn: room for their reads however slow the machine is.
+    x.set_limit("/2/users/{id}/mentions", 100_000, Duration::from_secs(900));
     // A slow publishing budget keeps the run busy when it is cut.
     let slow = PLATFORMS.replace("burst = 1000, per = \"1s\"", "burst = 2, per = \"1s\"");
     let sandbox = Sandbox::new(&slow);
