@@ -70,7 +70,14 @@ impl Provider for OfflineProvider {
         let text = match request.task {
             Task::Reply => {
                 let author = request.reply_to_author.as_deref().unwrap_or("friend");
-                format!("@{author} {}: {take}", pick(OPENERS, request.seed, 3))
+                // Quoting the question keeps two answers to different questions from being the
+                // same text (which X, for one, refuses as duplicate content).
+                match prompt.map(question_of).filter(|question| !question.is_empty()) {
+                    Some(question) => {
+                        format!("@{author} {}, on \"{question}\": {take}", pick(OPENERS, request.seed, 3))
+                    }
+                    None => format!("@{author} {}: {take}", pick(OPENERS, request.seed, 3)),
+                }
             }
             Task::Post if !examples.is_empty() && request.seed.is_multiple_of(3) => {
                 format!("{} {}", capitalise(&take), pick(&examples, request.seed, 4))
@@ -86,6 +93,25 @@ impl Provider for OfflineProvider {
             model: MODEL.to_owned(),
             truncated: false,
         })
+    }
+}
+
+/// The question in a reply prompt (`@author: text`), without leading `@handles`, at most 60
+/// characters, cut at a word.
+fn question_of(prompt: &str) -> String {
+    let text = prompt.split_once(": ").map_or(prompt, |(_, text)| text);
+    let mut rest = text.trim();
+    while let Some(after) = rest.strip_prefix('@') {
+        rest = after.split_once(char::is_whitespace).map_or("", |(_, tail)| tail).trim_start();
+    }
+    let question = rest.trim_end_matches(['?', '!', '.', ' ']);
+    if question.chars().count() <= 60 {
+        return question.to_owned();
+    }
+    let cut: String = question.chars().take(60).collect();
+    match cut.rsplit_once(' ') {
+        Some((head, _)) => format!("{head}…"),
+        None => format!("{cut}…"),
     }
 }
 
@@ -128,6 +154,14 @@ mod tests {
             reply_to_author: Some("sam".into()),
             seed,
         }
+    }
+
+    #[test]
+    fn the_question_is_quoted_without_handles_and_clipped() {
+        assert_eq!(question_of("@sam: @ada @bob what about gardening?"), "what about gardening");
+        assert_eq!(question_of("plain"), "plain");
+        let long = question_of(&format!("@sam: {}", "word ".repeat(30)));
+        assert!(long.ends_with('…') && long.chars().count() <= 61, "{long}");
     }
 
     #[tokio::test]
