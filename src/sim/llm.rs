@@ -112,17 +112,7 @@ impl SimState {
     /// Records a request and parses its body.
     fn record(&self, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Value, serde_json::Error> {
         let parsed = serde_json::from_slice::<Value>(body);
-        let mut names: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in headers {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            names
-                .entry(name.as_str().to_ascii_lowercase())
-                .and_modify(|existing| {
-                    existing.push_str(", ");
-                    existing.push_str(&value);
-                })
-                .or_insert(value);
-        }
+        let names = super::recorded_headers(headers);
         let recorded = match &parsed {
             Ok(value) => value.clone(),
             Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),

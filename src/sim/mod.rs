@@ -19,6 +19,23 @@ pub async fn serve(addr: std::net::SocketAddr, app: axum::Router) -> std::io::Re
     Ok(addr)
 }
 
+/// Request headers as the simulators record them: names lowercased, repeated headers joined with
+/// `", "`.
+pub fn recorded_headers(headers: &axum::http::HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut names = std::collections::BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        names
+            .entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|existing: &mut String| {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    names
+}
+
 /// The platform simulators a sandbox service started (`platforms.<name>.simulated`).
 #[derive(Clone, Default)]
 pub struct SandboxSims {

@@ -617,17 +617,7 @@ async fn handle(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
     let form = if is_form { decode_form(&String::from_utf8_lossy(&body)) } else { Vec::new() };
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in &headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        names
-            .entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|existing| {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            })
-            .or_insert(value);
-    }
+    let names = super::recorded_headers(&headers);
     let request = RecordedRequest {
         at: Instant::now(),
         method: method.as_str().to_owned(),

@@ -482,17 +482,7 @@ async fn handle(
     } else {
         serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
     };
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in &headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        names
-            .entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|existing| {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            })
-            .or_insert(value);
-    }
+    let names = super::recorded_headers(&headers);
     lock(&state.requests).push(XRecordedRequest {
         at: Instant::now(),
         method: method.to_string(),
