@@ -19,7 +19,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -399,10 +401,6 @@ struct SimState {
     requests: Mutex<Vec<DiscordRecordedRequest>>,
     next_conn: AtomicU64,
     addr: Mutex<Option<SocketAddr>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running Discord simulator. Clones share the server and state; it lives as long as the runtime.

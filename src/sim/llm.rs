@@ -21,7 +21,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -104,10 +106,6 @@ struct SimState {
 }
 
 /// Locks a mutex, ignoring poisoning: the state stays usable even if a test panicked holding it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl SimState {
     /// Records a request and parses its body.
     fn record(&self, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Value, serde_json::Error> {

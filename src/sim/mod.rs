@@ -19,6 +19,12 @@ pub async fn serve(addr: std::net::SocketAddr, app: axum::Router) -> std::io::Re
     Ok(addr)
 }
 
+/// Locks a simulator's state, carrying on after a panicked holder (a failed test assertion must
+/// not poison every later request).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Request headers as the simulators record them: names lowercased, repeated headers joined with
 /// `", "`.
 pub fn recorded_headers(headers: &axum::http::HeaderMap) -> std::collections::BTreeMap<String, String> {

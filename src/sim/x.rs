@@ -22,7 +22,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -278,10 +280,6 @@ struct SimState {
     world: Mutex<World>,
     script: Mutex<VecDeque<XSimFault>>,
     requests: Mutex<Vec<XRecordedRequest>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running X simulator. Clones share the server and state; it lives as long as the runtime.
