@@ -49,6 +49,28 @@ async fn pending_after_crash(sandbox: &Sandbox, item: &NewOutbox) {
     db.close().await;
 }
 
+/// ada's pending reply to `parent` on X, as the outbox holds it.
+fn ada_reply_on_x(parent: &str, text: &str) -> NewOutbox {
+    NewOutbox {
+        idempotency_key: format!("reply:x:ada:{parent}"),
+        persona: "ada".into(),
+        platform: "x".into(),
+        kind: "reply".into(),
+        text: text.into(),
+        reply_to: Some(parent.to_owned()),
+        conversation: Some(parent.to_owned()),
+    }
+}
+
+/// Waits until the outbox row `key` is sent and returns it.
+async fn sent_row(service: &chorus::service::Service, key: &str, what: &str) -> chorus::store::OutboxRow {
+    eventually(WAIT, what, || async {
+        let row = service.db().outbox_row(key).await.unwrap()?;
+        (row.status == OutboxStatus::Sent).then_some(row)
+    })
+    .await
+}
+
 /// Simulators started by the test, so their world can be set up before the service starts.
 async fn simulators() -> chorus::sim::SandboxSims {
     chorus::sim::SandboxSims {
@@ -185,24 +207,12 @@ async fn a_post_that_landed_before_a_crash_is_reconciled_not_sent_again() {
     let parent = x.mention("sam", "nobody", "a post of sam's", None);
     let text = "Reconciled, not repeated.";
     let landed = x.mention("ada", "sam", text, Some(&parent));
-    let key = format!("reply:x:ada:{parent}");
-    let item = NewOutbox {
-        idempotency_key: key.clone(),
-        persona: "ada".into(),
-        platform: "x".into(),
-        kind: "reply".into(),
-        text: text.into(),
-        reply_to: Some(parent.clone()),
-        conversation: Some(parent.clone()),
-    };
+    let item = ada_reply_on_x(&parent, text);
+    let key = item.idempotency_key.clone();
     pending_after_crash(&sandbox, &item).await;
     let service = chorus::service::start_with(sandbox.load(), sims).await.unwrap();
 
-    let row = eventually(WAIT, "the row reconciled", || async {
-        let row = service.db().outbox_row(&key).await.unwrap()?;
-        (row.status == OutboxStatus::Sent).then_some(row)
-    })
-    .await;
+    let row = sent_row(&service, &key, "the row reconciled").await;
     assert_eq!(row.remote_id.as_deref(), Some(landed.as_str()));
     assert_eq!(replies_to(&x.tweets_by("ada"), &parent).len(), 1, "no duplicate on X");
     let trail = service.db().audit_trail(&key).await.unwrap();
@@ -290,11 +300,7 @@ async fn a_reddit_self_post_that_landed_before_a_crash_is_reconciled_not_sent_ag
     };
     pending_after_crash(&sandbox, &item).await;
     let service = chorus::service::start_with(sandbox.load(), sims).await.unwrap();
-    let row = eventually(WAIT, "the post reconciled", || async {
-        let row = service.db().outbox_row(&key).await.unwrap()?;
-        (row.status == OutboxStatus::Sent).then_some(row)
-    })
-    .await;
+    let row = sent_row(&service, &key, "the post reconciled").await;
     assert_eq!(row.remote_id.as_deref(), Some(landed.as_str()));
     let copies = reddit.submissions_by("ada").iter().filter(|post| post["title"] == "Reconciled self post.").count();
     assert_eq!(copies, 1, "no second self post");
@@ -381,23 +387,11 @@ async fn a_thread_cut_short_before_a_crash_is_finished_not_restarted() {
     assert!(parts.len() >= 2);
     // Only the first part landed before the crash.
     let first = x.mention("ada", "sam", &parts[0], Some(&parent));
-    let key = format!("reply:x:ada:{parent}");
-    let item = NewOutbox {
-        idempotency_key: key.clone(),
-        persona: "ada".into(),
-        platform: "x".into(),
-        kind: "reply".into(),
-        text: text.clone(),
-        reply_to: Some(parent.clone()),
-        conversation: Some(parent.clone()),
-    };
+    let item = ada_reply_on_x(&parent, &text);
+    let key = item.idempotency_key.clone();
     pending_after_crash(&sandbox, &item).await;
     let service = chorus::service::start_with(sandbox.load(), sims).await.unwrap();
-    let row = eventually(WAIT, "the thread finished", || async {
-        let row = service.db().outbox_row(&key).await.unwrap()?;
-        (row.status == OutboxStatus::Sent).then_some(row)
-    })
-    .await;
+    let row = sent_row(&service, &key, "the thread finished").await;
     assert_eq!(row.remote_id.as_deref(), Some(first.as_str()), "the thread is the one that had started");
     let tweets = x.tweets_by("ada");
     assert_eq!(replies_to(&tweets, &parent).len(), 1, "the first part was not posted again");
