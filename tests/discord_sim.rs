@@ -1,7 +1,9 @@
 //! The Discord simulator, driven by a raw websocket client (tokio-tungstenite) and reqwest: the
-//! gateway handshake, dispatches, heartbeats, resume and invalid sessions; REST authentication,
-//! messages, typing, rate limits and scripted faults — and a contract test checking the
-//! simulator's objects and the requests used against Discord's published OpenAPI document.
+//! gateway handshake, dispatches, heartbeats, resume, invalid sessions and disallowed intents;
+//! REST authentication, messages (nonces, listing), typing, per-channel and global rate limits and
+//! scripted faults; the helpers that make users and other bots speak — and a contract test
+//! checking the simulator's objects and the requests used against Discord's published OpenAPI
+//! document.
 
 use std::time::Duration;
 
@@ -83,6 +85,32 @@ async fn post_message(sim: &DiscordSim, channel: &str, body: Value) -> reqwest::
         .send()
         .await
         .unwrap()
+}
+
+/// `GET /channels/{channel}/messages?{query}` with the bot token.
+async fn get_messages(sim: &DiscordSim, channel: &str, query: &str) -> reqwest::Response {
+    client()
+        .get(api(sim, &format!("/channels/{channel}/messages?{query}")))
+        .header("Authorization", format!("Bot {TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The ids of a message list, in the order given.
+fn ids(messages: &Value) -> Vec<String> {
+    messages.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The next gateway message is a close frame with this code and reason.
+async fn expect_close(ws: &mut Ws, code: u16, reason: &str) {
+    match next_raw(ws).await {
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), code);
+            assert_eq!(frame.reason, reason);
+        }
+        other => panic!("expected close {code}, got {other:?}"),
+    }
 }
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
@@ -428,6 +456,264 @@ async fn scripted_faults_are_consumed_one_per_request() {
     assert_eq!(sim.requests().len(), 5);
 }
 
+#[tokio::test]
+async fn enforce_nonce_returns_the_earlier_message_and_dispatches_nothing() {
+    let (sim, _, user) = setup().await;
+    let (mut ws, _) = ready(&sim).await;
+    let channel = sim.text_channel_id();
+    let body = json!({"content": "once", "nonce": "reply-1", "enforce_nonce": true});
+    let first = post_message(&sim, &channel, body.clone()).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["nonce"], "reply-1");
+    assert_eq!(recv(&mut ws).await["d"]["id"], first["id"]);
+
+    let again = post_message(&sim, &channel, body.clone()).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), first, "the same message, not a new one");
+    assert_eq!(sim.all_messages_in(&channel).len(), 1);
+    // No second MESSAGE_CREATE: the next dispatch is the user's.
+    let marker = sim.user_message(&user, &channel, "marker", false);
+    assert_eq!(recv(&mut ws).await["d"]["id"], marker.as_str());
+
+    // Without enforce_nonce the nonce is only echoed; another channel is another scope.
+    let plain: Value =
+        post_message(&sim, &channel, json!({"content": "once", "nonce": "reply-1"})).await.json().await.unwrap();
+    assert_ne!(plain["id"], first["id"]);
+    assert_eq!(plain["nonce"], "reply-1");
+    let other_channel = sim.add_text_channel("other");
+    let elsewhere: Value = post_message(&sim, &other_channel, body).await.json().await.unwrap();
+    assert_ne!(elsewhere["id"], first["id"]);
+    assert_eq!(sim.messages_in(&channel).len(), 2);
+    let long_nonce = post_message(&sim, &channel, json!({"content": "x", "nonce": "n".repeat(26)})).await;
+    assert_eq!(long_nonce.status(), 400);
+}
+
+#[tokio::test]
+async fn listing_messages_is_newest_first_with_limit_before_and_after() {
+    let (sim, bot, user) = setup().await;
+    let channel = sim.text_channel_id();
+    let m1 = sim.user_message(&user, &channel, "one", false);
+    let m2: Value = post_message(&sim, &channel, json!({"content": "two"})).await.json().await.unwrap();
+    let m2 = m2["id"].as_str().unwrap().to_owned();
+    let m3 = sim.mention(&user, &channel, "three", &[&bot]);
+    let other = sim.add_bot("other-token", "other-bot");
+    let m4 = sim.bot_message(&other, &channel, "four", &[]);
+    let m5 = sim.user_message(&user, &channel, "five", false);
+    sim.user_message(&user, &sim.add_text_channel("elsewhere"), "not here", false);
+
+    let all = get_messages(&sim, &channel, "").await;
+    assert_eq!(all.status(), 200);
+    let all: Value = all.json().await.unwrap();
+    assert_eq!(ids(&all), [m5.as_str(), m4.as_str(), m3.as_str(), m2.as_str(), m1.as_str()]);
+    assert_eq!(all[4]["content"], "one");
+    assert_eq!(all[3]["author"]["id"], bot.as_str());
+    assert_eq!(all, json!(sim.all_messages_in(&channel).into_iter().rev().collect::<Vec<_>>()));
+    let page = |query: String| {
+        let sim = sim.clone();
+        let channel = channel.clone();
+        async move { ids(&get_messages(&sim, &channel, &query).await.json().await.unwrap()) }
+    };
+    assert_eq!(page("limit=2".into()).await, [m5.as_str(), m4.as_str()]);
+    assert_eq!(page(format!("before={m4}")).await, [m3.as_str(), m2.as_str(), m1.as_str()]);
+    assert_eq!(page(format!("before={m4}&limit=2")).await, [m3.as_str(), m2.as_str()]);
+    assert_eq!(page(format!("after={m2}")).await, [m5.as_str(), m4.as_str(), m3.as_str()]);
+    assert_eq!(page(format!("limit=2&after={m1}")).await, [m3.as_str(), m2.as_str()], "the page right after m1");
+    assert_eq!(page(format!("after={m1}&before={m4}")).await, [m3.as_str(), m2.as_str()]);
+    assert_eq!(page(format!("after={m5}")).await, Vec::<String>::new());
+
+    for (query, code) in
+        [("limit=0", "NUMBER_TYPE_MIN"), ("limit=101", "NUMBER_TYPE_MAX"), ("limit=x", "NUMBER_TYPE_COERCE")]
+    {
+        let bad = get_messages(&sim, &channel, query).await;
+        assert_eq!(bad.status(), 400, "{query}");
+        let bad: Value = bad.json().await.unwrap();
+        assert_eq!((bad["code"].as_u64(), bad["message"].as_str()), (Some(50035), Some("Invalid Form Body")));
+        assert_eq!(bad["errors"]["limit"]["_errors"][0]["code"], code, "{query}");
+    }
+    assert_eq!(page("limit=100".into()).await.len(), 5);
+    let bad_before: Value = get_messages(&sim, &channel, "before=abc").await.json().await.unwrap();
+    assert_eq!(bad_before["errors"]["before"]["_errors"][0]["code"], "NUMBER_TYPE_COERCE");
+
+    // Channels the bot cannot see, and no token.
+    let (other_dm, _) = sim.dm(&user, &other, "private");
+    for unseen in ["42", other_dm.as_str()] {
+        let missing = get_messages(&sim, unseen, "").await;
+        assert_eq!(missing.status(), 404);
+        assert_eq!(missing.json::<Value>().await.unwrap(), json!({"message": "Unknown Channel", "code": 10003}));
+    }
+    let anonymous = client().get(api(&sim, &format!("/channels/{channel}/messages"))).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn reading_messages_has_its_own_bucket() {
+    let (sim, _, _) = setup().await;
+    let channel = sim.text_channel_id();
+    sim.set_route_limit("/channels/{channel_id}/messages", 1, Duration::from_secs(30));
+    sim.set_route_limit("GET /api/v10/channels/{channel_id}/messages", 2, Duration::from_secs(30));
+    let sent = post_message(&sim, &channel, json!({"content": "a"})).await;
+    assert_eq!(sent.status(), 200);
+    let send_bucket = header(&sent, "x-ratelimit-bucket").to_owned();
+    assert_eq!(post_message(&sim, &channel, json!({"content": "b"})).await.status(), 429);
+
+    // The send budget is spent; reading still works, with its own limit and bucket.
+    let read = get_messages(&sim, &channel, "").await;
+    assert_eq!(read.status(), 200);
+    assert_eq!((header(&read, "x-ratelimit-limit"), header(&read, "x-ratelimit-remaining")), ("2", "1"));
+    assert_ne!(header(&read, "x-ratelimit-bucket"), send_bucket);
+    assert_eq!(get_messages(&sim, &channel, "").await.status(), 200);
+    let limited = get_messages(&sim, &channel, "").await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.json::<Value>().await.unwrap()["global"], false);
+}
+
+#[tokio::test]
+async fn every_channel_has_its_own_window() {
+    let (sim, _, _) = setup().await;
+    let (a, b) = (sim.text_channel_id(), sim.add_text_channel("b"));
+    sim.set_route_limit("/channels/{channel_id}/messages", 1, Duration::from_secs(30));
+    let first = post_message(&sim, &a, json!({"content": "a1"})).await;
+    assert_eq!(first.status(), 200);
+    let bucket = header(&first, "x-ratelimit-bucket").to_owned();
+    assert_eq!(post_message(&sim, &a, json!({"content": "a2"})).await.status(), 429);
+
+    let in_b = post_message(&sim, &b, json!({"content": "b1"})).await;
+    assert_eq!(in_b.status(), 200, "channel A's window does not limit channel B");
+    assert_eq!(header(&in_b, "x-ratelimit-remaining"), "0");
+    assert_eq!(header(&in_b, "x-ratelimit-bucket"), bucket, "one bucket id per route");
+    assert_eq!(post_message(&sim, &b, json!({"content": "b2"})).await.status(), 429);
+    assert_eq!((sim.messages_in(&a).len(), sim.messages_in(&b).len()), (1, 1));
+}
+
+#[tokio::test]
+async fn the_global_limit_counts_every_route_per_token() {
+    let (sim, _, _) = setup().await;
+    let channel = sim.text_channel_id();
+    sim.set_global_limit(3, Duration::from_secs(30));
+    let me = client().get(api(&sim, "/users/@me")).header("Authorization", format!("Bot {TOKEN}"));
+    assert_eq!(me.send().await.unwrap().status(), 200);
+    assert_eq!(post_message(&sim, &channel, json!({"content": "a"})).await.status(), 200);
+    assert_eq!(get_messages(&sim, &channel, "").await.status(), 200);
+
+    let limited = post_message(&sim, &channel, json!({"content": "b"})).await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(header(&limited, "x-ratelimit-global"), "true");
+    assert_eq!(header(&limited, "x-ratelimit-scope"), "global");
+    let retry_header: f64 = header(&limited, "retry-after").parse().unwrap();
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(
+        (body["message"].as_str(), body["global"].as_bool(), body["code"].as_u64()),
+        (Some("You are being rate limited."), Some(true), Some(0))
+    );
+    let retry_after = body["retry_after"].as_f64().unwrap();
+    assert!(retry_after > 29.0 && retry_after <= 30.0, "{retry_after}");
+    assert_eq!(retry_header, retry_after);
+    assert_eq!(sim.messages_in(&channel).len(), 1);
+    let typing = client()
+        .post(api(&sim, &format!("/channels/{channel}/typing")))
+        .header("Authorization", format!("Bot {TOKEN}"));
+    assert_eq!(typing.send().await.unwrap().status(), 429, "every route");
+
+    // Another token has its own count.
+    sim.add_bot("other-token", "other");
+    let other = client().get(api(&sim, "/users/@me")).header("Authorization", "Bot other-token");
+    assert_eq!(other.send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn users_mention_and_reply_and_other_bots_speak() {
+    let (sim, bot, user) = setup().await;
+    let (mut ws, _) = ready(&sim).await;
+    let channel = sim.text_channel_id();
+    let other = sim.add_bot("other-token", "other-bot");
+    assert_eq!(sim.user_id("other-bot"), Some(other.clone()));
+    assert_eq!(sim.user_id("ada"), Some(user.clone()));
+    assert_eq!(sim.user_id("nobody"), None);
+
+    let mention = sim.mention(&user, &channel, "hey other", &[&other, "not-an-id"]);
+    let event = recv(&mut ws).await;
+    assert_eq!(event["d"]["id"], mention.as_str());
+    assert_eq!(event["d"]["content"], "hey other");
+    assert_eq!(ids(&event["d"]["mentions"]), [other.as_str()], "only the bots given");
+    assert_eq!(event["d"]["author"]["id"], user.as_str());
+
+    let spoken = sim.bot_message(&other, &channel, "I am another bot", &[&bot]);
+    let event = recv(&mut ws).await;
+    assert_eq!(event["t"], "MESSAGE_CREATE");
+    assert_eq!(event["d"]["id"], spoken.as_str());
+    assert_eq!(
+        (event["d"]["author"]["id"].as_str(), event["d"]["author"]["bot"].as_bool()),
+        (Some(other.as_str()), Some(true))
+    );
+    assert_eq!(event["d"]["guild_id"], sim.guild_id().as_str());
+    assert_eq!(ids(&event["d"]["mentions"]), [bot.as_str()]);
+    assert_eq!(ids(&json!(sim.messages_in(&channel))), [spoken.as_str()]);
+    assert_eq!(sim.bot_message(&user, &channel, "users are not bots", &[]), "");
+
+    let reply = sim.user_reply(&user, &channel, &spoken, "thanks");
+    let event = recv(&mut ws).await;
+    let d = &event["d"];
+    assert_eq!(d["id"], reply.as_str());
+    assert_eq!(d["type"], 19);
+    assert_eq!(d["message_reference"]["message_id"], spoken.as_str());
+    assert_eq!(d["message_reference"]["channel_id"], channel.as_str());
+    assert_eq!(d["message_reference"]["guild_id"], sim.guild_id().as_str());
+    assert_eq!(d["referenced_message"]["id"], spoken.as_str());
+    assert_eq!(d["referenced_message"]["content"], "I am another bot");
+    assert_eq!(ids(&d["mentions"]), [other.as_str()], "a reply pings the referenced author");
+
+    // A reply to a reply quotes it without its own referenced_message; unknown: nothing happens.
+    let nested = sim.user_reply(&bot, &channel, &reply, "nested");
+    let event = recv(&mut ws).await;
+    assert_eq!(event["d"]["id"], nested.as_str());
+    assert!(event["d"]["referenced_message"].get("referenced_message").is_none());
+    assert_eq!(sim.user_reply(&user, &channel, "123", "to nothing"), "");
+    assert_eq!(sim.user_reply(&user, &sim.add_text_channel("x"), &spoken, "wrong channel"), "");
+    let contents: Vec<Value> = sim.all_messages_in(&channel).into_iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(contents, [json!("hey other"), json!("I am another bot"), json!("thanks"), json!("nested")]);
+
+    // Replies in a DM, to the bot's message there.
+    let (dm, _) = sim.dm(&user, &bot, "hi");
+    recv(&mut ws).await;
+    let answer: Value = post_message(&sim, &dm, json!({"content": "hello"})).await.json().await.unwrap();
+    recv(&mut ws).await;
+    let dm_reply = sim.user_reply(&user, &dm, answer["id"].as_str().unwrap(), "and again");
+    let event = recv(&mut ws).await;
+    assert_eq!(event["d"]["id"], dm_reply.as_str());
+    assert!(event["d"].get("guild_id").is_none());
+    assert!(event["d"]["message_reference"].get("guild_id").is_none());
+    assert_eq!(ids(&event["d"]["mentions"]), [bot.as_str()]);
+
+    // Unknown channels become guild channels, as with user_message.
+    let fresh = "1234567890";
+    assert!(!sim.mention(&user, fresh, "new place", &[&bot]).is_empty());
+    assert_eq!(recv(&mut ws).await["d"]["channel_id"], fresh);
+}
+
+#[tokio::test]
+async fn identify_intents_are_recorded_and_disallowed_ones_close_with_4014() {
+    let (sim, _, _) = setup().await;
+    // GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES, without MESSAGE_CONTENT (1 << 15).
+    sim.set_allowed_intents(Some(1 | 1 << 9 | 1 << 12));
+    let mut ws = connect(&sim).await;
+    recv(&mut ws).await;
+    identify(&mut ws, TOKEN).await;
+    expect_close(&mut ws, 4014, "Disallowed intent(s).").await;
+    assert_eq!(sim.connected_sessions(), 0);
+
+    sim.set_allowed_intents(Some(37377));
+    let (_ws, ready) = ready(&sim).await;
+    assert_eq!(ready["t"], "READY");
+    sim.set_allowed_intents(None);
+    let mut ws = connect(&sim).await;
+    recv(&mut ws).await;
+    send(&mut ws, json!({"op": 2, "d": {"token": TOKEN, "intents": 1, "properties": {}}})).await;
+    assert_eq!(recv(&mut ws).await["t"], "READY");
+    assert_eq!(sim.identify_intents(), [37377, 37377, 1]);
+    assert_ne!(sim.identify_intents()[0] & (1 << 15), 0, "the client asked for MESSAGE_CONTENT");
+}
+
 /// Discord's OpenAPI document (github.com/discord/discord-api-spec `specs/openapi.json`, MIT).
 fn spec() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/discord-openapi.json");
@@ -514,6 +800,33 @@ async fn objects_and_requests_match_the_openapi_document() {
     check(&spec, &component("MessageResponse"), &own["d"], "own MESSAGE_CREATE");
     let typing = client().post(api(&sim, &format!("/channels/{channel}/typing"))).header("Authorization", auth.clone());
     assert_eq!(typing.send().await.unwrap().status(), 204);
+
+    // A retry-safe reply (nonce + enforce_nonce + message_reference): the request body and both
+    // answers (created, then the same message again) follow the operation's schemas.
+    let create = operation(&spec, "POST", &format!("/channels/{channel}/messages")).expect("create_message");
+    let safe = json!({"content": "once only", "nonce": "chorus-42", "enforce_nonce": true,
+        "message_reference": {"message_id": question, "fail_if_not_exists": false}});
+    check(&spec, &create["requestBody"]["content"]["application/json"]["schema"], &safe, "enforce_nonce request");
+    let created: Value = post_message(&sim, &channel, safe.clone()).await.json().await.unwrap();
+    let repeated: Value = post_message(&sim, &channel, safe).await.json().await.unwrap();
+    assert_eq!(created, repeated);
+    assert_eq!(created["referenced_message"]["id"], question.as_str());
+    bodies.push(("POST", format!("/channels/{channel}/messages"), "200", created));
+
+    // Reading messages: an array of MessageResponse, users' and bots', replies included.
+    let listed = get(&format!("/channels/{channel}/messages?limit=10")).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3));
+    assert!(listed.as_array().unwrap().iter().any(|m| m.get("referenced_message").is_some()));
+    let list_schema =
+        response_schema(operation(&spec, "GET", &format!("/channels/{channel}/messages")).unwrap(), "200");
+    assert_eq!(list_schema["items"], component("MessageResponse"));
+    let mut broken = listed.clone();
+    broken[0].as_object_mut().unwrap().remove("author");
+    let root = json!({"$ref": "#/components/schemas/MessageResponse", "components": spec["components"]});
+    assert!(!jsonschema::draft202012::new(&root).unwrap().is_valid(&broken[0]), "the list check is not vacuous");
+    bodies.push(("GET", format!("/channels/{channel}/messages"), "200", listed));
 
     sim.script([DiscordFault::RateLimited { retry_after_secs: 1.5, global: false }]);
     let limited = post_message(&sim, &channel, json!({"content": "later"})).await;

@@ -1,18 +1,40 @@
 //! The Discord simulator: the REST API (`/api/v10/...`, what serenity's `HttpBuilder::proxy`
 //! sends) and the gateway websocket (`ws://ADDR/gateway`) on one 127.0.0.1 port.
 //!
-//! - REST: `GET /gateway`, `GET /gateway/bot`, `GET /users/@me`, `POST /users/@me/channels`
-//!   (create DM), `POST /channels/{channel_id}/messages` (content at most 2000 characters, optional
-//!   `message_reference`), `POST /channels/{channel_id}/typing` (204). Everything but `GET /gateway`
-//!   needs `Authorization: Bot TOKEN` (else a 401 `{"message": "401: Unauthorized", "code": 0}`).
-//! - Rate limits per (token, route template), with `X-RateLimit-Limit`, `-Remaining`, `-Reset`
-//!   (epoch seconds), `-Reset-After` (seconds) and `-Bucket` on every routed, authenticated
-//!   response and a 429 (`retry_after` in the body, `Retry-After` header) while the window is
-//!   exhausted ([`DiscordSim::set_route_limit`]; default 50 per second, Discord's global limit).
-//! - Gateway: op 10 Hello on connect; op 2 Identify (unknown token: close 4004) → READY (s 1) and
-//!   GUILD_CREATE for the simulated guild; op 1 Heartbeat → op 11; op 6 Resume replays the
-//!   dispatches after `seq`, then RESUMED (unknown session: op 9 `false`). Sequence numbers
-//!   increase per session. A bot's own messages are dispatched to it as well, as Discord does.
+//! - REST routes:
+//!   - `GET /gateway`, `GET /gateway/bot`, `GET /users/@me`;
+//!   - `POST /users/@me/channels` (create or get the DM with `recipient_id`);
+//!   - `POST /channels/{channel_id}/messages`: content at most 2000 characters (else 400 Invalid Form
+//!     Body, 50035), not blank (50006); optional `message_reference` (a reply, type 19, pinging the
+//!     referenced author; an unknown message is a 400 unless `fail_if_not_exists: false`); `nonce`
+//!     (at most 25 characters) is echoed, and with `enforce_nonce: true` a message the same bot
+//!     sent in that channel with that nonce in the last 5 minutes is returned again (200) instead
+//!     of creating and dispatching a new one;
+//!   - `GET /channels/{channel_id}/messages?limit=&before=&after=`: the channel's messages (users'
+//!     and bots'), newest first; `limit` 1..=100 (default 50, else 400 Invalid Form Body);
+//!     `before` / `after` keep smaller / greater ids (with `after`: the page right after it);
+//!   - `POST /channels/{channel_id}/typing` (204).
+//!
+//!   Channel routes answer 404 `{"message": "Unknown Channel", "code": 10003}` for a channel the bot
+//!   cannot see. Everything but `GET /gateway` needs `Authorization: Bot TOKEN` (else a 401
+//!   `{"message": "401: Unauthorized", "code": 0}`); any other path is a 404.
+//! - Rate limits per (token, route, major parameter: the channel id), so every channel has its own
+//!   window, and reading messages (`GET /channels/{channel_id}/messages`) has a bucket apart from
+//!   sending them. `X-RateLimit-Limit`, `-Remaining`, `-Reset` (epoch seconds), `-Reset-After`
+//!   (seconds) and `-Bucket` (one id per route) are on every routed, authenticated response; a 429
+//!   (`retry_after` in the body, `Retry-After` header, `X-RateLimit-Scope: user`) while the window
+//!   is exhausted ([`DiscordSim::set_route_limit`]; default 50 per second). An optional global
+//!   limit per token across all routes ([`DiscordSim::set_global_limit`]) answers a 429 with
+//!   `"global": true`, `X-RateLimit-Global: true` and `X-RateLimit-Scope: global`.
+//! - Gateway: op 10 Hello on connect; op 2 Identify (unknown token: close 4004; intents outside
+//!   [`DiscordSim::set_allowed_intents`]: close 4014; the intents are recorded,
+//!   [`DiscordSim::identify_intents`]) → READY (s 1) and GUILD_CREATE for the simulated guild;
+//!   op 1 Heartbeat → op 11; op 6 Resume replays the dispatches after `seq`, then RESUMED (unknown
+//!   session: op 9 `false`). Sequence numbers increase per session. Every message (users' from
+//!   [`DiscordSim::user_message`], [`DiscordSim::mention`], [`DiscordSim::user_reply`],
+//!   [`DiscordSim::dm`]; bots' over REST or from [`DiscordSim::bot_message`]) is dispatched as
+//!   MESSAGE_CREATE to every session that sees the channel, a bot's own messages included, as
+//!   Discord does.
 //! - Faults ([`DiscordFault`]) are queued with [`DiscordSim::script`]; every REST request pops one.
 //! - Every REST request is recorded ([`DiscordRecordedRequest`]). Nothing in here panics on bad input.
 
@@ -42,15 +64,23 @@ pub const MAX_CONTENT_CHARS: usize = 2000;
 /// The default op 10 Hello `heartbeat_interval`, in milliseconds.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 41_250;
 
-const ROUTES: [&str; 6] = [
+/// The rate-limit keys of the routes ([`DiscordSim::set_route_limit`]): the route template, with
+/// `GET ` in front for reading messages, which Discord limits apart from sending them.
+const ROUTES: [&str; 7] = [
     "/gateway",
     "/gateway/bot",
     "/users/@me",
     "/users/@me/channels",
     "/channels/{channel_id}/messages",
+    "GET /channels/{channel_id}/messages",
     "/channels/{channel_id}/typing",
 ];
 const DEFAULT_LIMIT: (u32, Duration) = (50, Duration::from_secs(1));
+/// How long Discord remembers a nonce sent with `enforce_nonce`.
+const NONCE_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// `GET /channels/{channel_id}/messages`: the default and the allowed range of `limit`.
+const DEFAULT_PAGE: u64 = 50;
+const MAX_PAGE: u64 = 100;
 
 /// A fault injected into one REST response.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,8 +121,11 @@ struct Channel {
 }
 
 struct StoredMessage {
+    id: u64,
     channel_id: u64,
     author_id: u64,
+    /// When it was created (for `enforce_nonce`).
+    at: Instant,
     /// As sent over REST / the gateway (without `guild_id`).
     json: Value,
 }
@@ -135,9 +168,18 @@ struct World {
     sessions: Vec<Session>,
     conns: HashMap<u64, Conn>,
     limits: HashMap<String, (u32, Duration)>,
-    windows: HashMap<(String, String), Window>,
+    /// (token, rate-limit key, major parameter: the channel id or "") → window.
+    windows: HashMap<(String, String, String), Window>,
+    /// Requests per token across all routes, if set.
+    global_limit: Option<(u32, Duration)>,
+    /// Token → global window.
+    global_windows: HashMap<String, Window>,
     heartbeat_interval_ms: u64,
     identify_count: usize,
+    /// The `intents` of every op 2 Identify, in order.
+    identify_intents: Vec<u64>,
+    /// Intents a bot may ask for (`None`: any).
+    allowed_intents: Option<u64>,
     resume_count: usize,
     next_id: u64,
 }
@@ -187,8 +229,12 @@ impl World {
             conns: HashMap::new(),
             limits: HashMap::new(),
             windows: HashMap::new(),
+            global_limit: None,
+            global_windows: HashMap::new(),
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             identify_count: 0,
+            identify_intents: Vec::new(),
+            allowed_intents: None,
             resume_count: 0,
             next_id: 0,
         };
@@ -341,7 +387,7 @@ impl World {
         if let Some(nonce) = &extra.nonce {
             message["nonce"] = nonce.clone();
         }
-        self.messages.push(StoredMessage { channel_id, author_id, json: message.clone() });
+        self.messages.push(StoredMessage { id, channel_id, author_id, at: Instant::now(), json: message.clone() });
         let mut dispatched = message.clone();
         if let Some(guild_id) = guild_id {
             dispatched["guild_id"] = json!(guild_id.to_string());
@@ -385,6 +431,67 @@ impl World {
         self.channels.push(Channel { id, name: String::new(), guild_id: None, recipients: vec![user_id, bot_id] });
         id
     }
+
+    /// Makes an unknown channel id a new text channel of the guild.
+    fn ensure_guild_channel(&mut self, channel_id: u64) {
+        if self.channel(channel_id).is_none() {
+            let guild_id = self.guild_id;
+            self.channels.push(Channel {
+                id: channel_id,
+                name: "channel".into(),
+                guild_id: Some(guild_id),
+                recipients: vec![],
+            });
+        }
+    }
+
+    /// The known users among `ids` (unparseable and unknown ids are skipped), without repeats.
+    fn known_users(&self, ids: &[&str]) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        for id in ids.iter().filter_map(|id| id.parse::<u64>().ok()) {
+            if self.user(id).is_some() && !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// A message of `channel_id` as a reply quotes it (without its own `referenced_message`),
+    /// and its author.
+    fn referenced(&self, channel_id: u64, message_id: &str) -> Option<(Value, u64)> {
+        let found = self.messages.iter().find(|m| m.channel_id == channel_id && m.json["id"] == message_id)?;
+        let mut referenced = found.json.clone();
+        if let Some(obj) = referenced.as_object_mut() {
+            obj.remove("referenced_message");
+        }
+        Some((referenced, found.author_id))
+    }
+
+    /// Counts a request of `token` against the global limit; `Some(retry_after)` when exhausted.
+    fn take_global(&mut self, token: &str, now: Instant) -> Option<f64> {
+        let (limit, window_len) = self.global_limit?;
+        let window = self.global_windows.entry(token.to_owned()).or_insert_with(|| Window::fresh(limit, window_len));
+        if now >= window.reset_at {
+            *window = Window::fresh(limit, window_len);
+        }
+        if window.remaining == 0 {
+            return Some(secs_until_reset(window, now));
+        }
+        window.remaining -= 1;
+        None
+    }
+}
+
+impl Window {
+    /// A full window starting now.
+    fn fresh(limit: u32, len: Duration) -> Self {
+        Self { remaining: limit, reset_at: Instant::now() + len, reset_epoch: epoch_secs(SystemTime::now() + len) }
+    }
+}
+
+/// Seconds until the window resets, rounded up to the millisecond.
+fn secs_until_reset(window: &Window, now: Instant) -> f64 {
+    (window.reset_at.saturating_duration_since(now).as_secs_f64() * 1000.0).ceil() / 1000.0
 }
 
 #[derive(Default)]
@@ -556,15 +663,7 @@ impl DiscordSim {
         let mut world = lock(&self.state.world);
         let from = from_user_id.parse().unwrap_or_default();
         let channel = channel_id.parse().unwrap_or_default();
-        if world.channel(channel).is_none() {
-            let guild_id = world.guild_id;
-            world.channels.push(Channel {
-                id: channel,
-                name: "channel".into(),
-                guild_id: Some(guild_id),
-                recipients: vec![],
-            });
-        }
+        world.ensure_guild_channel(channel);
         let mentions = if mentions_bot { world.users.iter().filter(|u| u.bot).map(|u| u.id).collect() } else { vec![] };
         let message = world.create_message(from, channel, content, &MessageExtra { mentions, ..Default::default() });
         message["id"].as_str().unwrap_or_default().to_owned()
@@ -581,7 +680,66 @@ impl DiscordSim {
         (channel.to_string(), message["id"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// The messages bots posted in `channel_id` over REST, oldest first (as returned to them).
+    /// A user posts in a guild channel (an unknown channel id becomes a new guild text channel)
+    /// mentioning exactly `bot_user_ids` (unknown ids are skipped; the content is left as given).
+    /// Dispatches MESSAGE_CREATE to every bot session. Returns the message id.
+    pub fn mention(&self, from_user_id: &str, channel_id: &str, content: &str, bot_user_ids: &[&str]) -> String {
+        let mut world = lock(&self.state.world);
+        let from = from_user_id.parse().unwrap_or_default();
+        let channel = channel_id.parse().unwrap_or_default();
+        world.ensure_guild_channel(channel);
+        let mentions = world.known_users(bot_user_ids);
+        let message = world.create_message(from, channel, content, &MessageExtra { mentions, ..Default::default() });
+        message["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// A user replies to message `referenced_message_id` of `channel_id` (a guild or DM channel):
+    /// type 19 with `message_reference` and `referenced_message`, and the referenced message's
+    /// author in `mentions` (a pinging reply; not when replying to oneself). Dispatches
+    /// MESSAGE_CREATE to every session that sees the channel. Returns the message id, or an empty
+    /// string (and creates nothing) when the referenced message is not in that channel.
+    pub fn user_reply(
+        &self,
+        from_user_id: &str,
+        channel_id: &str,
+        referenced_message_id: &str,
+        content: &str,
+    ) -> String {
+        let mut world = lock(&self.state.world);
+        let from = from_user_id.parse().unwrap_or_default();
+        let channel = channel_id.parse().unwrap_or_default();
+        let Some((referenced, author)) = world.referenced(channel, referenced_message_id) else {
+            return String::new();
+        };
+        let mentions = if author == from { vec![] } else { vec![author] };
+        let extra = MessageExtra { mentions, reference: Some(referenced), nonce: None };
+        let message = world.create_message(from, channel, content, &extra);
+        message["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// A bot posts in a guild channel as if over REST (an unknown channel id becomes a new guild
+    /// text channel), mentioning exactly `mention_bot_ids` (unknown ids are skipped). Dispatches
+    /// MESSAGE_CREATE (`author.bot: true`) to every bot session. Returns the message id, or an
+    /// empty string (and creates nothing) when `bot_user_id` is not a bot.
+    pub fn bot_message(&self, bot_user_id: &str, channel_id: &str, content: &str, mention_bot_ids: &[&str]) -> String {
+        let mut world = lock(&self.state.world);
+        let Some(bot) = bot_user_id.parse().ok().filter(|id| world.is_bot(*id)) else {
+            return String::new();
+        };
+        let channel = channel_id.parse().unwrap_or_default();
+        world.ensure_guild_channel(channel);
+        let mentions = world.known_users(mention_bot_ids);
+        let message = world.create_message(bot, channel, content, &MessageExtra { mentions, ..Default::default() });
+        message["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The id of the user or bot called `username`.
+    pub fn user_id(&self, username: &str) -> Option<String> {
+        lock(&self.state.world).users.iter().find(|u| u.username == username).map(|u| u.id.to_string())
+    }
+
+    /// The messages bots posted in `channel_id` (over REST or with [`DiscordSim::bot_message`]),
+    /// oldest first (as returned to them).
     pub fn messages_in(&self, channel_id: &str) -> Vec<Value> {
         let world = lock(&self.state.world);
         world
@@ -592,18 +750,46 @@ impl DiscordSim {
             .collect()
     }
 
+    /// Every message of `channel_id`, users' and bots', oldest first.
+    pub fn all_messages_in(&self, channel_id: &str) -> Vec<Value> {
+        let world = lock(&self.state.world);
+        world.messages.iter().filter(|m| m.channel_id.to_string() == channel_id).map(|m| m.json.clone()).collect()
+    }
+
     /// Every accepted `POST /channels/{id}/typing`: (channel id, when).
     pub fn typing_events(&self) -> Vec<(String, Instant)> {
         lock(&self.state.world).typing.clone()
     }
 
-    /// Sets the limit of a route template (e.g. `/channels/{channel_id}/messages`, without
-    /// `/api/v10`) per `window`, for every token, starting fresh windows.
+    /// Sets the limit of a route per `window`, for every token and channel, starting fresh
+    /// windows. The route is its template without `/api/v10`: `/gateway`, `/gateway/bot`,
+    /// `/users/@me`, `/users/@me/channels`, `/channels/{channel_id}/messages` (sending),
+    /// `GET /channels/{channel_id}/messages` (reading, a bucket of its own) or
+    /// `/channels/{channel_id}/typing`. Each channel has its own window, as Discord limits per
+    /// major parameter.
     pub fn set_route_limit(&self, route_template: &str, limit: u32, window: Duration) {
         let mut world = lock(&self.state.world);
-        let template = route_template.trim_start_matches("/api/v10").to_owned();
-        world.windows.retain(|(_, t), _| *t != template);
+        let template = match route_template.split_once(' ') {
+            Some((method, path)) => format!("{method} {}", path.trim_start_matches("/api/v10")),
+            None => route_template.trim_start_matches("/api/v10").to_owned(),
+        };
+        world.windows.retain(|(_, t, _), _| *t != template);
         world.limits.insert(template, (limit, window));
+    }
+
+    /// Limits every bot token to `limit` REST requests per `window` across all routes (default: no
+    /// such limit), starting fresh windows. Beyond it: a 429 with `"global": true`, `Retry-After`,
+    /// `X-RateLimit-Global: true` and `X-RateLimit-Scope: global`.
+    pub fn set_global_limit(&self, limit: u32, window: Duration) {
+        let mut world = lock(&self.state.world);
+        world.global_windows.clear();
+        world.global_limit = Some((limit, window));
+    }
+
+    /// The gateway intents bots may identify with (`None`, the default: any). An op 2 Identify
+    /// asking for a bit outside `mask` is closed with 4014 "Disallowed intent(s).".
+    pub fn set_allowed_intents(&self, mask: Option<u64>) {
+        lock(&self.state.world).allowed_intents = mask;
     }
 
     /// The `heartbeat_interval` sent in later op 10 Hellos.
@@ -654,6 +840,11 @@ impl DiscordSim {
     /// Successful and failed op 2 Identify payloads received.
     pub fn identify_count(&self) -> usize {
         lock(&self.state.world).identify_count
+    }
+
+    /// The `intents` of every op 2 Identify received (0 when absent or not an integer), in order.
+    pub fn identify_intents(&self) -> Vec<u64> {
+        lock(&self.state.world).identify_intents.clone()
     }
 
     /// op 6 Resume payloads received.
@@ -720,6 +911,8 @@ fn on_payload(state: &SimState, conn: u64, text: &str) {
         Some(1) => world.send(conn, Out::Frame(frame(11, Value::Null))),
         Some(2) => {
             world.identify_count += 1;
+            let intents = d["intents"].as_u64().unwrap_or_default();
+            world.identify_intents.push(intents);
             let token = strip_bot(d["token"].as_str().unwrap_or_default());
             let Some(bot_id) = world.tokens.get(token).copied() else {
                 world.send(conn, Out::Close(4004, "Authentication failed."));
@@ -727,6 +920,10 @@ fn on_payload(state: &SimState, conn: u64, text: &str) {
             };
             if world.sessions.iter().any(|s| s.conn == Some(conn)) {
                 world.send(conn, Out::Close(4005, "Already authenticated."));
+                return;
+            }
+            if world.allowed_intents.is_some_and(|mask| intents & !mask != 0) {
+                world.send(conn, Out::Close(4014, "Disallowed intent(s)."));
                 return;
             }
             let session_id = format!("{:032x}", rand::random::<u128>());
@@ -875,12 +1072,16 @@ async fn handle(
 
     let path = uri.path().trim_end_matches('/');
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // The rate-limit key (see ROUTES) and the major parameter.
     let (template, channel) = match (&method, segments.as_slice()) {
         (&Method::GET, ["api", "v10", "gateway"]) => ("/gateway", None),
         (&Method::GET, ["api", "v10", "gateway", "bot"]) => ("/gateway/bot", None),
         (&Method::GET, ["api", "v10", "users", "@me"]) => ("/users/@me", None),
         (&Method::POST, ["api", "v10", "users", "@me", "channels"]) => ("/users/@me/channels", None),
         (&Method::POST, ["api", "v10", "channels", id, "messages"]) => ("/channels/{channel_id}/messages", Some(*id)),
+        (&Method::GET, ["api", "v10", "channels", id, "messages"]) => {
+            ("GET /channels/{channel_id}/messages", Some(*id))
+        }
         (&Method::POST, ["api", "v10", "channels", id, "typing"]) => ("/channels/{channel_id}/typing", Some(*id)),
         _ => return error(StatusCode::NOT_FOUND, 0, "404: Not Found"),
     };
@@ -893,25 +1094,24 @@ async fn handle(
         return error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
     }
 
-    let (limit, window_len) = world.limits.get(template).copied().unwrap_or(DEFAULT_LIMIT);
     let now = Instant::now();
-    let window = world.windows.entry((token, template.to_owned())).or_insert_with(|| Window {
-        remaining: limit,
-        reset_at: now + window_len,
-        reset_epoch: epoch_secs(SystemTime::now() + window_len),
-    });
+    // The global limit counts bot tokens only; a scripted status or 429 still wins.
+    let global = if bot_id.is_some() { world.take_global(&token, now) } else { None };
+    if let (Some(retry_after), None | Some(DiscordFault::Slow(_))) = (global, &fault) {
+        return rate_limited(retry_after, true);
+    }
+
+    let (limit, window_len) = world.limits.get(template).copied().unwrap_or(DEFAULT_LIMIT);
+    let key = (token, template.to_owned(), channel.unwrap_or_default().to_owned());
+    let window = world.windows.entry(key).or_insert_with(|| Window::fresh(limit, window_len));
     if now >= window.reset_at {
-        *window = Window {
-            remaining: limit,
-            reset_at: now + window_len,
-            reset_epoch: epoch_secs(SystemTime::now() + window_len),
-        };
+        *window = Window::fresh(limit, window_len);
     }
     let exhausted = window.remaining == 0;
     window.remaining = window.remaining.saturating_sub(1);
     let mut rate_headers = HeaderMap::new();
     limit_headers(&mut rate_headers, template, limit, window);
-    let retry_after = (window.reset_at.saturating_duration_since(now).as_secs_f64() * 1000.0).ceil() / 1000.0;
+    let retry_after = secs_until_reset(window, now);
 
     let mut response = match fault {
         Some(DiscordFault::RateLimited { retry_after_secs, global }) => {
@@ -931,14 +1131,26 @@ async fn handle(
         _ if exhausted => rate_limited(retry_after, false),
         _ => {
             let addr = lock(&state.addr).map(|a| a.to_string()).unwrap_or_default();
-            route(&mut world, template, bot_id.unwrap_or_default(), channel, &recorded_body, &addr)
+            let request =
+                RouteRequest { bot_id: bot_id.unwrap_or_default(), channel, query: uri.query(), body: &recorded_body };
+            route(&mut world, template, &request, &addr)
         }
     };
     response.headers_mut().extend(rate_headers);
     response
 }
 
-fn route(world: &mut World, template: &str, bot_id: u64, channel: Option<&str>, body: &Value, addr: &str) -> Response {
+/// What a routed request carries besides its route.
+struct RouteRequest<'a> {
+    bot_id: u64,
+    /// The `{channel_id}` segment, if the route has one.
+    channel: Option<&'a str>,
+    query: Option<&'a str>,
+    body: &'a Value,
+}
+
+fn route(world: &mut World, template: &str, request: &RouteRequest, addr: &str) -> Response {
+    let RouteRequest { bot_id, channel, query, body } = *request;
     let gateway_url = format!("ws://{addr}/gateway");
     match template {
         "/gateway" => json_response(StatusCode::OK, &json!({"url": gateway_url})),
@@ -972,9 +1184,74 @@ fn route(world: &mut World, template: &str, bot_id: u64, channel: Option<&str>, 
                 world.typing.push((channel.to_string(), Instant::now()));
                 return StatusCode::NO_CONTENT.into_response();
             }
+            if template.starts_with("GET ") {
+                return list_messages(world, channel, query.unwrap_or_default());
+            }
             create_message(world, bot_id, channel, body)
         }
     }
+}
+
+/// `GET /channels/{channel_id}/messages`: `limit` (1..=100, default 50) messages, newest first.
+/// With `before` / `after` only messages with a smaller / greater id; with `after` the oldest
+/// `limit` of them (the page right after it), else the newest.
+fn list_messages(world: &World, channel: u64, query: &str) -> Response {
+    let mut limit = DEFAULT_PAGE;
+    let (mut before, mut after) = (None, None);
+    for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        match name {
+            "limit" => {
+                let Ok(n) = value.parse::<i64>() else {
+                    return invalid_form_body("limit", "NUMBER_TYPE_COERCE", &format!("Value \"{value}\" is not int."));
+                };
+                if n < 1 {
+                    return invalid_form_body(
+                        "limit",
+                        "NUMBER_TYPE_MIN",
+                        "int value should be greater than or equal to 1.",
+                    );
+                }
+                if n > MAX_PAGE as i64 {
+                    return invalid_form_body(
+                        "limit",
+                        "NUMBER_TYPE_MAX",
+                        "int value should be less than or equal to 100.",
+                    );
+                }
+                limit = n as u64;
+            }
+            "before" | "after" => {
+                let Ok(id) = value.parse::<u64>() else {
+                    return invalid_form_body(
+                        name,
+                        "NUMBER_TYPE_COERCE",
+                        &format!("Value \"{value}\" is not snowflake."),
+                    );
+                };
+                if name == "before" {
+                    before = Some(id);
+                } else {
+                    after = Some(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    let in_range: Vec<&StoredMessage> = world
+        .messages
+        .iter()
+        .filter(|m| m.channel_id == channel)
+        .filter(|m| before.is_none_or(|b| m.id < b) && after.is_none_or(|a| m.id > a))
+        .collect();
+    let take = limit as usize;
+    let page: Vec<&StoredMessage> = if after.is_some() {
+        in_range.into_iter().take(take).collect()
+    } else {
+        let skip = in_range.len().saturating_sub(take);
+        in_range.into_iter().skip(skip).collect()
+    };
+    let newest_first: Vec<Value> = page.iter().rev().map(|m| m.json.clone()).collect();
+    json_response(StatusCode::OK, &Value::Array(newest_first))
 }
 
 fn create_message(world: &mut World, bot_id: u64, channel: u64, body: &Value) -> Response {
@@ -985,19 +1262,27 @@ fn create_message(world: &mut World, bot_id: u64, channel: u64, body: &Value) ->
     if content.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, 50006, "Cannot send an empty message");
     }
-    let mut extra = MessageExtra { nonce: body.get("nonce").filter(|n| !n.is_null()).cloned(), ..Default::default() };
+    let nonce = body.get("nonce").filter(|n| !n.is_null()).cloned();
+    if nonce.as_ref().and_then(Value::as_str).is_some_and(|n| n.chars().count() > 25) {
+        return invalid_form_body("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.");
+    }
+    if let Some(nonce) = nonce.as_ref().filter(|_| body["enforce_nonce"] == json!(true)) {
+        let now = Instant::now();
+        let earlier = world.messages.iter().find(|m| {
+            m.channel_id == channel
+                && m.author_id == bot_id
+                && m.json.get("nonce") == Some(nonce)
+                && now.saturating_duration_since(m.at) < NONCE_WINDOW
+        });
+        if let Some(earlier) = earlier {
+            return json_response(StatusCode::OK, &earlier.json);
+        }
+    }
+    let mut extra = MessageExtra { nonce, ..Default::default() };
     if let Some(reference) = body.get("message_reference").filter(|r| !r.is_null()) {
         let id = reference["message_id"].as_str().unwrap_or_default();
-        let found = world
-            .messages
-            .iter()
-            .find(|m| m.channel_id == channel && m.json["id"] == id)
-            .map(|m| (m.json.clone(), m.author_id));
-        match found {
-            Some((mut referenced, author)) => {
-                if let Some(obj) = referenced.as_object_mut() {
-                    obj.remove("referenced_message");
-                }
+        match world.referenced(channel, id) {
+            Some((referenced, author)) => {
                 if author != bot_id {
                     extra.mentions.push(author);
                 }
