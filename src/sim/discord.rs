@@ -35,7 +35,8 @@
 //!   [`DiscordSim::dm`]; bots' over REST or from [`DiscordSim::bot_message`]) is dispatched as
 //!   MESSAGE_CREATE to every session that sees the channel, a bot's own messages included, as
 //!   Discord does.
-//! - Faults ([`DiscordFault`]) are queued with [`DiscordSim::script`]; every REST request pops one.
+//! - Faults ([`DiscordFault`]) are queued with [`DiscordSim::script`] (every routed REST request
+//!   pops one) or [`DiscordSim::script_on`] (only requests to that route pop them).
 //! - Every REST request is recorded ([`DiscordRecordedRequest`]). Nothing in here panics on bad input.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -505,6 +506,8 @@ struct MessageExtra {
 struct SimState {
     world: Mutex<World>,
     script: Mutex<VecDeque<DiscordFault>>,
+    /// Faults for one route only, by rate-limit key (see ROUTES).
+    route_script: Mutex<HashMap<String, VecDeque<DiscordFault>>>,
     requests: Mutex<Vec<DiscordRecordedRequest>>,
     next_conn: AtomicU64,
     addr: Mutex<Option<SocketAddr>>,
@@ -571,6 +574,7 @@ impl DiscordSim {
         let state = Arc::new(SimState {
             world: Mutex::new(World::new()),
             script: Mutex::new(VecDeque::new()),
+            route_script: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             addr: Mutex::new(None),
@@ -802,6 +806,13 @@ impl DiscordSim {
         lock(&self.state.script).extend(faults);
     }
 
+    /// Queues faults for one route (its rate-limit key, e.g. `/channels/{channel_id}/messages`
+    /// for sending messages): only requests to that route pop them, after the general script.
+    pub fn script_on(&self, route_template: &str, faults: impl IntoIterator<Item = DiscordFault>) {
+        let template = route_template.trim_start_matches("/api/v10").to_owned();
+        lock(&self.state.route_script).entry(template).or_default().extend(faults);
+    }
+
     /// All REST requests so far, oldest first.
     pub fn requests(&self) -> Vec<DiscordRecordedRequest> {
         lock(&self.state.requests).clone()
@@ -1029,9 +1040,7 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// A stable bucket id for a route template (FNV-1a, hex).
 fn bucket(template: &str) -> String {
-    let hash =
-        template.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("{hash:016x}")
+    format!("{:016x}", crate::hash::fnv1a(template.as_bytes()))
 }
 
 /// The rate-limit headers of a window.
@@ -1065,11 +1074,6 @@ async fn handle(
         body: recorded_body.clone(),
     });
 
-    let fault = lock(&state.script).pop_front();
-    if let Some(DiscordFault::Slow(delay)) = fault {
-        tokio::time::sleep(delay).await;
-    }
-
     let path = uri.path().trim_end_matches('/');
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // The rate-limit key (see ROUTES) and the major parameter.
@@ -1085,6 +1089,13 @@ async fn handle(
         (&Method::POST, ["api", "v10", "channels", id, "typing"]) => ("/channels/{channel_id}/typing", Some(*id)),
         _ => return error(StatusCode::NOT_FOUND, 0, "404: Not Found"),
     };
+    let fault = lock(&state.script).pop_front().or_else(|| {
+        let mut scripted = lock(&state.route_script);
+        scripted.get_mut(template).and_then(VecDeque::pop_front)
+    });
+    if let Some(DiscordFault::Slow(delay)) = fault {
+        tokio::time::sleep(delay).await;
+    }
 
     let mut world = lock(&state.world);
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();

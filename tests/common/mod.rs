@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod discord_spec;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
