@@ -5,6 +5,7 @@ pub mod agent;
 pub mod backoff;
 pub mod config;
 pub mod directory;
+pub mod hash;
 pub mod health;
 pub mod llm;
 pub mod memory;

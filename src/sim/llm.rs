@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::lock;
+use crate::hash::fnv1a;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -735,11 +736,6 @@ fn parse_embeddings(body: &Value) -> Result<(String, Vec<String>), String> {
         Some(_) => return Err("encoding_format: only \"float\" is supported".into()),
     }
     Ok((model, texts))
-}
-
-/// 64-bit FNV-1a.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// A deterministic, L2-normalised embedding of `text`: the character trigrams of the lowercased
