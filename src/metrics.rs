@@ -42,6 +42,7 @@ pub const RATE_LIMIT_WAITS: &str = "chorus_rate_limit_waits_total";
 pub const RATE_LIMIT_REFUSALS: &str = "chorus_rate_limit_refusals_total";
 // Memory
 pub const MEMORIES_STORED: &str = "chorus_memories_stored_total";
+pub const CONTEXT_SUMMARISED: &str = "chorus_context_turns_summarised_total";
 // Service
 pub const CONFIG_RELOADS: &str = "chorus_config_reloads_total";
 pub const LOCAL_POSTS: &str = "chorus_local_posts_total";
@@ -104,6 +105,10 @@ fn describe() {
     describe_counter!(RATE_LIMIT_WAITS, "Permits that had to wait for the bucket, by platform.");
     describe_counter!(RATE_LIMIT_REFUSALS, "Permits refused because the wait was too long, by platform.");
     describe_counter!(MEMORIES_STORED, "Memories stored, by kind.");
+    describe_counter!(
+        CONTEXT_SUMMARISED,
+        "Conversation turns given to a reply only as a shortened summary (over the context budget), by platform."
+    );
     describe_counter!(CONFIG_RELOADS, "Configuration reloads, by outcome (applied, rejected).");
     describe_counter!(LOCAL_POSTS, "Posts on the local platform, by source (persona, crowd, api).");
     describe_gauge!(AGENTS, "Agents in the tree, by platform.");

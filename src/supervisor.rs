@@ -58,6 +58,9 @@ pub trait AuthFailure {
 /// a [`crate::platform::PlatformError::Auth`] or [`crate::llm::LlmError::Auth`], or by stopping
 /// with a reason that starts with `auth:`.
 pub fn is_auth_failure(err: &ActorProcessingErr) -> bool {
+    if let Some(ractor::SpawnErr::StartupFailed(inner)) = err.downcast_ref::<ractor::SpawnErr>() {
+        return is_auth_failure(inner);
+    }
     if let Some(err) = err.downcast_ref::<crate::platform::PlatformError>() {
         return err.is_auth();
     }

@@ -29,6 +29,7 @@ fn persona() -> Arc<Persona> {
         budget: None,
         x: None,
         reddit: None,
+        discord: None,
     })
 }
 

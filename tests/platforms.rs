@@ -76,6 +76,7 @@ async fn simulators() -> chorus::sim::SandboxSims {
     chorus::sim::SandboxSims {
         x: Some(chorus::sim::x::XSim::start().await.unwrap()),
         reddit: Some(chorus::sim::reddit::RedditSim::start().await.unwrap()),
+        discord: None,
     }
 }
 
@@ -318,7 +319,11 @@ fn an_abrupt_stop_in_a_busy_run_then_restart_answers_every_mention_exactly_once(
 
     let main = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sims = main.block_on(async {
-        SandboxSims { x: Some(XSim::start().await.unwrap()), reddit: Some(RedditSim::start().await.unwrap()) }
+        SandboxSims {
+            x: Some(XSim::start().await.unwrap()),
+            reddit: Some(RedditSim::start().await.unwrap()),
+            discord: None,
+        }
     });
     let (x, reddit) = (sims.x.clone().unwrap(), sims.reddit.clone().unwrap());
     // Two services poll this simulator in turn: room for their reads however slow the machine is.

@@ -349,7 +349,8 @@ async fn local_platform_posts_mentions_and_timeline(db: &Db) {
     assert_eq!(db.local_post_by_key("no-such-key").await.expect("local_post_by_key"), None);
 }
 
-/// 6. Memories: the persona's own posts and replies, or one conversation's memories of any kind.
+/// 6. Memories: the persona's own posts (never its replies: they stay in their conversation), or
+/// one conversation's memories of any kind.
 async fn recent_memories_by_persona_and_conversation(db: &Db) {
     let memories = [
         ("alice", MemoryKind::Post, None, "post 1"),
@@ -374,20 +375,15 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     let texts = |rows: &[chorus::store::MemoryRow]| rows.iter().map(|row| row.text.clone()).collect::<Vec<_>>();
 
     let own = db.recent_memories("alice", None, 10).await.expect("recent_memories alice");
-    assert_eq!(texts(&own), ["post 2", "reply 1", "post 1"], "posts and replies, newest first");
+    assert_eq!(texts(&own), ["post 2", "post 1"], "own posts only, newest first");
+    assert!(own.iter().all(|row| row.kind == MemoryKind::Post));
     assert_eq!(
-        own.iter().map(|row| row.kind).collect::<Vec<_>>(),
-        [MemoryKind::Post, MemoryKind::Reply, MemoryKind::Post]
+        (own[0].platform.as_str(), own[0].conversation.as_deref(), own[0].author.as_str()),
+        ("local", None, "alice")
     );
-    let reply = &own[1];
-    assert_eq!(
-        (reply.platform.as_str(), reply.conversation.as_deref(), reply.author.as_str()),
-        ("local", Some("c1"), "alice")
-    );
-    assert_eq!(own[0].conversation, None);
-    assert!(own[0].created_at >= reply.created_at && reply.created_at > 0, "created_at is epoch ms");
-    let limited = db.recent_memories("alice", None, 2).await.expect("recent_memories limit 2");
-    assert_eq!(texts(&limited), ["post 2", "reply 1"], "limit");
+    assert!(own[0].created_at >= own[1].created_at && own[1].created_at > 0, "created_at is epoch ms");
+    let limited = db.recent_memories("alice", None, 1).await.expect("recent_memories limit 1");
+    assert_eq!(texts(&limited), ["post 2"], "limit");
 
     let c1 = db.recent_memories("alice", Some(("local", "c1")), 10).await.expect("recent_memories alice c1");
     assert_eq!(texts(&c1), ["reply 1", "inbound 1"], "one conversation, any kind, newest first");

@@ -3,10 +3,16 @@
 //! - **Intake.** A poll timer (first poll spread by random jitter, so a start does not burst) reads
 //!   mentions after the saved cursor in a task. Each mention is stored once (unique platform +
 //!   remote id) before the cursor moves, so nothing is lost or seen twice across restarts.
+//!   On a push platform (Discord) the agent instead opens the account's live connection in
+//!   `post_start` — after the supervisor has it, so a slow platform never holds up the tree — and
+//!   owns it: gateway events arrive as [`AgentMsg::Live`], the connection is closed on drain and
+//!   on stop, and a connection that cannot go on (a refused token) fails the agent, which opens
+//!   its circuit.
 //! - **Replies.** Stored, unanswered mentions are the agent's queue (in the database, not the
 //!   mailbox). At most `agents.max_in_flight` are generated at once, each in a task: loop guard →
-//!   Memory recall → LlmPool → finishing → Publisher `Enqueue`, which marks the mention answered in
-//!   the outbox transaction. After a crash, pending mentions are simply picked up again.
+//!   Memory recall → LlmPool (with the platform's typing indicator on while it runs) → finishing →
+//!   Publisher `Enqueue`, which marks the mention answered in the outbox transaction. After a
+//!   crash, pending mentions are simply picked up again.
 //! - **Posts.** One original post per `schedule.every` slot (offset by a deterministic jitter);
 //!   the slot number is in the idempotency key, so a restart never posts a slot twice.
 //! - **Failures.** A poll is retried twice in its task; `agents.max_poll_failures` failed polls in a
@@ -27,7 +33,7 @@ use crate::directory::Directory;
 use crate::llm::{CompletionRequest, LlmError, LlmMsg, Task};
 use crate::memory::{MemoryMsg, Recollection};
 use crate::metrics as m;
-use crate::platform::{MentionBatch, Platform, PlatformError, local::MAX_POST_CHARS};
+use crate::platform::{LiveConnection, LiveEvent, LiveSink, MentionBatch, Platform, PlatformError};
 use crate::publisher::PublisherMsg;
 use crate::store::{Db, InboundRow, MemoryKind, NewInbound, NewMemory, NewOutbox, now_ms};
 use crate::task::AbortOnDrop;
@@ -44,6 +50,9 @@ const RETRY_OVER_BUDGET_AFTER: Duration = Duration::from_secs(300);
 const POLL_RETRIES: u32 = 2;
 /// First delay between those retries (then doubled, capped at the poll interval).
 const POLL_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// How often the typing indicator is renewed while a reply is generated (Discord shows it for
+/// about ten seconds).
+const TYPING_EVERY: Duration = Duration::from_secs(8);
 
 pub struct Agent;
 
@@ -68,6 +77,7 @@ pub struct AgentSettings {
     pub max_poll_failures: u32,
     pub recall_recent: u32,
     pub recall_conversation: u32,
+    pub context_tokens: u32,
 }
 
 impl AgentSettings {
@@ -80,6 +90,7 @@ impl AgentSettings {
             max_poll_failures: service.agents.max_poll_failures,
             recall_recent: service.memory.recall_recent,
             recall_conversation: service.memory.recall_conversation,
+            context_tokens: service.memory.context_tokens,
         }
     }
 }
@@ -100,6 +111,8 @@ pub struct AgentState {
     drain_waiters: Vec<RpcReplyPort<()>>,
     /// Poll and schedule timers; dropping them (drain, stop) cancels them.
     timers: Vec<AbortOnDrop>,
+    /// The live connection of a push platform, closed on drain and stop.
+    live: Option<Box<dyn LiveConnection>>,
 }
 
 pub enum AgentMsg {
@@ -116,6 +129,8 @@ pub enum AgentMsg {
     PostDone,
     /// Stop intake and schedules; answer once nothing is in flight (graceful shutdown).
     Drain { reply: RpcReplyPort<()> },
+    /// An event of the live connection (push platforms).
+    Live(LiveEvent),
 }
 
 impl Actor for Agent {
@@ -130,25 +145,10 @@ impl Actor for Agent {
     ) -> Result<AgentState, ActorProcessingErr> {
         let platform = args.key.platform.as_str();
         let cursor = args.db.cursor(&args.persona.name, platform).await?;
-        let first_poll = args.settings.poll_every.mul_f64(rand::rng().random_range(0.0..1.0));
-        let poll_every = args.settings.poll_every;
         let mut timers: Vec<AbortOnDrop> = Vec::new();
-        let poller = myself.clone();
-        timers.push(
-            tokio::spawn(async move {
-                tokio::time::sleep(first_poll).await;
-                loop {
-                    if poller.send_message(AgentMsg::Poll).is_err() {
-                        break;
-                    }
-                    // ±10 % around the interval, so agents started together drift apart.
-                    let jitter: f64 = rand::rng().random_range(0.9..1.1);
-                    tokio::time::sleep(poll_every.mul_f64(jitter)).await;
-                }
-            })
-            .into(),
-        );
-        timers.push(schedule_first_post(&myself, &args));
+        if args.platform.posts_enabled(&args.persona.name) {
+            timers.push(schedule_first_post(&myself, &args));
+        }
         tracing::info!(agent = %args.key, "agent started");
         Ok(AgentState {
             args,
@@ -161,12 +161,26 @@ impl Actor for Agent {
             draining: false,
             drain_waiters: Vec::new(),
             timers,
+            live: None,
         })
     }
 
     async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        let events = myself.clone();
+        let sink: LiveSink = Arc::new(move |event| events.send_message(AgentMsg::Live(event)).is_ok());
+        state.live = state.args.platform.connect(&state.args.persona.name, sink).await?;
+        if state.live.is_none() {
+            state.timers.push(poll_timer(&myself, state.args.settings.poll_every));
+        }
         // Mentions stored but not answered before a restart are answered now.
         self.fill(&myself, state).await
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        if let Some(live) = state.live.take() {
+            live.close().await;
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -252,9 +266,35 @@ impl Actor for Agent {
             AgentMsg::Drain { reply } => {
                 state.draining = true;
                 state.timers.clear();
+                if let Some(live) = state.live.take() {
+                    live.close().await;
+                }
                 state.drain_waiters.push(reply);
                 self.maybe_finish_drain(state);
             }
+            AgentMsg::Live(event) => match event {
+                LiveEvent::Mention(mention) => {
+                    if state.draining {
+                        return Ok(());
+                    }
+                    self.store_mentions(state, MentionBatch { mentions: vec![mention], cursor: None }).await?;
+                    self.fill(&myself, state).await?;
+                }
+                LiveEvent::Ready { user } => {
+                    tracing::info!(agent = %state.args.key, user, "live connection ready");
+                }
+                LiveEvent::Resumed => tracing::info!(agent = %state.args.key, "live connection resumed"),
+                LiveEvent::Closed(Ok(())) => {}
+                LiveEvent::Closed(Err(err)) => {
+                    if state.draining {
+                        return Ok(());
+                    }
+                    // Whatever the platform could not recover from: the supervisor restarts the
+                    // agent (a fresh connection), or opens its circuit at once for credentials.
+                    state.live = None;
+                    return Err(Box::new(err));
+                }
+            },
         }
         Ok(())
     }
@@ -272,7 +312,7 @@ impl Agent {
                 remote_id: &mention.remote_id,
                 persona: &args.persona.name,
                 author: &mention.author,
-                author_is_persona: args.team.contains(&author),
+                author_is_persona: args.team.contains(&author) || mention.from_bot,
                 text: &mention.text,
                 conversation: &mention.conversation,
             };
@@ -400,20 +440,24 @@ async fn poll_with_retries(args: &AgentArgs, cursor: Option<&str>) -> Result<Men
 }
 
 /// Generates and queues the reply to one mention. Errors leave the mention pending.
-async fn answer(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<()> {
+async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let platform = args.key.platform.as_str();
     let key = format!("reply:{platform}:{}:{}", args.persona.name, row.remote_id);
     let recollection = recall(args, Some(&row.conversation)).await;
+    let context = prompt::Context { recollection: &recollection, budget_tokens: args.settings.context_tokens as usize };
     let request = CompletionRequest {
         persona: args.persona.clone(),
         task: Task::Reply,
-        messages: prompt::reply(&args.persona, args.key.platform, &recollection, &row.author, &row.text),
+        messages: prompt::reply(&args.persona, args.key.platform, &context, &row.author, &row.text),
         reply_to_author: Some(row.author.clone()),
         seed: fnv1a(&key),
     };
-    let completion = generate(args, request).await?;
-    let Some(text) = finish(&completion.text, completion.truncated, MAX_POST_CHARS) else {
+    let typing = show_typing(args, &row.remote_id);
+    let completion = generate(args, request).await;
+    drop(typing);
+    let completion = completion?;
+    let Some(text) = finish(&completion.text, completion.truncated, args.platform.max_text_chars()) else {
         args.db.ignore_inbound(row.id, "empty_generation").await?;
         metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => "empty_generation").increment(1);
         return Ok(());
@@ -446,7 +490,7 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
         seed: fnv1a(&key),
     };
     let completion = generate(args, request).await?;
-    let Some(text) = finish(&completion.text, completion.truncated, MAX_POST_CHARS) else {
+    let Some(text) = finish(&completion.text, completion.truncated, args.platform.max_text_chars()) else {
         anyhow::bail!("the generated post was empty");
     };
     let item = NewOutbox {
@@ -459,6 +503,29 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
         conversation: None,
     };
     enqueue(args, item, None).await
+}
+
+/// Keeps the platform's typing indicator on (renewed every [`TYPING_EVERY`]) until dropped; the
+/// first one is always sent, even when the answer is quicker. A failed indicator is only logged:
+/// it never holds up the reply.
+fn show_typing(args: &Arc<AgentArgs>, reply_to: &str) -> Option<tokio::sync::oneshot::Sender<()>> {
+    if !args.platform.shows_typing() {
+        return None;
+    }
+    let (args, reply_to) = (args.clone(), reply_to.to_owned());
+    let (done, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = args.platform.typing(&args.persona.name, &reply_to).await {
+                tracing::debug!(agent = %args.key, error = %err, "typing indicator failed");
+            }
+            tokio::select! {
+                _ = &mut stopped => break,
+                () = tokio::time::sleep(TYPING_EVERY) => {}
+            }
+        }
+    });
+    Some(done)
 }
 
 async fn recall(args: &AgentArgs, conversation: Option<&str>) -> Recollection {
@@ -483,6 +550,24 @@ async fn enqueue(args: &AgentArgs, item: NewOutbox, inbound_id: Option<i64>) -> 
         .map_err(|err| anyhow::anyhow!("publisher did not answer: {err}"))?
         .map_err(|err| anyhow::anyhow!("outbox write failed: {err}"))?;
     Ok(())
+}
+
+/// Sends `Poll` every `poll_every` (±10 %), the first time after a random part of it.
+fn poll_timer(myself: &ActorRef<AgentMsg>, poll_every: Duration) -> AbortOnDrop {
+    let first_poll = poll_every.mul_f64(rand::rng().random_range(0.0..1.0));
+    let poller = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(first_poll).await;
+        loop {
+            if poller.send_message(AgentMsg::Poll).is_err() {
+                break;
+            }
+            // ±10 % around the interval, so agents started together drift apart.
+            let jitter: f64 = rand::rng().random_range(0.9..1.1);
+            tokio::time::sleep(poll_every.mul_f64(jitter)).await;
+        }
+    })
+    .into()
 }
 
 /// The slot a time falls in, and when that slot's post is due (its start plus a jitter that is
@@ -521,7 +606,6 @@ fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> Ab
     myself.send_after(Duration::from_millis(wait), move || AgentMsg::PostDue { slot }).into()
 }
 
-/// A stable 64-bit hash (FNV-1a) for seeds and jitter: the same on every build and platform.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+    crate::hash::fnv1a(text.as_bytes())
 }

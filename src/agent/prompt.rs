@@ -31,7 +31,7 @@ fn recent_block(recollection: &Recollection) -> Option<ChatMessage> {
     if recollection.recent.is_empty() {
         return None;
     }
-    let mut text = String::from("Things you said recently (do not repeat them):");
+    let mut text = String::from("Things you posted recently (do not repeat them):");
     for memory in recollection.recent.iter().rev() {
         text.push_str("\n- ");
         text.push_str(&memory.text);
@@ -39,28 +39,86 @@ fn recent_block(recollection: &Recollection) -> Option<ChatMessage> {
     Some(ChatMessage::new(Role::System, text))
 }
 
-/// Messages for a reply to `text` by `author`.
+/// What a reply is written with: what Memory recalled, and how many (estimated) tokens of the
+/// conversation may go in verbatim.
+pub struct Context<'a> {
+    pub recollection: &'a Recollection,
+    pub budget_tokens: usize,
+}
+
+/// Older turns listed (shortened) in the summary of a trimmed conversation, and their length.
+const SUMMARY_LINES: usize = 8;
+const SUMMARY_LINE_CHARS: usize = 100;
+
+/// A rough token count: about four characters per token in English, plus the turn's overhead.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4) + 4
+}
+
+/// Messages for a reply to `text` by `author`: the persona, then the conversation so far — the
+/// newest turns verbatim within the context budget, the older ones summarised in one system
+/// message (a shortened line each, then a count) — then the message being answered.
 pub fn reply(
     persona: &Persona,
     platform: PlatformKind,
-    recollection: &Recollection,
+    context: &Context<'_>,
     author: &str,
     text: &str,
 ) -> Vec<ChatMessage> {
     let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform))];
-    messages.extend(recent_block(recollection));
-    // The conversation so far, oldest first; the message being answered is the last user turn.
-    for memory in recollection.conversation.iter().rev() {
-        if memory.kind == MemoryKind::Inbound && memory.text == text && memory.author == author {
-            continue;
-        }
-        let role = if memory.kind == MemoryKind::Inbound { Role::User } else { Role::Assistant };
-        let content =
-            if role == Role::User { format!("@{}: {}", memory.author, memory.text) } else { memory.text.clone() };
-        messages.push(ChatMessage::new(role, content));
+    messages.extend(recent_block(context.recollection));
+    // Memory gives the conversation newest first; the message being answered is the last turn.
+    let turns: Vec<ChatMessage> = context
+        .recollection
+        .conversation
+        .iter()
+        .rev()
+        .filter(|memory| !(memory.kind == MemoryKind::Inbound && memory.text == text && memory.author == author))
+        .map(|memory| match memory.kind {
+            MemoryKind::Inbound => ChatMessage::new(Role::User, format!("@{}: {}", memory.author, memory.text)),
+            _ => ChatMessage::new(Role::Assistant, memory.text.clone()),
+        })
+        .collect();
+    let mut left = context.budget_tokens;
+    let verbatim = turns
+        .iter()
+        .rev()
+        .take_while(|turn| {
+            let cost = estimate_tokens(&turn.content);
+            let fits = cost <= left;
+            left = left.saturating_sub(cost);
+            fits
+        })
+        .count();
+    let (older, newer) = turns.split_at(turns.len() - verbatim);
+    if !older.is_empty() {
+        metrics::counter!(crate::metrics::CONTEXT_SUMMARISED, "platform" => platform.as_str())
+            .increment(older.len() as u64);
+        messages.push(ChatMessage::new(Role::System, summary(older)));
     }
+    messages.extend(newer.iter().cloned());
     messages.push(ChatMessage::new(Role::User, format!("@{author}: {text}")));
     messages
+}
+
+/// The turns that did not fit, oldest first, as one short note.
+fn summary(older: &[ChatMessage]) -> String {
+    let mut text = format!("Earlier in this conversation ({} messages, shortened):", older.len());
+    let unlisted = older.len().saturating_sub(SUMMARY_LINES);
+    if unlisted > 0 {
+        text.push_str(&format!("\n- ({unlisted} earlier messages not listed)"));
+    }
+    for turn in &older[unlisted..] {
+        text.push_str(if turn.role == Role::Assistant { "\n- you: " } else { "\n- " });
+        let line: String = turn.content.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.chars().count() > SUMMARY_LINE_CHARS {
+            text.extend(line.chars().take(SUMMARY_LINE_CHARS - 1));
+            text.push('…');
+        } else {
+            text.push_str(&line);
+        }
+    }
+    text
 }
 
 /// Messages for an original post.
@@ -107,5 +165,66 @@ mod tests {
         assert_eq!(finish("🙂🙂", false, 100), None);
         assert_eq!(finish("", false, 100), None);
         assert_eq!(finish("Short. Much longer sentence here.", false, 12).as_deref(), Some("Short."));
+    }
+
+    fn memory(kind: MemoryKind, author: &str, text: &str) -> crate::store::MemoryRow {
+        crate::store::MemoryRow {
+            kind,
+            platform: "discord".into(),
+            conversation: Some("c".into()),
+            author: author.into(),
+            text: text.into(),
+            created_at: 0,
+        }
+    }
+
+    fn persona() -> Persona {
+        toml::from_str(
+            "name = \"ada\"\nbio = \"b\"\nvoice = \"v\"\ntopics = [\"t\"]\nplatforms = [\"discord\"]\n\
+             [schedule]\nevery = \"1h\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn old_turns_beyond_the_budget_are_summarised_not_dropped() {
+        // Newest first, as Memory returns them: 30 turns of about 60 tokens each.
+        let conversation: Vec<_> = (0..30)
+            .rev()
+            .map(|i| {
+                let text = format!("turn {i} {}", "word ".repeat(45));
+                if i % 2 == 0 {
+                    memory(MemoryKind::Inbound, "sam", &text)
+                } else {
+                    memory(MemoryKind::Reply, "ada", &text)
+                }
+            })
+            .collect();
+        let recollection = Recollection { recent: vec![], conversation };
+        let context = Context { recollection: &recollection, budget_tokens: 400 };
+        let messages = reply(&persona(), PlatformKind::Discord, &context, "sam", "and now?");
+        let verbatim: Vec<&ChatMessage> = messages.iter().filter(|m| m.role != Role::System).collect();
+        let verbatim_tokens: usize = verbatim[..verbatim.len() - 1].iter().map(|m| estimate_tokens(&m.content)).sum();
+        assert!(verbatim_tokens <= 400, "{verbatim_tokens}");
+        assert!(verbatim.len() > 3, "the newest turns are kept verbatim");
+        assert!(verbatim[verbatim.len() - 2].content.starts_with("turn 29 "), "newest turn kept last");
+        let summary =
+            messages.iter().find(|m| m.content.starts_with("Earlier in this conversation")).expect("a summary");
+        let summarised = 30 - (verbatim.len() - 1);
+        assert!(summary.content.contains(&format!("({summarised} messages")), "{}", summary.content);
+        assert!(summary.content.contains("not listed"), "the oldest are counted");
+        assert!(summary.content.contains("you: turn"), "both sides appear");
+        assert_eq!(messages.last().unwrap().content, "@sam: and now?");
+    }
+
+    #[test]
+    fn a_short_conversation_goes_in_whole() {
+        let conversation =
+            vec![memory(MemoryKind::Reply, "ada", "hi sam"), memory(MemoryKind::Inbound, "sam", "hello")];
+        let recollection = Recollection { recent: vec![], conversation };
+        let context = Context { recollection: &recollection, budget_tokens: 400 };
+        let messages = reply(&persona(), PlatformKind::Discord, &context, "sam", "how are you?");
+        let contents: Vec<&str> = messages.iter().skip(1).map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["@sam: hello", "hi sam", "@sam: how are you?"]);
     }
 }

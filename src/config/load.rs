@@ -386,23 +386,31 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     if service.platforms.reddit.user_agent.trim().is_empty() {
         report.push("platforms.reddit.user_agent", "Reddit requires a descriptive User-Agent");
     }
+    let discord = &service.platforms.discord;
     for (key, url) in [
         ("platforms.x.base_url", &x.base_url),
         ("platforms.reddit.auth_base_url", &service.platforms.reddit.auth_base_url),
         ("platforms.reddit.api_base_url", &service.platforms.reddit.api_base_url),
+        ("platforms.discord.api_base_url", &discord.api_base_url),
     ] {
         if let Err(err) = reqwest::Url::parse(url) {
             report.push(key, format!("not a URL: {err}"));
         }
     }
-    for (key, config) in [("platforms.x", &x.rate_limit), ("platforms.reddit", &service.platforms.reddit.rate_limit)] {
+    for (key, config) in [
+        ("platforms.x", &x.rate_limit),
+        ("platforms.reddit", &service.platforms.reddit.rate_limit),
+        ("platforms.discord", &discord.rate_limit),
+    ] {
         if config.burst == 0 || config.per.get().is_zero() {
             report.push(format!("{key}.rate_limit"), "burst must be at least 1 and per longer than zero");
         }
     }
-    for (key, timeout) in
-        [("platforms.x.timeout", x.timeout), ("platforms.reddit.timeout", service.platforms.reddit.timeout)]
-    {
+    for (key, timeout) in [
+        ("platforms.x.timeout", x.timeout),
+        ("platforms.reddit.timeout", service.platforms.reddit.timeout),
+        ("platforms.discord.timeout", discord.timeout),
+    ] {
         if timeout.get().is_zero() {
             report.push(key, "must be longer than zero");
         }
@@ -413,6 +421,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
         if every.get() < Duration::from_millis(10) {
             report.push(key, "must be at least 10ms");
         }
+    }
+    if discord.max_reply_chars < 100 {
+        report.push("platforms.discord.max_reply_chars", "must be at least 100");
     }
     let local = &service.platforms.local;
     if local.rate_limit.burst == 0 {
@@ -514,6 +525,15 @@ fn resolve_persona_secrets(
                     .extend([("reddit.client_secret", &reddit.client_secret), ("reddit.password", &reddit.password)]),
             }
         }
+        if needs(PlatformKind::Discord) {
+            match persona.discord.as_ref().and_then(|discord| discord.token.as_ref()) {
+                None => report.push(
+                    "discord.token",
+                    "a [discord] section with a token is required: discord is enabled and not simulated",
+                ),
+                Some(token) => refs.push(("discord.token", token)),
+            }
+        }
         for (key, secret_ref) in refs {
             match secret_ref.resolve(base) {
                 Ok(secret) => {
@@ -559,6 +579,14 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
         for provider in chain {
             if !service.llm.providers.contains_key(provider) {
                 report.push(key, format!("unknown provider {provider:?}"));
+            }
+        }
+    }
+    if let Some(discord) = &persona.discord {
+        let ids = discord.channels.iter().map(|id| ("discord.channels", id));
+        for (key, id) in ids.chain(discord.post_channel.iter().map(|id| ("discord.post_channel", id))) {
+            if id.is_empty() || id.len() > 20 || !id.chars().all(|c| c.is_ascii_digit()) {
+                report.push(key, format!("expected a channel id (a number), got {id:?}"));
             }
         }
     }
@@ -729,5 +757,40 @@ schedule = { every = "90m" }
         let config = load_with_env(&dir.path().join("chorus.toml"), []).unwrap();
         assert_eq!(config.agent_keys().len(), 3);
         assert_eq!(config.personas["ada"].handle_on(crate::config::PlatformKind::X), "ada");
+    }
+
+    #[test]
+    fn a_real_discord_bot_needs_a_token_and_numeric_channel_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "[platforms.discord]\nenabled = true\nmax_reply_chars = 10\n");
+        let on_discord = PERSONA.replace("platforms = [\"local\"]", "platforms = [\"local\", \"discord\"]");
+        write(dir.path(), "personas/ada.toml", &on_discord);
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(errors.contains("ada.toml: discord.token: a [discord] section with a token is required"), "{errors}");
+        assert!(errors.contains("chorus.toml: platforms.discord.max_reply_chars: must be at least 100"), "{errors}");
+
+        write(dir.path(), "chorus.toml", "[platforms.discord]\nenabled = true\n");
+        std::fs::write(dir.path().join("discord_token"), "tok\n").unwrap();
+        let with_bot = format!(
+            "{on_discord}\n[discord]\ntoken = {{ file = \"discord_token\" }}\nchannels = [\"123\", \"#general\"]\n\
+             post_channel = \"\"\n"
+        );
+        write(dir.path(), "personas/ada.toml", &with_bot);
+        let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
+        assert!(
+            errors.contains("ada.toml: discord.channels: expected a channel id (a number), got \"#general\""),
+            "{errors}"
+        );
+        assert!(errors.contains("ada.toml: discord.post_channel: expected a channel id"), "{errors}");
+        assert!(!errors.contains("discord.token"), "the token resolved: {errors}");
+
+        write(
+            dir.path(),
+            "personas/ada.toml",
+            &with_bot.replace(", \"#general\"", "").replace("post_channel = \"\"", ""),
+        );
+        let config = load_with_env(&dir.path().join("chorus.toml"), []).unwrap();
+        assert_eq!(config.persona_secret("ada", "discord.token").unwrap().expose(), "tok");
+        assert_eq!(config.agent_keys().len(), 2);
     }
 }

@@ -72,23 +72,26 @@ impl std::fmt::Display for AgentKey {
     }
 }
 
-/// Platforms Chorus knows. Discord arrives with its own issue.
+/// Platforms Chorus knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlatformKind {
     Local,
     X,
     Reddit,
+    Discord,
 }
 
 impl PlatformKind {
-    pub const ALL: [PlatformKind; 3] = [PlatformKind::Local, PlatformKind::X, PlatformKind::Reddit];
+    pub const ALL: [PlatformKind; 4] =
+        [PlatformKind::Local, PlatformKind::X, PlatformKind::Reddit, PlatformKind::Discord];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PlatformKind::Local => "local",
             PlatformKind::X => "x",
             PlatformKind::Reddit => "reddit",
+            PlatformKind::Discord => "discord",
         }
     }
 }
@@ -139,15 +142,18 @@ impl ServiceConfig {
             PlatformKind::Local => self.platforms.local.enabled,
             PlatformKind::X => self.platforms.x.enabled,
             PlatformKind::Reddit => self.platforms.reddit.enabled,
+            PlatformKind::Discord => self.platforms.discord.enabled,
         }
     }
 
-    /// How often agents on `platform` read their mentions.
+    /// How often agents on `platform` read their mentions. Discord is not polled (its gateway
+    /// pushes messages); its agents only use this as the period of their idle timer.
     pub fn poll_every(&self, platform: PlatformKind) -> Duration {
         match platform {
             PlatformKind::Local => self.platforms.local.poll_every.get(),
             PlatformKind::X => self.platforms.x.poll_every.get(),
             PlatformKind::Reddit => self.platforms.reddit.poll_every.get(),
+            PlatformKind::Discord => Duration::from_secs(60),
         }
     }
 
@@ -157,6 +163,7 @@ impl ServiceConfig {
             PlatformKind::Local => &self.platforms.local.rate_limit,
             PlatformKind::X => &self.platforms.x.rate_limit,
             PlatformKind::Reddit => &self.platforms.reddit.rate_limit,
+            PlatformKind::Discord => &self.platforms.discord.rate_limit,
         }
     }
 
@@ -167,6 +174,7 @@ impl ServiceConfig {
                 PlatformKind::Local => false,
                 PlatformKind::X => self.platforms.x.simulated,
                 PlatformKind::Reddit => self.platforms.reddit.simulated,
+                PlatformKind::Discord => self.platforms.discord.simulated,
             }
     }
 }
@@ -434,6 +442,7 @@ pub struct PlatformsConfig {
     pub local: LocalPlatformConfig,
     pub x: XPlatformConfig,
     pub reddit: RedditPlatformConfig,
+    pub discord: DiscordPlatformConfig,
 }
 
 /// X (Twitter) API v2.
@@ -499,6 +508,37 @@ impl Default for RedditPlatformConfig {
     }
 }
 
+/// Discord: the REST API at `api_base_url` and the gateway websocket it reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordPlatformConfig {
+    pub enabled: bool,
+    /// In sandbox mode: talk to the built-in Discord simulator (no bot token needed).
+    pub simulated: bool,
+    /// `https://discord.com`; requests go to `{api_base_url}/api/v10/...`.
+    pub api_base_url: String,
+    pub timeout: Dur,
+    /// Longest reply, in characters, before it is cut back to full sentences. Anything over
+    /// 2000 characters is sent as several messages in order.
+    pub max_reply_chars: usize,
+    /// Sending budget per bot on top of what the headers report (Discord allows about 5
+    /// messages per 5 seconds in one channel).
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for DiscordPlatformConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            simulated: false,
+            api_base_url: "https://discord.com".to_owned(),
+            timeout: Dur::secs(15),
+            max_reply_chars: 6000,
+            rate_limit: RateLimitConfig { burst: 5, per: Dur::secs(5), max_wait: Dur::secs(30) },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalPlatformConfig {
@@ -559,11 +599,14 @@ pub struct MemoryConfig {
     pub recall_recent: u32,
     /// Recent items of the same conversation given to each reply.
     pub recall_conversation: u32,
+    /// Budget, in estimated tokens, of the conversation turns given verbatim to a reply. Older
+    /// turns beyond it are summarised (a short line each, then a count), never silently dropped.
+    pub context_tokens: u32,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { recall_recent: 5, recall_conversation: 8 }
+        Self { recall_recent: 5, recall_conversation: 24, context_tokens: 1200 }
     }
 }
 
@@ -632,6 +675,9 @@ pub struct Persona {
     /// The persona's Reddit account (not needed with the simulator).
     #[serde(default)]
     pub reddit: Option<PersonaReddit>,
+    /// The persona's Discord bot (optional with the simulator).
+    #[serde(default)]
+    pub discord: Option<PersonaDiscord>,
 }
 
 impl Persona {
@@ -642,6 +688,7 @@ impl Persona {
             PlatformKind::Local => None,
             PlatformKind::X => self.x.as_ref().map(|x| x.username.clone()),
             PlatformKind::Reddit => self.reddit.as_ref().map(|reddit| reddit.username.clone()),
+            PlatformKind::Discord => self.discord.as_ref().and_then(|discord| discord.username.clone()),
         };
         configured.unwrap_or_else(|| self.name.clone()).to_ascii_lowercase()
     }
@@ -682,6 +729,27 @@ pub struct PersonaReddit {
     pub password: SecretRef,
     /// Where scheduled posts go, e.g. `"test"` for r/test.
     pub subreddit: String,
+}
+
+/// A Discord bot. It answers direct messages, @mentions and replies to its own messages
+/// everywhere it is, and every message in `channels`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaDiscord {
+    /// The bot's username, used in prompts; the persona's name when omitted.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The bot token (without the `Bot ` prefix). Not needed with the simulator.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// Channel ids where the bot answers every message, not only mentions and replies (needs the
+    /// privileged Message Content intent, which is only requested when this is set).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Channel id where scheduled posts go; without one the persona posts nothing on its own on
+    /// Discord and only answers.
+    #[serde(default)]
+    pub post_channel: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -132,6 +132,7 @@ mod tests {
             budget,
             x: None,
             reddit: None,
+            discord: None,
         }
     }
 

@@ -143,6 +143,7 @@ mod tests {
             budget: None,
             x: None,
             reddit: None,
+            discord: None,
         })
     }
 

@@ -22,7 +22,7 @@ pub struct MemoryState {
 /// What generation gets to remember.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recollection {
-    /// The persona's latest own posts and replies, newest first.
+    /// The persona's latest own posts, newest first (replies stay in their conversation).
     pub recent: Vec<MemoryRow>,
     /// The latest messages of the conversation (both sides), newest first.
     pub conversation: Vec<MemoryRow>,

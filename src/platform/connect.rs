@@ -1,6 +1,7 @@
-//! Builds the X and Reddit platforms of a service from its configuration: real accounts from the
-//! persona files and their secrets, or — in sandbox mode with `platforms.<name>.simulated` — the
-//! built-in simulators with one account per persona, so no account or key is needed.
+//! Builds the X, Reddit and Discord platforms of a service from its configuration: real accounts
+//! from the persona files and their secrets, or — in sandbox mode with
+//! `platforms.<name>.simulated` — the built-in simulators with one account (or bot) per persona,
+//! so no account or key is needed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,11 +9,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::Platforms;
+use super::discord::{DiscordAccount, DiscordClient, DiscordClientConfig, DiscordPlatform};
 use super::reddit::{RedditAccount, RedditClient, RedditClientConfig, RedditPlatform};
 use super::x::{XAccount, XAuth, XClient, XClientConfig, XPlatform};
 use crate::config::{Config, PlatformKind, Secret, XAuthConfig};
 use crate::directory::Directory;
 use crate::sim::SandboxSims;
+use crate::sim::discord::DiscordSim;
 use crate::sim::reddit::RedditSim;
 use crate::sim::x::{SIM_CONSUMER_KEY, SIM_CONSUMER_SECRET, XSim};
 
@@ -22,6 +25,11 @@ pub const SIM_SUBREDDIT: &str = "chorus_sim";
 pub const SIM_PASSWORD: &str = "sandbox-password";
 pub const SIM_CLIENT_ID: &str = "sandbox-client";
 pub const SIM_CLIENT_SECRET: &str = "sandbox-secret";
+
+/// The bot token of a persona on the Discord simulator.
+pub fn sim_discord_token(persona: &str) -> String {
+    format!("sandbox-discord-{persona}")
+}
 
 /// Adds X and Reddit to `platforms` when enabled; returns the simulators in use. Simulators in
 /// `existing` are used instead of starting new ones (tests that restart a service against the
@@ -125,6 +133,47 @@ pub async fn connect(
         }
         platforms.insert(Arc::new(RedditPlatform::new(accounts, directory.clone())));
         sims.reddit = sim;
+    }
+
+    if service.platform_enabled(PlatformKind::Discord) {
+        let discord = &service.platforms.discord;
+        let mut accounts = HashMap::new();
+        let sim = match (service.simulated(PlatformKind::Discord), existing.discord.clone()) {
+            (false, _) => None,
+            (true, Some(sim)) => Some(sim),
+            (true, None) => {
+                let sim = DiscordSim::start().await.context("cannot start the Discord simulator")?;
+                tracing::info!(base_url = %sim.base_url(), "discord simulator listening");
+                Some(sim)
+            }
+        };
+        for persona in on(PlatformKind::Discord) {
+            let bot = persona.discord.as_ref();
+            let channels =
+                bot.map(|bot| bot.channels.iter().filter_map(|id| id.parse().ok()).collect()).unwrap_or_default();
+            let (api_base_url, token, post_channel) = match &sim {
+                Some(sim) => {
+                    let token = sim_discord_token(&persona.name);
+                    let handle = persona.handle_on(PlatformKind::Discord);
+                    if sim.user_id(&handle).is_none() {
+                        sim.add_bot(&token, &handle);
+                    }
+                    let post_channel =
+                        bot.and_then(|bot| bot.post_channel.clone()).unwrap_or_else(|| sim.text_channel_id());
+                    (sim.base_url(), Secret::new(token), Some(post_channel))
+                }
+                None => (
+                    discord.api_base_url.clone(),
+                    secret(config, &persona.name, "discord.token")?,
+                    bot.and_then(|bot| bot.post_channel.clone()),
+                ),
+            };
+            let client =
+                DiscordClient::new(DiscordClientConfig { api_base_url, token, timeout: discord.timeout.get() })?;
+            accounts.insert(persona.name.clone(), DiscordAccount::new(client, channels, post_channel));
+        }
+        platforms.insert(Arc::new(DiscordPlatform::new(accounts, directory.clone(), discord.max_reply_chars)));
+        sims.discord = sim;
     }
     Ok(sims)
 }

@@ -157,6 +157,7 @@ impl Platform for LocalPlatform {
                 author: post.author,
                 text: post.text,
                 conversation: conversation.to_string(),
+                from_bot: false,
             });
         }
         Ok(MentionBatch { mentions, cursor })

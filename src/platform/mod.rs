@@ -2,10 +2,12 @@
 //! [`Platform`]; agents read mentions through it and the Publisher posts through it.
 //!
 //! Built: `local` (the built-in timeline, [`local`]), [`x`] and [`reddit`] (our own clients plus
-//! their [`Platform`] adapters, built from the config by [`connect`]). Discord arrives behind the
-//! same trait in its own issue.
+//! their [`Platform`] adapters), and [`discord`] (a push platform: serenity's gateway delivers
+//! messages through [`Platform::connect`], our own client sends), all built from the config by
+//! [`connect`].
 
 pub mod connect;
+pub mod discord;
 pub mod gate;
 pub mod local;
 pub mod reddit;
@@ -43,14 +45,54 @@ impl AuthFailure for PlatformError {
     }
 }
 
+/// A failed HTTP exchange as a retryable error that names what failed, never the URL.
+pub(crate) fn transport_error(err: &reqwest::Error) -> PlatformError {
+    let what = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "response body interrupted"
+    } else {
+        "request failed"
+    };
+    PlatformError::Transient(what.to_owned())
+}
+
 /// A message that mentions one of our accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mention {
     pub remote_id: String,
     pub author: String,
     pub text: String,
-    /// The thread it belongs to (its root's id).
+    /// The conversation it belongs to: the thread's root on X and Reddit, the channel and the
+    /// author on Discord (each person has their own context with the persona).
     pub conversation: String,
+    /// The platform says the author is a bot (the loop guard caps how often we answer one).
+    pub from_bot: bool,
+}
+
+/// What a push platform's live connection reports to its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// Connected (again) as this user: a new session.
+    Ready { user: String },
+    /// The connection dropped and the session was resumed; nothing was missed.
+    Resumed,
+    /// A message the persona should answer.
+    Mention(Mention),
+    /// The connection ended: `Ok` when it was asked to, else why it cannot go on.
+    Closed(Result<(), PlatformError>),
+}
+
+/// Where a live connection sends its events; returns `false` once nobody listens.
+pub type LiveSink = Arc<dyn Fn(LiveEvent) -> bool + Send + Sync>;
+
+/// A running live connection, owned by its agent.
+#[async_trait]
+pub trait LiveConnection: Send + Sync {
+    /// Closes the connection and waits (briefly) until it is down.
+    async fn close(self: Box<Self>);
 }
 
 /// Mentions after a cursor, oldest first, and the cursor to read from next time.
@@ -72,6 +114,33 @@ pub struct Outgoing<'a> {
 #[async_trait]
 pub trait Platform: Send + Sync + 'static {
     fn kind(&self) -> PlatformKind;
+
+    /// Opens `account`'s live connection (push platforms); mentions then arrive through `sink`
+    /// and [`Platform::mentions`] is not polled. `None` for platforms that are polled.
+    async fn connect(&self, _account: &str, _sink: LiveSink) -> Result<Option<Box<dyn LiveConnection>>, PlatformError> {
+        Ok(None)
+    }
+
+    /// Whether [`Platform::typing`] shows anything.
+    fn shows_typing(&self) -> bool {
+        false
+    }
+
+    /// Shows that `account` is writing an answer to `reply_to` (a few seconds; call again to
+    /// keep it showing).
+    async fn typing(&self, _account: &str, _reply_to: &str) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    /// The longest text one outbox item may carry (a platform may send it in several parts).
+    fn max_text_chars(&self) -> usize {
+        local::MAX_POST_CHARS
+    }
+
+    /// Whether `account` publishes scheduled posts here (Discord needs a channel for them).
+    fn posts_enabled(&self, _account: &str) -> bool {
+        true
+    }
 
     /// Mentions of `account` after `cursor`.
     async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError>;

@@ -44,6 +44,16 @@ pub fn parse_reddit(headers: &HeaderMap) -> Option<RateLimitSnapshot> {
     })
 }
 
+/// Discord, per route bucket: `x-ratelimit-limit`, `x-ratelimit-remaining`,
+/// `x-ratelimit-reset-after` (seconds, fractional). A global 429 carries none of them.
+pub fn parse_discord(headers: &HeaderMap) -> Option<RateLimitSnapshot> {
+    let remaining = header(headers, "x-ratelimit-remaining")?.parse::<u32>().ok()?;
+    let reset_after = header(headers, "x-ratelimit-reset-after")?.parse::<f64>().ok()?;
+    let limit = header(headers, "x-ratelimit-limit").and_then(|value| value.parse().ok());
+    let reset_after = if reset_after.is_finite() { reset_after.max(0.0) } else { 0.0 };
+    Some(RateLimitSnapshot { limit, remaining, reset_after: Duration::from_secs_f64(reset_after) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +94,22 @@ mod tests {
             snapshot,
             RateLimitSnapshot { limit: Some(600), remaining: 595, reset_after: Duration::from_secs(412) }
         );
+    }
+
+    #[test]
+    fn discord_bucket_headers() {
+        let map = headers(&[
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset-after", "1.5"),
+            ("x-ratelimit-bucket", "abcd1234"),
+        ]);
+        assert_eq!(
+            parse_discord(&map),
+            Some(RateLimitSnapshot { limit: Some(5), remaining: 0, reset_after: Duration::from_millis(1500) })
+        );
+        assert_eq!(parse_discord(&headers(&[("retry-after", "2")])), None, "a global 429 has no bucket headers");
+        let odd = headers(&[("x-ratelimit-remaining", "1"), ("x-ratelimit-reset-after", "-3")]);
+        assert_eq!(parse_discord(&odd).map(|s| s.reset_after), Some(Duration::ZERO));
     }
 }

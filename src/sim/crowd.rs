@@ -1,6 +1,7 @@
 //! The sandbox crowd: simulated people who mention the personas every few seconds — on the local
-//! platform and on the X and Reddit simulators when those run — so a fresh `chorus run` shows
-//! conversations on every platform without any input. Sandbox mode only.
+//! platform and on the X, Reddit and Discord simulators when those run (on Discord: an @mention
+//! in #general or a direct message) — so a fresh `chorus run` shows conversations on every
+//! platform without any input. Sandbox mode only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,19 @@ impl Actor for Crowd {
                             sim.mention(person, &handle, &text);
                         }
                     }
+                    PlatformKind::Discord => {
+                        if let Some(sim) = &state.args.sims.discord
+                            && let Some(bot) = sim.user_id(&handle)
+                        {
+                            let user = sim.user_id(person).unwrap_or_else(|| sim.add_user(person));
+                            if rand::rng().random_bool(0.7) {
+                                let content = format!("<@{bot}> {question}");
+                                sim.mention(&user, &sim.text_channel_id(), &content, &[&bot]);
+                            } else {
+                                sim.dm(&user, &bot, &question);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -98,6 +112,7 @@ fn compose(args: &CrowdArgs, rng: &mut impl Rng) -> Option<(Arc<Persona>, Platfo
         PlatformKind::Local => service.platform_enabled(PlatformKind::Local),
         PlatformKind::X => service.platform_enabled(PlatformKind::X) && args.sims.x.is_some(),
         PlatformKind::Reddit => service.platform_enabled(PlatformKind::Reddit) && args.sims.reddit.is_some(),
+        PlatformKind::Discord => service.platform_enabled(PlatformKind::Discord) && args.sims.discord.is_some(),
     };
     let candidates: Vec<&Arc<Persona>> =
         args.personas.iter().filter(|persona| persona.platforms.iter().any(reachable)).collect();

@@ -1,6 +1,7 @@
 //! Simulators of the outside world, for the sandbox and the tests: the sandbox crowd, an LLM
-//! server (OpenAI-compatible and Anthropic wire formats), and the X and Reddit APIs, each with
-//! scripted faults and a record of the requests it received.
+//! server (OpenAI-compatible and Anthropic wire formats), and the X, Reddit and Discord APIs
+//! (Discord's gateway included), each with scripted faults and a record of the requests it
+//! received.
 
 pub mod crowd;
 pub mod discord;
@@ -47,4 +48,5 @@ pub fn recorded_headers(headers: &axum::http::HeaderMap) -> std::collections::BT
 pub struct SandboxSims {
     pub x: Option<x::XSim>,
     pub reddit: Option<reddit::RedditSim>,
+    pub discord: Option<discord::DiscordSim>,
 }

@@ -266,8 +266,10 @@ impl Db {
         Ok(())
     }
 
-    /// The persona's latest own posts and replies, newest first; or, given a `(platform,
-    /// conversation)`, that conversation's memories of every kind.
+    /// The persona's latest own public posts, newest first; or, given a `(platform,
+    /// conversation)`, that conversation's memories of every kind. Replies are only recalled
+    /// within their own conversation: what a persona told one person (a Discord DM) never
+    /// reaches another person's prompt.
     pub async fn recent_memories(
         &self,
         persona: &str,
@@ -290,7 +292,7 @@ impl Db {
             None => {
                 sqlx::query(
                     "SELECT kind, platform, conversation, author, text, created_at FROM memories \
-                     WHERE persona = $1 AND kind IN ('post', 'reply') ORDER BY id DESC LIMIT $2",
+                     WHERE persona = $1 AND kind = 'post' ORDER BY id DESC LIMIT $2",
                 )
                 .bind(persona)
                 .bind(limit)

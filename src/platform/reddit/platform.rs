@@ -99,6 +99,7 @@ impl Platform for RedditPlatform {
                 remote_id: item.fullname,
                 author: item.author,
                 text: item.body,
+                from_bot: false,
             })
             .collect();
         // The unread inbox is its own cursor: stored items are marked read (`acknowledge`).

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::config::Secret;
-use crate::platform::PlatformError;
+use crate::platform::{PlatformError, transport_error};
 use crate::rate_limit::headers::{RateLimitSnapshot, parse_x};
 
 /// Fields asked for on every post lookup.
@@ -132,19 +132,6 @@ struct Raw {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
-}
-
-fn transport_error(err: &reqwest::Error) -> PlatformError {
-    let what = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "connection failed"
-    } else if err.is_body() || err.is_decode() {
-        "response body interrupted"
-    } else {
-        "request failed"
-    };
-    PlatformError::Transient(what.to_owned())
 }
 
 fn malformed(what: &str) -> PlatformError {

@@ -133,6 +133,7 @@ impl Platform for XPlatform {
                 author: tweet.author_username.or(tweet.author_id).unwrap_or_default(),
                 remote_id: tweet.id,
                 text: tweet.text,
+                from_bot: false,
             })
             .collect();
         Ok(MentionBatch { mentions, cursor: page.newest_id })
