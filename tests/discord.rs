@@ -131,6 +131,57 @@ async fn replies_to_the_bot_and_watched_channels_are_answered_but_never_itself()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_bot_is_answered_only_up_to_the_loop_guard_cap() {
+    let sim = DiscordSim::start().await.unwrap();
+    let other = sim.add_bot("other-bot-token", "otherbot");
+    let sandbox = Sandbox::new(&format!("{DISCORD}\n[agents]\nmax_bot_turns = 2\n"));
+    discord_persona(&sandbox, "ada", "");
+    let service = start_on(&sandbox, &sim).await;
+    sessions(&sim, 1).await;
+    let ada = sim.user_id("ada").unwrap();
+    let general = sim.text_channel_id();
+    for turn in 0..6 {
+        sim.bot_message(&other, &general, &format!("<@{ada}> ping number {turn}"), &[&ada]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bot_messages(&sim, &general, 2, "ada answers the first turns").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.messages_in(&general).iter().filter(|m| str_of(m, "/author/id") == ada).count(), 2);
+    let ignored = service.db().pending_inbound("ada", "discord", 10).await.unwrap();
+    assert!(ignored.is_empty(), "the rest were closed by the loop guard, not left pending");
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_global_429_closes_every_route_of_the_bot_until_retry_after() {
+    use chorus::config::Secret;
+    use chorus::platform::PlatformError;
+    use chorus::platform::discord::{DiscordClient, DiscordClientConfig, NewMessage};
+    let sim = DiscordSim::start().await.unwrap();
+    sim.add_bot("tok", "ada");
+    let general = sim.text_channel_id();
+    let client = DiscordClient::new(DiscordClientConfig {
+        api_base_url: sim.base_url(),
+        token: Secret::new("tok"),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let message = |content| NewMessage { content, reply_to: None, nonce: "n1" };
+    sim.script([DiscordFault::RateLimited { retry_after_secs: 1.0, global: true }]);
+    match client.send_message(&general, message("first")).await {
+        Err(PlatformError::RateLimited { retry_after }) => assert_eq!(retry_after, Duration::from_secs(1)),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    let sent = sim.requests().len();
+    assert!(matches!(client.trigger_typing(&general).await, Err(PlatformError::RateLimited { .. })));
+    assert!(matches!(client.recent_messages(&general, 5).await, Err(PlatformError::RateLimited { .. })));
+    assert_eq!(sim.requests().len(), sent, "nothing is sent while the global limit holds");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.send_message(&general, message("second")).await.expect("sent after retry_after");
+    assert_eq!(sim.messages_in(&general).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5000_character_answer_arrives_as_ordered_parts_with_code_blocks_whole() {
     let llm = LlmSim::start().await.unwrap();
     let sim = DiscordSim::start().await.unwrap();

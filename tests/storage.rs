@@ -349,8 +349,8 @@ async fn local_platform_posts_mentions_and_timeline(db: &Db) {
     assert_eq!(db.local_post_by_key("no-such-key").await.expect("local_post_by_key"), None);
 }
 
-/// 6. Memories: the persona's own posts (never its replies: they stay in their conversation), or
-/// one conversation's memories of any kind.
+/// 6. Memories: the persona's own posts (never its replies: they stay in their conversation),
+///    or one conversation's memories of any kind.
 async fn recent_memories_by_persona_and_conversation(db: &Db) {
     let memories = [
         ("alice", MemoryKind::Post, None, "post 1"),
