@@ -54,10 +54,16 @@ async fn sessions(sim: &DiscordSim, n: usize) {
     eventually(WAIT, "gateway sessions", || async { (sim.connected_sessions() == n).then_some(()) }).await;
 }
 
-/// The bot messages in `channel` once there are at least `n`.
+/// The bots' replies in `channel` (messages answering another one: a persona's scheduled posts,
+/// which go to `#general` in the simulator, are not replies).
+fn replies_in(sim: &DiscordSim, channel: &str) -> Vec<Value> {
+    sim.messages_in(channel).into_iter().filter(|m| m.get("message_reference").is_some()).collect()
+}
+
+/// The bots' replies in `channel` once there are at least `n`.
 async fn bot_messages(sim: &DiscordSim, channel: &str, n: usize, what: &str) -> Vec<Value> {
     eventually(WAIT, what, || async {
-        let messages = sim.messages_in(channel);
+        let messages = replies_in(sim, channel);
         (messages.len() >= n).then_some(messages)
     })
     .await
@@ -93,8 +99,8 @@ async fn a_dm_and_a_mention_each_get_exactly_one_reply_with_typing() {
 
     // The bots receive their own replies over the gateway; more time passes: still one each.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(sim.messages_in(&dm).len(), 1);
-    assert_eq!(sim.messages_in(&general).len(), 1);
+    assert_eq!(replies_in(&sim, &dm).len(), 1);
+    assert_eq!(replies_in(&sim, &general).len(), 1);
     service.shutdown().await;
 }
 
@@ -125,8 +131,8 @@ async fn replies_to_the_bot_and_watched_channels_are_answered_but_never_itself()
     assert_eq!(str_of(&answers[1], "/message_reference/message_id"), reply);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sim.messages_in(&watched).len(), first.len(), "ada never answers herself");
-    assert_eq!(sim.messages_in(&general).len(), 2, "chatter stays unanswered");
+    assert_eq!(replies_in(&sim, &watched).len(), first.len(), "ada never answers herself");
+    assert_eq!(replies_in(&sim, &general).len(), 2, "chatter stays unanswered");
     service.shutdown().await;
 }
 
@@ -146,7 +152,7 @@ async fn another_bot_is_answered_only_up_to_the_loop_guard_cap() {
     }
     bot_messages(&sim, &general, 2, "ada answers the first turns").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(sim.messages_in(&general).iter().filter(|m| str_of(m, "/author/id") == ada).count(), 2);
+    assert_eq!(replies_in(&sim, &general).iter().filter(|m| str_of(m, "/author/id") == ada).count(), 2);
     let ignored = service.db().pending_inbound("ada", "discord", 10).await.unwrap();
     assert!(ignored.is_empty(), "the rest were closed by the loop guard, not left pending");
     service.shutdown().await;
@@ -252,7 +258,7 @@ async fn a_429_with_retry_after_1_5_delays_the_next_send() {
     assert_eq!(sends.len(), 2, "one refused send, one accepted");
     let gap = sends[1] - sends[0];
     assert!(gap >= Duration::from_millis(1500), "the next send waited out retry_after: {gap:?}");
-    assert_eq!(sim.messages_in(&dm).len(), 1);
+    assert_eq!(replies_in(&sim, &dm).len(), 1);
     let ada_agent = &service.health().children()["agent:ada@discord"];
     assert_eq!(ada_agent.restarts, 0, "a 429 is not a failure");
     service.shutdown().await;
@@ -327,6 +333,32 @@ async fn an_invalid_token_parks_only_the_discord_agent() {
     let children = service.health().children();
     assert_eq!(children["agent:ada@discord"].state, ChildState::Running);
     assert_eq!(children["agent:bob@local"].state, ChildState::Running, "bob's other platform is unaffected");
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_intents_on_the_gateway_park_the_agent_with_the_reason() {
+    let sim = DiscordSim::start().await.unwrap();
+    let watched = sim.add_text_channel("ask-ada");
+    // A bot without the privileged Message Content intent (bit 15) enabled in the portal.
+    sim.set_allowed_intents(Some(!(1 << 15)));
+    let sandbox = Sandbox::new(&format!("{DISCORD}\n[supervisor]\ncooldown = \"1h\"\n"));
+    discord_persona(&sandbox, "ada", &format!("channels = [\"{watched}\"]"));
+    sandbox.write_persona_on("bob", &["coffee"], &["local", "discord"]);
+    let service = start_on(&sandbox, &sim).await;
+    let ada = eventually(WAIT, "ada's discord agent parked", || async {
+        let children = service.health().children();
+        let ada = children.get("agent:ada@discord")?;
+        (ada.state == ChildState::Parked).then(|| ada.clone())
+    })
+    .await;
+    let reason = ada.reason.unwrap_or_default();
+    assert!(reason.contains("4014") && reason.contains("Message Content"), "{reason}");
+    // bob watches no channel, asks for no privileged intent, and carries on.
+    sessions(&sim, 1).await;
+    let children = service.health().children();
+    assert_eq!(children["agent:bob@discord"].state, ChildState::Running);
+    assert_eq!(children["agent:ada@discord"].restarts, 0, "no restart can fix intents: parked at once");
     service.shutdown().await;
 }
 

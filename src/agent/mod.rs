@@ -267,16 +267,15 @@ impl Actor for Agent {
                 state.draining = true;
                 state.timers.clear();
                 if let Some(live) = state.live.take() {
-                    live.close().await;
+                    // In a task: closing may take seconds, and in-flight replies must finish.
+                    tokio::spawn(live.close());
                 }
                 state.drain_waiters.push(reply);
                 self.maybe_finish_drain(state);
             }
             AgentMsg::Live(event) => match event {
                 LiveEvent::Mention(mention) => {
-                    if state.draining {
-                        return Ok(());
-                    }
+                    // Stored even while draining (it is answered after the next start).
                     self.store_mentions(state, MentionBatch { mentions: vec![mention], cursor: None }).await?;
                     self.fill(&myself, state).await?;
                 }

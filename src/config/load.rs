@@ -585,7 +585,7 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
     if let Some(discord) = &persona.discord {
         let ids = discord.channels.iter().map(|id| ("discord.channels", id));
         for (key, id) in ids.chain(discord.post_channel.iter().map(|id| ("discord.post_channel", id))) {
-            if id.is_empty() || id.len() > 20 || !id.chars().all(|c| c.is_ascii_digit()) {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) || id.parse::<u64>().is_err() {
                 report.push(key, format!("expected a channel id (a number), got {id:?}"));
             }
         }

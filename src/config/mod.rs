@@ -147,7 +147,7 @@ impl ServiceConfig {
     }
 
     /// How often agents on `platform` read their mentions. Discord is not polled (its gateway
-    /// pushes messages); its agents only use this as the period of their idle timer.
+    /// pushes messages) and its agents start no poll timer; the value is only a placeholder.
     pub fn poll_every(&self, platform: PlatformKind) -> Duration {
         match platform {
             PlatformKind::Local => self.platforms.local.poll_every.get(),

@@ -31,7 +31,7 @@ pub fn sim_discord_token(persona: &str) -> String {
     format!("sandbox-discord-{persona}")
 }
 
-/// Adds X and Reddit to `platforms` when enabled; returns the simulators in use. Simulators in
+/// Adds X, Reddit and Discord to `platforms` when enabled; returns the simulators in use. Simulators in
 /// `existing` are used instead of starting new ones (tests that restart a service against the
 /// same simulated world).
 pub async fn connect(
@@ -172,7 +172,7 @@ pub async fn connect(
                 DiscordClient::new(DiscordClientConfig { api_base_url, token, timeout: discord.timeout.get() })?;
             accounts.insert(persona.name.clone(), DiscordAccount::new(client, channels, post_channel));
         }
-        platforms.insert(Arc::new(DiscordPlatform::new(accounts, directory.clone(), discord.max_reply_chars)));
+        platforms.insert(Arc::new(DiscordPlatform::new(accounts, discord.max_reply_chars)));
         sims.discord = sim;
     }
     Ok(sims)

@@ -1,8 +1,10 @@
 //! The bot's gateway connection, on serenity. The agent owns it ([`LiveConnection`]): it is
-//! opened in the agent's `pre_start` and closed when the agent drains or stops.
+//! opened in the agent's `post_start` and closed when the agent drains or stops (or, if the agent
+//! dies without stopping cleanly, when the connection is dropped).
 //!
-//! - The gateway URL comes from our own `GET /gateway/bot`, which also proves the token before
-//!   anything connects (a 401 parks the agent at once). serenity's HTTP client is only pointed at
+//! - The bot's id (`GET /users/@me`, unless known) and the gateway URL (`GET /gateway/bot`) come
+//!   from our own client before anything connects, which also proves the token (a 401 parks the
+//!   agent at once). serenity's HTTP client is only pointed at
 //!   the same base URL (`HttpBuilder::proxy`, its rate limiter off) for its own bootstrap call.
 //! - serenity reconnects by itself: a dropped socket is resumed (missed events replayed), an
 //!   invalidated session identifies again. The agent hears `Ready` / `Resumed`.
@@ -37,6 +39,8 @@ pub(super) async fn connect(
     account: Arc<DiscordAccount>,
     sink: LiveSink,
 ) -> Result<Box<dyn LiveConnection>, PlatformError> {
+    // The bot's id before any event: messages are dispatched concurrently with READY.
+    account.bot_id().await?;
     let gateway_url = account.client.gateway_url().await?;
     let mut intents = GatewayIntents::GUILD_MESSAGES | GatewayIntents::DIRECT_MESSAGES;
     if !account.channels.is_empty() {
@@ -75,6 +79,15 @@ pub(super) async fn connect(
     Ok(Box::new(GatewayConnection { shards, closing, session, task }))
 }
 
+/// Tells the current session's runner directly to shut down. After serenity has restarted a shard
+/// (an invalidated session), the old runner's exit removes the new one from the shard manager's
+/// map, and `shutdown_all` alone would leave its socket open.
+fn stop_session(session: &Mutex<Option<ShardMessenger>>) {
+    if let Some(runner) = lock(session).take() {
+        runner.send_to_shard(ShardRunnerMessage::Shutdown(ShardId(0), 1000));
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -108,16 +121,12 @@ struct GatewayConnection {
 
 #[async_trait]
 impl LiveConnection for GatewayConnection {
-    /// Tells the runner to close its session (close code 1000) and ends the client; the socket
-    /// itself closes on the runner's next turn, within a second.
+    /// Tells the runner to close its session (close code 1000) and ends the client. serenity may
+    /// wait up to 5 s for a shard to confirm, then this waits up to [`CLOSE_TIMEOUT`] for the
+    /// client; the socket itself closes on the runner's next turn (under a second here).
     async fn close(mut self: Box<Self>) {
         self.closing.store(true, Ordering::SeqCst);
-        // Tell the current session's runner directly first: after serenity has restarted a shard
-        // (an invalidated session), the old runner's exit removes the new one from the manager's
-        // map, and `shutdown_all` alone would leave its socket open.
-        if let Some(runner) = lock(&self.session).take() {
-            runner.send_to_shard(ShardRunnerMessage::Shutdown(ShardId(0), 1000));
-        }
+        stop_session(&self.session);
         self.shards.shutdown_all().await;
         if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.task).await.is_err() {
             tracing::warn!("the discord client did not stop in time; abandoning it");
@@ -126,13 +135,15 @@ impl LiveConnection for GatewayConnection {
 }
 
 impl Drop for GatewayConnection {
-    /// Dropped without `close` (the agent panicked): the shard runners are tasks of their own,
-    /// so shut them down rather than leave a bot online with nobody listening.
+    /// Dropped without `close` (the agent failed or panicked, and ractor ran no `post_stop`):
+    /// the shard runners are tasks of their own, so shut them down rather than leave a bot online
+    /// with nobody listening.
     fn drop(&mut self) {
         self.task.abort();
         if self.closing.swap(true, Ordering::SeqCst) {
             return;
         }
+        stop_session(&self.session);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let shards = self.shards.clone();
             runtime.spawn(async move { shards.shutdown_all().await });

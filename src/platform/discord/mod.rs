@@ -24,7 +24,7 @@ pub use platform::{DiscordAccount, DiscordPlatform};
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderMap};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -195,6 +195,14 @@ impl DiscordClient {
         Ok(DiscordResponse { value: messages, rate })
     }
 
+    /// `Bot <token>`, marked sensitive so no debug output or log of the request shows it.
+    fn authorization(&self) -> HeaderValue {
+        let mut value = HeaderValue::from_str(&format!("Bot {}", self.token.expose()))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bot invalid-token"));
+        value.set_sensitive(true);
+        value
+    }
+
     /// One REST call through the gates. `bucket` names the route (its template) and `major` its
     /// major parameter: Discord limits each channel separately.
     async fn request(
@@ -211,7 +219,7 @@ impl DiscordClient {
         let mut request = self
             .http
             .request(method, format!("{}{API_PREFIX}{path}", self.base_url))
-            .header(AUTHORIZATION, format!("Bot {}", self.token.expose()));
+            .header(AUTHORIZATION, self.authorization());
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -2,7 +2,8 @@
 //! gateway connection with [`Platform::connect`] and messages arrive as [`LiveEvent`]s; nothing
 //! is polled.
 //!
-//! Remote ids are `channel/message`, so a reply knows its channel. Publishing splits the text
+//! Remote ids are `channel/message` (mentions and what is published alike), so a reply knows its
+//! channel. Publishing splits the text
 //! into messages of at most 2000 characters ([`split_message`]), sent in order, the first as a
 //! reply to the triggering message. Each part carries a nonce derived from the outbox key and its
 //! position, which Discord enforces for a few minutes (a retry right after a lost response returns
@@ -10,6 +11,10 @@
 //! [`MAX_WAIT_BETWEEN_PARTS`]) so the parts stay in order; anything else fails the item and the
 //! Publisher retries it: reconciliation then looks for each part among the channel's latest
 //! messages and only the missing ones are sent.
+//!
+//! Discord's rate-limit buckets are per route and channel; the client's gates keep them. They are
+//! not fed to the bot's RateLimiter (unlike X and Reddit), which holds the configured sending
+//! budget only: one channel's exhausted bucket must not hold up the bot's other channels.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,10 +25,7 @@ use async_trait::async_trait;
 use super::text::split_message;
 use super::{DiscordClient, DiscordMessage, MAX_MESSAGE_CHARS, NewMessage};
 use crate::config::PlatformKind;
-use crate::directory::{Directory, rate_limiter_key};
 use crate::platform::{LiveConnection, LiveSink, MentionBatch, Outgoing, Platform, PlatformError};
-use crate::rate_limit::RateLimiterMsg;
-use crate::rate_limit::headers::RateLimitSnapshot;
 
 /// Longest 429 waited out between two parts of one item.
 pub const MAX_WAIT_BETWEEN_PARTS: Duration = Duration::from_secs(10);
@@ -46,7 +48,7 @@ impl DiscordAccount {
         Self { client, channels, post_channel, bot_id: OnceLock::new() }
     }
 
-    async fn bot_id(&self) -> Result<u64, PlatformError> {
+    pub(super) async fn bot_id(&self) -> Result<u64, PlatformError> {
         if let Some(id) = self.bot_id.get() {
             return Ok(*id);
         }
@@ -58,7 +60,6 @@ impl DiscordAccount {
 
 pub struct DiscordPlatform {
     accounts: HashMap<String, Arc<DiscordAccount>>,
-    directory: Arc<Directory>,
     max_reply_chars: usize,
     /// Parts of an interrupted item that reconciliation found already sent, by outbox key; the
     /// next publish of that item skips them.
@@ -67,9 +68,9 @@ pub struct DiscordPlatform {
 
 impl DiscordPlatform {
     /// `accounts` by persona name.
-    pub fn new(accounts: HashMap<String, DiscordAccount>, directory: Arc<Directory>, max_reply_chars: usize) -> Self {
+    pub fn new(accounts: HashMap<String, DiscordAccount>, max_reply_chars: usize) -> Self {
         let accounts = accounts.into_iter().map(|(name, account)| (name, Arc::new(account))).collect();
-        Self { accounts, directory, max_reply_chars, sent_parts: Mutex::new(HashMap::new()) }
+        Self { accounts, max_reply_chars, sent_parts: Mutex::new(HashMap::new()) }
     }
 
     fn account(&self, persona: &str) -> Result<&Arc<DiscordAccount>, PlatformError> {
@@ -93,14 +94,6 @@ impl DiscordPlatform {
                 .as_deref()
                 .map(|channel| (channel, None))
                 .ok_or_else(|| PlatformError::Permanent("no discord.post_channel for scheduled posts".into())),
-        }
-    }
-
-    fn feed_limiter(&self, persona: &str, rate: Option<RateLimitSnapshot>) {
-        if let Some(snapshot) = rate
-            && let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key("discord", persona))
-        {
-            let _ = limiter.send_message(RateLimiterMsg::Observe(snapshot));
         }
     }
 
@@ -210,10 +203,10 @@ impl Platform for DiscordPlatform {
                     other => break other?,
                 }
             };
-            self.feed_limiter(account, sent.rate);
             first.get_or_insert(sent.value.id);
         }
-        first.ok_or_else(|| PlatformError::Permanent("nothing to send".into()))
+        let first = first.ok_or_else(|| PlatformError::Permanent("nothing to send".into()))?;
+        Ok(format!("{channel}/{first}"))
     }
 
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
@@ -224,7 +217,7 @@ impl Platform for DiscordPlatform {
         let messages = bot.client.recent_messages(channel, RECONCILE_LIMIT).await?.value;
         let found = find_parts(&parts, reply_to, &messages, &bot_id);
         if !found.is_empty() && found.iter().all(Option::is_some) {
-            return Ok(found.into_iter().next().flatten());
+            return Ok(found.into_iter().next().flatten().map(|first| format!("{channel}/{first}")));
         }
         if found.iter().any(Option::is_some) {
             self.sent_parts().insert(item.idempotency_key.to_owned(), found);
