@@ -137,6 +137,13 @@ pub trait Platform: Send + Sync + 'static {
         local::MAX_POST_CHARS
     }
 
+    /// Whether a 429 concerns the whole account, so the Publisher empties the account's
+    /// RateLimiter bucket (`BackOff`). Discord's are per route and channel: its client's gates
+    /// hold them, and one channel's limit must not pause the bot's other channels.
+    fn account_wide_rate_limits(&self) -> bool {
+        true
+    }
+
     /// Whether `account` publishes scheduled posts here (Discord needs a channel for them).
     fn posts_enabled(&self, _account: &str) -> bool {
         true

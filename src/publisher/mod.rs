@@ -206,6 +206,12 @@ impl PassContext {
                     return Ok(());
                 }
                 Ok(None) => {}
+                Err(PlatformError::Permanent(reason)) => {
+                    metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed")
+                        .increment(1);
+                    tracing::warn!(outbox_id = row.id, reason = %reason, "cannot reconcile the item; it is not sent again");
+                    return self.db.mark_failed(row, &reason).await;
+                }
                 Err(err) => return self.retry(row, &err).await,
             }
         }
@@ -258,7 +264,10 @@ impl PassContext {
         let backoff = crate::backoff::delay(self.config.retry_initial.get(), self.config.retry_max.get(), attempt);
         let (delay, outcome) = match err {
             PlatformError::RateLimited { retry_after } => {
-                if let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key(&row.platform, &row.persona)) {
+                let account_wide = self.platforms.by_name(&row.platform).is_none_or(|p| p.account_wide_rate_limits());
+                if account_wide
+                    && let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key(&row.platform, &row.persona))
+                {
                     let _ = limiter.send_message(RateLimiterMsg::BackOff { until: *retry_after });
                 }
                 (*retry_after, "rate_limited")

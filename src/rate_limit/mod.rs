@@ -4,8 +4,10 @@
 //! A permit is a reservation, not a block: `Acquire` answers at once with how long the caller
 //! must wait before its call (the bucket may go negative, queueing callers in order); a wait
 //! beyond `max_wait` is refused so callers retry later instead of piling up. The mailbox never
-//! waits. The platforms' rate-limit headers cap the bucket (`Observe`), which is why this is a small
-//! bucket of our own rather than `governor`, whose state cannot be set from outside.
+//! waits. X's and Reddit's rate-limit headers cap the bucket (`Observe`), which is why this is a
+//! small bucket of our own rather than `governor`, whose state cannot be set from outside.
+//! Discord's limits are per route and channel: its client's gates keep them, and its bots'
+//! buckets hold the configured budget only.
 
 pub mod headers;
 

@@ -168,6 +168,10 @@ impl Platform for DiscordPlatform {
         self.max_reply_chars
     }
 
+    fn account_wide_rate_limits(&self) -> bool {
+        false
+    }
+
     fn posts_enabled(&self, account: &str) -> bool {
         self.accounts.get(account).is_some_and(|bot| bot.post_channel.is_some())
     }
