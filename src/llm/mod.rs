@@ -22,7 +22,8 @@
 mod anthropic;
 mod breaker;
 mod budget;
-mod offline;
+pub mod offline;
+pub mod offline_embed;
 mod openai_compat;
 mod provider;
 mod sse;
@@ -44,6 +45,7 @@ pub use anthropic::AnthropicProvider;
 pub use breaker::{Admission, Breaker, Phase};
 pub use budget::{Budgets, Spend, day_start};
 pub use offline::{OfflineProvider, approximate_tokens};
+pub use offline_embed::OfflineEmbedder;
 pub use openai_compat::{OpenAiCompatProvider, OpenAiEmbedder};
 pub use provider::{ChatMessage, Completion, CompletionRequest, Embedder, Embeddings, LlmError, Provider, Role, Task};
 
@@ -74,7 +76,9 @@ pub enum LlmMsg {
 struct Pool {
     slots: HashMap<String, Arc<Slot>>,
     default_chain: Vec<String>,
-    embedder: Option<(Arc<dyn Embedder>, Arc<Slot>)>,
+    /// The embedding model: an `openai_compat` provider with its slot (breaker, concurrency), or
+    /// the offline embedder (no slot: nothing to protect).
+    embedder: (Arc<dyn Embedder>, Option<Arc<Slot>>),
     budgets: Arc<Budgets>,
     usage: mpsc::Sender<LlmUsage>,
 }
@@ -172,15 +176,18 @@ fn build_pool(
         metrics::gauge!(m::LLM_BREAKER_STATE, "provider" => name.clone()).set(Phase::Closed as u8 as f64);
         slots.insert(name.clone(), Arc::new(slot));
     }
-    let embedder = match &config.service.llm.embedding {
+    let embedder: (Arc<dyn Embedder>, Option<Arc<Slot>>) = match &config.service.llm.embedding {
         Some(embedding) => {
             let slot = slots.get(&embedding.provider).cloned().ok_or("llm.embedding.provider is not configured")?;
-            let key = config.llm_keys.get(&embedding.provider).cloned();
-            let embedder: Arc<dyn Embedder> =
-                Arc::new(OpenAiEmbedder::new(&embedding.provider, &slot.config, &embedding.model, key)?);
-            Some((embedder, slot))
+            if slot.config.kind == ProviderKind::Offline {
+                (Arc::new(OfflineEmbedder::new(&embedding.provider)), None)
+            } else {
+                let key = config.llm_keys.get(&embedding.provider).cloned();
+                let embedder = OpenAiEmbedder::new(&embedding.provider, &slot.config, &embedding.model, key)?;
+                (Arc::new(embedder), Some(slot))
+            }
         }
-        None => None,
+        None => (Arc::new(OfflineEmbedder::new("offline")), None),
     };
     Ok(Pool { slots, default_chain: config.service.llm.default_chain.clone(), embedder, budgets, usage })
 }
@@ -374,10 +381,27 @@ impl Pool {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, LlmError> {
-        let Some((embedder, slot)) = &self.embedder else {
-            return Err(LlmError::UnknownProvider("(no llm.embedding configured)".into()));
-        };
+        let (embedder, slot) = &self.embedder;
         let provider = embedder.name().to_owned();
+        // Vectors are filed under the configured model name (`Config::embedding_model`), whatever
+        // spelling the server answers with (a `:latest` tag, a dated snapshot).
+        let configured = embedder.model().to_owned();
+        let result = self.embed_on(embedder, slot.as_ref(), texts, provider).await;
+        result.map(|embeddings| Embeddings { model: configured, ..embeddings })
+    }
+
+    async fn embed_on(
+        &self,
+        embedder: &Arc<dyn Embedder>,
+        slot: Option<&Arc<Slot>>,
+        texts: &[String],
+        provider: String,
+    ) -> Result<Embeddings, LlmError> {
+        let Some(slot) = slot else {
+            let result = embedder.embed(texts).await;
+            metrics::counter!(m::LLM_EMBEDDINGS, "provider" => provider, "outcome" => "ok").increment(1);
+            return result;
+        };
         if slot.breaker.admit(Instant::now()) == Admission::Rejected {
             return Err(LlmError::CircuitOpen { provider });
         }
