@@ -100,6 +100,7 @@ storage_contract!(
     outbox_lifecycle_is_audited,
     local_platform_posts_mentions_and_timeline,
     recent_memories_by_persona_and_conversation,
+    memory_vectors_by_model_retention_and_cap,
     llm_usage_sums_tokens_per_persona,
     concurrent_enqueue_of_one_key_makes_one_row,
 );
@@ -392,6 +393,51 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     assert_eq!(texts(&c2), ["inbound 2"]);
     assert!(db.recent_memories("alice", Some(("x", "c1")), 10).await.expect("other platform").is_empty());
     assert!(db.recent_memories("carol", None, 10).await.expect("recent_memories carol").is_empty());
+}
+
+/// 6b. Memory vectors: stored per model, listed page by page, re-embedding finds the others;
+///     retention by kind and age, and a per-persona cap that never deletes facts.
+async fn memory_vectors_by_model_retention_and_cap(db: &Db) {
+    let new = |persona: &str, kind: MemoryKind, text: &str| NewMemory {
+        persona: persona.to_owned(),
+        platform: "local".to_owned(),
+        kind,
+        conversation: None,
+        author: persona.to_owned(),
+        text: text.to_owned(),
+    };
+    let mut ids = Vec::new();
+    for (n, kind) in
+        [MemoryKind::Post, MemoryKind::Inbound, MemoryKind::Reply, MemoryKind::Post].into_iter().enumerate()
+    {
+        ids.push(db.insert_memory(&new("alice", kind, &format!("memory {n}"))).await.expect("insert_memory"));
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let facts = vec!["alice is a gardener".to_owned(), "alice talks about soil".to_owned()];
+    assert_eq!(db.ensure_facts("alice", &facts).await.expect("ensure_facts").len(), 2);
+    assert!(db.ensure_facts("alice", &facts).await.expect("ensure_facts again").is_empty(), "stored once");
+
+    assert_eq!(db.memories_to_embed("m1", 100).await.expect("memories_to_embed").len(), 6, "nothing embedded yet");
+    let vectors: Vec<(i64, Vec<f32>)> = ids[..3].iter().map(|id| (*id, vec![*id as f32, 0.5, -1.0])).collect();
+    db.set_embeddings("m1", &vectors).await.expect("set_embeddings");
+    let stored = db.memory_vectors("m1", 0, 2).await.expect("memory_vectors page 1");
+    assert_eq!(stored.iter().map(|s| s.row.id).collect::<Vec<_>>(), ids[..2].to_vec(), "first page, in id order");
+    assert_eq!(stored[0].vector, vectors[0].1, "vectors round-trip");
+    let rest = db.memory_vectors("m1", stored[1].row.id, 10).await.expect("memory_vectors page 2");
+    assert_eq!(rest.iter().map(|s| s.row.id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert!(db.memory_vectors("m2", 0, 10).await.expect("other model").is_empty(), "another model's vectors never mix");
+    let todo = db.memories_to_embed("m1", 100).await.expect("memories_to_embed m1");
+    assert_eq!(todo.len(), 3, "the unembedded rest");
+    assert_eq!(db.memories_to_embed("m2", 100).await.expect("memories_to_embed m2").len(), 6, "all, for a new model");
+
+    let gone = db.delete_memories_before(MemoryKind::Inbound, chorus::store::now_ms() + 1).await.expect("delete");
+    assert_eq!(gone, vec![ids[1]], "only the inbound one");
+    let trimmed = db.trim_memories("alice", 1).await.expect("trim");
+    assert_eq!(trimmed, vec![ids[0], ids[2]], "the oldest past the cap, facts untouched");
+    let left = db.memories_by_ids(&ids).await.expect("memories_by_ids");
+    assert_eq!(left.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[3]]);
+    let counts = db.memory_counts().await.expect("memory_counts");
+    assert!(counts.contains(&(MemoryKind::Fact, 2)) && counts.contains(&(MemoryKind::Post, 1)), "{counts:?}");
 }
 
 /// 7. LLM usage: tokens in and out summed per persona; batched writes; daily spend with cost.

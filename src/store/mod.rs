@@ -9,6 +9,7 @@
 
 pub mod actor;
 mod local;
+mod memory;
 mod outbox;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::config::Secret;
 
 pub use local::LocalPost;
+pub use memory::{MemoryKind, MemoryRow, NewMemory, StoredVector};
 pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -247,62 +249,6 @@ impl Db {
         Ok(())
     }
 
-    // ----- memories -----
-
-    pub async fn insert_memory(&self, memory: &NewMemory) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&memory.persona)
-        .bind(&memory.platform)
-        .bind(memory.kind.as_str())
-        .bind(memory.conversation.as_deref())
-        .bind(&memory.author)
-        .bind(&memory.text)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The persona's latest own public posts, newest first; or, given a `(platform,
-    /// conversation)`, that conversation's memories of every kind. Replies are only recalled
-    /// within their own conversation: what a persona told one person (a Discord DM) never
-    /// reaches another person's prompt.
-    pub async fn recent_memories(
-        &self,
-        persona: &str,
-        conversation: Option<(&str, &str)>,
-        limit: i64,
-    ) -> StoreResult<Vec<MemoryRow>> {
-        let rows = match conversation {
-            Some((platform, conversation)) => {
-                sqlx::query(
-                    "SELECT kind, platform, conversation, author, text, created_at FROM memories \
-                     WHERE persona = $1 AND platform = $2 AND conversation = $3 ORDER BY id DESC LIMIT $4",
-                )
-                .bind(persona)
-                .bind(platform)
-                .bind(conversation)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "SELECT kind, platform, conversation, author, text, created_at FROM memories \
-                     WHERE persona = $1 AND kind = 'post' ORDER BY id DESC LIMIT $2",
-                )
-                .bind(persona)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter().map(MemoryRow::from_row).collect()
-    }
-
     // ----- LLM usage -----
 
     pub async fn record_llm_usage(&self, usage: &LlmUsage) -> StoreResult<()> {
@@ -430,68 +376,6 @@ impl InboundRow {
             author_is_persona: row.try_get::<i64, _>("author_is_persona")? != 0,
             text: row.try_get("text")?,
             conversation: row.try_get("conversation")?,
-        })
-    }
-}
-
-/// What a memory records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryKind {
-    /// An original post of the persona.
-    Post,
-    /// A reply of the persona.
-    Reply,
-    /// A message someone sent the persona.
-    Inbound,
-}
-
-impl MemoryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemoryKind::Post => "post",
-            MemoryKind::Reply => "reply",
-            MemoryKind::Inbound => "inbound",
-        }
-    }
-
-    fn parse(text: &str) -> Self {
-        match text {
-            "post" => MemoryKind::Post,
-            "reply" => MemoryKind::Reply,
-            _ => MemoryKind::Inbound,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct NewMemory {
-    pub persona: String,
-    pub platform: String,
-    pub kind: MemoryKind,
-    pub conversation: Option<String>,
-    pub author: String,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemoryRow {
-    pub kind: MemoryKind,
-    pub platform: String,
-    pub conversation: Option<String>,
-    pub author: String,
-    pub text: String,
-    pub created_at: i64,
-}
-
-impl MemoryRow {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
-        Ok(Self {
-            kind: MemoryKind::parse(&row.try_get::<String, _>("kind")?),
-            platform: row.try_get("platform")?,
-            conversation: row.try_get("conversation")?,
-            author: row.try_get("author")?,
-            text: row.try_get("text")?,
-            created_at: row.try_get("created_at")?,
         })
     }
 }

@@ -1,0 +1,303 @@
+//! Memory queries: what each persona said and heard, with its embedding (little-endian `f32`s)
+//! and the model that made it. Vectors of different models are never compared: search loads only
+//! the current model's, and the rest are embedded again.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, StoreResult, now_ms};
+
+/// What a memory records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryKind {
+    /// An original post of the persona.
+    Post,
+    /// A reply of the persona.
+    Reply,
+    /// A message someone sent the persona.
+    Inbound,
+    /// A fact about the persona, from its file (bio, voice, topics, example posts).
+    Fact,
+}
+
+impl MemoryKind {
+    pub const ALL: [MemoryKind; 4] = [MemoryKind::Post, MemoryKind::Reply, MemoryKind::Inbound, MemoryKind::Fact];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryKind::Post => "post",
+            MemoryKind::Reply => "reply",
+            MemoryKind::Inbound => "inbound",
+            MemoryKind::Fact => "fact",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    pub persona: String,
+    pub platform: String,
+    pub kind: MemoryKind,
+    pub conversation: Option<String>,
+    pub author: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryRow {
+    pub id: i64,
+    pub persona: String,
+    pub kind: MemoryKind,
+    pub platform: String,
+    pub conversation: Option<String>,
+    pub author: String,
+    pub text: String,
+    pub created_at: i64,
+}
+
+impl MemoryRow {
+    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            persona: row.try_get("persona")?,
+            kind: MemoryKind::parse(&row.try_get::<String, _>("kind")?).unwrap_or(MemoryKind::Inbound),
+            platform: row.try_get("platform")?,
+            conversation: row.try_get("conversation")?,
+            author: row.try_get("author")?,
+            text: row.try_get("text")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, persona, kind, platform, conversation, author, text, created_at";
+
+/// A memory's vector as stored, with what search filters on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVector {
+    pub row: MemoryRow,
+    pub vector: Vec<f32>,
+}
+
+/// `f32`s as little-endian bytes.
+pub fn encode_vector(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`encode_vector`]; `None` for a length that is not a multiple of four.
+pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+impl Db {
+    /// Stores a memory and returns its id.
+    pub async fn insert_memory(&self, memory: &NewMemory) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&memory.persona)
+        .bind(&memory.platform)
+        .bind(memory.kind.as_str())
+        .bind(memory.conversation.as_deref())
+        .bind(&memory.author)
+        .bind(&memory.text)
+        .bind(now_ms())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The persona's facts that are not stored yet are stored (platform `persona`); returns the
+    /// new ones.
+    pub async fn ensure_facts(&self, persona: &str, facts: &[String]) -> StoreResult<Vec<MemoryRow>> {
+        let known: Vec<String> = sqlx::query("SELECT text FROM memories WHERE persona = $1 AND kind = 'fact'")
+            .bind(persona)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut added = Vec::new();
+        for fact in facts.iter().filter(|fact| !known.contains(fact)) {
+            let memory = NewMemory {
+                persona: persona.to_owned(),
+                platform: "persona".to_owned(),
+                kind: MemoryKind::Fact,
+                conversation: None,
+                author: persona.to_owned(),
+                text: fact.clone(),
+            };
+            let id = self.insert_memory(&memory).await?;
+            added.extend(self.memories_by_ids(&[id]).await?);
+        }
+        Ok(added)
+    }
+
+    /// The persona's latest own public posts, newest first; or, given a `(platform,
+    /// conversation)`, that conversation's memories of every kind. Replies are only recalled
+    /// within their own conversation: what a persona told one person (a Discord DM) never
+    /// reaches another person's prompt.
+    pub async fn recent_memories(
+        &self,
+        persona: &str,
+        conversation: Option<(&str, &str)>,
+        limit: i64,
+    ) -> StoreResult<Vec<MemoryRow>> {
+        let rows = match conversation {
+            Some((platform, conversation)) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM memories \
+                     WHERE persona = $1 AND platform = $2 AND conversation = $3 ORDER BY id DESC LIMIT $4"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(persona)
+                    .bind(platform)
+                    .bind(conversation)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' ORDER BY id DESC LIMIT $2"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(limit).fetch_all(self.pool()).await?
+            }
+        };
+        rows.iter().map(MemoryRow::from_row).collect()
+    }
+
+    /// Memories by id, in id order (missing ids are skipped).
+    pub async fn memories_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<MemoryRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT {COLUMNS} FROM memories WHERE id IN ({}) ORDER BY id", placeholders.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.fetch_all(self.pool()).await?.iter().map(MemoryRow::from_row).collect()
+    }
+
+    /// Records the vectors of `model` for these memories, in one transaction.
+    pub async fn set_embeddings(&self, model: &str, vectors: &[(i64, Vec<f32>)]) -> StoreResult<()> {
+        let mut tx = self.pool().begin().await?;
+        for (id, vector) in vectors {
+            sqlx::query("UPDATE memories SET embedding = $1, embedding_model = $2 WHERE id = $3")
+                .bind(encode_vector(vector))
+                .bind(model)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` vectors of `model` with ids above `after_id`, in id order (for loading the
+    /// index page by page). A stored vector that does not decode is skipped.
+    pub async fn memory_vectors(&self, model: &str, after_id: i64, limit: i64) -> StoreResult<Vec<StoredVector>> {
+        let sql = format!(
+            "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(after_id).bind(limit).fetch_all(self.pool()).await?;
+        let mut vectors = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let bytes: Vec<u8> = row.try_get("embedding")?;
+            if let Some(vector) = decode_vector(&bytes) {
+                vectors.push(StoredVector { row: MemoryRow::from_row(row)?, vector });
+            }
+        }
+        Ok(vectors)
+    }
+
+    /// Up to `limit` memories without a vector of `model` (never embedded, or by another model),
+    /// oldest first.
+    pub async fn memories_to_embed(&self, model: &str, limit: i64) -> StoreResult<Vec<MemoryRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM memories \
+             WHERE embedding_model IS NULL OR embedding_model < $1 OR embedding_model > $1 ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(limit).fetch_all(self.pool()).await?;
+        rows.iter().map(MemoryRow::from_row).collect()
+    }
+
+    /// Deletes the memories of `kind` created before `before_ms`; returns their ids.
+    pub async fn delete_memories_before(&self, kind: MemoryKind, before_ms: i64) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query("DELETE FROM memories WHERE kind = $1 AND created_at < $2 RETURNING id")
+            .bind(kind.as_str())
+            .bind(before_ms)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// Keeps the persona's newest `keep` memories other than facts and deletes the rest; returns
+    /// the deleted ids.
+    pub async fn trim_memories(&self, persona: &str, keep: i64) -> StoreResult<Vec<i64>> {
+        let cutoff = sqlx::query(
+            "SELECT id FROM memories WHERE persona = $1 AND kind <> 'fact' ORDER BY id DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(persona)
+        .bind(keep)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(cutoff) = cutoff else { return Ok(Vec::new()) };
+        let cutoff: i64 = cutoff.try_get(0)?;
+        let rows = sqlx::query("DELETE FROM memories WHERE persona = $1 AND kind <> 'fact' AND id <= $2 RETURNING id")
+            .bind(persona)
+            .bind(cutoff)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// Every persona with memories.
+    pub async fn memory_personas(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT persona FROM memories").fetch_all(self.pool()).await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// How many memories have a vector of each model (`None`: not embedded yet).
+    pub async fn embedding_models(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
+        let rows = sqlx::query("SELECT embedding_model, COUNT(*) FROM memories GROUP BY embedding_model")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// Memories stored, by kind.
+    pub async fn memory_counts(&self) -> StoreResult<Vec<(MemoryKind, i64)>> {
+        let rows = sqlx::query("SELECT kind, COUNT(*) FROM memories GROUP BY kind").fetch_all(self.pool()).await?;
+        let mut counts = Vec::new();
+        for row in &rows {
+            if let Some(kind) = MemoryKind::parse(&row.try_get::<String, _>(0)?) {
+                counts.push((kind, row.try_get(1)?));
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_bytes() {
+        let vector = vec![0.5, -1.25, f32::MIN_POSITIVE, 3.0e7];
+        assert_eq!(decode_vector(&encode_vector(&vector)), Some(vector));
+        assert_eq!(decode_vector(&[1, 2, 3]), None);
+    }
+}
