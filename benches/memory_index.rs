@@ -1,0 +1,360 @@
+//! The memory vector index at scale: insert rate, top-10 search latency, recall@10 against exact
+//! search, and resident memory, on synthetic 384-dimensional embeddings. Run with
+//! `cargo bench --bench memory_index`; prints a Markdown table and one JSON line.
+//!
+//! - `CHORUS_BENCH_SIZES`: comma-separated index sizes (default `100000,1000000`).
+//! - The vectors are a Gaussian mixture of 4,096 clusters, normalised. Within a cluster the
+//!   spread follows a power law over a per-cluster ordering of the dimensions (the few leading
+//!   directions carry most of it), as in real sentence embeddings; isotropic noise would make
+//!   every neighbour almost equally far and nothing like an embedding model's output.
+//! - Queries are held-out vectors drawn from the same clusters; search latency is single-threaded
+//!   over 1,000 of them. Recall@10 compares with an exact index (`usize::MAX` threshold) over 300.
+//! - The index is built with `extend` (every core), then 5,000 more vectors are inserted one at
+//!   a time to time `insert`.
+//! - Resident memory is VmRSS from /proc/self/status just before and after building the index
+//!   (the generated vectors are already resident then), next to `memory_bytes()` and the raw size
+//!   `N × 384 × 4 B`.
+//! - A second table times the exact search at small sizes, which sets `EXACT_THRESHOLD`.
+
+use std::time::{Duration, Instant};
+
+use chorus::memory::index::{EXACT_THRESHOLD, VectorIndex};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const DIMENSION: usize = 384;
+const CLUSTERS: usize = 4_096;
+/// Length of the spread within a cluster relative to the (unit) cluster centre.
+const SPREAD: f32 = 0.75;
+const K: usize = 10;
+const QUERIES: usize = 1_000;
+const RECALL_QUERIES: usize = 300;
+/// The filtered searches accept one id in this many.
+const FILTER_ONE_IN: i64 = 10;
+/// Vectors then inserted one at a time into the full index.
+const SINGLE_INSERTS: usize = 5_000;
+const SEED: u64 = 0x00c0_ffee;
+/// Vectors generated per RNG stream (each stream is seeded from its position, so the data does
+/// not depend on the number of threads).
+const CHUNK: usize = 8_192;
+
+/// The cluster centres and, per cluster, the spread of each dimension.
+struct Mixture {
+    centres: Vec<f32>,
+    spreads: Vec<f32>,
+}
+
+impl Mixture {
+    fn new(rng: &mut StdRng) -> Self {
+        let mut centres = vec![0.0f32; CLUSTERS * DIMENSION];
+        for centre in centres.chunks_exact_mut(DIMENSION) {
+            fill_gaussian(rng, centre);
+            normalise(centre);
+        }
+        // A power-law spectrum: the i-th strongest direction has standard deviation ∝ 1/√(i+1),
+        // scaled so that the expected squared length of the spread is SPREAD².
+        let spectrum: Vec<f32> = (0..DIMENSION).map(|i| 1.0 / ((i + 1) as f32).sqrt()).collect();
+        let total: f32 = spectrum.iter().map(|s| s * s).sum();
+        let spectrum: Vec<f32> = spectrum.iter().map(|s| s * SPREAD / total.sqrt()).collect();
+        let mut spreads = Vec::with_capacity(CLUSTERS * DIMENSION);
+        let mut order: Vec<usize> = (0..DIMENSION).collect();
+        for _ in 0..CLUSTERS {
+            // Each cluster spreads along its own directions.
+            for i in (1..DIMENSION).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+            spreads.extend(order.iter().map(|&o| spectrum[o]));
+        }
+        Mixture { centres, spreads }
+    }
+
+    /// `n` normalised vectors, each near a random cluster centre, from the stream `stream`.
+    fn sample(&self, n: usize, stream: u64) -> Vec<f32> {
+        let mut out = vec![0.0f32; n * DIMENSION];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(CHUNK * DIMENSION).enumerate().collect();
+        let per_thread = chunks.len().div_ceil(threads).max(1);
+        let mut chunks = chunks.into_iter();
+        std::thread::scope(|scope| {
+            loop {
+                let batch: Vec<_> = chunks.by_ref().take(per_thread).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                scope.spawn(move || {
+                    for (chunk, vectors) in batch {
+                        let mut rng = StdRng::seed_from_u64(SEED ^ (stream << 32) ^ chunk as u64);
+                        for vector in vectors.chunks_exact_mut(DIMENSION) {
+                            let cluster = rng.random_range(0..CLUSTERS);
+                            fill_gaussian(&mut rng, vector);
+                            let centre = &self.centres[cluster * DIMENSION..][..DIMENSION];
+                            let spread = &self.spreads[cluster * DIMENSION..][..DIMENSION];
+                            for ((x, c), s) in vector.iter_mut().zip(centre).zip(spread) {
+                                *x = c + s * *x;
+                            }
+                            normalise(vector);
+                        }
+                    }
+                });
+            }
+        });
+        out
+    }
+}
+
+/// Fills `out` with standard normal samples (Box–Muller, two per pair of uniforms).
+fn fill_gaussian(rng: &mut StdRng, out: &mut [f32]) {
+    for pair in out.chunks_mut(2) {
+        let u: f32 = rng.random_range(f32::EPSILON..1.0);
+        let v: f32 = rng.random();
+        let r = (-2.0 * u.ln()).sqrt();
+        let (sin, cos) = (std::f32::consts::TAU * v).sin_cos();
+        pair[0] = r * cos;
+        if let Some(second) = pair.get_mut(1) {
+            *second = r * sin;
+        }
+    }
+}
+
+fn normalise(vector: &mut [f32]) {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    vector.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// The process's resident set size in bytes (VmRSS), or 0 where /proc is missing.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+/// Runs `search` on every query, single-threaded; returns the results and (p50, p99) in ms.
+fn timed(queries: &[f32], search: impl Fn(&[f32]) -> Vec<(i64, f32)>) -> (Vec<Vec<(i64, f32)>>, f64, f64) {
+    for query in queries.chunks_exact(DIMENSION).take(20) {
+        std::hint::black_box(search(query));
+    }
+    let mut latencies = Vec::new();
+    let results = queries
+        .chunks_exact(DIMENSION)
+        .map(|query| {
+            let start = Instant::now();
+            let result = search(query);
+            latencies.push(start.elapsed());
+            result
+        })
+        .collect();
+    latencies.sort_unstable();
+    (results, percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
+/// The exact top-k of each query, over every core.
+fn exact_results(exact: &VectorIndex, queries: &[f32], filter: impl Fn(i64) -> bool + Sync) -> Vec<Vec<i64>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queries: Vec<&[f32]> = queries.chunks_exact(DIMENSION).collect();
+    let per_thread = queries.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = queries
+            .chunks(per_thread)
+            .map(|chunk| {
+                let filter = &filter;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|q| exact.search(q, K, filter).into_iter().map(|r| r.0).collect())
+                        .collect::<Vec<Vec<i64>>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("exact search thread")).collect::<Vec<Vec<i64>>>()
+    })
+}
+
+fn recall(truth: &[Vec<i64>], found: &[Vec<(i64, f32)>]) -> f64 {
+    let hits: usize = truth.iter().zip(found).map(|(t, f)| f.iter().filter(|(id, _)| t.contains(id)).count()).sum();
+    let wanted: usize = truth.iter().map(Vec::len).sum();
+    hits as f64 / wanted.max(1) as f64
+}
+
+struct Row {
+    n: usize,
+    build_secs: f64,
+    inserts_per_sec: f64,
+    single_inserts_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    filtered_p50_ms: f64,
+    filtered_p99_ms: f64,
+    recall: f64,
+    filtered_recall: f64,
+    rss_delta: usize,
+    memory_bytes: usize,
+    raw_bytes: usize,
+    exact_mean_ms: f64,
+}
+
+fn run(mixture: &Mixture, n: usize) -> Row {
+    let data = mixture.sample(n, 1);
+    let queries = mixture.sample(QUERIES, 2);
+    let accepted = |id: i64| id % FILTER_ONE_IN == 0;
+
+    let rss_before = rss_bytes();
+    let start = Instant::now();
+    let mut index = VectorIndex::new(DIMENSION);
+    index.extend(data.chunks_exact(DIMENSION).enumerate().map(|(id, v)| (id as i64, v))).expect("extend");
+    let build_secs = start.elapsed().as_secs_f64();
+    let rss_delta = rss_bytes().saturating_sub(rss_before);
+    let memory_bytes = index.memory_bytes();
+    assert_eq!(index.len(), n);
+
+    let (found, p50_ms, p99_ms) = timed(&queries, |q| index.search(q, K, |_| true));
+    let (filtered, filtered_p50_ms, filtered_p99_ms) = timed(&queries, |q| index.search(q, K, accepted));
+    assert!(found.iter().chain(&filtered).all(|r| r.len() == K), "every search returns k results");
+    assert!(filtered.iter().flatten().all(|(id, _)| accepted(*id)), "the filter is honoured");
+
+    // One at a time into the full index, as the Memory actor adds new memories.
+    let extra = mixture.sample(SINGLE_INSERTS, 5);
+    let start = Instant::now();
+    for (i, vector) in extra.chunks_exact(DIMENSION).enumerate() {
+        index.insert((n + i) as i64, vector).expect("insert");
+    }
+    let single_inserts_per_sec = SINGLE_INSERTS as f64 / start.elapsed().as_secs_f64();
+    drop(index);
+
+    let mut exact = VectorIndex::with_threshold(DIMENSION, usize::MAX);
+    for (id, vector) in data.chunks_exact(DIMENSION).enumerate() {
+        exact.insert(id as i64, vector).expect("insert");
+    }
+    drop(data);
+    let sample = &queries[..RECALL_QUERIES * DIMENSION];
+    let start = Instant::now();
+    let truth = exact_results(&exact, sample, |_| true);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let exact_mean_ms = start.elapsed().as_secs_f64() * 1e3 * threads / RECALL_QUERIES as f64;
+    let filtered_truth = exact_results(&exact, sample, accepted);
+
+    Row {
+        n,
+        build_secs,
+        inserts_per_sec: n as f64 / build_secs,
+        single_inserts_per_sec,
+        p50_ms,
+        p99_ms,
+        filtered_p50_ms,
+        filtered_p99_ms,
+        recall: recall(&truth, &found[..RECALL_QUERIES]),
+        filtered_recall: recall(&filtered_truth, &filtered[..RECALL_QUERIES]),
+        rss_delta,
+        memory_bytes,
+        raw_bytes: n * DIMENSION * size_of::<f32>(),
+        exact_mean_ms,
+    }
+}
+
+/// Exact-search latency at small sizes, to place the exact/HNSW threshold.
+fn exact_latencies(mixture: &Mixture) -> Vec<(usize, f64, f64)> {
+    let queries = mixture.sample(200, 3);
+    let data = mixture.sample(80_000, 4);
+    [2_500, 5_000, 10_000, 20_000, 40_000, 80_000]
+        .into_iter()
+        .map(|n| {
+            let mut exact = VectorIndex::with_threshold(DIMENSION, usize::MAX);
+            for (id, vector) in data.chunks_exact(DIMENSION).take(n).enumerate() {
+                exact.insert(id as i64, vector).expect("insert");
+            }
+            let (_, p50, p99) = timed(&queries, |q| exact.search(q, K, |_| true));
+            (n, p50, p99)
+        })
+        .collect()
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("CHORUS_BENCH_SIZES")
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .map(|s| s.trim().replace('_', "").parse().expect("CHORUS_BENCH_SIZES: comma-separated sizes"))
+        .collect();
+    let mixture = Mixture::new(&mut StdRng::seed_from_u64(SEED));
+
+    let exact = exact_latencies(&mixture);
+    println!("\nExact top-{K} search, {DIMENSION} dimensions (threshold {EXACT_THRESHOLD}):\n");
+    println!("| vectors | p50 ms | p99 ms |\n|---:|---:|---:|");
+    for (n, p50, p99) in &exact {
+        println!("| {n} | {p50:.3} | {p99:.3} |");
+    }
+
+    let mut rows = Vec::new();
+    for n in sizes {
+        eprintln!("memory_index: {n} vectors…");
+        rows.push(run(&mixture, n));
+    }
+
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "\nVectorIndex, {DIMENSION} dimensions, {CLUSTERS}-cluster mixture, top-{K}, {QUERIES} queries \
+         (filtered: 1 id in {FILTER_ONE_IN}), recall over {RECALL_QUERIES}:\n"
+    );
+    println!(
+        "| vectors | build s | bulk inserts/s | single inserts/s | p50 ms | p99 ms | filtered p50 ms | filtered p99 ms | recall@10 | \
+         filtered recall@10 | RSS Δ MiB | memory_bytes MiB | raw MiB | RSS Δ / raw | exact mean ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.1} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} | {:.4} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} |",
+            r.n,
+            r.build_secs,
+            r.inserts_per_sec,
+            r.single_inserts_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.filtered_p50_ms,
+            r.filtered_p99_ms,
+            r.recall,
+            r.filtered_recall,
+            mib(r.rss_delta),
+            mib(r.memory_bytes),
+            mib(r.raw_bytes),
+            r.rss_delta as f64 / r.raw_bytes as f64,
+            r.exact_mean_ms,
+        );
+    }
+
+    let exact_json: Vec<String> =
+        exact.iter().map(|(n, p50, p99)| format!(r#"{{"n":{n},"p50_ms":{p50:.4},"p99_ms":{p99:.4}}}"#)).collect();
+    let rows_json: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"n":{},"build_s":{:.2},"inserts_per_s":{:.0},"single_inserts_per_s":{:.0},"p50_ms":{:.4},"p99_ms":{:.4},"filtered_p50_ms":{:.4},"filtered_p99_ms":{:.4},"recall_at_10":{:.4},"filtered_recall_at_10":{:.4},"rss_delta_bytes":{},"memory_bytes":{},"raw_bytes":{},"rss_ratio":{:.3},"exact_mean_ms":{:.2}}}"#,
+                r.n,
+                r.build_secs,
+                r.inserts_per_sec,
+                r.single_inserts_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.filtered_p50_ms,
+                r.filtered_p99_ms,
+                r.recall,
+                r.filtered_recall,
+                r.rss_delta,
+                r.memory_bytes,
+                r.raw_bytes,
+                r.rss_delta as f64 / r.raw_bytes as f64,
+                r.exact_mean_ms,
+            )
+        })
+        .collect();
+    println!(
+        "\n{{\"bench\":\"memory_index\",\"dimension\":{DIMENSION},\"k\":{K},\"threshold\":{EXACT_THRESHOLD},\"exact\":[{}],\"results\":[{}]}}",
+        exact_json.join(","),
+        rows_json.join(",")
+    );
+}
