@@ -43,6 +43,12 @@ pub const RATE_LIMIT_REFUSALS: &str = "chorus_rate_limit_refusals_total";
 // Memory
 pub const MEMORIES_STORED: &str = "chorus_memories_stored_total";
 pub const CONTEXT_SUMMARISED: &str = "chorus_context_turns_summarised_total";
+pub const MEMORIES_DELETED: &str = "chorus_memories_deleted_total";
+pub const MEMORY_SEARCH_SECONDS: &str = "chorus_memory_search_duration_seconds";
+pub const MEMORY_INDEX_VECTORS: &str = "chorus_memory_index_vectors";
+pub const MEMORY_INDEX_BYTES: &str = "chorus_memory_index_bytes";
+pub const DEDUP_CHECKS: &str = "chorus_dedup_checks_total";
+pub const DEDUP_OUTCOMES: &str = "chorus_dedup_outcomes_total";
 // Service
 pub const CONFIG_RELOADS: &str = "chorus_config_reloads_total";
 pub const LOCAL_POSTS: &str = "chorus_local_posts_total";
@@ -105,6 +111,19 @@ fn describe() {
     describe_counter!(RATE_LIMIT_WAITS, "Permits that had to wait for the bucket, by platform.");
     describe_counter!(RATE_LIMIT_REFUSALS, "Permits refused because the wait was too long, by platform.");
     describe_counter!(MEMORIES_STORED, "Memories stored, by kind.");
+    describe_counter!(MEMORIES_DELETED, "Memories deleted by retention, by kind (or over_cap).");
+    describe_histogram!(
+        MEMORY_SEARCH_SECONDS,
+        Unit::Seconds,
+        "One vector search (recall, dedup check or admin search)."
+    );
+    describe_gauge!(MEMORY_INDEX_VECTORS, "Vectors in the personas' memory indexes.");
+    describe_gauge!(MEMORY_INDEX_BYTES, Unit::Bytes, "Bytes held by the personas' memory indexes.");
+    describe_counter!(DEDUP_CHECKS, "Drafts compared with the team's recent outputs, by outcome (unique, duplicate).");
+    describe_counter!(
+        DEDUP_OUTCOMES,
+        "What happened to drafts that were duplicates or empty, by outcome (rewritten, dropped) and kind (post, reply)."
+    );
     describe_counter!(
         CONTEXT_SUMMARISED,
         "Conversation turns given to a reply only as a shortened summary (over the context budget), by platform."

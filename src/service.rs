@@ -38,6 +38,7 @@ struct Inner {
     health: Arc<Health>,
     local: LocalPlatform,
     sims: crate::sim::SandboxSims,
+    directory: Arc<Directory>,
     team_leader: ActorRef<TeamLeaderMsg>,
 }
 
@@ -97,6 +98,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         prometheus,
         token: config.admin_token.clone(),
         reload: reload_tx,
+        directory: directory.clone(),
     };
     let (admin_stop, admin_stopped) = oneshot::channel::<()>();
     let (admin_addr, admin_task) = admin::serve(config.service.admin.listen, admin_state, async move {
@@ -110,7 +112,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         config: config.clone(),
         db: db.clone(),
         health: health.clone(),
-        directory,
+        directory: directory.clone(),
         platforms,
         local: local.clone(),
         sims: sims.clone(),
@@ -135,6 +137,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         health,
         local,
         sims,
+        directory,
         team_leader,
     });
     tokio::spawn(serve_reloads(Arc::downgrade(&inner), reload_rx));
@@ -207,9 +210,14 @@ impl Service {
         &self.inner.local
     }
 
-    /// The X and Reddit simulators this sandbox runs, if any.
+    /// The X, Reddit and Discord simulators this sandbox runs, if any.
     pub fn sims(&self) -> &crate::sim::SandboxSims {
         &self.inner.sims
+    }
+
+    /// The Memory actor right now (`None` while it restarts).
+    pub fn memory(&self) -> Option<ActorRef<crate::memory::MemoryMsg>> {
+        self.inner.directory.memory()
     }
 
     pub fn config(&self) -> Arc<Config> {

@@ -24,10 +24,13 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Secret;
+use crate::directory::Directory;
 use crate::health::Health;
+use crate::memory::MemoryMsg;
 use crate::platform::local::{Fault, LocalPlatform};
 use crate::service::ReloadError;
 use crate::store::Db;
+use crate::store::MemoryKind;
 use crate::team_leader::ReloadSummary;
 
 pub use error::ApiError;
@@ -45,6 +48,8 @@ pub struct AdminState {
     pub prometheus: PrometheusHandle,
     pub token: Option<Secret>,
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// Where the Memory actor is (the memory search route).
+    pub directory: Arc<Directory>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -52,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/status", get(status))
         .route("/admin/reload", post(reload))
         .route("/admin/local/faults/{account}", put(set_fault))
+        .route("/admin/memory/{persona}/search", get(memory_search))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(|| async { Html(page::TIMELINE) }))
@@ -103,6 +109,45 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemorySearchQuery {
+    q: String,
+    k: Option<usize>,
+    kind: Option<String>,
+}
+
+/// `GET /admin/memory/{persona}/search?q=..&k=10&kind=post`: the persona's memories most similar
+/// to `q`, most similar first (`k` 1–100, default 10; `kind` one of post, reply, inbound, fact).
+async fn memory_search(
+    State(state): State<AdminState>,
+    Path(persona): Path<String>,
+    Query(query): Query<MemorySearchQuery>,
+) -> Result<Response, ApiError> {
+    let k = query.k.unwrap_or(10);
+    if !(1..=100).contains(&k) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "k: expected 1 to 100"));
+    }
+    if query.q.trim().is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "q: expected some text to search for"));
+    }
+    let kind = match query.kind.as_deref() {
+        None => None,
+        Some(kind) => Some(
+            MemoryKind::parse(kind)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "kind: expected post, reply, inbound or fact"))?,
+        ),
+    };
+    let memory = state
+        .directory
+        .memory()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory is restarting"))?;
+    let text = query.q;
+    let hits = ractor::call_t!(memory, |reply| MemoryMsg::Search { persona, query: text, k, kind, reply }, 10_000)
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory did not answer in time"))?;
+    Ok(Json(json!({ "hits": hits })).into_response())
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

@@ -30,8 +30,8 @@ use rand::Rng;
 
 use crate::config::{AgentKey, Config, Persona};
 use crate::directory::Directory;
-use crate::llm::{CompletionRequest, LlmError, LlmMsg, Task};
-use crate::memory::{MemoryMsg, Recollection};
+use crate::llm::{ChatMessage, CompletionRequest, LlmError, LlmMsg, Role, Task};
+use crate::memory::{MemoryMsg, Recollection, Verdict};
 use crate::metrics as m;
 use crate::platform::{LiveConnection, LiveEvent, LiveSink, MentionBatch, Platform, PlatformError};
 use crate::publisher::PublisherMsg;
@@ -78,6 +78,8 @@ pub struct AgentSettings {
     pub recall_recent: u32,
     pub recall_conversation: u32,
     pub context_tokens: u32,
+    pub recall_relevant: u32,
+    pub dedup_attempts: u32,
 }
 
 impl AgentSettings {
@@ -91,6 +93,8 @@ impl AgentSettings {
             recall_recent: service.memory.recall_recent,
             recall_conversation: service.memory.recall_conversation,
             context_tokens: service.memory.context_tokens,
+            recall_relevant: service.memory.recall_relevant,
+            dedup_attempts: service.memory.dedup_attempts,
         }
     }
 }
@@ -443,7 +447,7 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let platform = args.key.platform.as_str();
     let key = format!("reply:{platform}:{}:{}", args.persona.name, row.remote_id);
-    let recollection = recall(args, Some(&row.conversation)).await;
+    let recollection = recall(args, Some(&row.conversation), Some(&row.text)).await;
     let context = prompt::Context { recollection: &recollection, budget_tokens: args.settings.context_tokens as usize };
     let request = CompletionRequest {
         persona: args.persona.clone(),
@@ -453,13 +457,15 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<()> {
         seed: fnv1a(&key),
     };
     let typing = show_typing(args, &row.remote_id);
-    let completion = generate(args, request).await;
+    let drafted = draft(args, &key, "reply", request).await;
     drop(typing);
-    let completion = completion?;
-    let Some(text) = finish(&completion.text, completion.truncated, args.platform.max_text_chars()) else {
-        args.db.ignore_inbound(row.id, "empty_generation").await?;
-        metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => "empty_generation").increment(1);
-        return Ok(());
+    let text = match drafted? {
+        Draft::Text(text) => text,
+        Draft::Dropped(reason) => {
+            args.db.ignore_inbound(row.id, reason).await?;
+            metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => reason).increment(1);
+            return Ok(());
+        }
     };
     let item = NewOutbox {
         idempotency_key: key,
@@ -480,7 +486,7 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
     if args.db.outbox_exists(&key).await? {
         return Ok(());
     }
-    let recollection = recall(args, None).await;
+    let recollection = recall(args, None, None).await;
     let request = CompletionRequest {
         persona: args.persona.clone(),
         task: Task::Post,
@@ -488,9 +494,13 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
         reply_to_author: None,
         seed: fnv1a(&key),
     };
-    let completion = generate(args, request).await?;
-    let Some(text) = finish(&completion.text, completion.truncated, args.platform.max_text_chars()) else {
-        anyhow::bail!("the generated post was empty");
+    let text = match draft(args, &key, "post", request).await? {
+        Draft::Text(text) => text,
+        Draft::Dropped(reason) => {
+            // The schedule goes on: the next slot writes a new post.
+            tracing::info!(agent = %args.key, slot, reason, "scheduled post dropped");
+            return Ok(());
+        }
     };
     let item = NewOutbox {
         idempotency_key: key,
@@ -502,6 +512,63 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
         conversation: None,
     };
     enqueue(args, item, None).await
+}
+
+/// A draft ready to queue, or why there is none.
+enum Draft {
+    Text(String),
+    /// `empty_generation` or `dedup_dropped`.
+    Dropped(&'static str),
+}
+
+/// Generates until the text is neither empty (nothing with a letter or digit, such as emoji only)
+/// nor too close to a recent output of any persona on any platform (Memory `Check`): at most
+/// `memory.dedup_attempts` new drafts after the first, each told what was wrong with the last.
+async fn draft(
+    args: &AgentArgs,
+    key: &str,
+    kind: &'static str,
+    mut request: CompletionRequest,
+) -> anyhow::Result<Draft> {
+    let mut reason = "empty_generation";
+    for attempt in 0..=args.settings.dedup_attempts {
+        if attempt > 0 {
+            request.seed = request.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        }
+        let completion = generate(args, request.clone()).await?;
+        let nudge = match finish(&completion.text, completion.truncated, args.platform.max_text_chars()) {
+            None => {
+                reason = "empty_generation";
+                "Your last draft had no words in it. Write the message in plain words.".to_owned()
+            }
+            Some(text) => match check(args, key, &text).await {
+                Verdict::Unique => {
+                    if attempt > 0 {
+                        metrics::counter!(m::DEDUP_OUTCOMES, "outcome" => "rewritten", "kind" => kind).increment(1);
+                    }
+                    return Ok(Draft::Text(text));
+                }
+                Verdict::Duplicate { similarity, .. } => {
+                    reason = "dedup_dropped";
+                    tracing::info!(agent = %args.key, attempt, similarity, "draft too close to a recent output");
+                    format!(
+                        "{} (by you or another persona): \"{text}\". Say something different.",
+                        crate::llm::offline::REPEATED_NUDGE
+                    )
+                }
+            },
+        };
+        request.messages.push(ChatMessage::new(Role::System, nudge));
+    }
+    metrics::counter!(m::DEDUP_OUTCOMES, "outcome" => "dropped", "kind" => kind).increment(1);
+    Ok(Draft::Dropped(reason))
+}
+
+/// Memory's verdict on a draft; without Memory (restarting) or an answer, the draft goes.
+async fn check(args: &AgentArgs, key: &str, text: &str) -> Verdict {
+    let Some(memory) = args.directory.memory() else { return Verdict::Unique };
+    let (key, text) = (key.to_owned(), text.to_owned());
+    ractor::call_t!(memory, |reply| MemoryMsg::Check { key, text, reply }, 10_000).unwrap_or(Verdict::Unique)
 }
 
 /// Keeps the platform's typing indicator on (renewed every [`TYPING_EVERY`]) until dropped; the
@@ -527,13 +594,19 @@ fn show_typing(args: &Arc<AgentArgs>, reply_to: &str) -> Option<tokio::sync::one
     Some(done)
 }
 
-async fn recall(args: &AgentArgs, conversation: Option<&str>) -> Recollection {
+async fn recall(args: &AgentArgs, conversation: Option<&str>, query: Option<&str>) -> Recollection {
     let Some(memory) = args.directory.memory() else { return Recollection::default() };
     let persona = args.persona.name.clone();
     let conversation = conversation.map(|id| (args.key.platform.as_str().to_owned(), id.to_owned()));
+    let query = query.map(str::to_owned);
     let (recent, in_conversation) = (args.settings.recall_recent, args.settings.recall_conversation);
-    ractor::call_t!(memory, |reply| MemoryMsg::Recall { persona, conversation, recent, in_conversation, reply }, 5_000)
-        .unwrap_or_default()
+    let relevant = args.settings.recall_relevant;
+    ractor::call_t!(
+        memory,
+        |reply| MemoryMsg::Recall { persona, conversation, query, recent, in_conversation, relevant, reply },
+        5_000
+    )
+    .unwrap_or_default()
 }
 
 async fn generate(args: &AgentArgs, request: CompletionRequest) -> anyhow::Result<crate::llm::Completion> {

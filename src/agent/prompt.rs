@@ -39,6 +39,24 @@ fn recent_block(recollection: &Recollection) -> Option<ChatMessage> {
     Some(ChatMessage::new(Role::System, text))
 }
 
+/// The memories most like the message answered, most similar first, within `budget` tokens.
+fn relevant_block(recollection: &Recollection, budget: usize) -> Option<ChatMessage> {
+    let mut text = String::from("Things you know or said before that may help (use them only if they fit):");
+    let mut left = budget;
+    let mut listed = 0;
+    for memory in &recollection.relevant {
+        let cost = estimate_tokens(&memory.text);
+        if cost > left {
+            break;
+        }
+        left -= cost;
+        listed += 1;
+        text.push_str("\n- ");
+        text.push_str(&memory.text);
+    }
+    (listed > 0).then(|| ChatMessage::new(Role::System, text))
+}
+
 /// What a reply is written with: what Memory recalled, and how many (estimated) tokens of the
 /// conversation may go in verbatim.
 pub struct Context<'a> {
@@ -67,6 +85,7 @@ pub fn reply(
 ) -> Vec<ChatMessage> {
     let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform))];
     messages.extend(recent_block(context.recollection));
+    messages.extend(relevant_block(context.recollection, context.budget_tokens / 4));
     // Memory gives the conversation newest first; the message being answered is the last turn.
     let turns: Vec<ChatMessage> = context
         .recollection
@@ -169,6 +188,8 @@ mod tests {
 
     fn memory(kind: MemoryKind, author: &str, text: &str) -> crate::store::MemoryRow {
         crate::store::MemoryRow {
+            id: 0,
+            persona: "ada".into(),
             kind,
             platform: "discord".into(),
             conversation: Some("c".into()),
@@ -200,7 +221,7 @@ mod tests {
                 }
             })
             .collect();
-        let recollection = Recollection { recent: vec![], conversation };
+        let recollection = Recollection { recent: vec![], conversation, relevant: vec![] };
         let context = Context { recollection: &recollection, budget_tokens: 400 };
         let messages = reply(&persona(), PlatformKind::Discord, &context, "sam", "and now?");
         let verbatim: Vec<&ChatMessage> = messages.iter().filter(|m| m.role != Role::System).collect();
@@ -221,7 +242,7 @@ mod tests {
     fn a_short_conversation_goes_in_whole() {
         let conversation =
             vec![memory(MemoryKind::Reply, "ada", "hi sam"), memory(MemoryKind::Inbound, "sam", "hello")];
-        let recollection = Recollection { recent: vec![], conversation };
+        let recollection = Recollection { recent: vec![], conversation, relevant: vec![] };
         let context = Context { recollection: &recollection, budget_tokens: 400 };
         let messages = reply(&persona(), PlatformKind::Discord, &context, "sam", "how are you?");
         let contents: Vec<&str> = messages.iter().skip(1).map(|m| m.content.as_str()).collect();

@@ -351,8 +351,8 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     if let Some(embedding) = &service.llm.embedding {
         match service.llm.providers.get(&embedding.provider) {
             None => report.push("llm.embedding.provider", format!("unknown provider {:?}", embedding.provider)),
-            Some(provider) if provider.kind != ProviderKind::OpenaiCompat => {
-                report.push("llm.embedding.provider", "must be an openai_compat provider")
+            Some(provider) if provider.kind == ProviderKind::Anthropic => {
+                report.push("llm.embedding.provider", "must be an openai_compat or offline provider")
             }
             Some(_) => {}
         }
@@ -434,6 +434,25 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     }
     if local.poll_every.get() < Duration::from_millis(10) {
         report.push("platforms.local.poll_every", "must be at least 10ms");
+    }
+    let memory = &service.memory;
+    if !(memory.dedup_threshold > 0.0 && memory.dedup_threshold <= 1.0) {
+        report.push("memory.dedup_threshold", "must be more than 0 and at most 1 (a cosine similarity)");
+    }
+    if memory.sweep_every.get() < Duration::from_millis(10) {
+        report.push("memory.sweep_every", "must be at least 10ms");
+    }
+    if memory.retention.max_per_persona == 0 {
+        report.push("memory.retention.max_per_persona", "must be at least 1");
+    }
+    for (key, age) in [
+        ("memory.retention.inbound", memory.retention.inbound),
+        ("memory.retention.reply", memory.retention.reply),
+        ("memory.retention.post", memory.retention.post),
+    ] {
+        if age.is_some_and(|age| age.get().is_zero()) {
+            report.push(key, "must be longer than zero (leave it out to keep forever)");
+        }
     }
     if service.agents.max_in_flight == 0 {
         report.push("agents.max_in_flight", "must be at least 1");

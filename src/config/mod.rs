@@ -399,13 +399,31 @@ pub enum ProviderKind {
     Anthropic,
 }
 
-/// Embeddings for Memory, through an `openai_compat` provider's `/embeddings`.
+/// Embeddings for Memory, through an `openai_compat` provider's `/embeddings`, or the offline
+/// embedder (an `offline` provider; also the default when `llm.embedding` is not set).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingConfig {
-    /// An `openai_compat` provider (its base URL, key, timeout and concurrency are used).
+    /// An `openai_compat` provider (its base URL, key, timeout and concurrency are used), or an
+    /// `offline` one.
     pub provider: String,
+    /// The model name sent to the provider; ignored by the offline embedder.
     pub model: String,
+}
+
+impl Config {
+    /// The embedding model Memory's vectors belong to: vectors of another model are never
+    /// compared with them, and are embedded again.
+    pub fn embedding_model(&self) -> String {
+        let offline = crate::llm::offline_embed::MODEL.to_owned();
+        match &self.service.llm.embedding {
+            Some(embedding) => match self.service.llm.providers.get(&embedding.provider) {
+                Some(provider) if provider.kind != ProviderKind::Offline => embedding.model.clone(),
+                _ => offline,
+            },
+            None => offline,
+        }
+    }
 }
 
 /// Daily spend caps (UTC days). Unset means unlimited.
@@ -602,11 +620,52 @@ pub struct MemoryConfig {
     /// Budget, in estimated tokens, of the conversation turns given verbatim to a reply. Older
     /// turns beyond it are summarised (a short line each, then a count), never silently dropped.
     pub context_tokens: u32,
+    /// Memories most similar to a mention given to its reply (the persona's posts and facts, and
+    /// its public replies and mentions), within a quarter of `context_tokens`.
+    pub recall_relevant: u32,
+    /// A post or reply at least this similar (cosine) to a recent output of any persona on any
+    /// platform is a duplicate: it is written again, or dropped.
+    pub dedup_threshold: f32,
+    /// How far back "recent outputs" go for dedup.
+    pub dedup_window: Dur,
+    /// New drafts written after a duplicate (or empty) one before the item is dropped.
+    pub dedup_attempts: u32,
+    /// How long memories of each kind are kept (absent: forever), and the cap per persona.
+    pub retention: RetentionConfig,
+    /// How often retention runs and memories without a vector of the current model are embedded.
+    pub sweep_every: Dur,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { recall_recent: 5, recall_conversation: 24, context_tokens: 1200 }
+        Self {
+            recall_recent: 5,
+            recall_conversation: 24,
+            context_tokens: 1200,
+            recall_relevant: 4,
+            dedup_threshold: 0.85,
+            dedup_window: Dur::secs(7 * 86_400),
+            dedup_attempts: 2,
+            retention: RetentionConfig::default(),
+            sweep_every: Dur::secs(60),
+        }
+    }
+}
+
+/// `[memory.retention]`: the age past which memories of a kind are deleted, and a cap per persona
+/// (its oldest memories past it are deleted; facts from the persona file are always kept).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub inbound: Option<Dur>,
+    pub reply: Option<Dur>,
+    pub post: Option<Dur>,
+    pub max_per_persona: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { inbound: Some(Dur::secs(30 * 86_400)), reply: None, post: None, max_per_persona: 100_000 }
     }
 }
 

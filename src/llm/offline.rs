@@ -29,6 +29,40 @@ const TAKES: &[&str] = &[
     "the best part of {topic} is how much a small experiment teaches you.",
     "in {topic}, drawing the whole picture first saves hours later.",
     "the people who are good at {topic} ask more questions than they answer.",
+    "{topic} rewards the habit of writing down what you expected before you try it.",
+    "half of {topic} is knowing which details you can safely ignore today.",
+    "the quickest way to get better at {topic} is to explain it to someone new.",
+    "every surprise in {topic} is a note for the next person, so keep the notes.",
+    "in {topic}, the second attempt is where the real learning happens.",
+];
+
+/// A concrete aside between the take and the closer: more variety per answer.
+const ASIDES: &[&str] = &[
+    "Last month taught me that twice.",
+    "A notebook helps more than any tool here.",
+    "Most of the cost is in the first hour.",
+    "The second look always finds something.",
+    "Ask what the simplest version would be.",
+    "Timing matters more than people expect.",
+    "Small, reversible steps keep it calm.",
+    "Write the question down before the answer.",
+    "The edge cases are where the lessons hide.",
+    "Sleep on it if the stakes are high.",
+];
+
+/// How the Agent starts the note it adds after a draft that repeated a recent output.
+pub const REPEATED_NUDGE: &str = "Your last draft repeated something said recently";
+
+/// A closing thought after the take, so two answers with the same take still read differently.
+const CLOSERS: &[&str] = &[
+    "Start small and see what changes.",
+    "That has held up for me more often than not.",
+    "Curious whether it matches what you have seen.",
+    "It sounds slow, and it is the fast way.",
+    "Try it once this week and compare.",
+    "The details will differ, the pattern usually does not.",
+    "Happy to dig into a concrete case.",
+    "Worth a try before anything fancier.",
 ];
 
 /// Picks from `items` by `seed`, salted so different picks from one seed differ.
@@ -72,11 +106,17 @@ impl Provider for OfflineProvider {
                 let author = request.reply_to_author.as_deref().unwrap_or("friend");
                 // Quoting the question keeps two answers to different questions from being the
                 // same text (which X, for one, refuses as duplicate content).
+                let opener = pick(OPENERS, request.seed, 3);
+                let mut closer = format!("{} {}", pick(ASIDES, request.seed, 7), pick(CLOSERS, request.seed, 5));
+                // Told that its last draft repeated something, it adds one of the persona's own
+                // lines, as a model asked to "say something different" would change course.
+                let retries = request.messages.iter().filter(|m| m.content.starts_with(REPEATED_NUDGE)).count();
+                if retries > 0 && !examples.is_empty() {
+                    closer = format!("{closer} {}", pick(&examples, request.seed, 6 + retries as u64));
+                }
                 match prompt.map(question_of).filter(|question| !question.is_empty()) {
-                    Some(question) => {
-                        format!("@{author} {}, on \"{question}\": {take}", pick(OPENERS, request.seed, 3))
-                    }
-                    None => format!("@{author} {}: {take}", pick(OPENERS, request.seed, 3)),
+                    Some(question) => format!("@{author} {opener}, on \"{question}\": {take} {closer}"),
+                    None => format!("@{author} {opener}: {take} {closer}"),
                 }
             }
             Task::Post if !examples.is_empty() && request.seed.is_multiple_of(3) => {

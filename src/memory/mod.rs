@@ -1,22 +1,141 @@
-//! The Memory actor: stores every post, reply and inbound message of each persona, and recalls
-//! the recent ones — of the persona, and of one conversation — for generation. Vector search and
-//! semantic dedup arrive with the Memory issue; recall here is by recency.
+//! The Memory actor: every post, reply and inbound message of each persona, and the facts of its
+//! persona file, stored with an embedding; recall by recency and by meaning; semantic dedup of
+//! what the team is about to say; retention.
 //!
-//! Writes are applied in mailbox order; recalls run in a task so a slow read never delays writes.
+//! - **Vectors.** A memory is stored first, then embedded through the LlmPool (`LlmMsg::Embed`:
+//!   an OpenAI-compatible `/embeddings`, or the offline embedder) in a task, and its vector is
+//!   written back with the model's name. Each persona has an in-process [`VectorIndex`] of the
+//!   current model's vectors, loaded from the database at start. Vectors of another model (after
+//!   `llm.embedding` changed) are never searched: the sweep embeds those memories again in the
+//!   background, a batch at a time.
+//! - **Recall.** The persona's latest posts, the latest turns of one conversation, and the
+//!   memories most similar to the message being answered — among its posts and facts, and the
+//!   replies and mentions of public platforms (never another conversation of Discord, where a DM
+//!   is private).
+//! - **Dedup.** `Check` compares a draft with the recent outputs (posts and replies, within
+//!   `memory.dedup_window`) of every persona on every platform. An accepted draft is reserved at
+//!   once under its outbox key, so two personas writing at the same moment cannot both say it; the
+//!   same key (a retry of the same item) never blocks itself.
+//! - **Retention.** Every `memory.sweep_every`, memories older than their kind's retention are
+//!   deleted, and each persona's oldest past `retention.max_per_persona` (facts are kept); the
+//!   indexes shrink with them.
+//!
+//! Writes are applied in mailbox order; embedding, recall, checks and searches run in tasks, so
+//! a slow provider or read never delays the mailbox.
+
+pub mod index;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::config::{Config, MemoryConfig, Persona, PlatformKind};
+use crate::directory::Directory;
+use crate::llm::LlmMsg;
 use crate::metrics as m;
-use crate::store::{Db, MemoryRow, NewMemory};
+use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, now_ms};
+use crate::task::AbortOnDrop;
+pub use index::{IndexError, VectorIndex};
+
+/// How long an embedding call may take before the memory waits for the next sweep ...
+const EMBED_TIMEOUT_MS: u64 = 30_000;
+/// ... and before a recall goes on without its relevant memories (the Agent waits 5 s for all
+/// of it), or a dedup check lets the draft through (the Agent waits 10 s).
+const RECALL_EMBED_TIMEOUT_MS: u64 = 3_000;
+const CHECK_EMBED_TIMEOUT_MS: u64 = 8_000;
+/// Memories embedded per call by the sweep, and vectors loaded per page at start.
+const EMBED_BATCH: i64 = 64;
+const LOAD_PAGE: i64 = 2_000;
 
 pub struct Memory;
 
 pub struct MemoryArgs {
     pub db: Db,
+    pub directory: Arc<Directory>,
+    pub config: MemoryConfig,
+    /// The embedding model of this run ([`Config::embedding_model`]).
+    pub model: String,
+    pub personas: Vec<Arc<Persona>>,
+}
+
+impl MemoryArgs {
+    pub fn from_config(config: &Config, db: Db, directory: Arc<Directory>) -> Self {
+        Self {
+            db,
+            directory,
+            config: config.service.memory.clone(),
+            model: config.embedding_model(),
+            personas: config.personas.values().cloned().collect(),
+        }
+    }
+}
+
+/// What search needs to know of an indexed memory.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    kind: MemoryKind,
+    /// Another person may see it recalled: not a Discord message or reply.
+    public: bool,
+    conversation: u64,
+}
+
+/// One persona's vectors.
+struct PersonaIndex {
+    index: VectorIndex,
+    meta: HashMap<i64, Meta>,
+}
+
+/// A recent output of the team, for dedup.
+#[derive(Debug, Clone)]
+struct Output {
+    created_at: i64,
+    /// The outbox key of a reserved draft (reservations have negative ids).
+    key: Option<String>,
+}
+
+struct Outputs {
+    index: VectorIndex,
+    meta: HashMap<i64, Output>,
+    next_reservation: i64,
+}
+
+/// The indexes, shared with the tasks that search them.
+struct Shared {
+    model: String,
+    /// Vector length of the current model, known from the first vector.
+    dimension: RwLock<Option<usize>>,
+    personas: RwLock<HashMap<String, PersonaIndex>>,
+    outputs: RwLock<Option<Outputs>>,
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A read guard unless a writer holds the lock right now.
+fn try_read<T>(lock: &RwLock<T>) -> Option<std::sync::RwLockReadGuard<'_, T>> {
+    match lock.try_read() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub struct MemoryState {
     db: Db,
+    directory: Arc<Directory>,
+    config: MemoryConfig,
+    shared: Arc<Shared>,
+    personas: Vec<Arc<Persona>>,
+    /// Set while a sweep's embedding batch is out, so batches do not pile up.
+    embedding: bool,
+    _sweep: AbortOnDrop,
 }
 
 /// What generation gets to remember.
@@ -26,20 +145,52 @@ pub struct Recollection {
     pub recent: Vec<MemoryRow>,
     /// The latest messages of the conversation (both sides), newest first.
     pub conversation: Vec<MemoryRow>,
+    /// The memories most similar to the message answered, most similar first.
+    pub relevant: Vec<MemoryRow>,
+}
+
+/// Whether a draft may be said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Nothing recent is that close; the draft is now reserved under its key.
+    Unique,
+    /// Too close to something said recently.
+    Duplicate { similarity: f32, of: String },
+}
+
+/// One hit of an admin search.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hit {
+    pub id: i64,
+    pub kind: &'static str,
+    pub platform: String,
+    pub text: String,
+    pub created_at: i64,
+    pub similarity: f32,
 }
 
 pub enum MemoryMsg {
-    /// Store one memory.
+    /// Store one memory (then embed it).
     Remember(NewMemory),
-    /// Recent memories of a persona and of one conversation.
+    /// Vectors for stored memories arrived (or their embedding failed).
+    Embedded { rows: Vec<MemoryRow>, vectors: Option<(String, Vec<Vec<f32>>)>, sweep: bool },
+    /// Recent memories of a persona and of one conversation, and the ones most like `query`.
     Recall {
         persona: String,
         /// `(platform, conversation id)`.
         conversation: Option<(String, String)>,
+        query: Option<String>,
         recent: u32,
         in_conversation: u32,
+        relevant: u32,
         reply: RpcReplyPort<Recollection>,
     },
+    /// Is `text`, about to be queued under outbox key `key`, too close to a recent output?
+    Check { key: String, text: String, reply: RpcReplyPort<Verdict> },
+    /// The persona's memories most like `query` (the admin search).
+    Search { persona: String, query: String, k: usize, kind: Option<MemoryKind>, reply: RpcReplyPort<Vec<Hit>> },
+    /// Retention and re-embedding (timer).
+    Sweep,
 }
 
 impl Actor for Memory {
@@ -49,15 +200,56 @@ impl Actor for Memory {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: MemoryArgs,
     ) -> Result<MemoryState, ActorProcessingErr> {
-        Ok(MemoryState { db: args.db })
+        let shared = Arc::new(Shared {
+            model: args.model,
+            dimension: RwLock::new(None),
+            personas: RwLock::new(HashMap::new()),
+            outputs: RwLock::new(None),
+        });
+        let sweep = myself.send_interval(args.config.sweep_every.get(), || MemoryMsg::Sweep).into();
+        Ok(MemoryState {
+            db: args.db,
+            directory: args.directory,
+            config: args.config,
+            shared,
+            personas: args.personas,
+            embedding: false,
+            _sweep: sweep,
+        })
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut MemoryState) -> Result<(), ActorProcessingErr> {
+        // The persona files' facts, then the stored vectors: off the mailbox (a large memory takes
+        // a while to load; recall works on what is loaded so far).
+        let (db, shared, personas) = (state.db.clone(), state.shared.clone(), state.personas.clone());
+        let directory = state.directory.clone();
+        let window = state.config.dedup_window.get();
+        tokio::spawn(async move {
+            let mut facts = Vec::new();
+            for persona in &personas {
+                match db.ensure_facts(&persona.name, &persona_facts(persona)).await {
+                    Ok(added) => facts.extend(added),
+                    Err(err) => tracing::warn!(persona = %persona.name, error = %err, "cannot store persona facts"),
+                }
+            }
+            if !facts.is_empty() {
+                embed(&directory, &myself, facts, false).await;
+            }
+            if let Err(err) = load(&db, &shared, window).await {
+                metrics::counter!(m::STORE_ERRORS, "operation" => "memory_load").increment(1);
+                tracing::warn!(error = %err, "cannot load memory vectors; recall by meaning starts empty");
+            }
+            let _ = myself.send_message(MemoryMsg::Sweep);
+        });
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: MemoryMsg,
         state: &mut MemoryState,
     ) -> Result<(), ActorProcessingErr> {
@@ -65,15 +257,47 @@ impl Actor for Memory {
             MemoryMsg::Remember(memory) => {
                 // A lost memory degrades recall but must not lose the reply: log, count, go on.
                 match state.db.insert_memory(&memory).await {
-                    Ok(()) => metrics::counter!(m::MEMORIES_STORED, "kind" => memory.kind.as_str()).increment(1),
+                    Ok(id) => {
+                        metrics::counter!(m::MEMORIES_STORED, "kind" => memory.kind.as_str()).increment(1);
+                        let row = MemoryRow {
+                            id,
+                            persona: memory.persona,
+                            kind: memory.kind,
+                            platform: memory.platform,
+                            conversation: memory.conversation,
+                            author: memory.author,
+                            text: memory.text,
+                            created_at: now_ms(),
+                        };
+                        let (myself, directory) = (myself.clone(), state.directory.clone());
+                        tokio::spawn(async move { embed(&directory, &myself, vec![row], false).await });
+                    }
                     Err(err) => {
                         metrics::counter!(m::STORE_ERRORS, "operation" => "memory").increment(1);
                         tracing::warn!(error = %err, "cannot store memory");
                     }
                 }
             }
-            MemoryMsg::Recall { persona, conversation, recent, in_conversation, reply } => {
-                let db = state.db.clone();
+            MemoryMsg::Embedded { rows, vectors, sweep } => {
+                if sweep {
+                    state.embedding = false;
+                }
+                let Some((model, vectors)) = vectors else { return Ok(()) };
+                let pairs: Vec<(i64, Vec<f32>)> = rows.iter().map(|row| row.id).zip(vectors.iter().cloned()).collect();
+                if let Err(err) = state.db.set_embeddings(&model, &pairs).await {
+                    metrics::counter!(m::STORE_ERRORS, "operation" => "memory_vector").increment(1);
+                    tracing::warn!(error = %err, "cannot store memory vectors; they are embedded again later");
+                }
+                if model == state.shared.model {
+                    let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
+                    for (row, vector) in rows.iter().zip(&vectors) {
+                        add(&state.shared, row, vector, window_start);
+                    }
+                    publish_sizes(&state.shared);
+                }
+            }
+            MemoryMsg::Recall { persona, conversation, query, recent, in_conversation, relevant, reply } => {
+                let (db, shared, directory) = (state.db.clone(), state.shared.clone(), state.directory.clone());
                 tokio::spawn(async move {
                     let own = db.recent_memories(&persona, None, i64::from(recent)).await;
                     let thread = match &conversation {
@@ -82,8 +306,16 @@ impl Actor for Memory {
                         }
                         None => Ok(Vec::new()),
                     };
+                    let similar = match query.filter(|_| relevant > 0) {
+                        Some(query) => {
+                            let exclude = conversation.as_ref().map(|(platform, id)| conversation_key(platform, id));
+                            relevant_memories(&db, &shared, &directory, &persona, &query, relevant as usize, exclude)
+                                .await
+                        }
+                        None => Vec::new(),
+                    };
                     let recollection = match (own, thread) {
-                        (Ok(recent), Ok(conversation)) => Recollection { recent, conversation },
+                        (Ok(recent), Ok(conversation)) => Recollection { recent, conversation, relevant: similar },
                         (own, thread) => {
                             metrics::counter!(m::STORE_ERRORS, "operation" => "recall").increment(1);
                             tracing::warn!(
@@ -91,13 +323,414 @@ impl Actor for Memory {
                                 thread_ok = thread.is_ok(),
                                 "recall failed, generating without memory"
                             );
-                            Recollection { recent: own.unwrap_or_default(), conversation: thread.unwrap_or_default() }
+                            Recollection {
+                                recent: own.unwrap_or_default(),
+                                conversation: thread.unwrap_or_default(),
+                                relevant: similar,
+                            }
                         }
                     };
                     let _ = reply.send(recollection);
                 });
             }
+            MemoryMsg::Check { key, text, reply } => {
+                let (shared, directory) = (state.shared.clone(), state.directory.clone());
+                let (threshold, window) = (state.config.dedup_threshold, state.config.dedup_window.get());
+                tokio::spawn(async move {
+                    let verdict = check(&shared, &directory, &key, &text, threshold, window).await;
+                    let outcome = if matches!(verdict, Verdict::Unique) { "unique" } else { "duplicate" };
+                    metrics::counter!(m::DEDUP_CHECKS, "outcome" => outcome).increment(1);
+                    let _ = reply.send(verdict);
+                });
+            }
+            MemoryMsg::Search { persona, query, k, kind, reply } => {
+                let (db, shared, directory) = (state.db.clone(), state.shared.clone(), state.directory.clone());
+                tokio::spawn(async move {
+                    let _ = reply.send(search(&db, &shared, &directory, &persona, &query, k, kind).await);
+                });
+            }
+            MemoryMsg::Sweep => {
+                self.retention(state).await;
+                if !state.embedding {
+                    match state.db.memories_to_embed(&state.shared.model, EMBED_BATCH).await {
+                        Ok(rows) if !rows.is_empty() => {
+                            state.embedding = true;
+                            let (myself, directory) = (myself.clone(), state.directory.clone());
+                            tokio::spawn(async move { embed(&directory, &myself, rows, true).await });
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::warn!(error = %err, "cannot list memories to embed"),
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+impl Memory {
+    /// Deletes what retention says must go, from the database and the indexes.
+    async fn retention(&self, state: &mut MemoryState) {
+        let retention = &state.config.retention;
+        let mut deleted: Vec<i64> = Vec::new();
+        for (kind, age) in [
+            (MemoryKind::Inbound, retention.inbound),
+            (MemoryKind::Reply, retention.reply),
+            (MemoryKind::Post, retention.post),
+        ] {
+            let Some(age) = age else { continue };
+            match state.db.delete_memories_before(kind, now_ms() - age.get().as_millis() as i64).await {
+                Ok(ids) => {
+                    metrics::counter!(m::MEMORIES_DELETED, "kind" => kind.as_str()).increment(ids.len() as u64);
+                    deleted.extend(ids);
+                }
+                Err(err) => tracing::warn!(kind = kind.as_str(), error = %err, "retention failed; it runs again later"),
+            }
+        }
+        match state.db.memory_personas().await {
+            Ok(personas) => {
+                let keep = i64::try_from(retention.max_per_persona).unwrap_or(i64::MAX);
+                for persona in personas {
+                    match state.db.trim_memories(&persona, keep).await {
+                        Ok(ids) => {
+                            metrics::counter!(m::MEMORIES_DELETED, "kind" => "over_cap").increment(ids.len() as u64);
+                            deleted.extend(ids);
+                        }
+                        Err(err) => tracing::warn!(error = %err, "retention cap failed; it runs again later"),
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "retention cannot list personas"),
+        }
+        if !deleted.is_empty() {
+            let mut personas = write(&state.shared.personas);
+            for persona in personas.values_mut() {
+                for id in &deleted {
+                    if persona.meta.remove(id).is_some() {
+                        persona.index.remove(*id);
+                    }
+                }
+            }
+            drop(personas);
+            if let Some(outputs) = write(&state.shared.outputs).as_mut() {
+                for id in &deleted {
+                    if outputs.meta.remove(id).is_some() {
+                        outputs.index.remove(*id);
+                    }
+                }
+            }
+        }
+        prune_outputs(&state.shared, now_ms() - state.config.dedup_window.get().as_millis() as i64);
+        publish_sizes(&state.shared);
+    }
+}
+
+/// The persona file as facts: who it is, how it writes, what it talks about, how it sounds.
+fn persona_facts(persona: &Persona) -> Vec<String> {
+    let name = persona.display_name.as_deref().unwrap_or(&persona.name);
+    let mut facts = vec![
+        format!("{name}: {}", persona.bio.trim()),
+        format!("{name}'s voice: {}", persona.voice.trim()),
+        format!("{name} talks about {}.", persona.topics.join(", ")),
+    ];
+    facts.extend(persona.example_posts.iter().map(|post| post.trim().to_owned()));
+    facts
+}
+
+/// A stable key for a conversation, to leave it out of recall by meaning.
+fn conversation_key(platform: &str, conversation: &str) -> u64 {
+    crate::hash::fnv1a(format!("{platform}\u{0}{conversation}").as_bytes())
+}
+
+/// Embeds `rows` through the LlmPool and reports to the actor; a failure leaves them for the sweep.
+/// A failed batch is tried a memory at a time, so one text the provider refuses does not hold up
+/// the others.
+async fn embed(directory: &Directory, myself: &ActorRef<MemoryMsg>, rows: Vec<MemoryRow>, sweep: bool) {
+    let texts: Vec<String> = rows.iter().map(|row| row.text.clone()).collect();
+    if let Some(vectors) = embed_with(directory, &texts, EMBED_TIMEOUT_MS).await {
+        let _ = myself.send_message(MemoryMsg::Embedded { rows, vectors: Some(vectors), sweep });
+        return;
+    }
+    if rows.len() > 1 {
+        for row in rows {
+            let vectors = embed_with(directory, std::slice::from_ref(&row.text), EMBED_TIMEOUT_MS).await;
+            let _ = myself.send_message(MemoryMsg::Embedded { rows: vec![row], vectors, sweep: false });
+        }
+    }
+    let _ = myself.send_message(MemoryMsg::Embedded { rows: Vec::new(), vectors: None, sweep });
+}
+
+async fn embed_with(directory: &Directory, texts: &[String], timeout_ms: u64) -> Option<(String, Vec<Vec<f32>>)> {
+    let llm = directory.llm()?;
+    let owned = texts.to_vec();
+    match ractor::call_t!(llm, |reply| LlmMsg::Embed { texts: owned, reply }, timeout_ms) {
+        Ok(Ok(embeddings)) if embeddings.vectors.len() == texts.len() => Some((embeddings.model, embeddings.vectors)),
+        Ok(Ok(_)) => {
+            tracing::warn!("the embedder returned the wrong number of vectors");
+            None
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "embedding failed; the memories are embedded again later");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the llm pool did not answer an embedding request");
+            None
+        }
+    }
+}
+
+/// Adds a memory's vector to its persona's index and, for a recent output, to the team's.
+fn add(shared: &Shared, row: &MemoryRow, vector: &[f32], window_start: i64) {
+    {
+        let mut dimension = write(&shared.dimension);
+        match *dimension {
+            Some(expected) if expected != vector.len() => {
+                tracing::warn!(expected, got = vector.len(), "a vector of another size for the same model; skipped");
+                return;
+            }
+            Some(_) => {}
+            None => *dimension = Some(vector.len()),
+        }
+    }
+    let meta = meta_of(row);
+    {
+        let mut personas = write(&shared.personas);
+        let persona = personas
+            .entry(row.persona.clone())
+            .or_insert_with(|| PersonaIndex { index: VectorIndex::new(vector.len()), meta: HashMap::new() });
+        match persona.index.insert(row.id, vector) {
+            Ok(()) => {
+                persona.meta.insert(row.id, meta);
+            }
+            Err(err) => tracing::debug!(id = row.id, error = %err, "memory vector not indexed"),
+        }
+    }
+    if matches!(row.kind, MemoryKind::Post | MemoryKind::Reply) && row.created_at >= window_start {
+        add_output(shared, row, vector);
+    }
+}
+
+/// Adds a page of stored vectors: each persona's in one bulk insert (the index uses every core),
+/// the recent outputs one by one (they are few).
+fn add_page(shared: &Shared, page: &[crate::store::StoredVector], window_start: i64) {
+    let usable = |vector: &[f32]| {
+        let norm = vector.iter().map(|x| x * x).sum::<f32>();
+        norm.is_finite() && norm > 0.0
+    };
+    let mut by_persona: HashMap<&str, Vec<&crate::store::StoredVector>> = HashMap::new();
+    for stored in page.iter().filter(|stored| usable(&stored.vector)) {
+        let dimension = *write(&shared.dimension).get_or_insert(stored.vector.len());
+        if stored.vector.len() == dimension {
+            by_persona.entry(stored.row.persona.as_str()).or_default().push(stored);
+        }
+    }
+    for (persona, items) in by_persona {
+        let mut personas = write(&shared.personas);
+        let dimension = items[0].vector.len();
+        let entry = personas
+            .entry(persona.to_owned())
+            .or_insert_with(|| PersonaIndex { index: VectorIndex::new(dimension), meta: HashMap::new() });
+        match entry.index.extend(items.iter().map(|stored| (stored.row.id, stored.vector.as_slice()))) {
+            Ok(()) => {
+                for stored in &items {
+                    entry.meta.insert(stored.row.id, meta_of(&stored.row));
+                }
+            }
+            Err(err) => tracing::warn!(persona, error = %err, "memory vectors not indexed"),
+        }
+    }
+    for stored in page {
+        if matches!(stored.row.kind, MemoryKind::Post | MemoryKind::Reply)
+            && stored.row.created_at >= window_start
+            && usable(&stored.vector)
+        {
+            add_output(shared, &stored.row, &stored.vector);
+        }
+    }
+}
+
+fn meta_of(row: &MemoryRow) -> Meta {
+    Meta {
+        kind: row.kind,
+        public: row.platform != PlatformKind::Discord.as_str(),
+        conversation: row.conversation.as_deref().map(|id| conversation_key(&row.platform, id)).unwrap_or(0),
+    }
+}
+
+fn add_output(shared: &Shared, row: &MemoryRow, vector: &[f32]) {
+    let mut outputs = write(&shared.outputs);
+    let outputs = outputs.get_or_insert_with(|| Outputs {
+        index: VectorIndex::new(vector.len()),
+        meta: HashMap::new(),
+        next_reservation: -1,
+    });
+    if outputs.index.insert(row.id, vector).is_ok() {
+        outputs.meta.insert(row.id, Output { created_at: row.created_at, key: None });
+    }
+}
+
+/// Drops outputs (and reservations) older than the dedup window.
+fn prune_outputs(shared: &Shared, window_start: i64) {
+    if let Some(outputs) = write(&shared.outputs).as_mut() {
+        let old: Vec<i64> =
+            outputs.meta.iter().filter(|(_, output)| output.created_at < window_start).map(|(id, _)| *id).collect();
+        for id in old {
+            outputs.meta.remove(&id);
+            outputs.index.remove(id);
+        }
+    }
+}
+
+fn publish_sizes(shared: &Shared) {
+    let personas = read(&shared.personas);
+    let vectors: usize = personas.values().map(|persona| persona.index.len()).sum();
+    let bytes: usize = personas.values().map(|persona| persona.index.memory_bytes()).sum();
+    drop(personas);
+    metrics::gauge!(m::MEMORY_INDEX_VECTORS).set(vectors as f64);
+    metrics::gauge!(m::MEMORY_INDEX_BYTES).set(bytes as f64);
+}
+
+/// Loads every stored vector of the current model, page by page.
+async fn load(db: &Db, shared: &Shared, window: Duration) -> Result<(), crate::store::StoreError> {
+    let started = Instant::now();
+    let window_start = now_ms() - window.as_millis() as i64;
+    let mut after = 0;
+    let mut loaded = 0usize;
+    loop {
+        let page = db.memory_vectors(&shared.model, after, LOAD_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.row.id;
+        loaded += page.len();
+        add_page(shared, &page, window_start);
+        if (page.len() as i64) < LOAD_PAGE {
+            break;
+        }
+    }
+    publish_sizes(shared);
+    tracing::info!(vectors = loaded, elapsed_ms = started.elapsed().as_millis() as u64, model = %shared.model, "memory index loaded");
+    Ok(())
+}
+
+/// The vector of one text, or `None` (no LlmPool, a failed call, or a vector of another model
+/// than the indexes hold).
+async fn query_vector(shared: &Shared, directory: &Directory, text: &str, timeout_ms: u64) -> Option<Vec<f32>> {
+    let (model, mut vectors) = embed_with(directory, &[text.to_owned()], timeout_ms).await?;
+    if model != shared.model {
+        tracing::warn!(model, expected = %shared.model, "the embedder answered with another model; not searched");
+        return None;
+    }
+    vectors.pop()
+}
+
+async fn relevant_memories(
+    db: &Db,
+    shared: &Shared,
+    directory: &Directory,
+    persona: &str,
+    query: &str,
+    k: usize,
+    exclude_conversation: Option<u64>,
+) -> Vec<MemoryRow> {
+    let Some(vector) = query_vector(shared, directory, query, RECALL_EMBED_TIMEOUT_MS).await else {
+        return Vec::new();
+    };
+    let started = Instant::now();
+    let ids: Vec<i64> = {
+        // Busy (an index being built): recall goes on without, rather than block a worker thread.
+        let Some(personas) = try_read(&shared.personas) else { return Vec::new() };
+        let Some(index) = personas.get(persona) else { return Vec::new() };
+        index
+            .index
+            .search(&vector, k, |id| {
+                index.meta.get(&id).is_some_and(|meta| {
+                    let allowed = match meta.kind {
+                        MemoryKind::Post | MemoryKind::Fact => true,
+                        MemoryKind::Reply | MemoryKind::Inbound => meta.public,
+                    };
+                    allowed && Some(meta.conversation) != exclude_conversation
+                })
+            })
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+    let mut rows = db.memories_by_ids(&ids).await.unwrap_or_default();
+    rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
+    rows
+}
+
+async fn check(
+    shared: &Shared,
+    directory: &Directory,
+    key: &str,
+    text: &str,
+    threshold: f32,
+    window: Duration,
+) -> Verdict {
+    let Some(vector) = query_vector(shared, directory, text, CHECK_EMBED_TIMEOUT_MS).await else {
+        // Without a vector there is nothing to compare with: never block speech on it.
+        return Verdict::Unique;
+    };
+    let window_start = now_ms() - window.as_millis() as i64;
+    let mut outputs = write(&shared.outputs);
+    let outputs = outputs.get_or_insert_with(|| Outputs {
+        index: VectorIndex::new(vector.len()),
+        meta: HashMap::new(),
+        next_reservation: -1,
+    });
+    let started = Instant::now();
+    let best = outputs.index.search(&vector, 1, |id| {
+        outputs
+            .meta
+            .get(&id)
+            .is_some_and(|output| output.created_at >= window_start && output.key.as_deref() != Some(key))
+    });
+    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+    if let Some((id, similarity)) = best.first().copied().filter(|(_, similarity)| *similarity >= threshold) {
+        return Verdict::Duplicate { similarity, of: format!("memory {id}") };
+    }
+    let id = outputs.next_reservation;
+    outputs.next_reservation -= 1;
+    if outputs.index.insert(id, &vector).is_ok() {
+        outputs.meta.insert(id, Output { created_at: now_ms(), key: Some(key.to_owned()) });
+    }
+    Verdict::Unique
+}
+
+async fn search(
+    db: &Db,
+    shared: &Shared,
+    directory: &Directory,
+    persona: &str,
+    query: &str,
+    k: usize,
+    kind: Option<MemoryKind>,
+) -> Vec<Hit> {
+    let Some(vector) = query_vector(shared, directory, query, EMBED_TIMEOUT_MS).await else { return Vec::new() };
+    let started = Instant::now();
+    let hits: Vec<(i64, f32)> = {
+        let personas = read(&shared.personas);
+        let Some(index) = personas.get(persona) else { return Vec::new() };
+        index
+            .index
+            .search(&vector, k, |id| index.meta.get(&id).is_some_and(|meta| kind.is_none_or(|kind| meta.kind == kind)))
+    };
+    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
+    let rows = db.memories_by_ids(&ids).await.unwrap_or_default();
+    hits.iter()
+        .filter_map(|(id, similarity)| {
+            let row = rows.iter().find(|row| row.id == *id)?;
+            Some(Hit {
+                id: row.id,
+                kind: row.kind.as_str(),
+                platform: row.platform.clone(),
+                text: row.text.clone(),
+                created_at: row.created_at,
+                similarity: *similarity,
+            })
+        })
+        .collect()
 }

@@ -363,7 +363,13 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
         }
         ChildSpec::Store => old.service.store.health_every != new.service.store.health_every,
         ChildSpec::Publisher => old.service.publisher != new.service.publisher,
-        ChildSpec::LlmPool | ChildSpec::Memory | ChildSpec::RateLimiter { .. } => false,
+        // Memory's settings, the embedding model its vectors belong to, and the personas' facts.
+        ChildSpec::Memory => {
+            old.service.memory != new.service.memory
+                || old.embedding_model() != new.embedding_model()
+                || old.personas != new.personas
+        }
+        ChildSpec::LlmPool | ChildSpec::RateLimiter { .. } => false,
     }
 }
 
@@ -437,7 +443,8 @@ async fn spawn(
             actor.get_cell()
         }
         ChildSpec::Memory => {
-            let (actor, _) = Memory::spawn_linked(None, Memory, MemoryArgs { db: args.db.clone() }, supervisor).await?;
+            let memory_args = MemoryArgs::from_config(config, args.db.clone(), directory.clone());
+            let (actor, _) = Memory::spawn_linked(None, Memory, memory_args, supervisor).await?;
             directory.set_memory(Some(actor.clone()));
             actor.get_cell()
         }
