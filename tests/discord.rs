@@ -50,6 +50,20 @@ async fn start_on(sandbox: &Sandbox, sim: &DiscordSim) -> Service {
     chorus::service::start_with(sandbox.load(), sims).await.expect("service starts")
 }
 
+/// A simulator with one persona, ada, on Discord (`ada_section` is her `[discord]` section), a
+/// running service whose bot is connected, and a person, sam: (simulator, sandbox, service, ada's
+/// bot id, sam's id).
+async fn ada_alone(extra: &str, ada_section: &str) -> (DiscordSim, Sandbox, Service, String, String) {
+    let sim = DiscordSim::start().await.unwrap();
+    let sandbox = Sandbox::new(&format!("{DISCORD}\n{extra}"));
+    discord_persona(&sandbox, "ada", ada_section);
+    let service = start_on(&sandbox, &sim).await;
+    sessions(&sim, 1).await;
+    let ada = sim.user_id("ada").unwrap();
+    let sam = sim.add_user("sam");
+    (sim, sandbox, service, ada, sam)
+}
+
 async fn sessions(sim: &DiscordSim, n: usize) {
     eventually(WAIT, "gateway sessions", || async { (sim.connected_sessions() == n).then_some(()) }).await;
 }
@@ -190,13 +204,7 @@ async fn a_global_429_closes_every_route_of_the_bot_until_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5000_character_answer_arrives_as_ordered_parts_with_code_blocks_whole() {
     let llm = LlmSim::start().await.unwrap();
-    let sim = DiscordSim::start().await.unwrap();
-    let sandbox = Sandbox::new(&format!("{DISCORD}\n{}", llm_section(&llm)));
-    discord_persona(&sandbox, "ada", "");
-    let service = start_on(&sandbox, &sim).await;
-    sessions(&sim, 1).await;
-    let ada = sim.user_id("ada").unwrap();
-    let sam = sim.add_user("sam");
+    let (sim, _sandbox, service, ada, sam) = ada_alone(&llm_section(&llm), "").await;
 
     // The simulated model repeats the question, so this question is the answer's text.
     let paragraph =
@@ -240,13 +248,7 @@ async fn a_5000_character_answer_arrives_as_ordered_parts_with_code_blocks_whole
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_1_5_delays_the_next_send() {
-    let sim = DiscordSim::start().await.unwrap();
-    let sandbox = Sandbox::new(DISCORD);
-    discord_persona(&sandbox, "ada", "");
-    let service = start_on(&sandbox, &sim).await;
-    sessions(&sim, 1).await;
-    let ada = sim.user_id("ada").unwrap();
-    let sam = sim.add_user("sam");
+    let (sim, _sandbox, service, ada, sam) = ada_alone("", "").await;
     sim.script_on(
         "/channels/{channel_id}/messages",
         [DiscordFault::RateLimited { retry_after_secs: 1.5, global: false }],
@@ -266,13 +268,7 @@ async fn a_429_with_retry_after_1_5_delays_the_next_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_gateway_resumes_and_an_invalidated_session_identifies_again() {
-    let sim = DiscordSim::start().await.unwrap();
-    let sandbox = Sandbox::new(DISCORD);
-    discord_persona(&sandbox, "ada", "");
-    let service = start_on(&sandbox, &sim).await;
-    sessions(&sim, 1).await;
-    let ada = sim.user_id("ada").unwrap();
-    let sam = sim.add_user("sam");
+    let (sim, _sandbox, service, ada, sam) = ada_alone("", "").await;
     let (dm, _) = sim.dm(&sam, &ada, "first question?");
     bot_messages(&sim, &dm, 1, "the first answer").await;
 
@@ -365,13 +361,8 @@ async fn refused_intents_on_the_gateway_park_the_agent_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peoples_conversations_stay_separate() {
     let llm = LlmSim::start().await.unwrap();
-    let sim = DiscordSim::start().await.unwrap();
-    let sandbox = Sandbox::new(&format!("{DISCORD}\n{}", llm_section(&llm)));
-    discord_persona(&sandbox, "ada", "");
-    let service = start_on(&sandbox, &sim).await;
-    sessions(&sim, 1).await;
-    let ada = sim.user_id("ada").unwrap();
-    let (sam, kai) = (sim.add_user("sam"), sim.add_user("kai"));
+    let (sim, _sandbox, service, ada, sam) = ada_alone(&llm_section(&llm), "").await;
+    let kai = sim.add_user("kai");
     let general = sim.text_channel_id();
     let at = |text: &str| format!("<@{ada}> {text}");
 
@@ -395,13 +386,7 @@ async fn two_peoples_conversations_stay_separate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rest_request_matches_the_openapi_document() {
     let spec = spec();
-    let sim = DiscordSim::start().await.unwrap();
-    let sandbox = Sandbox::new(DISCORD);
-    discord_persona(&sandbox, "ada", "");
-    let service = start_on(&sandbox, &sim).await;
-    sessions(&sim, 1).await;
-    let ada = sim.user_id("ada").unwrap();
-    let sam = sim.add_user("sam");
+    let (sim, _sandbox, service, ada, sam) = ada_alone("", "").await;
     let (dm, _) = sim.dm(&sam, &ada, "hello?");
     bot_messages(&sim, &dm, 1, "an answer").await;
     // A reconciliation read: a reply whose earlier attempt may have landed.

@@ -47,6 +47,16 @@ async fn search(service: &Service, persona: &str, query: &str, k: usize) -> Vec<
     ractor::call_t!(memory, |reply| MemoryMsg::Search { persona, query, k, kind: None, reply }, 10_000).unwrap()
 }
 
+/// ada's recollection for answering `query` in `conversation` (platform, id).
+async fn recall(service: &Service, (platform, conversation): (&str, &str), query: &str) -> Recollection {
+    let memory = actor(service).await;
+    let (conversation, query) = (Some((platform.to_owned(), conversation.to_owned())), Some(query.to_owned()));
+    let persona = "ada".to_owned();
+    let recall =
+        |reply| MemoryMsg::Recall { persona, conversation, query, recent: 5, in_conversation: 5, relevant: 3, reply };
+    ractor::call_t!(memory, recall, 10_000).unwrap()
+}
+
 /// Waits until a search for `text` finds it (it is stored, embedded and indexed).
 async fn indexed(service: &Service, persona: &str, text: &str) {
     eventually(WAIT, "the memory is indexed", || async {
@@ -133,40 +143,13 @@ async fn recall_finds_the_relevant_memory_among_thousands_of_unrelated_ones() {
     remember(&service, memory("ada", "local", MemoryKind::Post, None, relevant)).await;
     indexed(&service, "ada", relevant).await;
 
-    let memory_actor = actor(&service).await;
-    let recollection: Recollection = ractor::call_t!(
-        memory_actor,
-        |reply| MemoryMsg::Recall {
-            persona: "ada".into(),
-            conversation: Some(("local".into(), "thread-1".into())),
-            query: Some("how often should I feed my sourdough starter?".into()),
-            recent: 5,
-            in_conversation: 5,
-            relevant: 3,
-            reply,
-        },
-        10_000
-    )
-    .unwrap();
+    let recollection = recall(&service, ("local", "thread-1"), "how often should I feed my sourdough starter?").await;
     assert_eq!(recollection.relevant.first().map(|m| m.text.as_str()), Some(relevant));
     // A DM-like conversation of another person on Discord never comes back by meaning.
     let secret = "My sourdough starter is named Clint and my door code is 4821.";
     remember(&service, memory("ada", "discord", MemoryKind::Inbound, Some("77:1"), secret)).await;
     indexed(&service, "ada", secret).await;
-    let recollection: Recollection = ractor::call_t!(
-        memory_actor,
-        |reply| MemoryMsg::Recall {
-            persona: "ada".into(),
-            conversation: Some(("discord".into(), "77:2".into())),
-            query: Some("what is your sourdough starter called?".into()),
-            recent: 5,
-            in_conversation: 5,
-            relevant: 3,
-            reply,
-        },
-        10_000
-    )
-    .unwrap();
+    let recollection = recall(&service, ("discord", "77:2"), "what is your sourdough starter called?").await;
     assert!(recollection.relevant.iter().all(|m| m.text != secret), "another person's DM stays out");
     service.shutdown().await;
 }

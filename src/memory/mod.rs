@@ -309,8 +309,8 @@ impl Actor for Memory {
                     let similar = match query.filter(|_| relevant > 0) {
                         Some(query) => {
                             let exclude = conversation.as_ref().map(|(platform, id)| conversation_key(platform, id));
-                            relevant_memories(&db, &shared, &directory, &persona, &query, relevant as usize, exclude)
-                                .await
+                            let what = (persona.as_str(), query.as_str(), relevant as usize);
+                            relevant_memories(&db, &shared, &directory, what, exclude).await
                         }
                         None => Vec::new(),
                     };
@@ -346,7 +346,8 @@ impl Actor for Memory {
             MemoryMsg::Search { persona, query, k, kind, reply } => {
                 let (db, shared, directory) = (state.db.clone(), state.shared.clone(), state.directory.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(search(&db, &shared, &directory, &persona, &query, k, kind).await);
+                    let what = (persona.as_str(), query.as_str(), k);
+                    let _ = reply.send(search(&db, &shared, &directory, what, kind).await);
                 });
             }
             MemoryMsg::Sweep => {
@@ -623,42 +624,52 @@ async fn query_vector(shared: &Shared, directory: &Directory, text: &str, timeou
     vectors.pop()
 }
 
+/// The `k` memories of `persona` most like `query` among those `accept` lets through, with their
+/// similarity, most similar first. `wait`: wait for an index being rebuilt, else go on without.
+async fn search_persona(
+    db: &Db,
+    shared: &Shared,
+    directory: &Directory,
+    (persona, query, k): (&str, &str, usize),
+    timeout_ms: u64,
+    wait: bool,
+    accept: impl Fn(&Meta) -> bool,
+) -> Vec<(MemoryRow, f32)> {
+    let Some(vector) = query_vector(shared, directory, query, timeout_ms).await else { return Vec::new() };
+    let started = Instant::now();
+    let hits: Vec<(i64, f32)> = {
+        let personas = if wait { Some(read(&shared.personas)) } else { try_read(&shared.personas) };
+        let Some(personas) = personas else { return Vec::new() };
+        let Some(index) = personas.get(persona) else { return Vec::new() };
+        index.index.search(&vector, k, |id| index.meta.get(&id).is_some_and(&accept))
+    };
+    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
+    let rows = db.memories_by_ids(&ids).await.unwrap_or_default();
+    hits.iter()
+        .filter_map(|(id, similarity)| Some((rows.iter().find(|row| row.id == *id)?.clone(), *similarity)))
+        .collect()
+}
+
+/// Recall by meaning: posts and facts, and replies and mentions of public platforms, outside the
+/// conversation being answered (it is in the prompt already). Busy (an index being built): recall
+/// goes on without, rather than block a worker thread.
 async fn relevant_memories(
     db: &Db,
     shared: &Shared,
     directory: &Directory,
-    persona: &str,
-    query: &str,
-    k: usize,
+    (persona, query, k): (&str, &str, usize),
     exclude_conversation: Option<u64>,
 ) -> Vec<MemoryRow> {
-    let Some(vector) = query_vector(shared, directory, query, RECALL_EMBED_TIMEOUT_MS).await else {
-        return Vec::new();
+    let accept = |meta: &Meta| {
+        let allowed = match meta.kind {
+            MemoryKind::Post | MemoryKind::Fact => true,
+            MemoryKind::Reply | MemoryKind::Inbound => meta.public,
+        };
+        allowed && Some(meta.conversation) != exclude_conversation
     };
-    let started = Instant::now();
-    let ids: Vec<i64> = {
-        // Busy (an index being built): recall goes on without, rather than block a worker thread.
-        let Some(personas) = try_read(&shared.personas) else { return Vec::new() };
-        let Some(index) = personas.get(persona) else { return Vec::new() };
-        index
-            .index
-            .search(&vector, k, |id| {
-                index.meta.get(&id).is_some_and(|meta| {
-                    let allowed = match meta.kind {
-                        MemoryKind::Post | MemoryKind::Fact => true,
-                        MemoryKind::Reply | MemoryKind::Inbound => meta.public,
-                    };
-                    allowed && Some(meta.conversation) != exclude_conversation
-                })
-            })
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect()
-    };
-    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
-    let mut rows = db.memories_by_ids(&ids).await.unwrap_or_default();
-    rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
-    rows
+    let hits = search_persona(db, shared, directory, (persona, query, k), RECALL_EMBED_TIMEOUT_MS, false, accept).await;
+    hits.into_iter().map(|(row, _)| row).collect()
 }
 
 async fn check(
@@ -703,34 +714,19 @@ async fn search(
     db: &Db,
     shared: &Shared,
     directory: &Directory,
-    persona: &str,
-    query: &str,
-    k: usize,
+    (persona, query, k): (&str, &str, usize),
     kind: Option<MemoryKind>,
 ) -> Vec<Hit> {
-    let Some(vector) = query_vector(shared, directory, query, EMBED_TIMEOUT_MS).await else { return Vec::new() };
-    let started = Instant::now();
-    let hits: Vec<(i64, f32)> = {
-        let personas = read(&shared.personas);
-        let Some(index) = personas.get(persona) else { return Vec::new() };
-        index
-            .index
-            .search(&vector, k, |id| index.meta.get(&id).is_some_and(|meta| kind.is_none_or(|kind| meta.kind == kind)))
-    };
-    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
-    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
-    let rows = db.memories_by_ids(&ids).await.unwrap_or_default();
-    hits.iter()
-        .filter_map(|(id, similarity)| {
-            let row = rows.iter().find(|row| row.id == *id)?;
-            Some(Hit {
-                id: row.id,
-                kind: row.kind.as_str(),
-                platform: row.platform.clone(),
-                text: row.text.clone(),
-                created_at: row.created_at,
-                similarity: *similarity,
-            })
+    let accept = |meta: &Meta| kind.is_none_or(|kind| meta.kind == kind);
+    let hits = search_persona(db, shared, directory, (persona, query, k), EMBED_TIMEOUT_MS, true, accept).await;
+    hits.into_iter()
+        .map(|(row, similarity)| Hit {
+            id: row.id,
+            kind: row.kind.as_str(),
+            platform: row.platform,
+            text: row.text,
+            created_at: row.created_at,
+            similarity,
         })
         .collect()
 }
