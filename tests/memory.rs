@@ -44,7 +44,8 @@ async fn check(service: &Service, key: &str, text: &str) -> Verdict {
 async fn search(service: &Service, persona: &str, query: &str, k: usize) -> Vec<chorus::memory::Hit> {
     let memory = actor(service).await;
     let (persona, query) = (persona.to_owned(), query.to_owned());
-    ractor::call_t!(memory, |reply| MemoryMsg::Search { persona, query, k, kind: None, reply }, 10_000).unwrap()
+    ractor::call_t!(memory, |reply| MemoryMsg::Search { persona, query, k, kind: None, since: None, reply }, 10_000)
+        .unwrap()
 }
 
 /// ada's recollection for answering `query` in `conversation` (platform, id).
@@ -268,5 +269,13 @@ async fn the_admin_search_needs_the_token_and_finds_by_meaning() {
     assert_eq!(body["hits"][0]["text"], text, "{body}");
     let bad = client.get(format!("{url}&kind=gossip")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(bad.status(), 400);
+    // Filters: by kind, and by time.
+    let replies: Value =
+        client.get(format!("{url}&kind=reply")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(replies["hits"].as_array().unwrap().is_empty(), "no replies stored: {replies}");
+    let future = chorus::store::now_ms() + 60_000;
+    let later: Value =
+        client.get(format!("{url}&since={future}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert!(later["hits"].as_array().unwrap().is_empty(), "nothing is that new: {later}");
     service.shutdown().await;
 }

@@ -117,10 +117,13 @@ struct MemorySearchQuery {
     q: String,
     k: Option<usize>,
     kind: Option<String>,
+    /// Only memories created at or after this time (epoch milliseconds).
+    since: Option<i64>,
 }
 
-/// `GET /admin/memory/{persona}/search?q=..&k=10&kind=post`: the persona's memories most similar
-/// to `q`, most similar first (`k` 1–100, default 10; `kind` one of post, reply, inbound, fact).
+/// `GET /admin/memory/{persona}/search?q=..&k=10&kind=post&since=<epoch ms>`: the persona's
+/// memories most similar to `q`, most similar first (`k` 1–100, default 10; `kind` one of post,
+/// reply, inbound, fact; `since` only memories created from then on).
 async fn memory_search(
     State(state): State<AdminState>,
     Path(persona): Path<String>,
@@ -144,8 +147,9 @@ async fn memory_search(
         .directory
         .memory()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory is restarting"))?;
-    let text = query.q;
-    let hits = ractor::call_t!(memory, |reply| MemoryMsg::Search { persona, query: text, k, kind, reply }, 10_000)
+    let (text, since) = (query.q, query.since);
+    let search = |reply| MemoryMsg::Search { persona, query: text, k, kind, since, reply };
+    let hits = ractor::call_t!(memory, search, 10_000)
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory did not answer in time"))?;
     Ok(Json(json!({ "hits": hits })).into_response())
 }

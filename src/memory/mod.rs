@@ -79,6 +79,7 @@ struct Meta {
     /// Another person may see it recalled: not a Discord message or reply.
     public: bool,
     conversation: u64,
+    created_at: i64,
 }
 
 /// One persona's vectors.
@@ -187,8 +188,16 @@ pub enum MemoryMsg {
     },
     /// Is `text`, about to be queued under outbox key `key`, too close to a recent output?
     Check { key: String, text: String, reply: RpcReplyPort<Verdict> },
-    /// The persona's memories most like `query` (the admin search).
-    Search { persona: String, query: String, k: usize, kind: Option<MemoryKind>, reply: RpcReplyPort<Vec<Hit>> },
+    /// The persona's memories most like `query` (the admin search), of one kind and created at or
+    /// after `since` (epoch milliseconds) when given.
+    Search {
+        persona: String,
+        query: String,
+        k: usize,
+        kind: Option<MemoryKind>,
+        since: Option<i64>,
+        reply: RpcReplyPort<Vec<Hit>>,
+    },
     /// Retention and re-embedding (timer).
     Sweep,
 }
@@ -343,11 +352,11 @@ impl Actor for Memory {
                     let _ = reply.send(verdict);
                 });
             }
-            MemoryMsg::Search { persona, query, k, kind, reply } => {
+            MemoryMsg::Search { persona, query, k, kind, since, reply } => {
                 let (db, shared, directory) = (state.db.clone(), state.shared.clone(), state.directory.clone());
                 tokio::spawn(async move {
                     let what = (persona.as_str(), query.as_str(), k);
-                    let _ = reply.send(search(&db, &shared, &directory, what, kind).await);
+                    let _ = reply.send(search(&db, &shared, &directory, what, kind, since).await);
                 });
             }
             MemoryMsg::Sweep => {
@@ -556,6 +565,7 @@ fn meta_of(row: &MemoryRow) -> Meta {
         kind: row.kind,
         public: row.platform != PlatformKind::Discord.as_str(),
         conversation: row.conversation.as_deref().map(|id| conversation_key(&row.platform, id)).unwrap_or(0),
+        created_at: row.created_at,
     }
 }
 
@@ -716,8 +726,10 @@ async fn search(
     directory: &Directory,
     (persona, query, k): (&str, &str, usize),
     kind: Option<MemoryKind>,
+    since: Option<i64>,
 ) -> Vec<Hit> {
-    let accept = |meta: &Meta| kind.is_none_or(|kind| meta.kind == kind);
+    let accept =
+        |meta: &Meta| kind.is_none_or(|kind| meta.kind == kind) && since.is_none_or(|since| meta.created_at >= since);
     let hits = search_persona(db, shared, directory, (persona, query, k), EMBED_TIMEOUT_MS, true, accept).await;
     hits.into_iter()
         .map(|(row, similarity)| Hit {
