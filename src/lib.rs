@@ -21,3 +21,4 @@ pub mod supervisor;
 pub mod task;
 pub mod team_leader;
 pub mod telemetry;
+pub mod trader;
