@@ -227,9 +227,10 @@ async fn retention_removes_what_it_should_and_nothing_else() {
         remember(&service, memory("ada", "local", MemoryKind::Post, None, &format!("Post number {n} about tomatoes.")))
             .await;
     }
-    let kept = eventually(WAIT, "trimmed to the cap", || async {
+    let kept = eventually(WAIT, "the newest stored and the rest trimmed to the cap", || async {
         let posts = service.db().recent_memories("ada", None, 10).await.unwrap();
-        (posts.len() == 4).then_some(posts)
+        let newest_in = posts.first().is_some_and(|m| m.text == "Post number 5 about tomatoes.");
+        (newest_in && posts.len() == 4).then_some(posts)
     })
     .await;
     let texts: Vec<&str> = kept.iter().map(|m| m.text.as_str()).collect();
