@@ -143,6 +143,13 @@ async fn recall_finds_the_relevant_memory_among_thousands_of_unrelated_ones() {
     let relevant = "Sourdough starter needs feeding twice a day when the kitchen is warm.";
     remember(&service, memory("ada", "local", MemoryKind::Post, None, relevant)).await;
     indexed(&service, "ada", relevant).await;
+    // Every note is embedded (and so indexed) before the question: they all compete.
+    eventually(WAIT, "the notes embedded", || async {
+        let models = service.db().embedding_models().await.unwrap();
+        let embedded: i64 = models.iter().filter(|(model, _)| model.is_some()).map(|(_, n)| n).sum();
+        (embedded >= 3001).then_some(())
+    })
+    .await;
 
     let recollection = recall(&service, ("local", "thread-1"), "how often should I feed my sourdough starter?").await;
     assert_eq!(recollection.relevant.first().map(|m| m.text.as_str()), Some(relevant));
