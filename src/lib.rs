@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod supervisor;
+pub mod sync;
 pub mod task;
 pub mod team_leader;
 pub mod telemetry;

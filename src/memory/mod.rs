@@ -36,6 +36,7 @@ use crate::directory::Directory;
 use crate::llm::LlmMsg;
 use crate::metrics as m;
 use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, now_ms};
+use crate::sync::{read, try_read, write};
 use crate::task::AbortOnDrop;
 pub use index::{IndexError, VectorIndex};
 
@@ -109,23 +110,6 @@ struct Shared {
     dimension: RwLock<Option<usize>>,
     personas: RwLock<HashMap<String, PersonaIndex>>,
     outputs: RwLock<Option<Outputs>>,
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A read guard unless a writer holds the lock right now.
-fn try_read<T>(lock: &RwLock<T>) -> Option<std::sync::RwLockReadGuard<'_, T>> {
-    match lock.try_read() {
-        Ok(guard) => Some(guard),
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub struct MemoryState {

@@ -22,8 +22,24 @@ pub async fn serve(addr: std::net::SocketAddr, app: axum::Router) -> std::io::Re
 
 /// Locks a simulator's state, carrying on after a panicked holder (a failed test assertion must
 /// not poison every later request).
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+pub(crate) use crate::sync::lock;
+
+/// A time's UTC calendar fields (Howard Hinnant's civil-from-days), for the timestamps the
+/// simulated APIs print: `(year, month, day, seconds of the day, microseconds)`.
+pub(crate) fn utc_fields(at: std::time::SystemTime) -> (i64, i64, i64, u64, u32) {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem, since.subsec_micros())
 }
 
 /// Request headers as the simulators record them: names lowercased, repeated headers joined with

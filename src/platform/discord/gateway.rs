@@ -28,6 +28,7 @@ use serenity::gateway::GatewayError;
 use super::platform::DiscordAccount;
 use crate::metrics as m;
 use crate::platform::{LiveConnection, LiveEvent, LiveSink, Mention, PlatformError};
+use crate::sync::lock;
 use tokio::task::JoinHandle;
 
 /// How long closing waits for serenity to wind down before abandoning it.
@@ -86,10 +87,6 @@ fn stop_session(session: &Mutex<Option<ShardMessenger>>) {
     if let Some(runner) = lock(session).take() {
         runner.send_to_shard(ShardRunnerMessage::Shutdown(ShardId(0), 1000));
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a fatal gateway error means for the operator.

@@ -98,7 +98,7 @@ impl DiscordPlatform {
     }
 
     fn sent_parts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Option<String>>>> {
-        self.sent_parts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.sent_parts)
     }
 }
 

@@ -24,7 +24,7 @@ mod platform;
 pub use platform::{RedditAccount, RedditPlatform};
 
 use std::fmt;
-use std::sync::{Mutex as StdMutex, PoisonError};
+use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -317,7 +317,7 @@ impl RedditClient {
 
     /// The rate-limit state of the last API response, whatever its status.
     pub fn last_rate(&self) -> Option<RateLimitSnapshot> {
-        *self.last_rate.lock().unwrap_or_else(PoisonError::into_inner)
+        *crate::sync::lock(&self.last_rate)
     }
 
     /// Posts a self post; returns its `t3_` fullname.
@@ -452,7 +452,7 @@ impl RedditClient {
     fn observe(&self, headers: &HeaderMap) -> Option<RateLimitSnapshot> {
         let rate = parse_reddit(headers);
         if rate.is_some() {
-            *self.last_rate.lock().unwrap_or_else(PoisonError::into_inner) = rate;
+            *crate::sync::lock(&self.last_rate) = rate;
         }
         rate
     }
