@@ -120,6 +120,8 @@ pub struct MemoryState {
     personas: Vec<Arc<Persona>>,
     /// Set while a sweep's embedding batch is out, so batches do not pile up.
     embedding: bool,
+    /// The retention run under way, if any (one at a time).
+    retention: Option<AbortOnDrop>,
     _sweep: AbortOnDrop,
 }
 
@@ -210,6 +212,7 @@ impl Actor for Memory {
             shared,
             personas: args.personas,
             embedding: false,
+            retention: None,
             _sweep: sweep,
         })
     }
@@ -282,11 +285,17 @@ impl Actor for Memory {
                     tracing::warn!(error = %err, "cannot store memory vectors; they are embedded again later");
                 }
                 if model == state.shared.model {
+                    // On the blocking pool: the insert that takes an index past the exact
+                    // threshold builds its HNSW graph (seconds), which neither the mailbox nor an
+                    // async worker thread should wait for.
                     let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
-                    for (row, vector) in rows.iter().zip(&vectors) {
-                        add(&state.shared, row, vector, window_start);
-                    }
-                    publish_sizes(&state.shared);
+                    let shared = state.shared.clone();
+                    tokio::task::spawn_blocking(move || {
+                        for (row, vector) in rows.iter().zip(&vectors) {
+                            add(&shared, row, vector, window_start);
+                        }
+                        publish_sizes(&shared);
+                    });
                 }
             }
             MemoryMsg::Recall { persona, conversation, query, recent, in_conversation, relevant, reply } => {
@@ -344,7 +353,10 @@ impl Actor for Memory {
                 });
             }
             MemoryMsg::Sweep => {
-                self.retention(state).await;
+                if state.retention.as_ref().is_none_or(AbortOnDrop::is_finished) {
+                    let (db, shared, config) = (state.db.clone(), state.shared.clone(), state.config.clone());
+                    state.retention = Some(tokio::spawn(retention(db, shared, config)).into());
+                }
                 if !state.embedding {
                     match state.db.memories_to_embed(&state.shared.model, EMBED_BATCH).await {
                         Ok(rows) if !rows.is_empty() => {
@@ -362,61 +374,60 @@ impl Actor for Memory {
     }
 }
 
-impl Memory {
-    /// Deletes what retention says must go, from the database and the indexes.
-    async fn retention(&self, state: &mut MemoryState) {
-        let retention = &state.config.retention;
-        let mut deleted: Vec<i64> = Vec::new();
-        for (kind, age) in [
-            (MemoryKind::Inbound, retention.inbound),
-            (MemoryKind::Reply, retention.reply),
-            (MemoryKind::Post, retention.post),
-        ] {
-            let Some(age) = age else { continue };
-            match state.db.delete_memories_before(kind, now_ms() - age.get().as_millis() as i64).await {
-                Ok(ids) => {
-                    metrics::counter!(m::MEMORIES_DELETED, "kind" => kind.as_str()).increment(ids.len() as u64);
-                    deleted.extend(ids);
-                }
-                Err(err) => tracing::warn!(kind = kind.as_str(), error = %err, "retention failed; it runs again later"),
+/// Deletes what retention says must go, from the database and the indexes. Runs in a task: a
+/// first retention over a large table is a long `DELETE`, and the mailbox must not wait for it.
+async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
+    let retention = &config.retention;
+    let mut deleted: Vec<i64> = Vec::new();
+    for (kind, age) in [
+        (MemoryKind::Inbound, retention.inbound),
+        (MemoryKind::Reply, retention.reply),
+        (MemoryKind::Post, retention.post),
+    ] {
+        let Some(age) = age else { continue };
+        match db.delete_memories_before(kind, now_ms() - age.get().as_millis() as i64).await {
+            Ok(ids) => {
+                metrics::counter!(m::MEMORIES_DELETED, "kind" => kind.as_str()).increment(ids.len() as u64);
+                deleted.extend(ids);
             }
+            Err(err) => tracing::warn!(kind = kind.as_str(), error = %err, "retention failed; it runs again later"),
         }
-        match state.db.memory_personas().await {
-            Ok(personas) => {
-                let keep = i64::try_from(retention.max_per_persona).unwrap_or(i64::MAX);
-                for persona in personas {
-                    match state.db.trim_memories(&persona, keep).await {
-                        Ok(ids) => {
-                            metrics::counter!(m::MEMORIES_DELETED, "kind" => "over_cap").increment(ids.len() as u64);
-                            deleted.extend(ids);
-                        }
-                        Err(err) => tracing::warn!(error = %err, "retention cap failed; it runs again later"),
-                    }
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "retention cannot list personas"),
-        }
-        if !deleted.is_empty() {
-            let mut personas = write(&state.shared.personas);
-            for persona in personas.values_mut() {
-                for id in &deleted {
-                    if persona.meta.remove(id).is_some() {
-                        persona.index.remove(*id);
-                    }
-                }
-            }
-            drop(personas);
-            if let Some(outputs) = write(&state.shared.outputs).as_mut() {
-                for id in &deleted {
-                    if outputs.meta.remove(id).is_some() {
-                        outputs.index.remove(*id);
-                    }
-                }
-            }
-        }
-        prune_outputs(&state.shared, now_ms() - state.config.dedup_window.get().as_millis() as i64);
-        publish_sizes(&state.shared);
     }
+    match db.memory_personas().await {
+        Ok(personas) => {
+            let keep = i64::try_from(retention.max_per_persona).unwrap_or(i64::MAX);
+            for persona in personas {
+                match db.trim_memories(&persona, keep).await {
+                    Ok(ids) => {
+                        metrics::counter!(m::MEMORIES_DELETED, "kind" => "over_cap").increment(ids.len() as u64);
+                        deleted.extend(ids);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "retention cap failed; it runs again later"),
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "retention cannot list personas"),
+    }
+    if !deleted.is_empty() {
+        let mut personas = write(&shared.personas);
+        for persona in personas.values_mut() {
+            for id in &deleted {
+                if persona.meta.remove(id).is_some() {
+                    persona.index.remove(*id);
+                }
+            }
+        }
+        drop(personas);
+        if let Some(outputs) = write(&shared.outputs).as_mut() {
+            for id in &deleted {
+                if outputs.meta.remove(id).is_some() {
+                    outputs.index.remove(*id);
+                }
+            }
+        }
+    }
+    prune_outputs(&shared, now_ms() - config.dedup_window.get().as_millis() as i64);
+    publish_sizes(&shared);
 }
 
 /// The persona file as facts: who it is, how it writes, what it talks about, how it sounds.
@@ -587,7 +598,7 @@ fn publish_sizes(shared: &Shared) {
 }
 
 /// Loads every stored vector of the current model, page by page.
-async fn load(db: &Db, shared: &Shared, window: Duration) -> Result<(), crate::store::StoreError> {
+async fn load(db: &Db, shared: &Arc<Shared>, window: Duration) -> Result<(), crate::store::StoreError> {
     let started = Instant::now();
     let window_start = now_ms() - window.as_millis() as i64;
     let mut after = 0;
@@ -597,8 +608,11 @@ async fn load(db: &Db, shared: &Shared, window: Duration) -> Result<(), crate::s
         let Some(last) = page.last() else { break };
         after = last.row.id;
         loaded += page.len();
-        add_page(shared, &page, window_start);
-        if (page.len() as i64) < LOAD_PAGE {
+        let full = page.len() as i64 == LOAD_PAGE;
+        // Building an HNSW graph takes seconds: on the blocking pool, not an async worker.
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || add_page(&shared, &page, window_start)).await;
+        if !full {
             break;
         }
     }
