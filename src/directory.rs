@@ -12,6 +12,7 @@ use crate::llm::LlmMsg;
 use crate::memory::MemoryMsg;
 use crate::publisher::PublisherMsg;
 use crate::rate_limit::RateLimiterMsg;
+use crate::trader::TraderMsg;
 
 #[derive(Default)]
 pub struct Directory {
@@ -19,6 +20,7 @@ pub struct Directory {
     memory: RwLock<Option<ActorRef<MemoryMsg>>>,
     publisher: RwLock<Option<ActorRef<PublisherMsg>>>,
     rate_limiters: RwLock<HashMap<String, ActorRef<RateLimiterMsg>>>,
+    traders: RwLock<HashMap<String, ActorRef<TraderMsg>>>,
 }
 
 impl Directory {
@@ -49,6 +51,27 @@ impl Directory {
         match actor {
             Some(actor) => limiters.insert(key.to_owned(), actor),
             None => limiters.remove(key),
+        };
+    }
+}
+
+impl Directory {
+    /// The Trader of one persona.
+    pub fn trader(&self, persona: &str) -> Option<ActorRef<TraderMsg>> {
+        self.traders.read().expect("directory lock").get(persona).cloned()
+    }
+    /// Every running Trader, by persona.
+    pub fn traders(&self) -> Vec<(String, ActorRef<TraderMsg>)> {
+        let traders = self.traders.read().expect("directory lock");
+        let mut all: Vec<_> = traders.iter().map(|(persona, actor)| (persona.clone(), actor.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+    pub fn set_trader(&self, persona: &str, actor: Option<ActorRef<TraderMsg>>) {
+        let mut traders = self.traders.write().expect("directory lock");
+        match actor {
+            Some(actor) => traders.insert(persona.to_owned(), actor),
+            None => traders.remove(persona),
         };
     }
 }

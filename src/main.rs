@@ -150,5 +150,26 @@ fn print_summary(config: &Config) {
         );
     }
     let _ = writeln!(out, "agents: {}", config.agent_keys().len());
+    let traders: Vec<String> = config.trading_personas().iter().map(|persona| persona.name.clone()).collect();
+    if !traders.is_empty() {
+        let trading = &service.trading;
+        let limits = &trading.limits;
+        let _ = writeln!(
+            out,
+            "trading: {} ({}) for {}; allow {}; ${}/trade, ${}/day, ${} exposure; kill switch {}",
+            trading.mode.as_str(),
+            if service.mode == chorus::config::Mode::Sandbox && trading.simulated {
+                "simulated"
+            } else {
+                "real endpoints"
+            },
+            traders.join(", "),
+            if limits.allow.is_empty() { "nothing".to_owned() } else { limits.allow.join(", ") },
+            limits.max_per_trade_usd,
+            limits.max_per_day_usd,
+            limits.max_exposure_usd,
+            if trading.kill_switch { "on" } else { "off" },
+        );
+    }
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
 }

@@ -49,6 +49,13 @@ pub const MEMORY_INDEX_VECTORS: &str = "chorus_memory_index_vectors";
 pub const MEMORY_INDEX_BYTES: &str = "chorus_memory_index_bytes";
 pub const DEDUP_CHECKS: &str = "chorus_dedup_checks_total";
 pub const DEDUP_OUTCOMES: &str = "chorus_dedup_outcomes_total";
+// Trader
+pub const TRADER_DECISIONS: &str = "chorus_trader_decisions_total";
+pub const TRADER_REFUSALS: &str = "chorus_trader_refusals_total";
+pub const TRADER_TRADES: &str = "chorus_trader_trades_total";
+pub const TRADER_VOLUME: &str = "chorus_trader_volume_microusd_total";
+pub const TRADER_PAPER_PNL: &str = "chorus_trader_paper_pnl_usd";
+pub const TRADER_KILL_SWITCH: &str = "chorus_trader_kill_switch";
 // Service
 pub const CONFIG_RELOADS: &str = "chorus_config_reloads_total";
 pub const LOCAL_POSTS: &str = "chorus_local_posts_total";
@@ -128,6 +135,18 @@ fn describe() {
         CONTEXT_SUMMARISED,
         "Conversation turns given to a reply only as a shortened summary (over the context budget), by platform."
     );
+    describe_counter!(
+        TRADER_DECISIONS,
+        "Trading decisions asked of a persona's model, by persona and outcome (hold, trade, malformed, llm_error, killed)."
+    );
+    describe_counter!(TRADER_REFUSALS, "Trades refused before execution, by persona and the limit that refused them.");
+    describe_counter!(
+        TRADER_TRADES,
+        "Trades by persona, mode and outcome (awaiting_approval, filled, confirmed, failed, expired, rejected)."
+    );
+    describe_counter!(TRADER_VOLUME, "Value traded in millionths of a US dollar, by persona and mode.");
+    describe_gauge!(TRADER_PAPER_PNL, "Paper profit and loss in US dollars (marked to market), by persona.");
+    describe_gauge!(TRADER_KILL_SWITCH, "1 while the trading kill switch is on.");
     describe_counter!(CONFIG_RELOADS, "Configuration reloads, by outcome (applied, rejected).");
     describe_counter!(LOCAL_POSTS, "Posts on the local platform, by source (persona, crowd, api).");
     describe_gauge!(AGENTS, "Agents in the tree, by platform.");

@@ -20,6 +20,7 @@ use crate::platform::Platforms;
 use crate::platform::local::LocalPlatform;
 use crate::store::{Db, OutboxCounts};
 use crate::team_leader::{ReloadSummary, ShutdownReport, TeamLeader, TeamLeaderArgs, TeamLeaderMsg};
+use crate::trader::TradingControl;
 
 /// A running Chorus.
 pub struct Service {
@@ -81,6 +82,11 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
     health.set_migrated();
 
     start_llm_simulator(&config).await?;
+    let trading = Arc::new(
+        TradingControl::load(db.clone(), config.service.trading.kill_switch)
+            .await
+            .context("cannot read the trading kill switch")?,
+    );
     let directory = Arc::new(Directory::default());
     let local = LocalPlatform::new(db.clone());
     let mut platforms = Platforms::default();
@@ -99,6 +105,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         token: config.admin_token.clone(),
         reload: reload_tx,
         directory: directory.clone(),
+        trading: trading.clone(),
     };
     let (admin_stop, admin_stopped) = oneshot::channel::<()>();
     let (admin_addr, admin_task) = admin::serve(config.service.admin.listen, admin_state, async move {
@@ -116,6 +123,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         platforms,
         local: local.clone(),
         sims: sims.clone(),
+        trading,
     };
     let (team_leader, team_leader_task) =
         Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;

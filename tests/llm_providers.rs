@@ -30,6 +30,7 @@ fn persona() -> Arc<Persona> {
         x: None,
         reddit: None,
         discord: None,
+        trading: None,
     })
 }
 

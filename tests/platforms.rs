@@ -77,6 +77,7 @@ async fn simulators() -> chorus::sim::SandboxSims {
         x: Some(chorus::sim::x::XSim::start().await.unwrap()),
         reddit: Some(chorus::sim::reddit::RedditSim::start().await.unwrap()),
         discord: None,
+        ..Default::default()
     }
 }
 
@@ -323,6 +324,7 @@ fn an_abrupt_stop_in_a_busy_run_then_restart_answers_every_mention_exactly_once(
             x: Some(XSim::start().await.unwrap()),
             reddit: Some(RedditSim::start().await.unwrap()),
             discord: None,
+            ..Default::default()
         }
     });
     let (x, reddit) = (sims.x.clone().unwrap(), sims.reddit.clone().unwrap());

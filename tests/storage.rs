@@ -10,11 +10,14 @@
 //! Each Postgres test creates its own database `chorus_test_<random hex>` through the server named by
 //! the URL and drops it afterwards (also when the test fails).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 mod common;
 
-use chorus::store::{Db, Engine, LlmUsage, MemoryKind, NewInbound, NewMemory, NewOutbox, OutboxCounts, OutboxStatus};
+use chorus::store::{
+    Db, Decided, Engine, LlmUsage, MemoryKind, NewAudit, NewInbound, NewMemory, NewOutbox, NewTrade, OutboxCounts,
+    OutboxStatus, PaperFill, TradeStatus,
+};
 use common::TestDatabase;
 
 // ----- fixtures -----
@@ -103,6 +106,17 @@ storage_contract!(
     memory_vectors_by_model_retention_and_cap,
     llm_usage_sums_tokens_per_persona,
     concurrent_enqueue_of_one_key_makes_one_row,
+    trade_transitions_are_compare_and_set,
+    decide_trade_approves_once_rejects_and_refuses_expired,
+    concurrent_approvals_of_one_trade_decide_once,
+    expire_approvals_expires_only_overdue_awaiting_trades,
+    paper_seed_runs_once_and_starting_value_is_set_once,
+    paper_fill_moves_balances_exactly_once,
+    concurrent_paper_fills_never_double_fill_or_overdraw,
+    executed_value_since_sums_only_executed_trades,
+    trade_audit_is_newest_first_with_filters,
+    trading_flags_are_upserted,
+    trading_amounts_above_i64_max_are_refused,
 );
 
 // ----- helpers -----
@@ -490,6 +504,486 @@ async fn concurrent_enqueue_of_one_key_makes_one_row(db: &Db) {
     assert_eq!(results.iter().filter(|enqueued| enqueued.created).count(), 1, "exactly one call created the row");
     assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 1, sent: 0, failed: 0 });
     assert_eq!(db.audit_trail("same-key").await.expect("audit_trail"), pairs(&[("enqueue", "pending")]));
+}
+
+// ----- trading contract -----
+
+const SOL: &str = "So11111111111111111111111111111111111111112";
+const USDC: &str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
+
+/// A paper trade selling 1 SOL for 150 USDC, worth 150 USD, in `status`.
+fn new_trade(persona: &str, status: TradeStatus, approval_expires_at: Option<i64>) -> NewTrade {
+    NewTrade {
+        persona: persona.to_owned(),
+        mode: "paper".to_owned(),
+        status,
+        input_mint: SOL.to_owned(),
+        output_mint: USDC.to_owned(),
+        in_amount: 1_000_000_000,
+        out_amount: 150_000_000,
+        value: 150_000_000,
+        slippage_bps: 50,
+        reason: "momentum".to_owned(),
+        quote: r#"{"inAmount":"1000000000","outAmount":"150000000"}"#.to_owned(),
+        approval_expires_at,
+    }
+}
+
+async fn insert(db: &Db, trade: &NewTrade) -> i64 {
+    db.insert_trade(trade).await.unwrap_or_else(|err| panic!("insert_trade {trade:?}: {err}"))
+}
+
+async fn status_of(db: &Db, id: i64) -> TradeStatus {
+    db.trade(id).await.expect("trade").unwrap_or_else(|| panic!("trade {id} exists")).status
+}
+
+/// Waits until the clock has passed `ms`, so a later write gets a strictly later time.
+async fn clock_past(ms: i64) {
+    while chorus::store::now_ms() <= ms {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+fn balances(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(mint, amount)| (mint.to_string(), *amount)).collect()
+}
+
+/// 9. Trades: stored as given, listed newest first with filters, and moved only by
+///    compare-and-set transitions along the status graph.
+async fn trade_transitions_are_compare_and_set(db: &Db) {
+    use TradeStatus::*;
+    let before = chorus::store::now_ms();
+    let first = insert(db, &new_trade("alice", AwaitingApproval, Some(before + 60_000))).await;
+    let row = db.trade(first).await.expect("trade").expect("the trade exists");
+    let expected = new_trade("alice", AwaitingApproval, Some(before + 60_000));
+    assert_eq!(
+        (
+            row.id,
+            row.persona.as_str(),
+            row.mode.as_str(),
+            row.status,
+            row.input_mint.as_str(),
+            row.output_mint.as_str()
+        ),
+        (first, "alice", "paper", AwaitingApproval, SOL, USDC)
+    );
+    assert_eq!(
+        (row.in_amount, row.out_amount, row.value, row.slippage_bps),
+        (1_000_000_000, 150_000_000, 150_000_000, 50)
+    );
+    assert_eq!((row.reason.as_str(), row.quote.as_str()), (expected.reason.as_str(), expected.quote.as_str()));
+    assert_eq!(row.approval_expires_at, Some(before + 60_000));
+    assert_eq!((row.signature, row.signed_tx, row.last_valid_block_height), (None, None, None));
+    assert_eq!((row.decided_by, row.decided_at, row.error), (None, None, None));
+    assert!(row.created_at >= before && row.updated_at == row.created_at, "times are epoch ms");
+    assert_eq!(db.trade(first + 1000).await.expect("trade"), None, "unknown id");
+
+    let live = NewTrade { mode: "live".to_owned(), ..new_trade("alice", Approved, None) };
+    let second = insert(db, &live).await;
+    let bobs = insert(db, &new_trade("bob", Approved, None)).await;
+    let bad_mode = NewTrade { mode: "pretend".to_owned(), ..new_trade("alice", Approved, None) };
+    assert!(db.insert_trade(&bad_mode).await.is_err(), "a mode other than paper or live is refused");
+
+    let listed = |persona: Option<&'static str>, statuses: &'static [TradeStatus], limit| async move {
+        ids(&db.trades(persona, statuses, limit).await.expect("trades"), |row| row.id)
+    };
+    assert_eq!(listed(None, &[], 10).await, vec![bobs, second, first], "all, newest first");
+    assert_eq!(listed(Some("alice"), &[], 10).await, vec![second, first], "per persona");
+    assert_eq!(listed(Some("alice"), &[Approved], 10).await, vec![second], "per status");
+    assert_eq!(listed(None, &[Approved, AwaitingApproval], 2).await, vec![bobs, second], "statuses and limit");
+    assert!(listed(Some("carol"), &[], 10).await.is_empty());
+
+    // A wrong `from` changes nothing, not even updated_at.
+    let unchanged = db.trade(first).await.expect("trade");
+    assert!(!db.transition_trade(first, &[Approved], Executing, None).await.expect("transition"));
+    assert!(!db.transition_trade(first + 1000, &[AwaitingApproval], Approved, None).await.expect("transition"));
+    assert!(!db.transition_trade(first, &[], Approved, None).await.expect("transition from nothing"));
+    assert_eq!(db.trade(first).await.expect("trade"), unchanged, "a failed compare-and-set changes nothing");
+    let illegal = db.transition_trade(first, &[AwaitingApproval], Filled, None).await;
+    assert!(illegal.is_err(), "a pair outside the status graph is refused: {illegal:?}");
+    assert_eq!(status_of(db, first).await, AwaitingApproval);
+
+    assert!(db.transition_trade(first, &[AwaitingApproval], Approved, None).await.expect("approve"));
+    assert!(!db.transition_trade(first, &[AwaitingApproval], Approved, None).await.expect("approve again"));
+    assert!(db.transition_trade(first, &[Approved], Executing, None).await.expect("execute"));
+    assert!(db.transition_trade(first, &[Executing], Failed, Some("no route")).await.expect("fail"));
+    let failed = db.trade(first).await.expect("trade").expect("exists");
+    assert_eq!((failed.status, failed.error.as_deref()), (Failed, Some("no route")));
+    assert!(failed.updated_at >= unchanged.expect("exists").updated_at);
+    let terminal = db.transition_trade(first, &[Failed], Executing, None).await;
+    assert!(terminal.is_err(), "failed is terminal");
+
+    // Live: executing → signed (with its fields) → sent → confirmed.
+    assert!(!db.record_signed(second, "sig-1", "dHg=", 1_000).await.expect("record_signed"), "approved, not executing");
+    assert!(db.transition_trade(second, &[Approved], Executing, None).await.expect("execute"));
+    assert!(db.record_signed(second, "sig-1", "dHg=", 1_000).await.expect("record_signed"));
+    assert!(!db.record_signed(second, "sig-2", "eHg=", 2_000).await.expect("record_signed again"), "signed once");
+    let signed = db.trade(second).await.expect("trade").expect("exists");
+    assert_eq!(signed.status, Signed);
+    assert_eq!(
+        (signed.signature.as_deref(), signed.signed_tx.as_deref(), signed.last_valid_block_height),
+        (Some("sig-1"), Some("dHg="), Some(1_000))
+    );
+    assert!(db.transition_trade(second, &[Signed], Sent, None).await.expect("send"));
+    let mixed = db.transition_trade(second, &[Signed, Sent], Confirmed, None).await;
+    assert!(mixed.is_err(), "every `from` must be able to become `to` (signed cannot be confirmed): {mixed:?}");
+    assert!(db.transition_trade(second, &[Sent], Confirmed, None).await.expect("confirm"));
+    let confirmed = db.trade(second).await.expect("trade").expect("exists");
+    assert_eq!((confirmed.status, confirmed.error.as_deref()), (Confirmed, None));
+
+    // A signature belongs to one trade.
+    assert!(db.transition_trade(bobs, &[Approved], Executing, None).await.expect("execute bob's"));
+    assert!(db.record_signed(bobs, "sig-1", "dHg=", 1_000).await.is_err(), "a signature is unique");
+    assert_eq!(status_of(db, bobs).await, Executing, "the refused signature changed nothing");
+
+    let json = serde_json::to_value(&confirmed).expect("serialize a trade");
+    assert_eq!(json["status"], "confirmed", "the status serializes as its string");
+    assert_eq!(json["in_amount"], 1_000_000_000u64);
+}
+
+/// 10. Decisions: one approval takes effect, a second finds nothing awaiting; a rejection; an
+///     expired trade cannot be approved (it becomes expired).
+async fn decide_trade_approves_once_rejects_and_refuses_expired(db: &Db) {
+    use TradeStatus::*;
+    let now = chorus::store::now_ms();
+    let approved = insert(db, &new_trade("alice", AwaitingApproval, Some(now + 60_000))).await;
+    let Decided::Done(row) = db.decide_trade(approved, true, "operator", now).await.expect("approve") else {
+        panic!("the first approval takes effect");
+    };
+    assert_eq!(
+        (row.id, row.status, row.decided_by.as_deref(), row.decided_at),
+        (approved, Approved, Some("operator"), Some(now))
+    );
+    assert_eq!(db.trade(approved).await.expect("trade"), Some(row.clone()), "the returned row is the stored row");
+    let again = db.decide_trade(approved, true, "someone else", now).await.expect("approve again");
+    assert_eq!(again, Decided::NotAwaiting(Some(row.clone())), "the second approval changes nothing");
+    let reject_late = db.decide_trade(approved, false, "someone else", now).await.expect("reject after approval");
+    assert_eq!(reject_late, Decided::NotAwaiting(Some(row)));
+    assert_eq!(db.decide_trade(approved + 1000, true, "x", now).await.expect("unknown"), Decided::NotAwaiting(None));
+
+    let no_expiry = insert(db, &new_trade("alice", AwaitingApproval, None)).await;
+    let Decided::Done(row) = db.decide_trade(no_expiry, false, "operator", now).await.expect("reject") else {
+        panic!("a rejection takes effect");
+    };
+    assert_eq!((row.status, row.decided_by.as_deref()), (Rejected, Some("operator")));
+
+    let late = insert(db, &new_trade("alice", AwaitingApproval, Some(now))).await;
+    let Decided::Expired(row) = db.decide_trade(late, true, "operator", now).await.expect("approve late") else {
+        panic!("a trade at its expiry cannot be approved");
+    };
+    assert_eq!((row.status, row.decided_by, row.decided_at), (Expired, None, None), "nobody decided in time");
+    assert_eq!(status_of(db, late).await, Expired);
+    let again = db.decide_trade(late, true, "operator", now - 1).await.expect("approve again");
+    assert!(matches!(again, Decided::NotAwaiting(Some(ref row)) if row.status == Expired), "{again:?}");
+
+    let not_awaiting = insert(db, &new_trade("alice", Approved, None)).await;
+    let decided = db.decide_trade(not_awaiting, false, "operator", now).await.expect("reject an approved trade");
+    assert!(matches!(decided, Decided::NotAwaiting(Some(ref row)) if row.status == Approved), "{decided:?}");
+}
+
+/// 11. Twenty concurrent approvals of one trade: exactly one takes effect.
+async fn concurrent_approvals_of_one_trade_decide_once(db: &Db) {
+    const CALLS: usize = 20;
+    let now = chorus::store::now_ms();
+    let id = insert(db, &new_trade("alice", TradeStatus::AwaitingApproval, Some(now + 60_000))).await;
+    let tasks: Vec<_> = (0..CALLS)
+        .map(|call| {
+            let db = db.clone();
+            tokio::spawn(async move { db.decide_trade(id, true, &format!("operator {call}"), now).await })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for (call, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap_or_else(|err| panic!("decide task {call} panicked: {err}"));
+        match result.unwrap_or_else(|err| panic!("decide call {call} failed: {err:?}")) {
+            Decided::Done(row) => done.push(row),
+            Decided::NotAwaiting(Some(row)) => assert_eq!(row.status, TradeStatus::Approved),
+            other => panic!("call {call}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(done.len(), 1, "exactly one approval takes effect");
+    assert_eq!(db.trade(id).await.expect("trade"), Some(done.remove(0)), "and its decider is the one stored");
+}
+
+/// 12. The expiry sweep: awaiting trades at or past their expiry, and nothing else.
+async fn expire_approvals_expires_only_overdue_awaiting_trades(db: &Db) {
+    use TradeStatus::*;
+    let now = chorus::store::now_ms();
+    let overdue = insert(db, &new_trade("alice", AwaitingApproval, Some(now - 1))).await;
+    let due_now = insert(db, &new_trade("bob", AwaitingApproval, Some(now))).await;
+    let later = insert(db, &new_trade("alice", AwaitingApproval, Some(now + 60_000))).await;
+    let forever = insert(db, &new_trade("alice", AwaitingApproval, None)).await;
+    let approved = insert(db, &new_trade("alice", Approved, Some(now - 1))).await;
+
+    let expired = db.expire_approvals(now).await.expect("expire_approvals");
+    assert_eq!(ids(&expired, |row| row.id), vec![overdue, due_now]);
+    assert!(expired.iter().all(|row| row.status == Expired && row.decided_by.is_none()));
+    for (id, status) in [(overdue, Expired), (due_now, Expired), (later, AwaitingApproval), (forever, AwaitingApproval)]
+    {
+        assert_eq!(status_of(db, id).await, status, "trade {id}");
+    }
+    assert_eq!(status_of(db, approved).await, Approved, "only awaiting trades expire");
+    assert!(db.expire_approvals(now).await.expect("expire_approvals again").is_empty(), "expired once");
+    let expired = db.expire_approvals(now + 60_000).await.expect("expire_approvals later");
+    assert_eq!(ids(&expired, |row| row.id), vec![later]);
+}
+
+/// 13. Paper accounts: seeded on the first start only, in one go; the starting value is set once.
+async fn paper_seed_runs_once_and_starting_value_is_set_once(db: &Db) {
+    assert!(db.paper_balances("alice").await.expect("paper_balances").is_empty());
+    assert_eq!(db.paper_starting_value("alice").await.expect("paper_starting_value"), None);
+    assert!(!db.set_paper_starting_value("alice", 5).await.expect("set before the account exists"));
+
+    let seed = vec![(SOL.to_owned(), 10_000_000_000), (USDC.to_owned(), 500_000_000)];
+    assert!(db.paper_seed("alice", &seed).await.expect("paper_seed"), "the first start seeds");
+    assert_eq!(
+        db.paper_balances("alice").await.expect("paper_balances"),
+        balances(&[(SOL, 10_000_000_000), (USDC, 500_000_000)])
+    );
+    assert!(!db.paper_seed("alice", &[(SOL.to_owned(), 1)]).await.expect("paper_seed again"), "seeded once");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances").get(SOL), Some(&10_000_000_000));
+    assert!(db.paper_seed("bob", &[]).await.expect("paper_seed with nothing"), "an empty portfolio is still seeded");
+    assert!(!db.paper_seed("bob", &seed).await.expect("paper_seed bob again"));
+    assert!(db.paper_balances("bob").await.expect("paper_balances bob").is_empty());
+
+    let twice = vec![(SOL.to_owned(), 1), (SOL.to_owned(), 2)];
+    assert!(db.paper_seed("carol", &twice).await.is_err(), "a mint listed twice is refused");
+    assert!(db.paper_balances("carol").await.expect("paper_balances carol").is_empty(), "nothing was seeded");
+    assert!(db.paper_seed("carol", &seed[..1]).await.expect("paper_seed carol"), "the refused seed left no account");
+
+    assert_eq!(db.paper_starting_value("alice").await.expect("paper_starting_value"), None, "not priced yet");
+    assert!(db.set_paper_starting_value("alice", 2_000_000_000).await.expect("set_paper_starting_value"));
+    assert!(!db.set_paper_starting_value("alice", 1).await.expect("set again"), "set once");
+    assert_eq!(db.paper_starting_value("alice").await.expect("paper_starting_value"), Some(2_000_000_000));
+    assert_eq!(db.paper_starting_value("bob").await.expect("paper_starting_value bob"), None);
+}
+
+/// 14. Paper fills: exact debit and credit with the trade filled, in one transaction; a short
+///     balance, a trade not executing and a second fill change nothing.
+async fn paper_fill_moves_balances_exactly_once(db: &Db) {
+    use TradeStatus::*;
+    let bonk = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263";
+    assert!(db.paper_seed("alice", &[(SOL.to_owned(), 3_000), (USDC.to_owned(), 100)]).await.expect("paper_seed"));
+    let seeded = balances(&[(SOL, 3_000), (USDC, 100)]);
+
+    let trade = insert(db, &new_trade("alice", Approved, None)).await;
+    let fill = |id, input, in_amount, output, out_amount| async move {
+        db.paper_fill(id, "alice", input, in_amount, output, out_amount).await.expect("paper_fill")
+    };
+    assert_eq!(fill(trade, SOL, 1_000, USDC, 150).await, PaperFill::NotExecuting, "approved, not executing");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), seeded, "nothing moved");
+    assert_eq!(status_of(db, trade).await, Approved);
+
+    assert!(db.transition_trade(trade, &[Approved], Executing, None).await.expect("execute"));
+    let other_persona = db.paper_fill(trade, "bob", SOL, 1_000, USDC, 150).await.expect("paper_fill as bob");
+    assert_eq!(other_persona, PaperFill::NotExecuting, "another persona's trade is not filled");
+    assert_eq!(fill(trade, SOL, 3_001, USDC, 150).await, PaperFill::Insufficient { balance: 3_000 });
+    assert_eq!(fill(trade, bonk, 1, USDC, 150).await, PaperFill::Insufficient { balance: 0 }, "no balance at all");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), seeded, "a short balance moves nothing");
+    assert_eq!(status_of(db, trade).await, Executing, "and leaves the trade executing");
+
+    let expected = balances(&[(SOL, 2_000), (USDC, 250)]);
+    assert_eq!(fill(trade, SOL, 1_000, USDC, 150).await, PaperFill::Filled { balances: expected.clone() });
+    assert_eq!(status_of(db, trade).await, Filled);
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), expected);
+    assert_eq!(fill(trade, SOL, 1_000, USDC, 150).await, PaperFill::NotExecuting, "no second fill");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), expected, "nothing moved twice");
+
+    // The whole input balance, into a mint not held yet.
+    let second = insert(db, &new_trade("alice", Executing, None)).await;
+    let expected = balances(&[(SOL, 2_000), (USDC, 0), (bonk, 7_000_000)]);
+    assert_eq!(fill(second, USDC, 250, bonk, 7_000_000).await, PaperFill::Filled { balances: expected.clone() });
+    assert!(db.paper_balances("bob").await.expect("paper_balances bob").is_empty(), "per persona");
+
+    // A credit past i64::MAX is an error and rolls everything back.
+    let third = insert(db, &new_trade("alice", Executing, None)).await;
+    let overflow = db.paper_fill(third, "alice", SOL, 1, bonk, i64::MAX as u64).await;
+    assert!(overflow.is_err(), "an overflowing credit is refused: {overflow:?}");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), expected, "nothing moved");
+    assert_eq!(status_of(db, third).await, Executing, "the trade is still executing");
+    assert_eq!(
+        fill(third, SOL, 1, bonk, i64::MAX as u64 - 7_000_000).await,
+        PaperFill::Filled { balances: balances(&[(SOL, 1_999), (USDC, 0), (bonk, i64::MAX as u64)]) },
+        "up to i64::MAX exactly"
+    );
+}
+
+/// 14b. Concurrent fills: twenty fills of one trade fill it once; fills of many trades never
+///      overdraw a balance, and fills in opposite directions do not deadlock.
+async fn concurrent_paper_fills_never_double_fill_or_overdraw(db: &Db) {
+    use TradeStatus::*;
+    assert!(db.paper_seed("alice", &[(SOL.to_owned(), 10), (USDC.to_owned(), 1_000)]).await.expect("paper_seed"));
+    let one = insert(db, &new_trade("alice", Executing, None)).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.paper_fill(one, "alice", SOL, 1, USDC, 100).await })
+        })
+        .collect();
+    let mut filled = 0;
+    for (call, task) in tasks.into_iter().enumerate() {
+        match task.await.expect("fill task").unwrap_or_else(|err| panic!("fill call {call} failed: {err:?}")) {
+            PaperFill::Filled { .. } => filled += 1,
+            PaperFill::NotExecuting => {}
+            other => panic!("call {call}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(filled, 1, "one trade fills once");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), balances(&[(SOL, 9), (USDC, 1_100)]));
+
+    // Twelve sells of 1 SOL against 9 SOL, and eight buys of 1 SOL for 100 USDC, all at once.
+    let mut trades = Vec::new();
+    for n in 0..20 {
+        let id = insert(db, &new_trade("alice", Executing, None)).await;
+        let (input, in_amount, output, out_amount) = if n % 5 < 3 { (SOL, 1, USDC, 100) } else { (USDC, 100, SOL, 1) };
+        trades.push((id, input, in_amount, output, out_amount));
+    }
+    let tasks: Vec<_> = trades
+        .iter()
+        .map(|&(id, input, in_amount, output, out_amount)| {
+            let db = db.clone();
+            tokio::spawn(async move { db.paper_fill(id, "alice", input, in_amount, output, out_amount).await })
+        })
+        .collect();
+    let (mut sells, mut buys) = (0, 0);
+    for (task, (id, input, ..)) in tasks.into_iter().zip(&trades) {
+        match task.await.expect("fill task").unwrap_or_else(|err| panic!("fill of trade {id} failed: {err:?}")) {
+            PaperFill::Filled { .. } if *input == SOL => sells += 1,
+            PaperFill::Filled { .. } => buys += 1,
+            PaperFill::Insufficient { .. } => assert_eq!(status_of(db, *id).await, Executing),
+            PaperFill::NotExecuting => panic!("trade {id} was executing"),
+        }
+    }
+    let after = db.paper_balances("alice").await.expect("paper_balances");
+    assert_eq!(after[SOL], 9 + buys - sells, "every SOL accounted for");
+    assert_eq!(after[USDC], 1_100 + 100 * sells - 100 * buys, "every USDC accounted for");
+    assert!(sells + buys > 0);
+    let filled_trades = db.trades(Some("alice"), &[Filled], 100).await.expect("trades").len() as u64;
+    assert_eq!(filled_trades, 1 + sells + buys, "a trade is filled exactly when its balances moved");
+}
+
+/// 15. Executed value: the sum of `value` of trades that may have executed, counted from when
+///     they entered `executing`, with the latest such time.
+async fn executed_value_since_sums_only_executed_trades(db: &Db) {
+    use TradeStatus::*;
+    let start = chorus::store::now_ms();
+    assert_eq!(db.executed_value_since("alice", 0).await.expect("executed_value_since"), (0, None));
+    assert!(db.paper_seed("alice", &[(SOL.to_owned(), 10)]).await.expect("paper_seed"));
+    let with_value = |value| NewTrade { value, ..new_trade("alice", Approved, None) };
+
+    let filled = insert(db, &with_value(1)).await;
+    assert!(db.transition_trade(filled, &[Approved], Executing, None).await.expect("execute"));
+    let fill = db.paper_fill(filled, "alice", SOL, 0, USDC, 0).await.expect("paper_fill");
+    assert!(matches!(fill, PaperFill::Filled { .. }), "{fill:?}");
+    let first_batch = chorus::store::now_ms();
+    clock_past(first_batch).await;
+
+    let executing = insert(db, &with_value(10)).await;
+    let failed = insert(db, &with_value(100)).await;
+    let signed = insert(db, &NewTrade { mode: "live".to_owned(), ..with_value(1_000) }).await;
+    let _approved = insert(db, &with_value(10_000)).await;
+    let _awaiting = insert(db, &NewTrade { value: 100_000, ..new_trade("alice", AwaitingApproval, None) }).await;
+    let _bobs = insert(db, &NewTrade { value: 1_000_000, ..new_trade("bob", Executing, None) }).await;
+    for id in [executing, failed, signed] {
+        assert!(db.transition_trade(id, &[Approved], Executing, None).await.expect("execute"));
+    }
+    assert!(db.transition_trade(failed, &[Executing], Failed, Some("no route")).await.expect("fail"));
+    assert!(db.record_signed(signed, "sig-a", "dHg=", 5).await.expect("record_signed"));
+    let end = chorus::store::now_ms();
+
+    let (all, latest) = db.executed_value_since("alice", start).await.expect("executed_value_since start");
+    assert_eq!(all, 1_011, "filled, executing and signed; not failed, approved, awaiting or bob's");
+    let latest = latest.expect("a latest execution");
+    assert!(latest > first_batch && latest <= end, "latest {latest} within ({first_batch}, {end}]");
+    let (recent, recent_latest) = db.executed_value_since("alice", first_batch + 1).await.expect("since the batch");
+    assert_eq!((recent, recent_latest), (1_010, Some(latest)), "the first fill is before the window");
+    assert_eq!(db.executed_value_since("alice", end + 1).await.expect("since the end"), (0, None));
+    assert_eq!(db.executed_value_since("bob", start).await.expect("bob").0, 1_000_000, "inserted executing");
+}
+
+/// 16. The trading audit trail: JSON detail round-trips, newest first, by persona and by trade.
+async fn trade_audit_is_newest_first_with_filters(db: &Db) {
+    let before = chorus::store::now_ms();
+    let detail = serde_json::json!({ "reason": "momentum", "amounts": [1, 2, u64::MAX], "nested": { "ok": true } });
+    let events = [
+        ("alice", Some(1), "proposed", detail.clone()),
+        ("alice", None, "kill_switch", serde_json::json!(null)),
+        ("bob", Some(2), "proposed", serde_json::json!({})),
+        ("alice", Some(1), "approved", serde_json::json!({ "by": "operator" })),
+    ];
+    let mut inserted = Vec::new();
+    for (persona, trade_id, event, detail) in &events {
+        let audit = NewAudit { persona, trade_id: *trade_id, event, detail: detail.clone() };
+        inserted.push(db.insert_audit(&audit).await.expect("insert_audit"));
+    }
+    let all = db.audit(None, None, 10).await.expect("audit");
+    assert_eq!(ids(&all, |event| event.id), inserted.iter().rev().copied().collect::<Vec<_>>(), "newest first");
+    let proposed = all.last().expect("the first event");
+    assert_eq!((proposed.persona.as_str(), proposed.trade_id, proposed.event.as_str()), ("alice", Some(1), "proposed"));
+    assert_eq!(proposed.detail, detail, "the JSON detail round-trips");
+    assert!(proposed.at >= before);
+    assert_eq!(all[2].detail, serde_json::Value::Null);
+
+    let alice = db.audit(Some("alice"), None, 10).await.expect("audit alice");
+    assert_eq!(ids(&alice, |event| event.id), vec![inserted[3], inserted[1], inserted[0]]);
+    let trade_1 = db.audit(None, Some(1), 10).await.expect("audit trade 1");
+    assert_eq!(ids(&trade_1, |event| event.id), vec![inserted[3], inserted[0]]);
+    let both = db.audit(Some("bob"), Some(1), 10).await.expect("audit bob's trade 1");
+    assert!(both.is_empty(), "both filters apply");
+    assert_eq!(ids(&db.audit(Some("alice"), None, 1).await.expect("audit"), |event| event.id), vec![inserted[3]]);
+    let json = serde_json::to_value(&trade_1[0]).expect("serialize an audit event");
+    assert_eq!(json["detail"]["by"], "operator");
+}
+
+/// 17. Flags: absent, set, overwritten with who and when.
+async fn trading_flags_are_upserted(db: &Db) {
+    let before = chorus::store::now_ms();
+    assert_eq!(db.flag("kill_switch").await.expect("flag"), None);
+    db.set_flag("kill_switch", "on", "operator").await.expect("set_flag");
+    let (value, by, at) = db.flag("kill_switch").await.expect("flag").expect("set");
+    assert_eq!((value.as_str(), by.as_str()), ("on", "operator"));
+    assert!(at >= before);
+    db.set_flag("kill_switch", "off", "admin-api").await.expect("set_flag again");
+    let (value, by, later) = db.flag("kill_switch").await.expect("flag").expect("set");
+    assert_eq!((value.as_str(), by.as_str()), ("off", "admin-api"), "overwritten");
+    assert!(later >= at);
+    assert_eq!(db.flag("other").await.expect("flag"), None, "per name");
+}
+
+/// 18. Amounts above i64::MAX are refused with an error, never wrapped, and change nothing.
+async fn trading_amounts_above_i64_max_are_refused(db: &Db) {
+    use TradeStatus::*;
+    let too_big = i64::MAX as u64 + 1;
+    for trade in [
+        NewTrade { in_amount: too_big, ..new_trade("alice", Approved, None) },
+        NewTrade { out_amount: u64::MAX, ..new_trade("alice", Approved, None) },
+        NewTrade { value: too_big, ..new_trade("alice", Approved, None) },
+    ] {
+        let err = db.insert_trade(&trade).await.expect_err("an amount above i64::MAX is refused");
+        assert!(!err.is_transient(), "{err}");
+    }
+    assert!(db.trades(None, &[], 10).await.expect("trades").is_empty(), "no trade was stored");
+
+    let biggest = NewTrade { in_amount: i64::MAX as u64, value: i64::MAX as u64, ..new_trade("alice", Approved, None) };
+    let id = insert(db, &biggest).await;
+    let row = db.trade(id).await.expect("trade").expect("exists");
+    assert_eq!((row.in_amount, row.value), (i64::MAX as u64, i64::MAX as u64), "i64::MAX round-trips");
+
+    assert!(db.paper_seed("alice", &[(SOL.to_owned(), 5), (USDC.to_owned(), too_big)]).await.is_err());
+    assert!(db.paper_balances("alice").await.expect("paper_balances").is_empty(), "nothing was seeded");
+    assert!(
+        db.paper_seed("alice", &[(SOL.to_owned(), 5)]).await.expect("paper_seed"),
+        "the refused seed left no account"
+    );
+    assert!(db.set_paper_starting_value("alice", too_big).await.is_err());
+    assert_eq!(db.paper_starting_value("alice").await.expect("paper_starting_value"), None);
+
+    assert!(db.transition_trade(id, &[Approved], Executing, None).await.expect("execute"));
+    assert!(db.paper_fill(id, "alice", SOL, too_big, USDC, 1).await.is_err(), "in_amount");
+    assert!(db.paper_fill(id, "alice", SOL, 1, USDC, u64::MAX).await.is_err(), "out_amount");
+    assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), balances(&[(SOL, 5)]), "nothing moved");
+    assert!(db.record_signed(id, "sig", "dHg=", too_big).await.is_err(), "block height");
+    assert_eq!(status_of(db, id).await, Executing, "the trade is untouched");
 }
 
 /// `store.password` is put into the connection URL, encoded (the server here trusts local

@@ -8,6 +8,7 @@
 
 mod error;
 mod page;
+mod trading;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +49,10 @@ pub struct AdminState {
     pub prometheus: PrometheusHandle,
     pub token: Option<Secret>,
     pub reload: mpsc::Sender<ReloadRequest>,
-    /// Where the Memory actor is (the memory search route).
+    /// Where the Memory actor and the Traders are.
     pub directory: Arc<Directory>,
+    /// The trading kill switch.
+    pub trading: Arc<crate::trader::TradingControl>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -58,6 +61,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/reload", post(reload))
         .route("/admin/local/faults/{account}", put(set_fault))
         .route("/admin/memory/{persona}/search", get(memory_search))
+        .merge(trading::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(|| async { Html(page::TIMELINE) }))
@@ -123,7 +127,7 @@ struct MemorySearchQuery {
 
 /// `GET /admin/memory/{persona}/search?q=..&k=10&kind=post&since=<epoch ms>`: the persona's
 /// memories most similar to `q`, most similar first (`k` 1–100, default 10; `kind` one of post,
-/// reply, inbound, fact; `since` only memories created from then on).
+/// reply, inbound, fact, trade; `since` only memories created from then on).
 async fn memory_search(
     State(state): State<AdminState>,
     Path(persona): Path<String>,
@@ -138,10 +142,9 @@ async fn memory_search(
     }
     let kind = match query.kind.as_deref() {
         None => None,
-        Some(kind) => Some(
-            MemoryKind::parse(kind)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "kind: expected post, reply, inbound or fact"))?,
-        ),
+        Some(kind) => Some(MemoryKind::parse(kind).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "kind: expected post, reply, inbound, fact or trade")
+        })?),
     };
     let memory = state
         .directory

@@ -122,13 +122,30 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
         }
     }
 
+    let jupiter_key = service.trading.jupiter_api_key.as_ref().and_then(|key| match key.resolve(&base) {
+        Ok(secret) => Some(secret),
+        Err(message) => {
+            report.push("trading.jupiter_api_key", message);
+            None
+        }
+    });
+
     let personas_dir = base.join(&service.personas_dir);
     let personas = load_personas(&personas_dir, &service, &mut errors);
     let persona_secrets = resolve_persona_secrets(&personas_dir, &base, &service, &personas, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    Ok(Config { path: path.to_path_buf(), service, personas, admin_token, llm_keys, store_password, persona_secrets })
+    Ok(Config {
+        path: path.to_path_buf(),
+        service,
+        personas,
+        admin_token,
+        llm_keys,
+        store_password,
+        persona_secrets,
+        jupiter_key,
+    })
 }
 
 fn read_table(path: &Path, report: &mut Report<'_>) -> Option<toml::Table> {
@@ -457,6 +474,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     if service.agents.max_in_flight == 0 {
         report.push("agents.max_in_flight", "must be at least 1");
     }
+    for (key, message) in service.trading.problems() {
+        report.push(key, message);
+    }
 }
 
 fn load_personas(dir: &Path, service: &ServiceConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<String, Arc<Persona>> {
@@ -553,9 +573,24 @@ fn resolve_persona_secrets(
                 Some(token) => refs.push(("discord.token", token)),
             }
         }
+        if persona.trades() && service.trading.mode == crate::config::TradingMode::Live {
+            match persona.trading.as_ref().and_then(|trading| trading.keypair.as_ref()) {
+                None => report.push(
+                    "trading.keypair",
+                    "a keypair file is required: trading.mode is \"live\" and this persona trades",
+                ),
+                Some(keypair) => refs.push(("trading.keypair", keypair)),
+            }
+        }
         for (key, secret_ref) in refs {
             match secret_ref.resolve(base) {
                 Ok(secret) => {
+                    if key == "trading.keypair"
+                        && let Err(err) = crate::trader::wallet::Wallet::from_secret(&secret)
+                    {
+                        report.push(key, format!("not a usable Solana keypair: {err}"));
+                        continue;
+                    }
                     secrets.insert((persona.name.clone(), key.to_owned()), secret);
                 }
                 Err(message) => report.push(key, message),
@@ -594,6 +629,7 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
         ("llm_chain", &persona.llm_chain),
         ("llm_chains.reply", &persona.llm_chains.reply),
         ("llm_chains.post", &persona.llm_chains.post),
+        ("llm_chains.trade", &persona.llm_chains.trade),
     ] {
         for provider in chain {
             if !service.llm.providers.contains_key(provider) {

@@ -6,6 +6,7 @@
 
 mod load;
 mod secret;
+mod trading;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use serde::{Deserialize, Deserializer};
 
 pub use load::{ConfigError, ConfigErrors, load};
 pub use secret::{Secret, SecretRef};
+pub use trading::{
+    LimitsConfig, PaperConfig, PersonaTrading, TokenConfig, TradingConfig, TradingMode, USDC_MINT, to_units, usd_micro,
+};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -34,12 +38,19 @@ pub struct Config {
     pub store_password: Option<Secret>,
     /// Resolved platform secrets of each persona, by `(persona, "x.consumer_key")` and the like.
     pub persona_secrets: BTreeMap<(String, String), Secret>,
+    /// Jupiter's API key (`trading.jupiter_api_key`), if set.
+    pub jupiter_key: Option<Secret>,
 }
 
 impl Config {
     /// A resolved persona secret, e.g. `secret("ada", "reddit.password")`.
     pub fn persona_secret(&self, persona: &str, key: &str) -> Option<Secret> {
         self.persona_secrets.get(&(persona.to_owned(), key.to_owned())).cloned()
+    }
+
+    /// Personas with a Trader (`[trading] enabled = true` in their file).
+    pub fn trading_personas(&self) -> Vec<Arc<Persona>> {
+        self.personas.values().filter(|persona| persona.trades()).cloned().collect()
     }
 }
 
@@ -134,6 +145,8 @@ pub struct ServiceConfig {
     pub agents: AgentsConfig,
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub trading: TradingConfig,
 }
 
 impl ServiceConfig {
@@ -452,6 +465,7 @@ pub struct PersonaBudget {
 pub struct TaskChains {
     pub reply: Vec<String>,
     pub post: Vec<String>,
+    pub trade: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -722,7 +736,7 @@ pub struct Persona {
     /// LLM providers to try in order; the service's `llm.default_chain` when empty.
     #[serde(default)]
     pub llm_chain: Vec<String>,
-    /// Chains for one task (`reply`, `post`), overriding `llm_chain` for it.
+    /// Chains for one task (`reply`, `post`, `trade`), overriding `llm_chain` for it.
     #[serde(default)]
     pub llm_chains: TaskChains,
     /// Daily LLM spend caps of this persona.
@@ -737,9 +751,17 @@ pub struct Persona {
     /// The persona's Discord bot (optional with the simulator).
     #[serde(default)]
     pub discord: Option<PersonaDiscord>,
+    /// The persona's Trader, if it trades.
+    #[serde(default)]
+    pub trading: Option<PersonaTrading>,
 }
 
 impl Persona {
+    /// Whether the persona has a Trader.
+    pub fn trades(&self) -> bool {
+        self.trading.as_ref().is_some_and(|trading| trading.enabled)
+    }
+
     /// The persona's handle on `platform`: its account's username where one is configured,
     /// else its name (the local platform, the simulators).
     pub fn handle_on(&self, platform: PlatformKind) -> String {

@@ -133,6 +133,7 @@ mod tests {
             x: None,
             reddit: None,
             discord: None,
+            trading: None,
         }
     }
 

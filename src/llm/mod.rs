@@ -199,6 +199,7 @@ impl Pool {
         let for_task = match request.task {
             Task::Reply => &persona.llm_chains.reply,
             Task::Post => &persona.llm_chains.post,
+            Task::Trade => &persona.llm_chains.trade,
         };
         let names = [for_task, &persona.llm_chain, &self.default_chain]
             .into_iter()

@@ -123,6 +123,7 @@ impl Provider for OfflineProvider {
                 format!("{} {}", capitalise(&take), pick(&examples, request.seed, 4))
             }
             Task::Post => capitalise(&take),
+            Task::Trade => trade_decision(prompt.unwrap_or_default(), request.seed),
         };
         let tokens_in: usize = request.messages.iter().map(|m| approximate_tokens(&m.content)).sum();
         Ok(Completion {
@@ -133,6 +134,40 @@ impl Provider for OfflineProvider {
             model: MODEL.to_owned(),
             truncated: false,
         })
+    }
+}
+
+/// A deterministic trading decision from the market block of a trading prompt: by seed, hold; buy
+/// a tradeable token with 1 % of the SOL balance; or sell half of the largest tradeable token
+/// holding back into SOL. Without a market block (or anything to trade), hold.
+fn trade_decision(prompt: &str, seed: u64) -> String {
+    use crate::trader::SOL_MINT;
+    use crate::trader::prompt::MarketView;
+    let hold = |reason: &str| {
+        serde_json::json!({"action": "hold", "input_mint": "", "output_mint": "", "amount": 0, "reason": reason})
+            .to_string()
+    };
+    let Some(market) = MarketView::from_prompt(prompt) else { return hold("No market data to act on.") };
+    let sol = market.tokens.iter().find(|token| token.mint == SOL_MINT && token.tradeable);
+    let others: Vec<_> = market.tokens.iter().filter(|token| token.mint != SOL_MINT && token.tradeable).collect();
+    let decision = |action: &str, input: &str, output: &str, amount: u64, reason: String| {
+        serde_json::json!({"action": action, "input_mint": input, "output_mint": output, "amount": amount, "reason": reason})
+            .to_string()
+    };
+    match (seed % 3, sol) {
+        (1, Some(sol)) if !others.is_empty() && sol.balance >= 100 => {
+            let target = others[(seed / 3) as usize % others.len()];
+            let reason = format!("A small position in {} while it is quiet.", target.symbol);
+            decision("buy", &sol.mint, &target.mint, sol.balance / 100, reason)
+        }
+        (2, Some(sol)) => match others.iter().filter(|token| token.balance >= 2).max_by_key(|token| token.balance) {
+            Some(token) => {
+                let reason = format!("Taking half of the {} position back into SOL.", token.symbol);
+                decision("sell", &token.mint, &sol.mint, token.balance / 2, reason)
+            }
+            None => hold("Nothing to take profit on."),
+        },
+        _ => hold("Nothing compelling right now; holding."),
     }
 }
 
@@ -184,6 +219,7 @@ mod tests {
             x: None,
             reddit: None,
             discord: None,
+            trading: None,
         })
     }
 
@@ -228,5 +264,38 @@ mod tests {
         .collect();
         assert!(texts.len() > 3, "{texts:?}");
         assert!(texts.iter().all(|t| t.contains("ompilers") || t.contains("ardening")), "{texts:?}");
+    }
+
+    #[tokio::test]
+    async fn trade_decisions_parse_strictly_and_stay_within_the_wallet() {
+        use crate::trader::prompt::{MarketView, TokenView, messages};
+        use crate::trader::{Action, SOL_MINT, parse_decision};
+        let token = |symbol: &str, mint: &str, balance: u64| TokenView {
+            symbol: symbol.into(),
+            mint: mint.into(),
+            decimals: 6,
+            usd_price: Some(1.0),
+            balance,
+            tradeable: true,
+        };
+        let market = MarketView {
+            mode: "paper".into(),
+            tokens: vec![token("SOL", SOL_MINT, 10_000_000_000), token("USDC", crate::config::USDC_MINT, 3_000_000)],
+        };
+        let provider = OfflineProvider::new("offline");
+        let mut actions = std::collections::BTreeSet::new();
+        for seed in 0..6 {
+            let mut request = request(Task::Trade, "", seed);
+            request.messages = messages(&persona(), "", &market);
+            let text = provider.complete(&request, 256).await.unwrap().text;
+            let decision = parse_decision(&text).unwrap_or_else(|err| panic!("{text}: {err}"));
+            match decision.action {
+                Action::Buy => assert_eq!((decision.input_mint.as_str(), decision.amount), (SOL_MINT, 100_000_000)),
+                Action::Sell => assert_eq!((decision.output_mint.as_str(), decision.amount), (SOL_MINT, 1_500_000)),
+                Action::Hold => {}
+            }
+            actions.insert(decision.action.as_str());
+        }
+        assert_eq!(actions.len(), 3, "{actions:?}");
     }
 }

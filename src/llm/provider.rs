@@ -14,6 +14,8 @@ use crate::supervisor::AuthFailure;
 pub enum Task {
     Reply,
     Post,
+    /// A trading decision (one JSON object, see `trader::decision`).
+    Trade,
 }
 
 impl Task {
@@ -21,6 +23,7 @@ impl Task {
         match self {
             Task::Reply => "reply",
             Task::Post => "post",
+            Task::Trade => "trade",
         }
     }
 }

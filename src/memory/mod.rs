@@ -659,7 +659,7 @@ async fn search_persona(
         .collect()
 }
 
-/// Recall by meaning: posts and facts, and replies and mentions of public platforms, outside the
+/// Recall by meaning: posts, facts and trades, and replies and mentions of public platforms, outside the
 /// conversation being answered (it is in the prompt already). Busy (an index being built): recall
 /// goes on without, rather than block a worker thread.
 async fn relevant_memories(
@@ -671,7 +671,7 @@ async fn relevant_memories(
 ) -> Vec<MemoryRow> {
     let accept = |meta: &Meta| {
         let allowed = match meta.kind {
-            MemoryKind::Post | MemoryKind::Fact => true,
+            MemoryKind::Post | MemoryKind::Fact | MemoryKind::Trade => true,
             MemoryKind::Reply | MemoryKind::Inbound => meta.public,
         };
         allowed && Some(meta.conversation) != exclude_conversation

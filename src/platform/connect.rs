@@ -16,7 +16,9 @@ use crate::config::{Config, PlatformKind, Secret, XAuthConfig};
 use crate::directory::Directory;
 use crate::sim::SandboxSims;
 use crate::sim::discord::DiscordSim;
+use crate::sim::jupiter::JupiterSim;
 use crate::sim::reddit::RedditSim;
+use crate::sim::solana::SolanaSim;
 use crate::sim::x::{SIM_CONSUMER_KEY, SIM_CONSUMER_SECRET, XSim};
 
 /// Subreddit of scheduled posts on the Reddit simulator, and the credentials of every simulated
@@ -29,6 +31,21 @@ pub const SIM_CLIENT_SECRET: &str = "sandbox-secret";
 /// The bot token of a persona on the Discord simulator.
 pub fn sim_discord_token(persona: &str) -> String {
     format!("sandbox-discord-{persona}")
+}
+
+/// Live trading against the simulators: each trading persona's wallet starts with the paper
+/// wallet's SOL, so the sandbox can exercise signing and sending without any funds.
+fn fund_sim_wallets(config: &Config, solana: &SolanaSim) {
+    let sol = config.service.trading.paper_start().into_iter().find(|(mint, _)| mint == crate::trader::SOL_MINT);
+    let Some((_, lamports)) = sol else { return };
+    for persona in config.trading_personas() {
+        let wallet = config
+            .persona_secret(&persona.name, "trading.keypair")
+            .and_then(|secret| crate::trader::wallet::Wallet::from_secret(&secret).ok());
+        if let Some(wallet) = wallet {
+            solana.set_balance(&wallet.pubkey(), lamports);
+        }
+    }
 }
 
 /// Adds X, Reddit and Discord to `platforms` when enabled; returns the simulators in use. Simulators in
@@ -174,6 +191,24 @@ pub async fn connect(
         }
         platforms.insert(Arc::new(DiscordPlatform::new(accounts, discord.max_reply_chars)));
         sims.discord = sim;
+    }
+    if service.mode == crate::config::Mode::Sandbox
+        && service.trading.simulated
+        && !config.trading_personas().is_empty()
+    {
+        let (jupiter, solana) = match (existing.jupiter, existing.solana) {
+            (Some(jupiter), Some(solana)) => (jupiter, solana),
+            _ => {
+                let jupiter = JupiterSim::start().await.context("cannot start the Jupiter simulator")?;
+                let solana = SolanaSim::start().await.context("cannot start the Solana RPC simulator")?;
+                jupiter.set_block_height(solana.block_height());
+                fund_sim_wallets(config, &solana);
+                (jupiter, solana)
+            }
+        };
+        tracing::info!(jupiter = %jupiter.base_url(), solana = %solana.url(), "trading simulators listening");
+        sims.jupiter = Some(jupiter);
+        sims.solana = Some(solana);
     }
     Ok(sims)
 }

@@ -10,6 +10,9 @@
 //! - [`LlmSim::require_max_tokens`] sets a ceiling: a request whose `max_tokens` is below it gets its
 //!   reply cut to `max(1, max_tokens / 64)` words, without final punctuation, and finishes with
 //!   `length` / `max_tokens`.
+//! - [`LlmSim::reply_with`] queues exact reply texts: each completion pops the next one instead of
+//!   the simulated answer (a model that writes exactly this; cut like any reply when over the
+//!   ceiling).
 //! - Faults ([`SimFault`]) are queued with [`LlmSim::script`]: each request to an endpoint pops the
 //!   next one. When the queue is empty, [`LlmSim::fail_always`] applies, if set.
 //! - Every request, including malformed ones and unknown paths, is recorded as a
@@ -104,6 +107,8 @@ struct SimState {
     embedding_dimension: AtomicUsize,
     /// Source of response ids.
     next_id: AtomicU64,
+    /// Exact reply texts for the next completions, in order.
+    replies: Mutex<VecDeque<String>>,
 }
 
 /// Locks a mutex, ignoring poisoning: the state stays usable even if a test panicked holding it.
@@ -184,6 +189,11 @@ impl LlmSim {
     }
 
     /// Queues faults after those already queued; each request to an endpoint pops the next one.
+    /// The next completions answer with exactly these texts, one each, in order.
+    pub fn reply_with(&self, texts: impl IntoIterator<Item = String>) {
+        lock(&self.state.replies).extend(texts);
+    }
+
     pub fn script(&self, faults: impl IntoIterator<Item = SimFault>) {
         lock(&self.state.script).extend(faults);
     }
@@ -407,9 +417,9 @@ struct Answer {
 }
 
 impl Answer {
-    fn new(conversation: &Conversation, ceiling: u32, force_cut: bool) -> Self {
+    fn new(conversation: &Conversation, ceiling: u32, force_cut: bool, scripted: Option<String>) -> Self {
         let question = conversation.last_user.trim().trim_end_matches(['.', '?', '!']);
-        let full = format!("Simulated answer to: {question}.");
+        let full = scripted.unwrap_or_else(|| format!("Simulated answer to: {question}."));
         let cut = force_cut || conversation.max_tokens.is_some_and(|max| max < ceiling);
         let text = if cut {
             let words = (conversation.max_tokens.unwrap_or(u32::MAX) / 64).max(1) as usize;
@@ -592,7 +602,8 @@ async fn openai_chat(State(state): State<Arc<SimState>>, uri: Uri, headers: Head
         Err(message) => return bad_request(wire, &message),
     };
     let ceiling = state.require_max_tokens.load(Ordering::SeqCst);
-    let answer = Answer::new(&conversation, ceiling, matches!(shape, Shape::Length));
+    let scripted = lock(&state.replies).pop_front();
+    let answer = Answer::new(&conversation, ceiling, matches!(shape, Shape::Length), scripted);
     let id = format!("chatcmpl-sim{}", state.next_id());
     let created = unix_now();
     let model = conversation.model.as_str();
@@ -661,7 +672,8 @@ async fn anthropic_messages(State(state): State<Arc<SimState>>, uri: Uri, header
         Err(message) => return bad_request(wire, &message),
     };
     let ceiling = state.require_max_tokens.load(Ordering::SeqCst);
-    let answer = Answer::new(&conversation, ceiling, matches!(shape, Shape::Length));
+    let scripted = lock(&state.replies).pop_front();
+    let answer = Answer::new(&conversation, ceiling, matches!(shape, Shape::Length), scripted);
     let id = format!("msg_sim{}", state.next_id());
     let stop_reason = if answer.cut { "max_tokens" } else { "end_turn" };
     if !conversation.stream {

@@ -5,8 +5,10 @@
 
 pub mod crowd;
 pub mod discord;
+pub mod jupiter;
 pub mod llm;
 pub mod reddit;
+pub mod solana;
 pub mod x;
 
 /// Binds `addr` and serves `app` on the current tokio runtime for as long as it runs; returns
@@ -59,10 +61,12 @@ pub fn recorded_headers(headers: &axum::http::HeaderMap) -> std::collections::BT
     names
 }
 
-/// The platform simulators a sandbox service started (`platforms.<name>.simulated`).
+/// The simulators a sandbox service started (`platforms.<name>.simulated`, `trading.simulated`).
 #[derive(Clone, Default)]
 pub struct SandboxSims {
     pub x: Option<x::XSim>,
     pub reddit: Option<reddit::RedditSim>,
     pub discord: Option<discord::DiscordSim>,
+    pub jupiter: Option<jupiter::JupiterSim>,
+    pub solana: Option<solana::SolanaSim>,
 }

@@ -18,10 +18,13 @@ pub enum MemoryKind {
     Inbound,
     /// A fact about the persona, from its file (bio, voice, topics, example posts).
     Fact,
+    /// A trade the persona's Trader made (paper or live), so the persona can talk about it.
+    Trade,
 }
 
 impl MemoryKind {
-    pub const ALL: [MemoryKind; 4] = [MemoryKind::Post, MemoryKind::Reply, MemoryKind::Inbound, MemoryKind::Fact];
+    pub const ALL: [MemoryKind; 5] =
+        [MemoryKind::Post, MemoryKind::Reply, MemoryKind::Inbound, MemoryKind::Fact, MemoryKind::Trade];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +32,7 @@ impl MemoryKind {
             MemoryKind::Reply => "reply",
             MemoryKind::Inbound => "inbound",
             MemoryKind::Fact => "fact",
+            MemoryKind::Trade => "trade",
         }
     }
 

@@ -11,6 +11,7 @@ pub mod actor;
 mod local;
 mod memory;
 mod outbox;
+mod trading;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use crate::config::Secret;
 pub use local::LocalPost;
 pub use memory::{MemoryKind, MemoryRow, NewMemory, StoredVector};
 pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
+pub use trading::{AuditEvent, Decided, NewAudit, NewTrade, PaperFill, TradeRow, TradeStatus};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

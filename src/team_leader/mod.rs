@@ -1,7 +1,8 @@
 //! The TeamLeader: the root of the supervision tree.
 //!
 //! It spawns every child (Store, LlmPool, Memory, one RateLimiter per platform account, the
-//! Publisher, one Agent per persona × platform, and in sandbox mode the Crowd), supervises them
+//! Publisher, one Trader per trading persona, one Agent per persona × platform, and in sandbox mode
+//! the Crowd), supervises them
 //! one-for-one through [`Supervision`], applies configuration reloads as a diff of the tree, and
 //! runs the ordered part of graceful shutdown (stop intake, drain agents, drain the outbox, stop
 //! the children).
@@ -24,12 +25,16 @@ use crate::platform::local::LocalPlatform;
 use crate::publisher::{Publisher, PublisherArgs, PublisherMsg};
 use crate::rate_limit::{RateLimiter, RateLimiterArgs, RateLimiterMsg};
 use crate::sim::crowd::{Crowd, CrowdArgs};
+use crate::sim::jupiter::JupiterSim;
+use crate::sim::solana::SolanaSim;
 use crate::store::actor::{Store, StoreArgs};
 use crate::store::{Db, OutboxCounts};
 use crate::supervisor::{Decision, Exit, RestartPolicy, Supervision};
+use crate::trader::{Trader, TraderArgs, TradingControl};
 
 /// Every kind of child, the `kind` label of the supervisor metrics.
-pub const CHILD_KINDS: &[&str] = &["store", "llm_pool", "memory", "rate_limiter", "publisher", "agent", "crowd"];
+pub const CHILD_KINDS: &[&str] =
+    &["store", "llm_pool", "memory", "rate_limiter", "publisher", "trader", "agent", "crowd"];
 
 pub struct TeamLeader;
 
@@ -40,8 +45,10 @@ pub struct TeamLeaderArgs {
     pub directory: Arc<Directory>,
     pub platforms: Platforms,
     pub local: LocalPlatform,
-    /// The sandbox's platform simulators, for the Crowd.
+    /// The sandbox's simulators, for the Crowd and the Traders.
     pub sims: crate::sim::SandboxSims,
+    /// The trading kill switch, shared with the admin API.
+    pub trading: Arc<TradingControl>,
 }
 
 pub struct TeamLeaderState {
@@ -64,6 +71,8 @@ enum ChildSpec {
         account: String,
     },
     Publisher,
+    /// One per persona that trades.
+    Trader(String),
     Agent(AgentKey),
     Crowd,
 }
@@ -76,6 +85,7 @@ impl ChildSpec {
             ChildSpec::Memory => "memory",
             ChildSpec::RateLimiter { .. } => "rate_limiter",
             ChildSpec::Publisher => "publisher",
+            ChildSpec::Trader(_) => "trader",
             ChildSpec::Agent(_) => "agent",
             ChildSpec::Crowd => "crowd",
         }
@@ -87,6 +97,7 @@ impl ChildSpec {
                 format!("rate_limiter:{}", rate_limiter_key(platform.as_str(), account))
             }
             ChildSpec::Agent(key) => format!("agent:{key}"),
+            ChildSpec::Trader(persona) => format!("trader:{persona}"),
             other => other.kind().to_owned(),
         }
     }
@@ -281,6 +292,7 @@ impl TeamLeader {
                     .send_message(RateLimiterMsg::Reconfigure { config: config.service.rate_limit(*platform).clone() });
             }
         }
+        state.args.trading.set_configured(config.service.trading.kill_switch);
         metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
         tracing::info!(added = ?summary.added, removed = ?summary.removed, restarted = ?summary.restarted, "configuration reloaded");
         summary
@@ -340,6 +352,7 @@ fn desired_children(config: &Config) -> Vec<ChildSpec> {
         keys.iter().map(|key| (key.platform, config.personas[&key.persona].handle_on(key.platform))).collect();
     specs.extend(accounts.into_iter().map(|(platform, account)| ChildSpec::RateLimiter { platform, account }));
     specs.push(ChildSpec::Publisher);
+    specs.extend(config.trading_personas().iter().map(|persona| ChildSpec::Trader(persona.name.clone())));
     specs.extend(keys.into_iter().map(ChildSpec::Agent));
     if config.service.mode == Mode::Sandbox
         && config.service.sandbox.crowd
@@ -369,6 +382,12 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
                 || old.embedding_model() != new.embedding_model()
                 || old.personas != new.personas
         }
+        ChildSpec::Trader(persona) => {
+            old.service.trading != new.service.trading
+                || old.personas.get(persona) != new.personas.get(persona)
+                || old.persona_secret(persona, "trading.keypair") != new.persona_secret(persona, "trading.keypair")
+                || old.jupiter_key != new.jupiter_key
+        }
         ChildSpec::LlmPool | ChildSpec::RateLimiter { .. } => false,
     }
 }
@@ -386,6 +405,7 @@ fn clear_directory(directory: &Directory, config: &Config, spec: &ChildSpec) {
         ChildSpec::LlmPool => directory.set_llm(None),
         ChildSpec::Memory => directory.set_memory(None),
         ChildSpec::Publisher => directory.set_publisher(None),
+        ChildSpec::Trader(persona) => directory.set_trader(persona, None),
         ChildSpec::RateLimiter { platform, account } => {
             for persona in personas_of_account(config, *platform, account) {
                 directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), &persona), None);
@@ -466,6 +486,26 @@ async fn spawn(
             };
             let (actor, _) = Publisher::spawn_linked(None, Publisher, publisher_args, supervisor).await?;
             directory.set_publisher(Some(actor.clone()));
+            actor.get_cell()
+        }
+        ChildSpec::Trader(persona) => {
+            let persona = config.personas.get(persona).cloned().ok_or("persona no longer configured")?;
+            let trading = &config.service.trading;
+            let trader_args = TraderArgs {
+                persona: persona.clone(),
+                config: config.clone(),
+                db: args.db.clone(),
+                directory: directory.clone(),
+                control: args.trading.clone(),
+                jupiter_url: args
+                    .sims
+                    .jupiter
+                    .as_ref()
+                    .map_or_else(|| trading.jupiter_url.clone(), JupiterSim::base_url),
+                rpc_url: args.sims.solana.as_ref().map_or_else(|| trading.rpc_url.clone(), SolanaSim::url),
+            };
+            let (actor, _) = Trader::spawn_linked(None, Trader, trader_args, supervisor).await?;
+            directory.set_trader(&persona.name, Some(actor.clone()));
             actor.get_cell()
         }
         ChildSpec::Agent(key) => {
