@@ -47,7 +47,13 @@ impl AuthFailure for PlatformError {
 
 /// A failed HTTP exchange as a retryable error that names what failed, never the URL.
 pub(crate) fn transport_error(err: &reqwest::Error) -> PlatformError {
-    let what = if err.is_timeout() {
+    PlatformError::Transient(transport_failure(err).to_owned())
+}
+
+/// What failed in an HTTP exchange (`timeout`, `connection failed`, `response body interrupted`
+/// or `request failed`), for errors that must never carry the URL. Every HTTP client uses it.
+pub(crate) fn transport_failure(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {
         "connection failed"
@@ -55,8 +61,7 @@ pub(crate) fn transport_error(err: &reqwest::Error) -> PlatformError {
         "response body interrupted"
     } else {
         "request failed"
-    };
-    PlatformError::Transient(what.to_owned())
+    }
 }
 
 /// A message that mentions one of our accounts.

@@ -258,16 +258,7 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Raw, JupiterError> {
 
 /// What a transport error was, without its URL.
 fn transport_error(err: &reqwest::Error) -> JupiterError {
-    let what = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "connection failed"
-    } else if err.is_body() || err.is_decode() {
-        "response body interrupted"
-    } else {
-        "request failed"
-    };
-    JupiterError::Transport { detail: what.to_owned() }
+    JupiterError::Transport { detail: crate::platform::transport_failure(err).to_owned() }
 }
 
 /// Classifies a non-success response.

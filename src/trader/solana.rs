@@ -334,14 +334,9 @@ fn short_message(message: &str) -> String {
 
 /// What a transport error was, without its URL.
 fn transport_error(err: &reqwest::Error) -> RpcError {
-    let what = if err.is_timeout() {
-        "timeout"
-    } else if err.is_connect() {
-        "connection failed"
-    } else if err.is_body() || err.is_decode() {
-        "response body interrupted"
-    } else {
-        "request failed (no complete response)"
+    let what = match crate::platform::transport_failure(err) {
+        "request failed" => "request failed (no complete response)",
+        other => other,
     };
     RpcError::Transport { detail: what.to_owned() }
 }
