@@ -34,10 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::lock;
@@ -295,9 +295,7 @@ impl JupiterSim {
     }
 }
 
-fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.into()).into_response()
-}
+use super::json_response;
 
 /// A Jupiter-style error: `{"error": message}`, with `errorCode` when given.
 fn error(status: StatusCode, message: &str, code: Option<&str>) -> Response {

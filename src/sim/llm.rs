@@ -274,9 +274,7 @@ fn bad_request(wire: Wire, message: &str) -> Response {
 }
 
 /// A response with a JSON content type and this (possibly invalid) body.
-fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.into()).into_response()
-}
+use super::json_response;
 
 /// The response for a `SimFault::Status`.
 fn status_fault(wire: Wire, status: u16, retry_after: Option<&str>, retry_after_ms: Option<u64>) -> Response {

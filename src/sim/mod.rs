@@ -44,6 +44,16 @@ pub(crate) fn utc_fields(at: std::time::SystemTime) -> (i64, i64, i64, u64, u32)
     (year, month, day, rem, since.subsec_micros())
 }
 
+/// A response with a JSON body (`content-type: application/json`), as the simulated APIs send.
+pub(crate) fn json_response(
+    status: axum::http::StatusCode,
+    body: impl Into<axum::body::Body>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let content_type = axum::http::HeaderValue::from_static("application/json");
+    (status, [(axum::http::header::CONTENT_TYPE, content_type)], body.into()).into_response()
+}
+
 /// Request headers as the simulators record them: names lowercased, repeated headers joined with
 /// `", "`.
 pub fn recorded_headers(headers: &axum::http::HeaderMap) -> std::collections::BTreeMap<String, String> {

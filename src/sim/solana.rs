@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
@@ -285,8 +285,7 @@ fn invalid_params(message: impl Into<String>) -> Outcome {
 
 /// A 200 with a JSON body.
 fn json_response(body: &Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
-        .into_response()
+    super::json_response(StatusCode::OK, body.to_string())
 }
 
 fn error_response(id: Value, code: i64, message: &str) -> Response {

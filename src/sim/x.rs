@@ -28,10 +28,10 @@ use super::lock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::platform::x::text::weighted_length;
@@ -389,9 +389,7 @@ impl XSim {
     }
 }
 
-fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.into()).into_response()
-}
+use super::json_response;
 
 /// A Problem (RFC 7807 shape, as the spec's `Problem` schemas).
 fn problem(status: StatusCode, title: &str, kind: &str, detail: &str) -> Response {

@@ -658,7 +658,7 @@ async fn fill_on_paper(
                 "value": value, "route": route, "balances": balances,
             });
             core.audit(Some(id), "fill", detail).await;
-            remember(core, intent, quote, "paper trade").await;
+            remember_row(core, intent, quote.out_amount, "paper trade").await;
             update_pnl(core, prices).await;
         }
         Ok(PaperFill::Insufficient { balance }) => {
@@ -736,7 +736,7 @@ async fn execute_live(core: &Core, live: &Live, id: i64, intent: &Intent, quote:
     if confirm(core, live, &row).await == Some(TradeStatus::Confirmed) {
         metrics::counter!(m::TRADER_VOLUME, "persona" => core.name().to_owned(), "mode" => core.mode())
             .increment(value);
-        remember(core, intent, quote, "trade").await;
+        remember_row(core, intent, quote.out_amount, "trade").await;
     }
 }
 
@@ -947,10 +947,6 @@ fn amount_text(trading: &TradingConfig, mint: &str, units: u64) -> String {
 fn trim_float(value: f64) -> String {
     let text = format!("{value:.6}");
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
-
-async fn remember(core: &Core, intent: &Intent, quote: &Quote, what: &str) {
-    remember_row(core, intent, quote.out_amount, what).await;
 }
 
 /// A trade becomes a memory of the persona, so it can talk about it.
