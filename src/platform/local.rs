@@ -1,6 +1,7 @@
 //! The built-in local platform: a small social timeline served by Chorus itself and persisted in
 //! the database. Anyone can post through the admin server's `/local/*` routes; `@handle` in a
 //! post's text mentions that persona. Agents read their mentions and post through [`Platform`].
+//! Engagement is the number of posts replying to a post (the timeline has no likes or reposts).
 //!
 //! Fault injection (for game days and tests): an account can be made unavailable or have its
 //! credentials "revoked", which exercises the same error paths as a real platform.
@@ -11,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use super::{Engagement, Mention, MentionBatch, Outgoing, Platform, PlatformError};
 use crate::config::PlatformKind;
 use crate::metrics as m;
 use crate::store::{Db, LocalPost};
@@ -173,6 +174,30 @@ impl Platform for LocalPlatform {
         };
         let post = self.post(account, item.text, reply_to, Some(item.idempotency_key), "persona").await?;
         Ok(post.id.to_string())
+    }
+
+    fn measures_engagement(&self) -> bool {
+        true
+    }
+
+    /// Replies to each post; ids that are no post (any more) are left out.
+    async fn engagement(
+        &self,
+        account: &str,
+        remote_ids: &[String],
+    ) -> Result<Vec<(String, Engagement)>, PlatformError> {
+        self.check(account, false)?;
+        let mut measured = Vec::with_capacity(remote_ids.len());
+        for remote_id in remote_ids {
+            let Ok(id) = remote_id.parse::<i64>() else { continue };
+            let post = self.db.local_post_by_id(id).await.map_err(|err| PlatformError::Transient(err.to_string()))?;
+            if post.is_none() {
+                continue;
+            }
+            let replies = self.db.local_replies(id).await.map_err(|err| PlatformError::Transient(err.to_string()))?;
+            measured.push((remote_id.clone(), Engagement { replies: replies.len() as i64, ..Engagement::default() }));
+        }
+        Ok(measured)
     }
 
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {

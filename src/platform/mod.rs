@@ -167,10 +167,45 @@ pub trait Platform: Send + Sync + 'static {
     /// Publishes and returns the remote id.
     async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError>;
 
+    /// Whether [`Platform::engagement`] reports anything.
+    fn measures_engagement(&self) -> bool {
+        false
+    }
+
+    /// Engagement of `account`'s published items, by remote id (as [`Platform::publish`] returned
+    /// them). Items the platform no longer has are left out.
+    async fn engagement(
+        &self,
+        _account: &str,
+        _remote_ids: &[String],
+    ) -> Result<Vec<(String, Engagement)>, PlatformError> {
+        Ok(Vec::new())
+    }
+
     /// Looks for an earlier publish of the same intent (its key where the platform keeps one,
     /// else the account's recent posts with the same text and parent), for a row whose previous
     /// attempt may have landed before a crash. Returns its remote id.
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError>;
+}
+
+/// Engagement of one published item, as the platform reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Engagement {
+    /// Likes (X), score (Reddit), reactions (Discord).
+    pub likes: i64,
+    /// Replies (X, Discord, local), comments (Reddit).
+    pub replies: i64,
+    /// Reposts and quotes (X).
+    pub reposts: i64,
+    /// Impressions, where the platform counts them (X, for the author).
+    pub impressions: Option<i64>,
+}
+
+impl Engagement {
+    /// One number to rank items by: likes + replies + reposts.
+    pub fn score(&self) -> i64 {
+        self.likes + self.replies + self.reposts
+    }
 }
 
 /// The platforms of one service, by kind.

@@ -13,6 +13,9 @@
 //!   - `GET /channels/{channel_id}/messages?limit=&before=&after=`: the channel's messages (users'
 //!     and bots'), newest first; `limit` 1..=100 (default 50, else 400 Invalid Form Body);
 //!     `before` / `after` keep smaller / greater ids (with `after`: the page right after it);
+//!   - `GET /channels/{channel_id}/messages/{message_id}`: one message (404 `{"message": "Unknown
+//!     Message", "code": 10008}` if the channel has no such message), with its `reactions`
+//!     ([`DiscordSim::add_reaction`]; absent while there are none, as Discord sends it);
 //!   - `POST /channels/{channel_id}/typing` (204).
 //!
 //!   Channel routes answer 404 `{"message": "Unknown Channel", "code": 10003}` for a channel the bot
@@ -67,13 +70,14 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 41_250;
 
 /// The rate-limit keys of the routes ([`DiscordSim::set_route_limit`]): the route template, with
 /// `GET ` in front for reading messages, which Discord limits apart from sending them.
-const ROUTES: [&str; 7] = [
+const ROUTES: [&str; 8] = [
     "/gateway",
     "/gateway/bot",
     "/users/@me",
     "/users/@me/channels",
     "/channels/{channel_id}/messages",
     "GET /channels/{channel_id}/messages",
+    "GET /channels/{channel_id}/messages/{message_id}",
     "/channels/{channel_id}/typing",
 ];
 const DEFAULT_LIMIT: (u32, Duration) = (50, Duration::from_secs(1));
@@ -719,6 +723,38 @@ impl DiscordSim {
         message["id"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// `count` more people react to message `message_id` of `channel_id` with the unicode `emoji`
+    /// (the message's `reactions` entry for it is created or grows). Returns `false` when the
+    /// channel has no such message.
+    pub fn add_reaction(&self, channel_id: &str, message_id: &str, emoji: &str, count: u32) -> bool {
+        let mut world = lock(&self.state.world);
+        let found = world
+            .messages
+            .iter_mut()
+            .find(|m| m.channel_id.to_string() == channel_id && m.id.to_string() == message_id);
+        let Some(message) = found else { return false };
+        let Some(object) = message.json.as_object_mut() else { return false };
+        let reactions = object.entry("reactions").or_insert_with(|| json!([]));
+        let Some(reactions) = reactions.as_array_mut() else { return false };
+        let existing = reactions.iter_mut().find(|r| r["emoji"]["name"] == emoji);
+        match existing {
+            Some(reaction) => {
+                let total = reaction["count"].as_u64().unwrap_or_default() + u64::from(count);
+                reaction["count"] = json!(total);
+                reaction["count_details"]["normal"] = json!(total);
+            }
+            None => reactions.push(json!({
+                "emoji": {"id": null, "name": emoji},
+                "count": count,
+                "count_details": {"burst": 0, "normal": count},
+                "burst_colors": [],
+                "me_burst": false,
+                "me": false,
+            })),
+        }
+        true
+    }
+
     /// The id of the user or bot called `username`.
     pub fn user_id(&self, username: &str) -> Option<String> {
         lock(&self.state.world).users.iter().find(|u| u.username == username).map(|u| u.id.to_string())
@@ -750,7 +786,8 @@ impl DiscordSim {
     /// Sets the limit of a route per `window`, for every token and channel, starting fresh
     /// windows. The route is its template without `/api/v10`: `/gateway`, `/gateway/bot`,
     /// `/users/@me`, `/users/@me/channels`, `/channels/{channel_id}/messages` (sending),
-    /// `GET /channels/{channel_id}/messages` (reading, a bucket of its own) or
+    /// `GET /channels/{channel_id}/messages` (reading, a bucket of its own),
+    /// `GET /channels/{channel_id}/messages/{message_id}` (reading one) or
     /// `/channels/{channel_id}/typing`. Each channel has its own window, as Discord limits per
     /// major parameter.
     pub fn set_route_limit(&self, route_template: &str, limit: u32, window: Duration) {
@@ -1068,6 +1105,9 @@ async fn handle(
         (&Method::GET, ["api", "v10", "channels", id, "messages"]) => {
             ("GET /channels/{channel_id}/messages", Some(*id))
         }
+        (&Method::GET, ["api", "v10", "channels", id, "messages", _]) => {
+            ("GET /channels/{channel_id}/messages/{message_id}", Some(*id))
+        }
         (&Method::POST, ["api", "v10", "channels", id, "typing"]) => ("/channels/{channel_id}/typing", Some(*id)),
         _ => return error(StatusCode::NOT_FOUND, 0, "404: Not Found"),
     };
@@ -1124,8 +1164,14 @@ async fn handle(
         _ if exhausted => rate_limited(retry_after, false),
         _ => {
             let addr = lock(&state.addr).map(|a| a.to_string()).unwrap_or_default();
-            let request =
-                RouteRequest { bot_id: bot_id.unwrap_or_default(), channel, query: uri.query(), body: &recorded_body };
+            let message = segments.get(5).copied();
+            let request = RouteRequest {
+                bot_id: bot_id.unwrap_or_default(),
+                channel,
+                message,
+                query: uri.query(),
+                body: &recorded_body,
+            };
             route(&mut world, template, &request, &addr)
         }
     };
@@ -1138,12 +1184,14 @@ struct RouteRequest<'a> {
     bot_id: u64,
     /// The `{channel_id}` segment, if the route has one.
     channel: Option<&'a str>,
+    /// The `{message_id}` segment, if the route has one.
+    message: Option<&'a str>,
     query: Option<&'a str>,
     body: &'a Value,
 }
 
 fn route(world: &mut World, template: &str, request: &RouteRequest, addr: &str) -> Response {
-    let RouteRequest { bot_id, channel, query, body } = *request;
+    let RouteRequest { bot_id, channel, message, query, body } = *request;
     let gateway_url = format!("ws://{addr}/gateway");
     match template {
         "/gateway" => json_response(StatusCode::OK, &json!({"url": gateway_url})),
@@ -1177,11 +1225,23 @@ fn route(world: &mut World, template: &str, request: &RouteRequest, addr: &str) 
                 world.typing.push((channel.to_string(), Instant::now()));
                 return StatusCode::NO_CONTENT.into_response();
             }
+            if template.ends_with("/{message_id}") {
+                return get_message(world, channel, message.unwrap_or_default());
+            }
             if template.starts_with("GET ") {
                 return list_messages(world, channel, query.unwrap_or_default());
             }
             create_message(world, bot_id, channel, body)
         }
+    }
+}
+
+/// `GET /channels/{channel_id}/messages/{message_id}`: the message as stored, or 404 10008.
+fn get_message(world: &World, channel: u64, message_id: &str) -> Response {
+    let found = world.messages.iter().find(|m| m.channel_id == channel && m.id.to_string() == message_id);
+    match found {
+        Some(message) => json_response(StatusCode::OK, &message.json),
+        None => error(StatusCode::NOT_FOUND, 10008, "Unknown Message"),
     }
 }
 

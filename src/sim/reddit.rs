@@ -24,6 +24,10 @@
 //! - `GET /message/unread`, `/message/mentions`, `/message/inbox`, `/user/{name}/comments`,
 //!   `/user/{name}/submitted` → a Listing, newest first, `limit` honoured (default 25, max 100).
 //! - `POST /api/read_message` (`id=t1_a,t4_b`) → `{}`.
+//! - `GET /api/info` (`id=t3_a,t1_b,…`) → a Listing of the things it has, in the order asked, at
+//!   most 100 (later ids are ignored); unknown ids are left out. A submission's `num_comments`
+//!   counts every comment in its thread; scores are 1 until [`RedditSim::set_score`]. Comments
+//!   carry `"replies": ""`, as recorded (`TestReddit.test_info`).
 //! - Paths match with or without a trailing slash. Unknown paths: 404, no fault consumed.
 //! - Faults ([`RedditFault`]) queued with [`RedditSim::script`] apply to API requests, one per
 //!   request; [`RedditSim::script_token`] queues faults for the token endpoint.
@@ -46,6 +50,8 @@ use serde_json::{Value, json};
 
 /// The subreddit [`RedditSim::mention`] threads live in.
 pub const SIM_SUBREDDIT: &str = "chorus_sim";
+/// Most things one `GET /api/info` lists.
+const MAX_INFO: usize = 100;
 
 /// A fault injected into one response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,6 +273,15 @@ impl RedditSim {
         let parent = world.things.get(parent_fullname)?.clone();
         let comment = create_comment(&self.state, &mut world, from, &parent, body, true);
         comment["name"].as_str().map(str::to_owned)
+    }
+
+    /// Sets the score (and `ups`) of a submission or comment. Returns `false` for an unknown one.
+    pub fn set_score(&self, fullname: &str, score: i64) -> bool {
+        let mut world = lock(&self.state.world);
+        let Some(thing) = world.things.get_mut(fullname) else { return false };
+        thing["score"] = json!(score);
+        thing["ups"] = json!(score.max(0));
+        true
     }
 
     /// Comment data objects by `username`, oldest first.
@@ -637,7 +652,7 @@ async fn handle(
     let known = matches!(
         (method.as_str(), route.as_str()),
         ("POST", "/api/submit" | "/api/comment" | "/api/read_message")
-            | ("GET", "/message/unread" | "/message/mentions" | "/message/inbox")
+            | ("GET", "/message/unread" | "/message/mentions" | "/message/inbox" | "/api/info")
     ) || (method == Method::GET && user_listing(&route).is_some());
     if !known {
         return error_status(StatusCode::NOT_FOUND);
@@ -781,6 +796,19 @@ fn api(
                 .map(|entry| json!({"kind": entry.kind, "data": entry.data}))
                 .collect();
             listing(children, limit)
+        }
+        ("GET", "/api/info") => {
+            let ids = request.query_value("id").unwrap_or_default();
+            let children = ids
+                .split(',')
+                .map(str::trim)
+                .take(MAX_INFO)
+                .filter_map(|name| {
+                    let data = world.things.get(name)?;
+                    Some(json!({"kind": name.get(..2).unwrap_or("t1"), "data": data}))
+                })
+                .collect();
+            listing(children, MAX_INFO)
         }
         ("GET", _) => match user_listing(route) {
             Some((name, prefix)) => {

@@ -1,8 +1,13 @@
 //! The X (Twitter) API v2 simulator: an HTTP server on 127.0.0.1 with the endpoints Chorus uses,
 //! answering in the shapes of the published OpenAPI document and of the live API.
 //!
-//! - `GET /2/users/me`, `POST /2/tweets`, `GET /2/users/{id}/mentions`, `GET /2/users/{id}/tweets`
-//!   and the OAuth 2.0 refresh `POST /2/oauth2/token` (form `grant_type=refresh_token`).
+//! - `GET /2/users/me`, `POST /2/tweets`, `GET /2/users/{id}/mentions`, `GET /2/users/{id}/tweets`,
+//!   `GET /2/tweets?ids=` (post lookup: at most 100 ids, each `^[0-9]{1,19}$`, else a 400; posts
+//!   it does not have are `errors` of type resource-not-found, and `data` is left out when none is
+//!   found) and the OAuth 2.0 refresh `POST /2/oauth2/token` (form `grant_type=refresh_token`).
+//! - `tweet.fields=public_metrics` gives `like_count`, `retweet_count`, `quote_count`,
+//!   `bookmark_count` and `impression_count` as set with [`XSim::set_metrics`] (all 0 until then),
+//!   and `reply_count`: the replies set there plus the posts in the simulator that reply to it.
 //! - Authentication: `Authorization: Bearer <access token>` from [`XSim::add_user`], or OAuth 1.0a
 //!   with the consumer [`SIM_CONSUMER_KEY`] / [`SIM_CONSUMER_SECRET`] and the account's OAuth 1.0a
 //!   token: the header must carry `oauth_consumer_key`, `oauth_nonce`, `oauth_signature`,
@@ -44,9 +49,17 @@ pub const SIM_CONSUMER_SECRET: &str = "sim-consumer-secret";
 const DUPLICATE: &str = "You are not allowed to create a Tweet with duplicate content.";
 const MAX_WEIGHTED_LENGTH: usize = 280;
 
-/// Endpoint templates and their default limits per 15 minutes.
-const DEFAULT_LIMITS: [(&str, u32); 4] =
-    [("/2/tweets", 200), ("/2/users/me", 75), ("/2/users/{id}/mentions", 180), ("/2/users/{id}/tweets", 900)];
+/// Endpoint templates and their default limits per 15 minutes. `/2/tweets` is posting;
+/// `GET /2/tweets`, the lookup by ids, has a window of its own.
+const DEFAULT_LIMITS: [(&str, u32); 5] = [
+    ("/2/tweets", 200),
+    ("GET /2/tweets", 900),
+    ("/2/users/me", 75),
+    ("/2/users/{id}/mentions", 180),
+    ("/2/users/{id}/tweets", 900),
+];
+/// Most ids one `GET /2/tweets` takes.
+const MAX_LOOKUP_IDS: usize = 100;
 const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// A fault injected into one response.
@@ -104,6 +117,18 @@ struct SimTweet {
     in_reply_to_user_id: Option<String>,
     mentions: Vec<String>,
     created_at: SystemTime,
+    metrics: SimMetrics,
+}
+
+/// The public metrics a test set ([`XSim::set_metrics`]).
+#[derive(Clone, Copy, Default)]
+struct SimMetrics {
+    likes: u64,
+    /// Replies that are not posts in the simulator (those are counted on top).
+    replies: u64,
+    retweets: u64,
+    quotes: u64,
+    impressions: u64,
 }
 
 struct Grant {
@@ -224,6 +249,7 @@ impl World {
             in_reply_to_user_id: parent_author,
             mentions,
             created_at: SystemTime::now(),
+            metrics: SimMetrics::default(),
         });
         id
     }
@@ -245,6 +271,21 @@ impl World {
         }
         if wants("created_at") {
             out.insert("created_at".into(), json!(rfc3339(tweet.created_at)));
+        }
+        if wants("public_metrics") {
+            let replies = self.tweets.iter().filter(|t| t.in_reply_to == Some(tweet.id)).count() as u64;
+            let metrics = tweet.metrics;
+            out.insert(
+                "public_metrics".into(),
+                json!({
+                    "retweet_count": metrics.retweets,
+                    "reply_count": metrics.replies + replies,
+                    "like_count": metrics.likes,
+                    "quote_count": metrics.quotes,
+                    "bookmark_count": 0,
+                    "impression_count": metrics.impressions,
+                }),
+            );
         }
         if let Some(parent) = tweet.in_reply_to {
             if wants("referenced_tweets") {
@@ -344,6 +385,31 @@ impl XSim {
         tweets.into_iter().map(|t| world.render_tweet(t, &["*"])).collect()
     }
 
+    /// Sets the public metrics of a post; `replies` counts replies that are not posts here (the
+    /// simulator's own replies to it are added). Returns `false` for an unknown post.
+    pub fn set_metrics(
+        &self,
+        tweet_id: &str,
+        likes: u64,
+        replies: u64,
+        retweets: u64,
+        quotes: u64,
+        impressions: u64,
+    ) -> bool {
+        let mut world = lock(&self.state.world);
+        let Some(tweet) = world.tweets.iter_mut().find(|t| t.id.to_string() == tweet_id) else { return false };
+        tweet.metrics = SimMetrics { likes, replies, retweets, quotes, impressions };
+        true
+    }
+
+    /// Deletes a post (its replies stay, as on X). Returns `false` for an unknown post.
+    pub fn delete_tweet(&self, tweet_id: &str) -> bool {
+        let mut world = lock(&self.state.world);
+        let before = world.tweets.len();
+        world.tweets.retain(|t| t.id.to_string() != tweet_id);
+        world.tweets.len() < before
+    }
+
     /// Invalidates an OAuth 2.0 access token only (as if it expired): a refresh still works.
     pub fn expire(&self, access_token: &str) {
         for grant in &mut lock(&self.state.world).grants {
@@ -366,8 +432,8 @@ impl XSim {
         }
     }
 
-    /// Sets the limit of `template` (e.g. `/2/users/{id}/mentions`) per `window`, for every user,
-    /// starting fresh windows.
+    /// Sets the limit of `template` (e.g. `/2/users/{id}/mentions`, `/2/tweets` for posting,
+    /// `GET /2/tweets` for the lookup by ids) per `window`, for every user, starting fresh windows.
     pub fn set_limit(&self, template: &str, limit: u32, window: Duration) {
         let mut world = lock(&self.state.world);
         world.limits.insert(template.to_owned(), (limit, window));
@@ -496,6 +562,7 @@ async fn handle(
         (&Method::POST, ["2", "oauth2", "token"]) => return token(&state, &recorded_body),
         (&Method::GET, ["2", "users", "me"]) => "/2/users/me",
         (&Method::POST, ["2", "tweets"]) => "/2/tweets",
+        (&Method::GET, ["2", "tweets"]) => "GET /2/tweets",
         (&Method::GET, ["2", "users", _, "mentions"]) => "/2/users/{id}/mentions",
         (&Method::GET, ["2", "users", _, "tweets"]) => "/2/users/{id}/tweets",
         _ => return default_problem(StatusCode::NOT_FOUND),
@@ -529,6 +596,7 @@ async fn handle(
         match template {
             "/2/users/me" => users_me(&world, &user_id, &query),
             "/2/tweets" => create_tweet(&mut world, &user_id, &query, &recorded_body),
+            "GET /2/tweets" => lookup(&world, &query),
             "/2/users/{id}/mentions" => timeline(&world, segments[2], &query, true),
             _ => timeline(&world, segments[2], &query, false),
         }
@@ -694,6 +762,53 @@ fn strip_reply_mention(text: &str) -> &str {
         Some((_, rest)) => rest,
         None => text,
     }
+}
+
+/// `GET /2/tweets?ids=`: the posts found, in the order asked, and a resource-not-found problem in
+/// `errors` for each one that is not (deleted or never existed).
+fn lookup(world: &World, query: &[(String, String)]) -> Response {
+    let allowed = ["ids", "tweet.fields", "expansions", "user.fields", "media.fields", "poll.fields", "place.fields"];
+    if let Err(response) = check_params(query, &allowed) {
+        return *response;
+    }
+    let ids = list(query, "ids");
+    if ids.is_empty() || ids.iter().all(|id| id.is_empty()) {
+        return invalid_request("The `ids` query parameter can not be empty");
+    }
+    if ids.len() > MAX_LOOKUP_IDS {
+        return invalid_request(&format!(
+            "The number of values in the `ids` query parameter list [{}] is not between 1 and 100",
+            ids.len()
+        ));
+    }
+    if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > 19 || !id.bytes().all(|b| b.is_ascii_digit())) {
+        return invalid_request(&format!("The `ids` query parameter value [{bad}] does not match ^[0-9]{{1,19}}$"));
+    }
+    let fields = list(query, "tweet.fields");
+    let mut data = Vec::new();
+    let mut errors = Vec::new();
+    for id in ids {
+        match world.tweets.iter().find(|t| t.id.to_string() == id) {
+            Some(tweet) => data.push(world.render_tweet(tweet, &fields)),
+            None => errors.push(json!({
+                "value": id,
+                "detail": format!("Could not find tweet with ids: [{id}]."),
+                "title": "Not Found Error",
+                "resource_type": "tweet",
+                "parameter": "ids",
+                "resource_id": id,
+                "type": "https://api.x.com/2/problems/resource-not-found",
+            })),
+        }
+    }
+    let mut body = serde_json::Map::new();
+    if !data.is_empty() {
+        body.insert("data".into(), Value::Array(data));
+    }
+    if !errors.is_empty() {
+        body.insert("errors".into(), Value::Array(errors));
+    }
+    json_response(StatusCode::OK, Value::Object(body).to_string())
 }
 
 /// `GET /2/users/{id}/mentions` (`mentions`) or `/2/users/{id}/tweets`, newest first, paged.

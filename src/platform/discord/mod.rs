@@ -13,7 +13,8 @@
 //!
 //! Errors: 401 → `Auth`; 403, 404 and other 4xx → `Permanent` (that item, not the account);
 //! 408, 5xx, timeouts and unparseable bodies → `Transient`. Details carry the status and
-//! Discord's error code and message, never the token or a URL.
+//! Discord's error code and message, never the token or a URL. Reading one message
+//! ([`DiscordClient::message`]) is the exception: a 404 there means it is gone, and is `None`.
 
 mod gateway;
 mod platform;
@@ -71,6 +72,8 @@ pub struct DiscordMessage {
     pub content: String,
     /// The message this one replies to.
     pub reference: Option<String>,
+    /// Reactions of every emoji, summed (`reactions[].count`).
+    pub reactions: i64,
 }
 
 /// A message to send.
@@ -195,6 +198,44 @@ impl DiscordClient {
         Ok(DiscordResponse { value: messages, rate })
     }
 
+    /// One message (`GET /channels/{id}/messages/{id}`); `None` when Discord no longer has it or
+    /// the channel (a 404: deleted, or a channel the bot cannot see any more).
+    pub async fn message(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<DiscordResponse<Option<DiscordMessage>>, PlatformError> {
+        let path = format!("/channels/{channel_id}/messages/{message_id}");
+        let bucket = "/channels/{channel_id}/messages/{message_id}";
+        match self.exchange(Method::GET, &path, channel_id, bucket, None).await? {
+            Exchange::Answered(body, rate) => {
+                let message = parse_message(&body).ok_or_else(|| malformed("message without an id"))?;
+                Ok(DiscordResponse { value: Some(message), rate })
+            }
+            Exchange::NotFound { rate, .. } => Ok(DiscordResponse { value: None, rate }),
+        }
+    }
+
+    /// Up to `limit` (1..=100) messages of the channel right after `after` (its next page, newest
+    /// first: `GET /channels/{id}/messages?after=&limit=`); items that do not parse are skipped.
+    pub async fn messages_after(
+        &self,
+        channel_id: &str,
+        after: &str,
+        limit: u8,
+    ) -> Result<DiscordResponse<Vec<DiscordMessage>>, PlatformError> {
+        let path = format!("/channels/{channel_id}/messages?after={after}&limit={}", limit.clamp(1, 100));
+        let (body, rate) =
+            self.request(Method::GET, &path, channel_id, "/channels/{channel_id}/messages", None).await?;
+        let items = body.as_array().ok_or_else(|| malformed("message list is not an array"))?;
+        let messages: Vec<DiscordMessage> = items.iter().filter_map(parse_message).collect();
+        if messages.len() < items.len() {
+            metrics::counter!(m::MALFORMED_PAYLOADS, "platform" => "discord")
+                .increment((items.len() - messages.len()) as u64);
+        }
+        Ok(DiscordResponse { value: messages, rate })
+    }
+
     /// `Bot <token>`, marked sensitive so no debug output or log of the request shows it.
     fn authorization(&self) -> HeaderValue {
         let mut value = HeaderValue::from_str(&format!("Bot {}", self.token.expose()))
@@ -213,6 +254,21 @@ impl DiscordClient {
         bucket: &str,
         body: Option<Value>,
     ) -> Result<(Value, Option<RateLimitSnapshot>), PlatformError> {
+        match self.exchange(method, path, major, bucket, body).await? {
+            Exchange::Answered(value, rate) => Ok((value, rate)),
+            Exchange::NotFound { error, .. } => Err(error),
+        }
+    }
+
+    /// [`DiscordClient::request`], with a 404 kept apart for the calls to which it means "gone".
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        major: &str,
+        bucket: &str,
+        body: Option<Value>,
+    ) -> Result<Exchange, PlatformError> {
         let route = format!("{method} {bucket}:{major}");
         self.gate.check(GLOBAL)?;
         self.gate.check(&route)?;
@@ -231,13 +287,13 @@ impl DiscordClient {
         self.gate.observe(&route, rate);
         if status.is_success() {
             if bytes.is_empty() {
-                return Ok((Value::Null, rate));
+                return Ok(Exchange::Answered(Value::Null, rate));
             }
             let value = serde_json::from_slice(&bytes).map_err(|_| {
                 metrics::counter!(m::MALFORMED_PAYLOADS, "platform" => "discord").increment(1);
                 malformed("body is not JSON")
             })?;
-            return Ok((value, rate));
+            return Ok(Exchange::Answered(value, rate));
         }
         let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -248,8 +304,20 @@ impl DiscordClient {
             self.gate.observe(if global { GLOBAL } else { &route }, Some(closed));
             return Err(PlatformError::RateLimited { retry_after });
         }
-        Err(classify(status, &error))
+        let error_class = classify(status, &error);
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Exchange::NotFound { error: error_class, rate });
+        }
+        Err(error_class)
     }
+}
+
+/// How a REST call that got an HTTP answer ended, short of an error.
+enum Exchange {
+    /// A success: its JSON body (`null` when empty) and the bucket's state.
+    Answered(Value, Option<RateLimitSnapshot>),
+    /// A 404, as the error it is to most calls.
+    NotFound { error: PlatformError, rate: Option<RateLimitSnapshot> },
 }
 
 /// `retry_after` from the body (seconds, fractional), else the `Retry-After` header.
@@ -298,6 +366,11 @@ fn parse_message(value: &Value) -> Option<DiscordMessage> {
             .and_then(|reference| reference.get("message_id"))
             .and_then(Value::as_str)
             .map(str::to_owned),
+        reactions: value
+            .get("reactions")
+            .and_then(Value::as_array)
+            .map(|reactions| reactions.iter().filter_map(|r| r.get("count").and_then(Value::as_i64)).sum())
+            .unwrap_or(0),
     })
 }
 
@@ -317,6 +390,15 @@ mod tests {
         let sneaky = json!({"message": "see https://example.com/?token=abc", "code": 0});
         let PlatformError::Permanent(detail) = classify(StatusCode::FORBIDDEN, &sneaky) else { panic!() };
         assert!(!detail.contains("://"), "{detail}");
+    }
+
+    #[test]
+    fn reactions_are_summed_over_emojis() {
+        let message = json!({"id": "2", "channel_id": "1", "author": {"id": "9"}, "content": "hi",
+            "reactions": [{"count": 3, "emoji": {"id": null, "name": "👍"}}, {"count": 2, "emoji": {"id": "5", "name": "party"}}]});
+        assert_eq!(parse_message(&message).map(|m| m.reactions), Some(5));
+        let plain = json!({"id": "2", "channel_id": "1", "author": {"id": "9"}, "content": "hi"});
+        assert_eq!(parse_message(&plain).map(|m| m.reactions), Some(0));
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! Publisher retries it: reconciliation then looks for each part among the channel's latest
 //! messages and only the missing ones are sent.
 //!
+//! Engagement of a published item is read from its first message: likes are its reactions (every
+//! emoji), replies the messages answering it among the next 100 of its channel (one page, so an
+//! item with a busy channel after it counts only what that page holds).
+//!
 //! Discord's rate-limit buckets are per route and channel; the client's gates keep them. They are
 //! not fed to the bot's RateLimiter (unlike X and Reddit), which holds the configured sending
 //! budget only: one channel's exhausted bucket must not hold up the bot's other channels.
@@ -25,12 +29,14 @@ use async_trait::async_trait;
 use super::text::split_message;
 use super::{DiscordClient, DiscordMessage, MAX_MESSAGE_CHARS, NewMessage};
 use crate::config::PlatformKind;
-use crate::platform::{LiveConnection, LiveSink, MentionBatch, Outgoing, Platform, PlatformError};
+use crate::platform::{Engagement, LiveConnection, LiveSink, MentionBatch, Outgoing, Platform, PlatformError};
 
 /// Longest 429 waited out between two parts of one item.
 pub const MAX_WAIT_BETWEEN_PARTS: Duration = Duration::from_secs(10);
 /// Latest messages of a channel searched when reconciling.
 const RECONCILE_LIMIT: u8 = 100;
+/// Messages after a published one searched for its replies (one page).
+const REPLIES_PAGE: u8 = 100;
 
 /// One persona's Discord bot.
 pub struct DiscordAccount {
@@ -213,6 +219,37 @@ impl Platform for DiscordPlatform {
         Ok(format!("{channel}/{first}"))
     }
 
+    fn measures_engagement(&self) -> bool {
+        true
+    }
+
+    /// Two reads per item: the message (its reactions; gone → left out) and the page after it
+    /// (the replies). Stops at the first error, a rate limit included.
+    async fn engagement(
+        &self,
+        account: &str,
+        remote_ids: &[String],
+    ) -> Result<Vec<(String, Engagement)>, PlatformError> {
+        if remote_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bot = self.account(account)?;
+        let mut measured = Vec::with_capacity(remote_ids.len());
+        for remote_id in remote_ids {
+            let Some((channel, message_id)) = split_remote_id(remote_id) else {
+                tracing::debug!(remote_id = %remote_id, "not a discord message id, not measured");
+                continue;
+            };
+            let Some(message) = bot.client.message(channel, message_id).await?.value else { continue };
+            let after = bot.client.messages_after(channel, message_id, REPLIES_PAGE).await?.value;
+            let replies = after.iter().filter(|reply| reply.reference.as_deref() == Some(message_id)).count();
+            let engagement =
+                Engagement { likes: message.reactions, replies: replies as i64, reposts: 0, impressions: None };
+            measured.push((remote_id.clone(), engagement));
+        }
+        Ok(measured)
+    }
+
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
         let bot = self.account(account)?;
         let (channel, reply_to) = self.target(bot, &item)?;
@@ -241,6 +278,7 @@ mod tests {
             author_id: author.into(),
             content: content.into(),
             reference: reference.map(str::to_owned),
+            reactions: 0,
         }
     }
 

@@ -7,6 +7,8 @@
 //! - API calls go to `{api_base}` with `Authorization: bearer TOKEN`; every request (the token
 //!   request too) carries the configured User-Agent; every call carries `raw_json=1` (so bodies
 //!   come back unescaped), POSTs send `api_type=json`; paths are PRAW's (`/api/submit/`, …).
+//! - Scores and comment counts of our own things come from `GET /api/info/?id=t3_…,t1_…` (100
+//!   fullnames per request, as PRAW batches them).
 //! - Every response's `x-ratelimit-*` headers are parsed ([`parse_reddit`]) and returned in
 //!   [`RedditResponse::rate`]; the last one seen (errors included) is in
 //!   [`RedditClient::last_rate`].
@@ -48,6 +50,8 @@ pub const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Ids per `read_message` request (as PRAW batches them).
 const READ_BATCH: usize = 25;
+/// Fullnames per `/api/info` request (Reddit's limit; PRAW batches by it too).
+const INFO_BATCH: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct RedditClientConfig {
@@ -93,6 +97,17 @@ pub struct RedditItem {
 
 // `created_utc` is always finite (items without a finite one are skipped), so equality is total.
 impl Eq for RedditItem {}
+
+/// Score and comment count of one submission or comment, from `/api/info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedditStats {
+    /// `t3_…` or `t1_…`, as asked for.
+    pub fullname: String,
+    pub score: i64,
+    /// A submission's `num_comments` (its whole thread); a comment's replies when the data lists
+    /// them (`/api/info` sends `"replies": ""`), else 0.
+    pub comments: i64,
+}
 
 /// An inbox listing, oldest first, and how many children were skipped for missing fields.
 #[derive(Debug, Clone, Default)]
@@ -296,6 +311,42 @@ fn parse_listing(value: &Value) -> Result<RedditInbox, PlatformError> {
     Ok(inbox)
 }
 
+/// A number Reddit may send as an integer or a float (`"score": 1` / `"ups": 1.0`).
+fn whole(value: Option<&Value>) -> Option<i64> {
+    let value = value?;
+    value.as_i64().or_else(|| value.as_f64().filter(|n| n.is_finite()).map(|n| n as i64))
+}
+
+/// A comment's direct replies as its data lists them: the `t1` children of its `replies` Listing
+/// plus the ids a `more` child stands for; 0 when `replies` is not a Listing (`""`).
+fn listed_replies(replies: Option<&Value>) -> i64 {
+    let Some(children) = replies.and_then(|replies| replies["data"]["children"].as_array()) else {
+        return 0;
+    };
+    children
+        .iter()
+        .map(|child| match child["kind"].as_str() {
+            Some("t1") => 1,
+            Some("more") => child["data"]["children"].as_array().map_or(0, |ids| ids.len() as i64),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// One `/api/info` child: a submission or a comment with a `name` and a `score`.
+fn parse_stats(child: &Value) -> Option<RedditStats> {
+    let kind = child["kind"].as_str()?;
+    let data = child["data"].as_object()?;
+    let fullname = data.get("name").and_then(non_empty)?;
+    let score = whole(data.get("score"))?;
+    let comments = match kind {
+        "t3" => whole(data.get("num_comments")).unwrap_or(0),
+        "t1" => listed_replies(data.get("replies")),
+        _ => return None,
+    };
+    Some(RedditStats { fullname, score, comments })
+}
+
 fn check_chars(what: &str, text: &str, max: usize) -> Result<(), PlatformError> {
     let count = text.chars().count();
     if count > max {
@@ -391,6 +442,40 @@ impl RedditClient {
             rate = batch_rate.or(rate);
         }
         Ok(RedditResponse { value: (), rate })
+    }
+
+    /// Score and comments of submissions (`t3_`) and comments (`t1_`) by fullname
+    /// (`GET /api/info/?id=…`, 100 per request). Other fullnames are not asked for, repeated ones
+    /// once; things Reddit does not list are absent. Stops at the first error.
+    pub async fn info(&self, fullnames: &[String]) -> Result<RedditResponse<Vec<RedditStats>>, PlatformError> {
+        let mut wanted: Vec<&str> = Vec::with_capacity(fullnames.len());
+        for name in fullnames.iter().map(String::as_str) {
+            let ours = name.starts_with("t1_") || name.starts_with("t3_");
+            if ours && name.len() > 3 && !wanted.contains(&name) {
+                wanted.push(name);
+            }
+        }
+        let mut stats = Vec::with_capacity(wanted.len());
+        let mut rate = None;
+        let mut malformed = 0;
+        for batch in wanted.chunks(INFO_BATCH) {
+            let ids = batch.join(",");
+            let (value, batch_rate) = self.call(Method::GET, "/api/info/", &[("id", ids.as_str())], None).await?;
+            rate = batch_rate.or(rate);
+            let children = value["data"]["children"]
+                .as_array()
+                .ok_or_else(|| PlatformError::Transient("reddit listing without data.children".into()))?;
+            for child in children {
+                match parse_stats(child) {
+                    Some(found) if batch.contains(&found.fullname.as_str()) => stats.push(found),
+                    _ => malformed += 1,
+                }
+            }
+        }
+        if malformed > 0 {
+            tracing::warn!(skipped = malformed, "reddit info children without a name and a score");
+        }
+        Ok(RedditResponse { value: stats, rate })
     }
 
     /// The account's latest comments, oldest first (for reconciliation after a crash). Children
@@ -604,6 +689,19 @@ mod tests {
         );
         assert_eq!(check_json_errors(&json!({"json": {"errors": []}})), Ok(()));
         assert_eq!(check_json_errors(&json!({"weird": true})), Ok(()));
+    }
+
+    #[test]
+    fn info_children_give_score_and_comments() {
+        let link = json!({"kind": "t3", "data": {"name": "t3_a", "score": 12, "num_comments": 4}});
+        assert_eq!(parse_stats(&link), Some(RedditStats { fullname: "t3_a".into(), score: 12, comments: 4 }));
+        let bare = json!({"kind": "t1", "data": {"name": "t1_b", "score": -2, "replies": ""}});
+        assert_eq!(parse_stats(&bare), Some(RedditStats { fullname: "t1_b".into(), score: -2, comments: 0 }));
+        let threaded = json!({"kind": "t1", "data": {"name": "t1_c", "score": 3.0, "replies": {"kind": "Listing",
+            "data": {"children": [{"kind": "t1", "data": {}}, {"kind": "more", "data": {"count": 9, "children": ["x", "y"]}}]}}}});
+        assert_eq!(parse_stats(&threaded).map(|s| (s.score, s.comments)), Some((3, 3)));
+        assert_eq!(parse_stats(&json!({"kind": "t5", "data": {"name": "t5_s", "score": 1}})), None);
+        assert_eq!(parse_stats(&json!({"kind": "t3", "data": {"name": "t3_d"}})), None, "no score");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Reddit as a [`Platform`]: one [`RedditClient`] per persona account. Mentions are the unread
 //! inbox (username mentions, replies to the persona, messages), acknowledged by marking them read
 //! once stored. Replies are comments under the item; scheduled posts are self posts in the
-//! account's subreddit. Every response's `x-ratelimit-*` headers feed the account's gate (reads and
-//! writes share Reddit's per-account budget) and its RateLimiter.
+//! account's subreddit. Engagement is `/api/info` on the fullnames published: the score, and the
+//! comments of a self post (a comment's replies are not listed there). Every response's
+//! `x-ratelimit-*` headers feed the account's gate (reads and writes share Reddit's per-account
+//! budget) and its RateLimiter.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use crate::config::PlatformKind;
 use crate::directory::{Directory, rate_limiter_key};
 use crate::metrics as m;
 use crate::platform::gate::RateGate;
-use crate::platform::{Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use crate::platform::{Engagement, Mention, MentionBatch, Outgoing, Platform, PlatformError};
 use crate::rate_limit::RateLimiterMsg;
 use crate::rate_limit::headers::RateLimitSnapshot;
 
@@ -121,6 +123,34 @@ impl Platform for RedditPlatform {
         };
         self.observed(account, &reddit.client, &result);
         Ok(result?.value)
+    }
+
+    fn measures_engagement(&self) -> bool {
+        true
+    }
+
+    /// Likes are the score; replies a self post's comments, or a comment's replies when listed.
+    async fn engagement(
+        &self,
+        account: &str,
+        remote_ids: &[String],
+    ) -> Result<Vec<(String, Engagement)>, PlatformError> {
+        if remote_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reddit = self.account(account)?;
+        let result = reddit.client.info(remote_ids).await;
+        self.observed(account, &reddit.client, &result);
+        let measured = result?
+            .value
+            .into_iter()
+            .map(|stats| {
+                let engagement =
+                    Engagement { likes: stats.score, replies: stats.comments, reposts: 0, impressions: None };
+                (stats.fullname, engagement)
+            })
+            .collect();
+        Ok(measured)
     }
 
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {

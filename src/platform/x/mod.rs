@@ -1,6 +1,7 @@
 //! The X (Twitter) API v2 client: the authenticated user, posting (single posts and threads),
-//! mentions after a cursor and the account's recent posts, with OAuth 1.0a (HMAC-SHA1) or OAuth 2.0
-//! user-context bearer tokens (refreshed once on a 401 when a refresh token is configured).
+//! mentions after a cursor, the account's recent posts and posts' public metrics, with OAuth 1.0a
+//! (HMAC-SHA1) or OAuth 2.0 user-context bearer tokens (refreshed once on a 401 when a refresh token
+//! is configured).
 //!
 //! Every response's `x-rate-limit-*` headers are parsed with [`parse_x`]; successful calls return
 //! the snapshot in [`XResponse::rate`]. Errors are classified into [`PlatformError`]:
@@ -13,8 +14,9 @@
 //!
 //! Error details are a status and at most a short problem title: never a URL, a key or a body.
 //!
-//! Query parameters follow the live API (`tweet.fields`), which the published OpenAPI document
-//! (xdevplatform/xdk, v2.167) calls `post.fields`; see the contract test in `tests/x.rs`.
+//! Query parameters and fields follow the live API (`tweet.fields`, `public_metrics.retweet_count`),
+//! which the published OpenAPI document (xdevplatform/xdk, v2.167) calls `post.fields` and
+//! `repost_count`; see the contract tests in `tests/x.rs` and `tests/engagement.rs`.
 
 mod platform;
 pub mod text;
@@ -35,6 +37,8 @@ use crate::rate_limit::headers::{RateLimitSnapshot, parse_x};
 
 /// Fields asked for on every post lookup.
 const TWEET_FIELDS: &str = "conversation_id,author_id,created_at,referenced_tweets";
+/// Most post ids one `GET /2/tweets` takes.
+const MAX_LOOKUP_IDS: usize = 100;
 /// How many pages of mentions one call follows when there is a cursor.
 const MAX_MENTION_PAGES: usize = 5;
 /// Wait after a 429 without a usable `x-rate-limit-reset`.
@@ -96,6 +100,28 @@ pub struct XMentions {
     /// there was nothing new — keep the previous cursor.
     pub newest_id: Option<String>,
     /// Posts skipped because they lacked an `id` or a `text`.
+    pub malformed: usize,
+}
+
+/// A post's `public_metrics`, as X counts them when asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XPublicMetrics {
+    pub like_count: i64,
+    /// Every reply, the author's own (the next part of a thread) included.
+    pub reply_count: i64,
+    /// `retweet_count` in the live API, `repost_count` in the OpenAPI document; either is read.
+    pub retweet_count: i64,
+    pub quote_count: i64,
+    /// `impression_count`, when X sends it.
+    pub impression_count: Option<i64>,
+}
+
+/// Public metrics of posts looked up by id.
+#[derive(Debug, Clone, Default)]
+pub struct XLookup {
+    /// By post id. Posts X no longer has (deleted, withheld, never existed: its `errors`) are absent.
+    pub metrics: Vec<(String, XPublicMetrics)>,
+    /// Posts skipped because they lacked an `id` or numeric `public_metrics`.
     pub malformed: usize,
 }
 
@@ -219,6 +245,26 @@ fn parse_tweet(value: &Value) -> Option<XTweet> {
         conversation_id: string("conversation_id"),
         in_reply_to,
     })
+}
+
+/// A post object's `id` and `public_metrics`, or `None` when either is missing or not numeric.
+fn parse_metrics(value: &Value) -> Option<(String, XPublicMetrics)> {
+    let id = value.get("id")?.as_str()?.to_owned();
+    let metrics = value.get("public_metrics")?;
+    let count = |key: &str| metrics.get(key).and_then(Value::as_i64);
+    let metrics = XPublicMetrics {
+        like_count: count("like_count")?,
+        reply_count: count("reply_count")?,
+        retweet_count: count("retweet_count").or_else(|| count("repost_count"))?,
+        quote_count: count("quote_count")?,
+        impression_count: count("impression_count"),
+    };
+    Some((id, metrics))
+}
+
+/// Whether `id` can be a post id (`^[0-9]{1,19}$`); X refuses a whole lookup over one that cannot.
+fn is_post_id(id: &str) -> bool {
+    (1..=19).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Post ids are decimal snowflakes: longer is newer, then lexical order.
@@ -414,6 +460,37 @@ impl XClient {
         Ok(XResponse { value: tweets, rate })
     }
 
+    /// Public metrics of posts by id (`GET /2/tweets?ids=…&tweet.fields=public_metrics`), at most
+    /// 100 ids per request, so more take several. Ids that cannot be post ids are not sent, and
+    /// repeated ones once. Stops at the first error; the snapshot is the last response's.
+    pub async fn public_metrics(&self, ids: &[String]) -> Result<XResponse<XLookup>, PlatformError> {
+        let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
+        for id in ids.iter().map(String::as_str).filter(|id| is_post_id(id)) {
+            if !unique.contains(&id) {
+                unique.push(id);
+            }
+        }
+        let mut lookup = XLookup::default();
+        let mut rate = None;
+        for batch in unique.chunks(MAX_LOOKUP_IDS) {
+            let query = [("ids", batch.join(",")), ("tweet.fields", "public_metrics".to_owned())];
+            let (body, batch_rate) = self.call(Method::GET, "/2/tweets", &query, None).await?;
+            rate = batch_rate.or(rate);
+            let data = match body.get("data") {
+                None | Some(Value::Null) => continue, // every post of the batch is gone
+                Some(Value::Array(items)) => items,
+                Some(_) => return Err(malformed("data is not a list")),
+            };
+            for item in data {
+                match parse_metrics(item) {
+                    Some((id, metrics)) if batch.contains(&id.as_str()) => lookup.metrics.push((id, metrics)),
+                    _ => lookup.malformed += 1,
+                }
+            }
+        }
+        Ok(XResponse { value: lookup, rate })
+    }
+
     /// Sends a request, refreshing an OAuth 2.0 token once on a 401, and returns the JSON body of a
     /// success with the rate-limit snapshot.
     async fn call(
@@ -578,6 +655,32 @@ mod tests {
         assert_eq!(tweets[0].author_username.as_deref(), Some("sam"));
         assert!(parse_page(&json!({"data": {"id": "1"}})).is_err());
         assert_eq!(parse_page(&json!({"meta": {"result_count": 0}})).unwrap().0, vec![]);
+    }
+
+    #[test]
+    fn public_metrics_read_either_repost_name_and_need_every_count() {
+        let live = json!({"id": "7", "public_metrics": {"like_count": 3, "reply_count": 2, "retweet_count": 1,
+            "quote_count": 4, "bookmark_count": 0, "impression_count": 90}});
+        let (id, metrics) = parse_metrics(&live).unwrap();
+        assert_eq!(id, "7");
+        assert_eq!(
+            metrics,
+            XPublicMetrics {
+                like_count: 3,
+                reply_count: 2,
+                retweet_count: 1,
+                quote_count: 4,
+                impression_count: Some(90)
+            }
+        );
+        let documented = json!({"id": "8", "public_metrics": {"like_count": 0, "reply_count": 0, "repost_count": 5, "quote_count": 0}});
+        let (_, metrics) = parse_metrics(&documented).unwrap();
+        assert_eq!((metrics.retweet_count, metrics.impression_count), (5, None));
+        assert!(parse_metrics(&json!({"id": "9", "text": "no metrics"})).is_none());
+        assert!(parse_metrics(&json!({"id": "9", "public_metrics": {"like_count": "3"}})).is_none());
+        assert!(
+            is_post_id("1346889436626259968") && !is_post_id("") && !is_post_id("12a") && !is_post_id(&"1".repeat(20))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! X as a [`Platform`]: one [`XClient`] per persona account. Mentions come from
 //! `GET /2/users/{id}/mentions` after the saved `since_id`; replies and posts go to `POST /2/tweets`,
-//! as a numbered thread when the text is over 280 weighted characters. Every response's
+//! as a numbered thread when the text is over 280 weighted characters. Engagement is the posts'
+//! `public_metrics` (`GET /2/tweets`, by the first post's id for a thread). Every response's
 //! `x-rate-limit-*` headers feed a per-endpoint gate (nothing is sent after `remaining: 0` before
 //! the reset) and, for posts, the account's RateLimiter.
 
@@ -16,7 +17,7 @@ use crate::config::PlatformKind;
 use crate::directory::{Directory, rate_limiter_key};
 use crate::metrics as m;
 use crate::platform::gate::RateGate;
-use crate::platform::{Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use crate::platform::{Engagement, Mention, MentionBatch, Outgoing, Platform, PlatformError};
 use crate::rate_limit::RateLimiterMsg;
 use crate::rate_limit::headers::RateLimitSnapshot;
 
@@ -156,6 +157,44 @@ impl Platform for XPlatform {
             response.value.into_iter().next().ok_or_else(|| PlatformError::Transient("empty thread".into()))?
         };
         Ok(id)
+    }
+
+    fn measures_engagement(&self) -> bool {
+        true
+    }
+
+    /// Likes, replies, retweets plus quotes and (for the author) impressions. X's reply count
+    /// includes the author's own replies: the second part of a thread counts as one.
+    async fn engagement(
+        &self,
+        account: &str,
+        remote_ids: &[String],
+    ) -> Result<Vec<(String, Engagement)>, PlatformError> {
+        if remote_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let x = self.account(account)?;
+        let gate = format!("{account}:lookup");
+        self.gate.check(&gate)?;
+        let result = x.client.public_metrics(remote_ids).await;
+        let lookup = self.observed(&gate, result)?.value;
+        if lookup.malformed > 0 {
+            metrics::counter!(m::MALFORMED_PAYLOADS, "platform" => "x").increment(lookup.malformed as u64);
+        }
+        let measured = lookup
+            .metrics
+            .into_iter()
+            .map(|(id, counts)| {
+                let engagement = Engagement {
+                    likes: counts.like_count,
+                    replies: counts.reply_count,
+                    reposts: counts.retweet_count + counts.quote_count,
+                    impressions: counts.impression_count,
+                };
+                (id, engagement)
+            })
+            .collect();
+        Ok(measured)
     }
 
     async fn find_published(&self, account: &str, item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
