@@ -37,12 +37,27 @@ enum Command {
         #[arg(long, short, default_value = "config/chorus.toml", env = "CHORUS_CONFIG")]
         config: PathBuf,
     },
+    /// Build the weekly report (Monday to Monday, UTC), store it and print it.
+    Report {
+        #[arg(long, short, default_value = "config/chorus.toml", env = "CHORUS_CONFIG")]
+        config: PathBuf,
+        /// The week: `last` (the last complete week), `current`, or any day of it as YYYY-MM-DD.
+        #[arg(long, value_name = "DATE", num_args = 0..=1, default_value = "last", default_missing_value = "last",
+              value_parser = week_spec)]
+        week: String,
+        /// Print the report as JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Run { config } | Command::CheckConfig { config } | Command::Migrate { config } => config.clone(),
+        Command::Run { config }
+        | Command::CheckConfig { config }
+        | Command::Migrate { config }
+        | Command::Report { config, .. } => config.clone(),
     };
     let config = match load(&path) {
         Ok(config) => config,
@@ -51,6 +66,10 @@ fn main() -> ExitCode {
     if let Command::CheckConfig { .. } = cli.command {
         print_summary(&config);
         return ExitCode::SUCCESS;
+    }
+    if let Command::Report { week, json, .. } = &cli.command {
+        // Before telemetry: logs go to stdout, which carries the report alone.
+        return report(&config, week, *json);
     }
     chorus::telemetry::init(&config.service.telemetry);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -69,7 +88,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Migrate { .. } => migrate(&config).await,
-            Command::CheckConfig { .. } => unreachable!("handled above"),
+            Command::CheckConfig { .. } | Command::Report { .. } => unreachable!("handled above"),
         }
     });
     // Background tasks of a stopped service (timers, idle connections) must not hold the exit.
@@ -104,6 +123,57 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     db.close().await;
     println!("migrations applied");
     Ok(())
+}
+
+/// Checks a `--week` value (`last`, `current` or a date) while parsing the command line.
+fn week_spec(text: &str) -> Result<String, String> {
+    chorus::report::resolve_week(text, 0).map(|_| text.to_owned())
+}
+
+/// `chorus report`: builds the week's report, stores it and prints it (Markdown, or JSON).
+fn report(config: &Config, week: &str, json: bool) -> ExitCode {
+    let week_start = match chorus::report::resolve_week(week, chorus::store::now_ms()) {
+        Ok(week_start) => week_start,
+        Err(err) => {
+            eprintln!("error: --week: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        use anyhow::Context as _;
+        let store = &config.service.store;
+        let db = chorus::store::Db::connect_with_password(&store.url, config.store_password.as_ref(), 1)
+            .await
+            .context("store.url: cannot open the database")?;
+        db.migrate().await.context("cannot migrate the database")?;
+        let report = chorus::report::generate_and_store(&db, week_start).await.context("cannot build the report");
+        db.close().await;
+        report
+    });
+    let report = match result {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&report).expect("a weekly report always serializes");
+        text.push('\n');
+        text
+    } else {
+        report.to_markdown()
+    };
+    // One write, so a closed pipe (`| head`) is not a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    ExitCode::SUCCESS
 }
 
 /// Prints the summary in one write, so a closed pipe (`| head`) is not a panic.
@@ -142,14 +212,32 @@ fn print_summary(config: &Config) {
         let platforms: Vec<&str> = persona.platforms.iter().map(|p| p.as_str()).collect();
         let _ = writeln!(
             out,
-            "  {} — platforms: {}; posts every {}; topics: {}",
+            "  {} — platforms: {}; posts {}; topics: {}",
             persona.name,
             platforms.join(", "),
-            humantime::format_duration(persona.schedule.every.get()),
+            describe_schedule(&persona.schedule),
             persona.topics.join(", ")
         );
     }
     let _ = writeln!(out, "agents: {}", config.agent_keys().len());
+    let airlock = &service.airlock;
+    let policy = &service.policy;
+    let _ = writeln!(
+        out,
+        "airlock: posts {}, replies {}, trades {}; holds expire after {}; two-person rule {}",
+        airlock.posts.as_str(),
+        airlock.replies.as_str(),
+        airlock.trades.as_str(),
+        humantime::format_duration(airlock.expire_after.get()),
+        if airlock.two_person { "on" } else { "off" }
+    );
+    let links = if policy.allowed_links.is_empty() { "none".to_owned() } else { policy.allowed_links.join(", ") };
+    let _ = writeln!(
+        out,
+        "policy: {} banned terms; links to {links}; tone review {}",
+        policy.banned_terms.len(),
+        if policy.tone_review == Some(true) { "on" } else { "off" }
+    );
     let traders: Vec<String> = config.trading_personas().iter().map(|persona| persona.name.clone()).collect();
     if !traders.is_empty() {
         let trading = &service.trading;
@@ -172,4 +260,25 @@ fn print_summary(config: &Config) {
         );
     }
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+}
+
+/// `every 2h`, `at 09:00, 18:30 Europe/Paris`, with the daily cap and quiet hours if set.
+fn describe_schedule(schedule: &chorus::config::Schedule) -> String {
+    let mut parts = Vec::new();
+    if let Some(every) = schedule.every {
+        parts.push(format!("every {}", humantime::format_duration(every.get())));
+    }
+    if !schedule.slots.is_empty() {
+        parts.push(format!("at {}", schedule.slots.join(", ")));
+    }
+    if let Some(zone) = &schedule.timezone {
+        parts.push(zone.clone());
+    }
+    if let Some(max) = schedule.max_per_day {
+        parts.push(format!("at most {max} a day"));
+    }
+    if let Some(quiet) = &schedule.quiet_hours {
+        parts.push(format!("quiet {quiet}"));
+    }
+    parts.join(" ")
 }

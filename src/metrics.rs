@@ -56,6 +56,15 @@ pub const TRADER_TRADES: &str = "chorus_trader_trades_total";
 pub const TRADER_VOLUME: &str = "chorus_trader_volume_microusd_total";
 pub const TRADER_PAPER_PNL: &str = "chorus_trader_paper_pnl_usd";
 pub const TRADER_KILL_SWITCH: &str = "chorus_trader_kill_switch";
+// Content pipeline (TeamLeader)
+pub const CONTENT_PLANNED: &str = "chorus_content_planned_total";
+pub const CONTENT_DECISIONS: &str = "chorus_content_decisions_total";
+pub const POLICY_VIOLATIONS: &str = "chorus_policy_violations_total";
+pub const AIRLOCK_DECISIONS: &str = "chorus_airlock_decisions_total";
+pub const AIRLOCK_HELD: &str = "chorus_airlock_held";
+pub const COORDINATION: &str = "chorus_coordination_total";
+pub const ENGAGEMENT_FETCHES: &str = "chorus_engagement_fetches_total";
+pub const REPORTS: &str = "chorus_reports_total";
 // Service
 pub const CONFIG_RELOADS: &str = "chorus_config_reloads_total";
 pub const LOCAL_POSTS: &str = "chorus_local_posts_total";
@@ -147,6 +156,23 @@ fn describe() {
     describe_counter!(TRADER_VOLUME, "Value traded in millionths of a US dollar, by persona and mode.");
     describe_gauge!(TRADER_PAPER_PNL, "Paper profit and loss in US dollars (marked to market), by persona.");
     describe_gauge!(TRADER_KILL_SWITCH, "1 while the trading kill switch is on.");
+    describe_counter!(CONTENT_PLANNED, "Posts the TeamLeader planned, by platform.");
+    describe_counter!(
+        CONTENT_DECISIONS,
+        "Drafts after review and airlock, by platform and decision (queued, held, blocked)."
+    );
+    describe_counter!(POLICY_VIOLATIONS, "Policy review violations, by platform and rule.");
+    describe_counter!(
+        AIRLOCK_DECISIONS,
+        "Human decisions on held items, by decision (approved, edited, rejected, expired)."
+    );
+    describe_gauge!(AIRLOCK_HELD, "Items waiting in the airlock for a human.");
+    describe_counter!(
+        COORDINATION,
+        "Mentions of several personas, by platform and role (first, joiner, skipped, promoted, timed_out)."
+    );
+    describe_counter!(ENGAGEMENT_FETCHES, "Engagement fetches of published items, by platform and outcome.");
+    describe_counter!(REPORTS, "Weekly reports written, by trigger (schedule, admin, cli).");
     describe_counter!(CONFIG_RELOADS, "Configuration reloads, by outcome (applied, rejected).");
     describe_counter!(LOCAL_POSTS, "Posts on the local platform, by source (persona, crowd, api).");
     describe_gauge!(AGENTS, "Agents in the tree, by platform.");

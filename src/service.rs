@@ -34,7 +34,8 @@ pub struct Service {
 
 struct Inner {
     config_path: PathBuf,
-    config: std::sync::Mutex<Arc<Config>>,
+    /// The running configuration, shared with the admin server.
+    config: Arc<std::sync::Mutex<Arc<Config>>>,
     db: Db,
     health: Arc<Health>,
     local: LocalPlatform,
@@ -97,6 +98,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         tracing::warn!("no admin token configured (CHORUS_ADMIN_TOKEN): /admin routes are disabled");
     }
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let running_config = Arc::new(std::sync::Mutex::new(config.clone()));
     let admin_state = AdminState {
         health: health.clone(),
         db: db.clone(),
@@ -106,6 +108,8 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         reload: reload_tx,
         directory: directory.clone(),
         trading: trading.clone(),
+        config: running_config.clone(),
+        platforms: platforms.clone(),
     };
     let (admin_stop, admin_stopped) = oneshot::channel::<()>();
     let (admin_addr, admin_task) = admin::serve(config.service.admin.listen, admin_state, async move {
@@ -124,6 +128,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         local: local.clone(),
         sims: sims.clone(),
         trading,
+        secrets: Arc::new(crate::policy::SecretSet::from_config(&config)),
     };
     let (team_leader, team_leader_task) =
         Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;
@@ -140,7 +145,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
 
     let inner = Arc::new(Inner {
         config_path: config.path.clone(),
-        config: std::sync::Mutex::new(config.clone()),
+        config: running_config,
         db,
         health,
         local,

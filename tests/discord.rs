@@ -248,7 +248,16 @@ async fn a_5000_character_answer_arrives_as_ordered_parts_with_code_blocks_whole
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_1_5_delays_the_next_send() {
-    let (sim, _sandbox, service, ada, sam) = ada_alone("", "").await;
+    // ada writes no post of her own: the one scripted 429 must meet her answer, not her post.
+    let sim = DiscordSim::start().await.unwrap();
+    let sandbox = Sandbox::new(DISCORD);
+    discord_persona(&sandbox, "ada", "");
+    let path = sandbox.dir.path().join("personas").join("ada.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}max_per_day = 0\n")).unwrap();
+    let service = start_on(&sandbox, &sim).await;
+    sessions(&sim, 1).await;
+    let (ada, sam) = (sim.user_id("ada").unwrap(), sim.add_user("sam"));
     sim.script_on(
         "/channels/{channel_id}/messages",
         [DiscordFault::RateLimited { retry_after_secs: 1.5, global: false }],

@@ -23,7 +23,7 @@ fn persona() -> Arc<Persona> {
         topics: vec!["gardening".into()],
         example_posts: vec![],
         platforms: vec![PlatformKind::Local],
-        schedule: Schedule { every: Dur::secs(60), jitter: Dur::default() },
+        schedule: Schedule::every(Dur::secs(60)),
         llm_chain: vec![],
         llm_chains: Default::default(),
         budget: None,
@@ -31,6 +31,8 @@ fn persona() -> Arc<Persona> {
         reddit: None,
         discord: None,
         trading: None,
+        policy: None,
+        airlock: None,
     })
 }
 

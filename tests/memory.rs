@@ -94,10 +94,14 @@ async fn the_same_post_from_two_personas_is_published_once() {
     // The simulated model answers every post brief with the same text; ada and bob share topics.
     let llm = LlmSim::start().await.unwrap();
     let sandbox = Sandbox::new(&format!(
-        "[llm]\ndefault_chain = [\"sim\"]\n\n[llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\nmodel = \"m\"\n",
+        "[llm]\ndefault_chain = [\"sim\"]\n\n[llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\nmodel = \"m\"\n\n\
+         [team]\nmin_gap = \"0s\"\n",
         llm.openai_base_url()
     ));
-    sandbox.write_persona("bob", &["compilers", "gardening"]);
+    // One topic each, the same: the plan gives it to ada and, with nothing else left, to bob too
+    // (and no gap between their posts), so the model is asked for the same post twice.
+    sandbox.write_persona("ada", &["compilers"]);
+    sandbox.write_persona("bob", &["compilers"]);
     let service = sandbox.start().await;
     let posts = eventually(WAIT, "one scheduled post", || async {
         let timeline = Api::new(service.admin_addr()).timeline().await;
@@ -212,6 +216,10 @@ async fn retention_removes_what_it_should_and_nothing_else() {
     let sandbox = Sandbox::new(
         "[memory]\nsweep_every = \"100ms\"\n\n[memory.retention]\ninbound = \"1500ms\"\nmax_per_persona = 4\n",
     );
+    // Only the memories this test writes: ada posts nothing on her own.
+    let persona = sandbox.dir.path().join("personas").join("ada.toml");
+    let text = std::fs::read_to_string(&persona).unwrap();
+    std::fs::write(&persona, format!("{text}max_per_day = 0\n")).unwrap();
     let service = sandbox.start().await;
     remember(&service, memory("ada", "local", MemoryKind::Inbound, Some("t1"), "An old question about compost.")).await;
     for n in 0..3 {

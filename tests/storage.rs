@@ -117,6 +117,15 @@ storage_contract!(
     trade_audit_is_newest_first_with_filters,
     trading_flags_are_upserted,
     trading_amounts_above_i64_max_are_refused,
+    planned_posts_are_stored_once_dispatched_once_and_dropped_only_when_planned,
+    started_content_is_dropped_blocked_held_or_flagged,
+    airlock_approves_once_edits_enforces_two_persons_and_refuses_expired,
+    concurrent_airlock_decisions_on_one_item_decide_once,
+    expire_holds_expires_only_past_due_held_items,
+    outbox_moves_content_items_to_queued_published_and_failed,
+    content_items_filter_newest_first_and_events_in_order,
+    thread_assignment_first_wins_and_pending_load_counts_pending_mentions,
+    engagement_is_measured_inside_the_window_and_rescheduled,
 );
 
 // ----- helpers -----
@@ -162,12 +171,15 @@ async fn migrate_is_idempotent(db: &Db) {
     assert_eq!(db.cursor("alice", "local").await.expect("cursor"), None);
 }
 
-/// 2. Inbound events: deduplicated on (platform, remote_id), listed per persona and platform.
+/// 2. Inbound events: deduplicated on (platform, remote_id, persona) — a message that mentions
+///    two personas is stored once for each — and listed per persona and platform.
 async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let first = db.insert_inbound(&inbound("local", "r1", "alice", false, "c1")).await.expect("insert r1");
     let first = first.expect("the first insert of (local, r1) returns its id");
-    let again = db.insert_inbound(&inbound("local", "r1", "bob", true, "c9")).await.expect("insert r1 again");
-    assert_eq!(again, None, "(local, r1) again, even for another persona, is a duplicate");
+    let again = db.insert_inbound(&inbound("local", "r1", "alice", true, "c9")).await.expect("insert r1 again");
+    assert_eq!(again, None, "(local, r1) again for the same persona is a duplicate");
+    let bob_r1 = db.insert_inbound(&inbound("local", "r1", "bob", false, "c1")).await.expect("insert r1 for bob");
+    let bob_r1 = bob_r1.expect("the same message for another persona is stored for that persona too");
     let other_platform = db.insert_inbound(&inbound("mastodon", "r1", "alice", true, "c1")).await.expect("insert");
     assert!(other_platform.is_some(), "the same remote id on another platform is another event");
 
@@ -194,7 +206,7 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let limited = db.pending_inbound("alice", "local", 2).await.expect("pending_inbound with limit");
     assert_eq!(ids(&limited, |row| row.id), vec![first, r2], "limit 2 keeps the two oldest");
     let bob = db.pending_inbound("bob", "local", 10).await.expect("pending_inbound for bob");
-    assert_eq!(ids(&bob, |row| row.id), vec![r4], "bob only sees his event (the duplicate r1 was not stored)");
+    assert_eq!(ids(&bob, |row| row.id), vec![bob_r1, r4], "bob sees his copy of r1 and his own event");
     let mastodon = db.pending_inbound("alice", "mastodon", 10).await.expect("pending_inbound on mastodon");
     assert_eq!(ids(&mastodon, |row| row.id), vec![other_platform.unwrap()], "per platform");
     assert!(db.pending_inbound("carol", "local", 10).await.expect("pending_inbound").is_empty());
@@ -203,7 +215,8 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let pending = db.pending_inbound("alice", "local", 10).await.expect("pending_inbound after ignore");
     assert_eq!(ids(&pending, |row| row.id), vec![r2, r3], "an ignored event is no longer pending");
 
-    // c1 on local: r1 (not a persona), r2 (persona, alice), r4 (persona, bob); mastodon's c1 does not count.
+    // c1 on local: r1 (not a persona, stored twice), r2 (persona, alice), r4 (persona, bob); mastodon's
+    // c1 does not count.
     assert_eq!(db.persona_turns("local", "c1").await.expect("persona_turns c1"), 2);
     assert_eq!(db.persona_turns("local", "c2").await.expect("persona_turns c2"), 1);
     assert_eq!(db.persona_turns("mastodon", "c1").await.expect("persona_turns mastodon c1"), 1);
@@ -984,6 +997,771 @@ async fn trading_amounts_above_i64_max_are_refused(db: &Db) {
     assert_eq!(db.paper_balances("alice").await.expect("paper_balances"), balances(&[(SOL, 5)]), "nothing moved");
     assert!(db.record_signed(id, "sig", "dHg=", too_big).await.is_err(), "block height");
     assert_eq!(status_of(db, id).await, Executing, "the trade is untouched");
+}
+
+// ----- content pipeline contract -----
+
+use chorus::platform::Engagement;
+use chorus::store::{
+    AirlockRefusal, Approval, ContentEvent, ContentFilter, ContentItem, NewContent, NewPlanned, StoredAssignment,
+};
+
+const FLAGS: &str = r#"[{"rule":"first_post","action":"hold","reason":"a first post"}]"#;
+
+fn planned(key: &str, persona: &str, due_at: i64, topic: Option<&str>) -> NewPlanned {
+    NewPlanned {
+        idempotency_key: key.to_owned(),
+        persona: persona.to_owned(),
+        platform: "local".to_owned(),
+        due_at,
+        topic: topic.map(str::to_owned),
+        campaign: None,
+    }
+}
+
+/// An item of alice's on the local platform that starts at `stage`; a reply answers `remote-42`.
+fn new_content(stage: &'static str, key: &str, kind: &str, submitted_by: &str, inbound_id: Option<i64>) -> NewContent {
+    NewContent {
+        stage,
+        idempotency_key: key.to_owned(),
+        persona: "alice".to_owned(),
+        platform: "local".to_owned(),
+        kind: kind.to_owned(),
+        reply_to: (kind == "reply").then(|| "remote-42".to_owned()),
+        conversation: Some("conv-1".to_owned()),
+        inbound_id,
+        submitted_by: submitted_by.to_owned(),
+    }
+}
+
+async fn start(db: &Db, item: &NewContent) -> i64 {
+    db.start_content(item).await.unwrap_or_else(|err| panic!("start_content {}: {err}", item.idempotency_key))
+}
+
+async fn content(db: &Db, id: i64) -> ContentItem {
+    db.content_item(id).await.expect("content_item").unwrap_or_else(|| panic!("content item {id} exists"))
+}
+
+async fn content_id(db: &Db, key: &str) -> i64 {
+    db.content_by_key(key).await.expect("content_by_key").unwrap_or_else(|| panic!("content item {key} exists")).id
+}
+
+/// An item's stage log as (stage, outcome) pairs.
+async fn trail(db: &Db, id: i64) -> Vec<(String, String)> {
+    let events = db.content_events(id).await.expect("content_events");
+    events.into_iter().map(|event| (event.stage, event.outcome)).collect()
+}
+
+async fn last_event(db: &Db, id: i64) -> ContentEvent {
+    let events = db.content_events(id).await.expect("content_events");
+    events.last().cloned().unwrap_or_else(|| panic!("item {id} has events"))
+}
+
+/// A reply of alice's (submitted by `submitted_by`) held in the airlock with the text
+/// "draft text" until `expires_at`.
+async fn held(db: &Db, key: &str, submitted_by: &str, inbound_id: Option<i64>, expires_at: i64) -> i64 {
+    let id = start(db, &new_content("generating", key, "reply", submitted_by, inbound_id)).await;
+    db.hold_content(id, "draft text", Some(FLAGS), "a first post", expires_at, "alice").await.expect("hold_content");
+    id
+}
+
+async fn inbound_id(db: &Db, remote_id: &str, persona: &str) -> i64 {
+    let id = db.insert_inbound(&inbound("local", remote_id, persona, false, "conv-1")).await.expect("insert_inbound");
+    id.unwrap_or_else(|| panic!("({remote_id}, {persona}) is new"))
+}
+
+async fn inbound_state_of(db: &Db, remote_id: &str, persona: &str) -> Option<String> {
+    db.inbound_state("local", remote_id, persona).await.expect("inbound_state")
+}
+
+/// Queues and publishes alice's post `key` as `remote_id`; returns its content item.
+async fn publish(db: &Db, key: &str, remote_id: &str) -> i64 {
+    db.enqueue(&outbox_item(key, "post", key), None).await.expect("enqueue");
+    let row = db.outbox_row(key).await.expect("outbox_row").expect("the row exists");
+    db.mark_sent(&row, remote_id, "sent").await.expect("mark_sent");
+    content_id(db, key).await
+}
+
+/// 19. Planned posts: stored once per key with a `plan` event, due oldest first, dispatched
+///     once, dropped only while planned; an agent resumes only its own dispatched posts.
+async fn planned_posts_are_stored_once_dispatched_once_and_dropped_only_when_planned(db: &Db) {
+    let now = chorus::store::now_ms();
+    let posts = [
+        planned("plan:alice:1", "alice", now - 3_000, Some("gardening")),
+        planned("plan:alice:2", "alice", now - 1_000, None),
+        planned("plan:bob:1", "bob", now - 2_000, Some("soil")),
+        planned("plan:alice:3", "alice", now + 60_000, Some("later")),
+    ];
+    assert_eq!(db.plan_posts(&posts).await.expect("plan_posts"), 4);
+    assert_eq!(db.plan_posts(&posts).await.expect("plan_posts again"), 0, "stored once per key");
+    assert_eq!(db.plan_posts(&[]).await.expect("plan_posts of nothing"), 0);
+    let changed = NewPlanned { topic: Some("changed".to_owned()), ..posts[0].clone() };
+    let mixed = [changed, planned("plan:bob:2", "bob", now + 120_000, None)];
+    assert_eq!(db.plan_posts(&mixed).await.expect("plan_posts mixed"), 1, "only the new key counts");
+
+    let [alice_1, alice_2, bob_1, alice_3] = [
+        content_id(db, "plan:alice:1").await,
+        content_id(db, "plan:alice:2").await,
+        content_id(db, "plan:bob:1").await,
+        content_id(db, "plan:alice:3").await,
+    ];
+    let first = content(db, alice_1).await;
+    assert_eq!(
+        (first.persona.as_str(), first.platform.as_str(), first.kind.as_str(), first.stage.as_str()),
+        ("alice", "local", "post", "planned")
+    );
+    assert_eq!((first.topic.as_deref(), first.due_at), (Some("gardening"), Some(now - 3_000)), "not overwritten");
+    assert_eq!((first.submitted_by.as_str(), first.campaign, first.text), ("alice", None, None));
+    let events = db.content_events(alice_1).await.expect("content_events");
+    assert_eq!(events.len(), 1, "one plan event, none for the second call: {events:?}");
+    let ContentEvent { stage, outcome, detail, actor, at } = &events[0];
+    assert_eq!(
+        (stage.as_str(), outcome.as_str(), detail.as_deref(), actor.as_str()),
+        ("plan", "planned", Some("topic: gardening"), "team_leader")
+    );
+    assert!(*at >= now, "the event time is epoch ms");
+    assert_eq!(last_event(db, alice_2).await.detail, None, "no topic, no detail");
+
+    let due =
+        |now: i64, limit: i64| async move { ids(&db.due_planned(now, limit).await.expect("due_planned"), |i| i.id) };
+    assert_eq!(due(now, 10).await, vec![alice_1, bob_1, alice_2], "due by now, oldest first");
+    assert_eq!(due(now, 2).await, vec![alice_1, bob_1], "limit");
+    assert_eq!(due(now - 2_000, 10).await, vec![alice_1, bob_1], "due_at == now is due");
+    assert!(due(now - 3_001, 10).await.is_empty());
+
+    assert!(db.dispatch_planned(alice_1).await.expect("dispatch_planned"));
+    assert!(!db.dispatch_planned(alice_1).await.expect("dispatch_planned again"), "dispatched once");
+    assert!(!db.dispatch_planned(alice_1 + 1_000).await.expect("dispatch_planned unknown"));
+    assert_eq!(content(db, alice_1).await.stage, "dispatched");
+    assert_eq!(trail(db, alice_1).await, pairs(&[("plan", "planned"), ("dispatch", "dispatched")]));
+    assert_eq!(last_event(db, alice_1).await.actor, "team_leader");
+    assert_eq!(due(now, 10).await, vec![bob_1, alice_2], "a dispatched post is no longer due");
+
+    assert!(!db.drop_missed(alice_1, "too late").await.expect("drop_missed dispatched"), "only planned posts");
+    assert_eq!(content(db, alice_1).await.stage, "dispatched");
+    assert!(db.drop_missed(alice_2, "agent busy").await.expect("drop_missed"));
+    let dropped = content(db, alice_2).await;
+    assert_eq!((dropped.stage.as_str(), dropped.reason.as_deref()), ("dropped", Some("agent busy")));
+    let event = last_event(db, alice_2).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref()),
+        ("dispatch", "dropped", Some("agent busy"))
+    );
+    assert!(!db.drop_missed(alice_2, "again").await.expect("drop_missed again"));
+    assert!(!db.dispatch_planned(alice_2).await.expect("dispatch a dropped post"));
+    assert_eq!(trail(db, alice_2).await, pairs(&[("plan", "planned"), ("dispatch", "dropped")]));
+    assert_eq!(due(now, 10).await, vec![bob_1]);
+
+    // Not alice's local dispatched posts: a dispatched reply, a post on another platform, a
+    // post at another stage, bob's.
+    assert!(db.dispatch_planned(alice_3).await.expect("dispatch alice_3"));
+    assert!(db.dispatch_planned(bob_1).await.expect("dispatch bob_1"));
+    let reply = start(db, &new_content("dispatched", "reply:alice:x", "reply", "alice", None)).await;
+    let elsewhere = NewPlanned { platform: "mastodon".to_owned(), ..planned("plan:alice:m", "alice", now, None) };
+    assert_eq!(db.plan_posts(&[elsewhere]).await.expect("plan_posts mastodon"), 1);
+    assert!(db.dispatch_planned(content_id(db, "plan:alice:m").await).await.expect("dispatch mastodon"));
+    start(db, &new_content("generating", "post:alice:g", "post", "alice", None)).await;
+
+    let resumed = db.dispatched_posts("alice", "local").await.expect("dispatched_posts alice");
+    assert_eq!(ids(&resumed, |i| i.id), vec![alice_1, alice_3], "alice's dispatched local posts, by due time");
+    assert!(!ids(&resumed, |i| i.id).contains(&reply), "never a reply");
+    let bobs = db.dispatched_posts("bob", "local").await.expect("dispatched_posts bob");
+    assert_eq!(ids(&bobs, |i| i.id), vec![bob_1]);
+    let mastodon = db.dispatched_posts("alice", "mastodon").await.expect("dispatched_posts mastodon");
+    assert_eq!(ids(&mastodon, |i| i.id), vec![content_id(db, "plan:alice:m").await]);
+    assert!(db.dispatched_posts("carol", "local").await.expect("dispatched_posts carol").is_empty());
+}
+
+/// 20. Items started at the generate stage: one per key; dropped, blocked (the mention is not
+///     answered), held (the mention leaves the agent's queue) or flagged on the way out.
+async fn started_content_is_dropped_blocked_held_or_flagged(db: &Db) {
+    let before = chorus::store::now_ms();
+    let m1 = inbound_id(db, "m1", "alice").await;
+    let m2 = inbound_id(db, "m2", "alice").await;
+    let m3 = inbound_id(db, "m3", "alice").await;
+
+    let reply = new_content("generating", "reply:alice:local:m1", "reply", "alice", Some(m1));
+    let id = start(db, &reply).await;
+    let again = NewContent { stage: "submitted", submitted_by: "bob".to_owned(), inbound_id: None, ..reply.clone() };
+    assert_eq!(start(db, &again).await, id, "the same key returns the same item");
+    let item = content(db, id).await;
+    assert_eq!(
+        (item.stage.as_str(), item.kind.as_str(), item.submitted_by.as_str(), item.inbound_id),
+        ("generating", "reply", "alice", Some(m1)),
+        "the second start changed nothing"
+    );
+    assert_eq!((item.reply_to.as_deref(), item.conversation.as_deref()), (Some("remote-42"), Some("conv-1")));
+    assert_eq!((item.text, item.flags, item.due_at), (None, None, None));
+    assert!(item.created_at >= before && item.updated_at >= item.created_at);
+    assert_eq!(db.reply_stage("reply:alice:local:m1").await.expect("reply_stage").as_deref(), Some("generating"));
+
+    let post = start(db, &new_content("submitted", "post:operator:1", "post", "operator", None)).await;
+    assert_ne!(post, id);
+    let item = content(db, post).await;
+    assert_eq!((item.stage.as_str(), item.submitted_by.as_str(), item.reply_to), ("submitted", "operator", None));
+
+    db.drop_content(post, "empty generation", "alice").await.expect("drop_content");
+    let dropped = content(db, post).await;
+    assert_eq!((dropped.stage.as_str(), dropped.reason.as_deref()), ("dropped", Some("empty generation")));
+    assert_eq!(
+        db.content_events(post)
+            .await
+            .expect("content_events")
+            .into_iter()
+            .map(|e| (e.stage, e.outcome, e.detail, e.actor))
+            .collect::<Vec<_>>(),
+        vec![("generate".to_owned(), "dropped".to_owned(), Some("empty generation".to_owned()), "alice".to_owned())]
+    );
+
+    let blocked = start(db, &new_content("generating", "reply:alice:local:m2", "reply", "alice", Some(m2))).await;
+    let link_flags = r#"[{"rule":"link","action":"block","reason":"links are not allowed"}]"#;
+    db.block_content(blocked, "buy at http://x", link_flags, "links are not allowed", "reviewer").await.expect("block");
+    let item = content(db, blocked).await;
+    assert_eq!(
+        (item.stage.as_str(), item.text.as_deref(), item.flags.as_deref(), item.reason.as_deref()),
+        ("blocked", Some("buy at http://x"), Some(link_flags), Some("links are not allowed"))
+    );
+    let event = last_event(db, blocked).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("review", "blocked", Some("links are not allowed"), "reviewer")
+    );
+    assert_eq!(
+        inbound_state_of(db, "m2", "alice").await.as_deref(),
+        Some("ignored"),
+        "a blocked reply answers nothing"
+    );
+    assert!(!db.outbox_exists("reply:alice:local:m2").await.expect("outbox_exists"), "never queued");
+
+    let hold_until = before + 600_000;
+    let holding = start(db, &new_content("generating", "reply:alice:local:m3", "reply", "alice", Some(m3))).await;
+    db.hold_content(holding, "a draft", Some(FLAGS), "a first post", hold_until, "alice").await.expect("hold_content");
+    let item = content(db, holding).await;
+    assert_eq!(
+        (item.stage.as_str(), item.text.as_deref(), item.flags.as_deref(), item.reason.as_deref(), item.expires_at),
+        ("held", Some("a draft"), Some(FLAGS), Some("a first post"), Some(hold_until))
+    );
+    let event = last_event(db, holding).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("approve", "held", Some("a first post"), "alice")
+    );
+    assert_eq!(inbound_state_of(db, "m3", "alice").await.as_deref(), Some("held"));
+    let pending = db.pending_inbound("alice", "local", 10).await.expect("pending_inbound");
+    assert_eq!(ids(&pending, |row| row.id), vec![m1], "blocked and held mentions are no longer pending");
+    assert_eq!(db.reply_stage("reply:alice:local:m3").await.expect("reply_stage").as_deref(), Some("held"));
+
+    db.set_content_flags(id, "the final text", Some(FLAGS)).await.expect("set_content_flags");
+    let item = content(db, id).await;
+    assert_eq!(
+        (item.stage.as_str(), item.text.as_deref(), item.flags.as_deref()),
+        ("generating", Some("the final text"), Some(FLAGS))
+    );
+    db.set_content_flags(id, "clean text", None).await.expect("set_content_flags without flags");
+    let item = content(db, id).await;
+    assert_eq!((item.text.as_deref(), item.flags), (Some("clean text"), None), "flags cleared");
+
+    db.content_event(id, "adapt", "shortened", Some("to 280 characters"), "alice").await.expect("content_event");
+    let event = last_event(db, id).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("adapt", "shortened", Some("to 280 characters"), "alice")
+    );
+}
+
+/// 21. The airlock: an approval queues a held item exactly once (with an edit, the original
+///     text is kept), the two-person rule, an expired hold, a rejection, an unknown item.
+async fn airlock_approves_once_edits_enforces_two_persons_and_refuses_expired(db: &Db) {
+    let now = chorus::store::now_ms();
+    let later = now + 600_000;
+
+    // A plain approval.
+    let m1 = inbound_id(db, "m1", "alice").await;
+    let key = "reply:alice:local:m1";
+    let id = held(db, key, "alice", Some(m1), later).await;
+    let approval = db.approve_content(id, "operator", None, false).await.expect("approve_content");
+    let Ok(Approval::Queued { outbox_id }) = approval else { panic!("a held item is approved: {approval:?}") };
+    let row = db.outbox_row(key).await.expect("outbox_row").expect("the approval queued a row");
+    assert_eq!(row.id, outbox_id);
+    assert_eq!(
+        (row.persona.as_str(), row.platform.as_str(), row.kind.as_str(), row.text.as_str()),
+        ("alice", "local", "reply", "draft text")
+    );
+    assert_eq!((row.reply_to.as_deref(), row.conversation.as_deref()), (Some("remote-42"), Some("conv-1")));
+    assert_eq!((row.status, row.attempts), (OutboxStatus::Pending, 0));
+    assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("answered"));
+    let item = content(db, id).await;
+    assert_eq!(
+        (item.stage.as_str(), item.decided_by.as_deref(), item.edited_by, item.original_text),
+        ("queued", Some("operator"), None, None)
+    );
+    assert!(item.decided_at.is_some_and(|at| at >= now), "decided_at {:?}", item.decided_at);
+    assert_eq!(trail(db, id).await, pairs(&[("approve", "held"), ("approve", "approved"), ("queue", "queued")]));
+    let events = db.content_events(id).await.expect("content_events");
+    assert_eq!(events[1].actor, "operator", "the approver is logged");
+
+    let again = db.approve_content(id, "someone", None, false).await.expect("approve again");
+    assert_eq!(again, Err(AirlockRefusal::NotHeld("queued".to_owned())));
+    let reject = db.reject_content(id, "someone", "too late").await.expect("reject after approval");
+    assert_eq!(reject, Err(AirlockRefusal::NotHeld("queued".to_owned())));
+    assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 1, sent: 0, failed: 0 });
+    assert_eq!(db.audit_trail(key).await.expect("audit_trail"), pairs(&[("enqueue", "pending")]), "queued once");
+    assert_eq!(content(db, id).await.decided_by.as_deref(), Some("operator"), "the refusals changed nothing");
+
+    // Edit, then approve; an "edit" to the same text is no edit.
+    let edited = held(db, "reply:alice:local:e", "alice", None, later).await;
+    let approval = db.approve_content(edited, "operator", Some("edited text"), false).await.expect("approve edit");
+    assert!(matches!(approval, Ok(Approval::Queued { .. })), "{approval:?}");
+    let item = content(db, edited).await;
+    assert_eq!(
+        (item.stage.as_str(), item.text.as_deref(), item.original_text.as_deref(), item.edited_by.as_deref()),
+        ("queued", Some("edited text"), Some("draft text"), Some("operator"))
+    );
+    let row = db.outbox_row("reply:alice:local:e").await.expect("outbox_row").expect("queued");
+    assert_eq!(row.text, "edited text", "the edited text is what is published");
+    assert_eq!(
+        trail(db, edited).await,
+        pairs(&[("approve", "held"), ("approve", "edited"), ("approve", "approved"), ("queue", "queued")])
+    );
+    let same = held(db, "reply:alice:local:s", "alice", None, later).await;
+    let approval = db.approve_content(same, "alice", Some("draft text"), false).await.expect("approve same text");
+    assert!(matches!(approval, Ok(Approval::Queued { .. })), "without the two-person rule a submitter approves");
+    let item = content(db, same).await;
+    assert_eq!((item.original_text, item.edited_by), (None, None), "the same text is not an edit");
+
+    // The two-person rule.
+    let post = start(db, &new_content("submitted", "post:carol:1", "post", "carol", None)).await;
+    db.hold_content(post, "draft text", None, "operator post", later, "team_leader").await.expect("hold_content");
+    let own = db.approve_content(post, "carol", None, true).await.expect("approve own");
+    assert!(matches!(own, Err(AirlockRefusal::SecondPersonNeeded(_))), "the submitter is refused: {own:?}");
+    let edit = db.approve_content(post, "dave", Some("dave's text"), true).await.expect("edit under two persons");
+    assert_eq!(edit, Ok(Approval::EditedAwaitingApproval));
+    let item = content(db, post).await;
+    assert_eq!(
+        (item.stage.as_str(), item.text.as_deref(), item.original_text.as_deref(), item.edited_by.as_deref()),
+        ("held", Some("dave's text"), Some("draft text"), Some("dave"))
+    );
+    assert_eq!((item.decided_by, item.decided_at), (None, None));
+    assert!(!db.outbox_exists("post:carol:1").await.expect("outbox_exists"), "an edit alone queues nothing");
+    for person in ["dave", "carol"] {
+        let refused = db.approve_content(post, person, None, true).await.expect("approve as editor or submitter");
+        assert!(matches!(refused, Err(AirlockRefusal::SecondPersonNeeded(_))), "{person}: {refused:?}");
+    }
+    assert_eq!(content(db, post).await.stage, "held");
+    let third = db.approve_content(post, "erin", None, true).await.expect("approve as a third person");
+    assert!(matches!(third, Ok(Approval::Queued { .. })), "{third:?}");
+    let item = content(db, post).await;
+    assert_eq!((item.stage.as_str(), item.decided_by.as_deref()), ("queued", Some("erin")));
+    let row = db.outbox_row("post:carol:1").await.expect("outbox_row").expect("queued");
+    assert_eq!((row.text.as_str(), row.kind.as_str()), ("dave's text", "post"));
+
+    // An expired hold: refused, expired, never queued, the mention not answered; an edit is not kept.
+    let m5 = inbound_id(db, "m5", "alice").await;
+    let expired = held(db, "reply:alice:local:m5", "alice", Some(m5), now - 1).await;
+    let late = db.approve_content(expired, "operator", Some("late edit"), false).await.expect("approve late");
+    assert_eq!(late, Err(AirlockRefusal::Expired));
+    let item = content(db, expired).await;
+    assert_eq!(
+        (item.stage.as_str(), item.reason.as_deref(), item.text.as_deref(), item.decided_by),
+        ("expired", Some("hold expired"), Some("draft text"), None)
+    );
+    assert!(!db.outbox_exists("reply:alice:local:m5").await.expect("outbox_exists"));
+    assert_eq!(inbound_state_of(db, "m5", "alice").await.as_deref(), Some("ignored"));
+    assert_eq!(trail(db, expired).await, pairs(&[("approve", "held"), ("approve", "expired")]));
+    let again = db.approve_content(expired, "operator", None, false).await.expect("approve expired again");
+    assert_eq!(again, Err(AirlockRefusal::NotHeld("expired".to_owned())));
+
+    // A rejection.
+    let m6 = inbound_id(db, "m6", "alice").await;
+    let rejected = held(db, "reply:alice:local:m6", "alice", Some(m6), later).await;
+    assert_eq!(db.reject_content(rejected, "operator", "off topic").await.expect("reject_content"), Ok(()));
+    let item = content(db, rejected).await;
+    assert_eq!(
+        (item.stage.as_str(), item.reason.as_deref(), item.decided_by.as_deref()),
+        ("rejected", Some("off topic"), Some("operator"))
+    );
+    assert!(item.decided_at.is_some());
+    let event = last_event(db, rejected).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("approve", "rejected", Some("off topic"), "operator")
+    );
+    assert_eq!(inbound_state_of(db, "m6", "alice").await.as_deref(), Some("ignored"));
+    let approve = db.approve_content(rejected, "operator", None, false).await.expect("approve after rejection");
+    assert_eq!(approve, Err(AirlockRefusal::NotHeld("rejected".to_owned())));
+    let reject = db.reject_content(rejected, "operator", "twice").await.expect("reject again");
+    assert_eq!(reject, Err(AirlockRefusal::NotHeld("rejected".to_owned())));
+    assert!(!db.outbox_exists("reply:alice:local:m6").await.expect("outbox_exists"));
+
+    // Unknown items and items that were never held.
+    let unknown = rejected + 1_000;
+    assert_eq!(
+        db.approve_content(unknown, "operator", None, false).await.expect("approve"),
+        Err(AirlockRefusal::NotFound)
+    );
+    assert_eq!(db.reject_content(unknown, "operator", "x").await.expect("reject"), Err(AirlockRefusal::NotFound));
+    let generating = start(db, &new_content("generating", "reply:alice:local:g", "reply", "alice", None)).await;
+    let approve = db.approve_content(generating, "operator", None, false).await.expect("approve generating");
+    assert_eq!(approve, Err(AirlockRefusal::NotHeld("generating".to_owned())));
+
+    assert_eq!(
+        db.outbox_counts().await.expect("outbox_counts"),
+        OutboxCounts { pending: 4, sent: 0, failed: 0 },
+        "one row per approved item"
+    );
+}
+
+/// 21b. Twenty concurrent decisions on one held item (approvals and rejections, by different
+///      people): exactly one takes effect, and the outbox has a row exactly when it was an approval.
+async fn concurrent_airlock_decisions_on_one_item_decide_once(db: &Db) {
+    const CALLS: usize = 20;
+    let mention = inbound_id(db, "m1", "alice").await;
+    let key = "reply:alice:local:m1";
+    let id = held(db, key, "alice", Some(mention), chorus::store::now_ms() + 600_000).await;
+    let tasks: Vec<_> = (0..CALLS)
+        .map(|call| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let by = format!("operator {call}");
+                if call % 2 == 0 {
+                    db.approve_content(id, &by, None, true).await.map(|decided| decided.map(|_| "approved"))
+                } else {
+                    db.reject_content(id, &by, "no").await.map(|decided| decided.map(|()| "rejected"))
+                }
+            })
+        })
+        .collect();
+    let mut decisions = Vec::new();
+    for (call, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap_or_else(|err| panic!("decision task {call} panicked: {err}"));
+        match result.unwrap_or_else(|err| panic!("decision call {call} failed: {err:?}")) {
+            Ok(decision) => decisions.push((call, decision)),
+            Err(AirlockRefusal::NotHeld(_)) => {}
+            Err(other) => panic!("call {call}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(decisions.len(), 1, "exactly one decision takes effect: {decisions:?}");
+    let (call, decision) = decisions[0];
+    let item = content(db, id).await;
+    assert_eq!(item.decided_by, Some(format!("operator {call}")), "the stored decider is the one that won");
+    let queued = db.outbox_exists(key).await.expect("outbox_exists");
+    let counts = db.outbox_counts().await.expect("outbox_counts");
+    if decision == "approved" {
+        assert_eq!((item.stage.as_str(), queued, counts.pending), ("queued", true, 1));
+        assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("answered"));
+    } else {
+        assert_eq!((item.stage.as_str(), queued, counts.pending), ("rejected", false, 0));
+        assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("ignored"));
+    }
+    let decided = trail(db, id).await.into_iter().filter(|(stage, _)| stage == "approve").count();
+    assert_eq!(decided, 2, "held, then one decision in the log");
+}
+
+/// 22. The hold sweep expires exactly the held items at or past their expiry, once.
+async fn expire_holds_expires_only_past_due_held_items(db: &Db) {
+    let now = chorus::store::now_ms();
+    let m1 = inbound_id(db, "m1", "alice").await;
+    let overdue = held(db, "reply:alice:local:m1", "alice", Some(m1), now - 1).await;
+    let due_now = held(db, "reply:alice:local:m2", "alice", None, now).await;
+    let later = held(db, "reply:alice:local:m3", "alice", None, now + 60_000).await;
+    let rejected = held(db, "reply:alice:local:m4", "alice", None, now - 1).await;
+    assert_eq!(db.reject_content(rejected, "operator", "no").await.expect("reject_content"), Ok(()));
+    let never_held = start(db, &new_content("generating", "reply:alice:local:m5", "reply", "alice", None)).await;
+
+    let mut expired = db.expire_holds(now).await.expect("expire_holds");
+    expired.sort_unstable();
+    assert_eq!(expired, vec![overdue, due_now]);
+    for (id, stage) in [
+        (overdue, "expired"),
+        (due_now, "expired"),
+        (later, "held"),
+        (rejected, "rejected"),
+        (never_held, "generating"),
+    ] {
+        assert_eq!(content(db, id).await.stage, stage, "item {id}");
+    }
+    assert_eq!(trail(db, overdue).await, pairs(&[("approve", "held"), ("approve", "expired")]));
+    assert_eq!(last_event(db, overdue).await.actor, "team_leader");
+    assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("ignored"), "its mention is not answered");
+    assert!(db.expire_holds(now).await.expect("expire_holds again").is_empty(), "expired once");
+    assert_eq!(db.expire_holds(now + 60_000).await.expect("expire_holds later"), vec![later]);
+    assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts::default(), "nothing queued");
+}
+
+/// 23. The outbox moves items: enqueue → `queued` (creating the item when there was none),
+///     sent → `published` with its remote id and time, refused → `failed`.
+async fn outbox_moves_content_items_to_queued_published_and_failed(db: &Db) {
+    let m1 = inbound_id(db, "m1", "alice").await;
+    let key = "reply:alice:local:m1";
+    let id = start(db, &new_content("generating", key, "reply", "alice", Some(m1))).await;
+    let enqueued = db.enqueue(&outbox_item(key, "reply", "the reply"), Some(m1)).await.expect("enqueue");
+    assert!(enqueued.created);
+    assert_eq!(content_id(db, key).await, id, "the existing item moved, no second item");
+    let item = content(db, id).await;
+    assert_eq!((item.stage.as_str(), item.text.as_deref()), ("queued", Some("the reply")));
+    assert_eq!(trail(db, id).await, pairs(&[("queue", "queued")]));
+    assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("answered"));
+    assert_eq!(db.reply_stage(key).await.expect("reply_stage").as_deref(), Some("queued"));
+
+    let row = db.outbox_row(key).await.expect("outbox_row").expect("queued");
+    let before = chorus::store::now_ms();
+    db.mark_sent(&row, "remote-7", "sent").await.expect("mark_sent");
+    let after = chorus::store::now_ms();
+    let item = content(db, id).await;
+    assert_eq!((item.stage.as_str(), item.remote_id.as_deref(), item.reason), ("published", Some("remote-7"), None));
+    assert!(item.published_at.is_some_and(|at| before <= at && at <= after), "published_at {:?}", item.published_at);
+    let event = last_event(db, id).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("publish", "published", Some("remote-7"), "publisher")
+    );
+    let duplicate = db.enqueue(&outbox_item(key, "reply", "again"), None).await.expect("enqueue again");
+    assert!(!duplicate.created);
+    assert_eq!(content(db, id).await.stage, "published", "a duplicate enqueue does not move the item back");
+
+    // Queued without an item: the item is created, by its persona.
+    let post = outbox_item("post:alice:1", "post", "a post");
+    db.enqueue(&post, None).await.expect("enqueue a post");
+    let created = content(db, content_id(db, "post:alice:1").await).await;
+    assert_eq!(
+        (created.persona.as_str(), created.platform.as_str(), created.kind.as_str(), created.stage.as_str()),
+        ("alice", "local", "post", "queued")
+    );
+    assert_eq!((created.text.as_deref(), created.submitted_by.as_str()), (Some("a post"), "alice"));
+    assert_eq!((created.reply_to, created.conversation.as_deref(), created.inbound_id), (None, Some("conv-1"), None));
+    assert_eq!(trail(db, created.id).await, pairs(&[("queue", "queued")]));
+    assert_eq!(last_event(db, created.id).await.actor, "alice");
+
+    let row = db.outbox_row("post:alice:1").await.expect("outbox_row").expect("queued");
+    db.mark_failed(&row, "forbidden").await.expect("mark_failed");
+    let failed = content(db, created.id).await;
+    assert_eq!(
+        (failed.stage.as_str(), failed.reason.as_deref(), failed.remote_id, failed.published_at),
+        ("failed", Some("forbidden"), None, None)
+    );
+    let event = last_event(db, created.id).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("publish", "failed", Some("forbidden"), "publisher")
+    );
+
+    // A reply queued without an item keeps its mention.
+    let m2 = inbound_id(db, "m2", "alice").await;
+    db.enqueue(&outbox_item("reply:alice:local:m2", "reply", "hi"), Some(m2)).await.expect("enqueue a reply");
+    let reply = content(db, content_id(db, "reply:alice:local:m2").await).await;
+    assert_eq!(
+        (reply.stage.as_str(), reply.inbound_id, reply.reply_to.as_deref()),
+        ("queued", Some(m2), Some("remote-42"))
+    );
+}
+
+/// 24. Listing items: each filter alone, all together, none; newest first; the stage log in order.
+async fn content_items_filter_newest_first_and_events_in_order(db: &Db) {
+    let now = chorus::store::now_ms();
+    assert_eq!(db.plan_posts(&[planned("p1", "alice", now, None)]).await.expect("plan_posts"), 1);
+    let planned_post = content_id(db, "p1").await;
+    let alice_reply = start(db, &new_content("generating", "r1", "reply", "alice", None)).await;
+    let mastodon_post = start(
+        db,
+        &NewContent { platform: "mastodon".to_owned(), ..new_content("submitted", "p2", "post", "operator", None) },
+    )
+    .await;
+    let bob_reply =
+        start(db, &NewContent { persona: "bob".to_owned(), ..new_content("generating", "r2", "reply", "bob", None) })
+            .await;
+    let bob_post = NewOutbox {
+        persona: "bob".to_owned(),
+        platform: "mastodon".to_owned(),
+        ..outbox_item("p3", "post", "bob's post")
+    };
+    db.enqueue(&bob_post, None).await.expect("enqueue");
+    let queued_post = content_id(db, "p3").await;
+
+    let list = |stage: Option<&str>, persona: Option<&str>, platform: Option<&str>, kind: Option<&str>, limit: i64| {
+        let filter = ContentFilter {
+            stage: stage.map(str::to_owned),
+            persona: persona.map(str::to_owned),
+            platform: platform.map(str::to_owned),
+            kind: kind.map(str::to_owned),
+            limit,
+        };
+        async move { ids(&db.content_items(&filter).await.expect("content_items"), |i| i.id) }
+    };
+    assert_eq!(
+        list(None, None, None, None, 10).await,
+        vec![queued_post, bob_reply, mastodon_post, alice_reply, planned_post],
+        "all, newest first"
+    );
+    assert_eq!(list(None, None, None, None, 2).await, vec![queued_post, bob_reply], "limit");
+    assert_eq!(list(Some("planned"), None, None, None, 10).await, vec![planned_post], "by stage");
+    assert_eq!(list(Some("generating"), None, None, None, 10).await, vec![bob_reply, alice_reply]);
+    assert_eq!(list(Some("queued"), None, None, None, 10).await, vec![queued_post]);
+    assert!(list(Some("published"), None, None, None, 10).await.is_empty());
+    assert_eq!(list(None, Some("bob"), None, None, 10).await, vec![queued_post, bob_reply], "by persona");
+    assert_eq!(
+        list(None, Some("alice"), None, None, 10).await,
+        vec![mastodon_post, alice_reply, planned_post],
+        "an operator's post belongs to its persona"
+    );
+    assert_eq!(list(None, None, Some("mastodon"), None, 10).await, vec![queued_post, mastodon_post], "by platform");
+    assert_eq!(list(None, None, None, Some("reply"), 10).await, vec![bob_reply, alice_reply], "by kind");
+    assert_eq!(list(None, None, None, Some("post"), 10).await, vec![queued_post, mastodon_post, planned_post]);
+    assert_eq!(
+        list(Some("generating"), Some("alice"), Some("local"), Some("reply"), 10).await,
+        vec![alice_reply],
+        "all filters together"
+    );
+    assert!(list(Some("generating"), Some("alice"), Some("mastodon"), None, 10).await.is_empty());
+    let queued = ContentFilter { stage: Some("queued".to_owned()), limit: 10, ..Default::default() };
+    let listed = db.content_items(&queued).await.expect("content_items");
+    assert_eq!(listed, vec![content(db, queued_post).await], "the listed rows are the stored rows");
+
+    let steps =
+        [("generate", "written", Some("draft 1")), ("review", "passed", None), ("adapt", "shortened", Some("280"))];
+    for (stage, outcome, detail) in steps {
+        db.content_event(alice_reply, stage, outcome, detail, "alice").await.expect("content_event");
+    }
+    let events = db.content_events(alice_reply).await.expect("content_events");
+    let logged: Vec<_> = events.iter().map(|e| (e.stage.as_str(), e.outcome.as_str(), e.detail.as_deref())).collect();
+    assert_eq!(logged, steps.to_vec(), "oldest first");
+    assert!(events.windows(2).all(|pair| pair[0].at <= pair[1].at), "times do not go back");
+    assert!(db.content_events(alice_reply + 1_000).await.expect("content_events unknown").is_empty());
+}
+
+/// 25. Coordination: the first assignment of a message wins; the pending load per persona;
+///     where a persona's reply and its copy of a message are.
+async fn thread_assignment_first_wins_and_pending_load_counts_pending_mentions(db: &Db) {
+    let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+    assert_eq!(db.thread_assignment("local", "m1").await.expect("thread_assignment"), None);
+    let first =
+        StoredAssignment { first: "alice".to_owned(), joiners: names(&["bob", "carol"]), skipped: names(&["dave"]) };
+    let second = StoredAssignment { first: "bob".to_owned(), joiners: vec![], skipped: vec![] };
+    assert_eq!(db.assign_thread("local", "m1", &first, "alice first").await.expect("assign_thread"), first);
+    assert_eq!(db.thread_assignment("local", "m1").await.expect("thread_assignment"), Some(first.clone()));
+    let again = db.assign_thread("local", "m1", &second, "bob first").await.expect("assign_thread again");
+    assert_eq!(again, first, "the first decision stays in force");
+    assert_eq!(db.thread_assignment("local", "m1").await.expect("thread_assignment"), Some(first.clone()));
+    assert_eq!(
+        db.assign_thread("mastodon", "m1", &second, "bob").await.expect("assign_thread"),
+        second,
+        "per platform"
+    );
+    assert_eq!(
+        db.thread_assignment("mastodon", "m1").await.expect("thread_assignment"),
+        Some(second.clone()),
+        "empty lists round-trip"
+    );
+    let one_each = StoredAssignment { first: "carol".to_owned(), joiners: names(&["alice"]), skipped: vec![] };
+    assert_eq!(db.assign_thread("local", "m2", &one_each, "carol").await.expect("assign_thread"), one_each);
+    assert_eq!(db.thread_assignment("local", "m2").await.expect("thread_assignment"), Some(one_each));
+
+    let personas = names(&["alice", "bob", "carol"]);
+    let load = |platform: &'static str, personas: Vec<String>| async move {
+        db.pending_load(platform, &personas).await.expect("pending_load")
+    };
+    let counts = |pairs: &[(&str, i64)]| pairs.iter().map(|(name, n)| (name.to_string(), *n)).collect::<Vec<_>>();
+    assert_eq!(load("local", personas.clone()).await, counts(&[("alice", 0), ("bob", 0), ("carol", 0)]));
+    let alice_m1 = inbound_id(db, "m1", "alice").await;
+    let alice_m2 = inbound_id(db, "m2", "alice").await;
+    let _alice_m3 = inbound_id(db, "m3", "alice").await;
+    let bob_m1 = inbound_id(db, "m1", "bob").await;
+    let on_mastodon = db.insert_inbound(&inbound("mastodon", "m9", "bob", false, "c")).await.expect("insert");
+    assert!(on_mastodon.is_some());
+    assert_eq!(load("local", personas.clone()).await, counts(&[("alice", 3), ("bob", 1), ("carol", 0)]));
+    assert_eq!(load("mastodon", personas.clone()).await, counts(&[("alice", 0), ("bob", 1), ("carol", 0)]));
+    assert!(load("local", vec![]).await.is_empty());
+
+    db.ignore_inbound(alice_m2, "loop guard").await.expect("ignore_inbound");
+    let key = "reply:alice:local:m1";
+    assert_eq!(db.reply_stage(key).await.expect("reply_stage"), None, "nothing decided yet");
+    let reply = held(db, key, "alice", Some(alice_m1), chorus::store::now_ms() + 60_000).await;
+    db.enqueue(
+        &NewOutbox { persona: "bob".to_owned(), ..outbox_item("reply:bob:local:m1", "reply", "hi") },
+        Some(bob_m1),
+    )
+    .await
+    .expect("enqueue bob's reply");
+    assert_eq!(
+        load("local", personas.clone()).await,
+        counts(&[("alice", 1), ("bob", 0), ("carol", 0)]),
+        "ignored, held and answered mentions are not pending"
+    );
+    assert_eq!(db.reply_stage(key).await.expect("reply_stage").as_deref(), Some("held"));
+    assert_eq!(db.reply_stage("reply:bob:local:m1").await.expect("reply_stage").as_deref(), Some("queued"));
+    assert_eq!(db.reject_content(reply, "operator", "no").await.expect("reject_content"), Ok(()));
+    assert_eq!(db.reply_stage(key).await.expect("reply_stage").as_deref(), Some("rejected"));
+
+    assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("ignored"), "rejected");
+    assert_eq!(inbound_state_of(db, "m1", "bob").await.as_deref(), Some("answered"));
+    assert_eq!(inbound_state_of(db, "m2", "alice").await.as_deref(), Some("ignored"));
+    assert_eq!(inbound_state_of(db, "m3", "alice").await.as_deref(), Some("pending"));
+    assert_eq!(inbound_state_of(db, "m1", "carol").await, None, "per persona");
+    assert_eq!(db.inbound_state("mastodon", "m1", "alice").await.expect("inbound_state"), None, "per platform");
+    assert_eq!(db.inbound_state("mastodon", "m9", "bob").await.expect("inbound_state").as_deref(), Some("pending"));
+}
+
+/// 26. Engagement: published items with a remote id inside the window and due are measured;
+///     a fetch stores a row and pushes the next fetch; a missing item stores none.
+async fn engagement_is_measured_inside_the_window_and_rescheduled(db: &Db) {
+    let day = 86_400_000;
+    let before = chorus::store::now_ms();
+    let first = publish(db, "post:1", "remote-1").await;
+    clock_past(chorus::store::now_ms()).await;
+    let second = publish(db, "post:2", "remote-2").await;
+    let after = chorus::store::now_ms();
+    let first_at = content(db, first).await.published_at.expect("published_at");
+    let second_at = content(db, second).await.published_at.expect("published_at");
+    assert!(before <= first_at && first_at < second_at && second_at <= after);
+
+    // Neither queued nor failed items are measured.
+    db.enqueue(&outbox_item("post:queued", "post", "q"), None).await.expect("enqueue");
+    db.enqueue(&outbox_item("post:failed", "post", "f"), None).await.expect("enqueue");
+    let row = db.outbox_row("post:failed").await.expect("outbox_row").expect("queued");
+    db.mark_failed(&row, "forbidden").await.expect("mark_failed");
+
+    let measure = |now: i64, after_ms: i64, for_ms: i64, limit: i64| async move {
+        let items = db.items_to_measure(now, after_ms, for_ms, limit).await.expect("items_to_measure");
+        assert!(items.iter().all(|item| item.stage == "published" && item.remote_id.is_some()), "{items:?}");
+        ids(&items, |item| item.id)
+    };
+    assert_eq!(measure(after, 0, day, 10).await, vec![first, second], "oldest publish first");
+    assert_eq!(measure(after, 0, day, 1).await, vec![first], "limit");
+    assert!(measure(after, after - before + 1, day, 10).await.is_empty(), "too fresh");
+    assert!(measure(after + day + 1, 0, day, 10).await.is_empty(), "too old");
+    assert_eq!(measure(first_at + 1_000, 1_000, day, 10).await, vec![first], "published at now - after counts");
+    assert_eq!(measure(second_at + day, 0, day, 10).await, vec![second], "published at now - for counts");
+
+    let likes = Engagement { likes: 3, replies: 1, reposts: 0, impressions: None };
+    db.record_engagement(first, Some(&likes), after + 60_000).await.expect("record_engagement");
+    assert_eq!(db.latest_engagement(first).await.expect("latest_engagement"), Some(likes));
+    assert_eq!(measure(after, 0, day, 10).await, vec![second], "not measured again before its next fetch");
+    assert_eq!(measure(after + 59_999, 0, day, 10).await, vec![second]);
+    assert_eq!(measure(after + 60_000, 0, day, 10).await, vec![first, second], "due again at its next fetch");
+    let event = last_event(db, first).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("measure", "measured", Some("likes 3, replies 1, reposts 0"), "team_leader")
+    );
+
+    let more = Engagement { likes: 10, replies: 4, reposts: 2, impressions: Some(1_234) };
+    db.record_engagement(first, Some(&more), after + 120_000).await.expect("record_engagement again");
+    assert_eq!(db.latest_engagement(first).await.expect("latest_engagement"), Some(more), "the most recent fetch");
+    assert_eq!(content(db, first).await.stage, "published", "measuring does not move the item");
+
+    assert_eq!(db.latest_engagement(second).await.expect("latest_engagement"), None);
+    db.record_engagement(second, None, after + 60_000).await.expect("record_engagement missing");
+    assert_eq!(db.latest_engagement(second).await.expect("latest_engagement"), None, "no row for a missing item");
+    assert!(measure(after, 0, day, 10).await.is_empty(), "the missing item's next fetch moved too");
+    assert_eq!(measure(after + 60_000, 0, day, 10).await, vec![second]);
+    let event = last_event(db, second).await;
+    assert_eq!(
+        (event.stage.as_str(), event.outcome.as_str(), event.detail.as_deref(), event.actor.as_str()),
+        ("measure", "missing", Some("not found on the platform"), "team_leader")
+    );
+    assert_eq!(
+        trail(db, second).await,
+        pairs(&[("queue", "queued"), ("publish", "published"), ("measure", "missing")])
+    );
 }
 
 /// `store.password` is put into the connection URL, encoded (the server here trusts local

@@ -6,6 +6,7 @@
 //! token from `admin.token` (by default the `CHORUS_ADMIN_TOKEN` environment variable); without a
 //! configured token those routes answer 503.
 
+mod content;
 mod error;
 mod page;
 mod trading;
@@ -53,6 +54,23 @@ pub struct AdminState {
     pub directory: Arc<Directory>,
     /// The trading kill switch.
     pub trading: Arc<crate::trader::TradingControl>,
+    /// The running configuration (replaced on reload), for the review of operators' posts and edits.
+    pub config: Arc<std::sync::Mutex<Arc<crate::config::Config>>>,
+    /// The platforms, for their text limits.
+    pub platforms: crate::platform::Platforms,
+}
+
+impl AdminState {
+    pub fn current_config(&self) -> Arc<crate::config::Config> {
+        crate::sync::lock(&self.config).clone()
+    }
+
+    /// The longest text `platform` takes.
+    pub fn max_chars(&self, platform: crate::config::PlatformKind) -> usize {
+        self.platforms
+            .get(platform)
+            .map_or(crate::platform::local::MAX_POST_CHARS, |platform| platform.max_text_chars())
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -62,6 +80,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/local/faults/{account}", put(set_fault))
         .route("/admin/memory/{persona}/search", get(memory_search))
         .merge(trading::routes())
+        .merge(content::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(|| async { Html(page::TIMELINE) }))

@@ -180,7 +180,7 @@ async fn decide(State(state): State<AdminState>, Path(persona): Path<String>) ->
 }
 
 /// The name of whoever acts, required for the audit trail.
-fn who(by: &str) -> Result<&str, ApiError> {
+pub(super) fn who(by: &str) -> Result<&str, ApiError> {
     let by = by.trim();
     if by.is_empty() || by.chars().count() > 64 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "by: expected who is acting (1 to 64 characters)"));

@@ -13,15 +13,22 @@
 //!   Memory recall → LlmPool (with the platform's typing indicator on while it runs) → finishing →
 //!   Publisher `Enqueue`, which marks the mention answered in the outbox transaction. After a
 //!   crash, pending mentions are simply picked up again.
-//! - **Posts.** One original post per `schedule.every` slot (offset by a deterministic jitter);
-//!   the slot number is in the idempotency key, so a restart never posts a slot twice.
+//! - **Coordination.** A mention that @-mentions several personas is answered first by the one the
+//!   TeamLeader's rule picks (topic fit, then load; decided once and stored), then by at most
+//!   `team.max_joiners` others, each after the first answer is published; the rest skip it.
+//! - **Posts.** The TeamLeader plans posts and sends each due one ([`AgentMsg::PostDue`]); the
+//!   agent writes them one at a time about the planned topic. The plan's key is the idempotency
+//!   key, so a restart never posts a slot twice; posts handed over but not written are resumed at
+//!   the next start.
+//! - **Review and airlock.** Every draft goes through [`crate::pipeline::gate`] (adapt, policy
+//!   review, airlock) before the outbox: it is queued, held for a human, or blocked.
 //! - **Failures.** A poll is retried twice in its task; `agents.max_poll_failures` failed polls in a
 //!   row return `Err` ("restart me"); an authentication error fails at once, which opens the
 //!   agent's circuit in the supervisor.
 
 mod prompt;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,12 +40,16 @@ use crate::directory::Directory;
 use crate::llm::{ChatMessage, CompletionRequest, LlmError, LlmMsg, Role, Task};
 use crate::memory::{MemoryMsg, Recollection, Verdict};
 use crate::metrics as m;
+use crate::pipeline::{self, Gate, Gatekeeper};
 use crate::platform::{LiveConnection, LiveEvent, LiveSink, MentionBatch, Platform, PlatformError};
 use crate::publisher::PublisherMsg;
-use crate::store::{Db, InboundRow, MemoryKind, NewInbound, NewMemory, NewOutbox, now_ms};
+use crate::store::{
+    ContentItem, Db, InboundRow, MemoryKind, NewContent, NewInbound, NewMemory, NewOutbox, StoredAssignment, now_ms,
+};
 use crate::task::AbortOnDrop;
+use crate::team_leader::coordinate::{self, Candidate, Role as Turn};
 
-pub use prompt::finish;
+pub use prompt::{POST_ABOUT, finish};
 
 /// How long a reply waits for the LlmPool before the mention is retried later.
 const GENERATION_TIMEOUT_MS: u64 = 180_000;
@@ -50,6 +61,12 @@ const RETRY_OVER_BUDGET_AFTER: Duration = Duration::from_secs(300);
 const POLL_RETRIES: u32 = 2;
 /// First delay between those retries (then doubled, capped at the poll interval).
 const POLL_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// A planned post whose writing failed is tried again after this long ...
+const POST_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// ... until it is this late.
+const POST_GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
+/// How often a joiner looks again whether the first answer is out.
+const JOIN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How often the typing indicator is renewed while a reply is generated (Discord shows it for
 /// about ten seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
@@ -61,8 +78,11 @@ pub struct Agent;
 pub struct AgentArgs {
     pub key: AgentKey,
     pub persona: Arc<Persona>,
-    /// Every persona's handle, for the loop guard.
-    pub team: Arc<BTreeSet<String>>,
+    /// Review and airlock of this persona here; its `team` (every persona's handle on this
+    /// platform) also feeds the loop guard.
+    pub keeper: Arc<Gatekeeper>,
+    /// Every persona on this platform, for coordination.
+    pub roster: Arc<Vec<Member>>,
     pub platform: Arc<dyn Platform>,
     pub db: Db,
     pub directory: Arc<Directory>,
@@ -80,6 +100,33 @@ pub struct AgentSettings {
     pub context_tokens: u32,
     pub recall_relevant: u32,
     pub dedup_attempts: u32,
+    /// How many personas may join the first answer to a message that mentions several.
+    pub max_joiners: usize,
+    /// How long a joiner waits for the first answer.
+    pub join_wait: Duration,
+}
+
+/// A persona of the team on one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub handle: String,
+    pub persona: String,
+    pub topics: Vec<String>,
+}
+
+impl Member {
+    pub fn roster(config: &Config, platform: crate::config::PlatformKind) -> Vec<Member> {
+        config
+            .personas
+            .values()
+            .filter(|persona| persona.platforms.contains(&platform))
+            .map(|persona| Member {
+                handle: persona.handle_on(platform),
+                persona: persona.name.clone(),
+                topics: persona.topics.clone(),
+            })
+            .collect()
+    }
 }
 
 impl AgentSettings {
@@ -95,6 +142,8 @@ impl AgentSettings {
             context_tokens: service.memory.context_tokens,
             recall_relevant: service.memory.recall_relevant,
             dedup_attempts: service.memory.dedup_attempts,
+            max_joiners: service.team.max_joiners as usize,
+            join_wait: service.team.join_wait.get(),
         }
     }
 }
@@ -109,7 +158,9 @@ pub struct AgentState {
     in_flight: HashMap<i64, AbortOnDrop>,
     /// Inbound ids whose generation failed, with when to try again.
     retry_at: HashMap<i64, Instant>,
-    /// The scheduled post being written, if any.
+    /// Planned posts handed over by the TeamLeader, to write one at a time.
+    posts: VecDeque<ContentItem>,
+    /// The post being written, if any.
     posting: Option<AbortOnDrop>,
     draining: bool,
     drain_waiters: Vec<RpcReplyPort<()>>,
@@ -127,9 +178,9 @@ pub enum AgentMsg {
     /// Answering a mention finished: queued or ignored (`retry_after: None`), or failed and to be
     /// tried again after `retry_after`.
     ReplyDone { inbound_id: i64, retry_after: Option<Duration> },
-    /// The scheduled post of slot `slot` is due.
-    PostDue { slot: i64 },
-    /// The scheduled post finished.
+    /// A planned post is due (from the TeamLeader; the item is `dispatched`).
+    PostDue(Box<ContentItem>),
+    /// The post being written finished.
     PostDone,
     /// Stop intake and schedules; answer once nothing is in flight (graceful shutdown).
     Drain { reply: RpcReplyPort<()> },
@@ -144,15 +195,14 @@ impl Actor for Agent {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: Arc<AgentArgs>,
     ) -> Result<AgentState, ActorProcessingErr> {
         let platform = args.key.platform.as_str();
         let cursor = args.db.cursor(&args.persona.name, platform).await?;
-        let mut timers: Vec<AbortOnDrop> = Vec::new();
-        if args.platform.posts_enabled(&args.persona.name) {
-            timers.push(schedule_first_post(&myself, &args));
-        }
+        // Posts handed over before a restart and not written yet.
+        let posts = args.db.dispatched_posts(&args.persona.name, platform).await?.into();
+        let timers: Vec<AbortOnDrop> = Vec::new();
         tracing::info!(agent = %args.key, "agent started");
         Ok(AgentState {
             args,
@@ -161,6 +211,7 @@ impl Actor for Agent {
             poll_failures: 0,
             in_flight: HashMap::new(),
             retry_at: HashMap::new(),
+            posts,
             posting: None,
             draining: false,
             drain_waiters: Vec::new(),
@@ -177,7 +228,9 @@ impl Actor for Agent {
             state.timers.push(poll_timer(&myself, state.args.settings.poll_every));
         }
         // Mentions stored but not answered before a restart are answered now.
-        self.fill(&myself, state).await
+        self.fill(&myself, state).await?;
+        self.next_post(&myself, state);
+        Ok(())
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
@@ -244,32 +297,25 @@ impl Actor for Agent {
                 self.fill(&myself, state).await?;
                 self.maybe_finish_drain(state);
             }
-            AgentMsg::PostDue { slot } => {
+            AgentMsg::PostDue(item) => {
                 if state.draining {
+                    // Still `dispatched`: written after the next start.
                     return Ok(());
                 }
-                state.timers.push(schedule_post(&myself, &state.args, slot + 1));
-                if state.posting.is_some() {
-                    return Ok(());
+                if !state.posts.iter().any(|queued| queued.id == item.id) {
+                    state.posts.push_back(*item);
                 }
-                let args = state.args.clone();
-                let myself = myself.clone();
-                let task = tokio::spawn(async move {
-                    if let Err(err) = scheduled_post(&args, slot).await {
-                        tracing::warn!(agent = %args.key, slot, error = %err, "scheduled post failed; the next slot will try again");
-                    }
-                    let _ = myself.send_message(AgentMsg::PostDone);
-                });
-                state.posting = Some(task.into());
-                state.timers.retain(|timer| !timer.is_finished());
+                self.next_post(&myself, state);
             }
             AgentMsg::PostDone => {
                 state.posting = None;
+                self.next_post(&myself, state);
                 self.maybe_finish_drain(state);
             }
             AgentMsg::Drain { reply } => {
                 state.draining = true;
                 state.timers.clear();
+                state.posts.clear();
                 if let Some(live) = state.live.take() {
                     // In a task: closing may take seconds, and in-flight replies must finish.
                     tokio::spawn(live.close());
@@ -304,6 +350,30 @@ impl Actor for Agent {
 }
 
 impl Agent {
+    /// Starts writing the next handed-over post, unless one is being written.
+    fn next_post(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
+        if state.draining || state.posting.is_some() {
+            return;
+        }
+        let Some(item) = state.posts.pop_front() else { return };
+        let args = state.args.clone();
+        let myself = myself.clone();
+        let task = tokio::spawn(async move {
+            if let Err(err) = planned_post(&args, &item).await {
+                // Tried again a minute later while it is less than an hour late (after that, at
+                // the next start: it stays `dispatched`).
+                let late = now_ms() - item.due_at.unwrap_or_else(now_ms);
+                tracing::warn!(agent = %args.key, item = item.id, error = %err, "planned post failed");
+                if late < POST_GIVE_UP_AFTER.as_millis() as i64 {
+                    // Detached: dropping a timer's JoinHandle does not cancel it.
+                    drop(myself.send_after(POST_RETRY_AFTER, move || AgentMsg::PostDue(Box::new(item))));
+                }
+            }
+            let _ = myself.send_message(AgentMsg::PostDone);
+        });
+        state.posting = Some(task.into());
+    }
+
     /// Stores each mention once, remembers it, then moves the cursor.
     async fn store_mentions(&self, state: &mut AgentState, batch: MentionBatch) -> Result<(), ActorProcessingErr> {
         let args = &state.args;
@@ -315,7 +385,7 @@ impl Agent {
                 remote_id: &mention.remote_id,
                 persona: &args.persona.name,
                 author: &mention.author,
-                author_is_persona: args.team.contains(&author) || mention.from_bot,
+                author_is_persona: args.keeper.team.contains(&author) || mention.from_bot,
                 text: &mention.text,
                 conversation: &mention.conversation,
             };
@@ -385,7 +455,7 @@ impl Agent {
             let myself = myself.clone();
             let task = tokio::spawn(async move {
                 let retry_after = match answer(&args, &row).await {
-                    Ok(()) => None,
+                    Ok(wait) => wait,
                     Err(err) => {
                         let over_budget = matches!(err.downcast_ref(), Some(LlmError::BudgetExceeded { .. }));
                         let retry_after = if over_budget { RETRY_OVER_BUDGET_AFTER } else { RETRY_FAILED_AFTER };
@@ -442,13 +512,46 @@ async fn poll_with_retries(args: &AgentArgs, cursor: Option<&str>) -> Result<Men
     }
 }
 
-/// Generates and queues the reply to one mention. Errors leave the mention pending.
-async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<()> {
+/// Generates and queues the reply to one mention. Errors leave the mention pending; `Some(wait)`
+/// means "not yet" (a joiner waiting for the first answer).
+async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Option<Duration>> {
     use anyhow::Context as _;
     let platform = args.key.platform.as_str();
-    let key = format!("reply:{platform}:{}:{}", args.persona.name, row.remote_id);
+    match turn(args, row).await? {
+        Turn::First => {}
+        Turn::Joiner => {
+            if let Some(wait) = joiner_wait(args, row).await? {
+                return Ok(Some(wait));
+            }
+        }
+        Turn::Skipped => {
+            args.db.ignore_inbound(row.id, "coordination_skipped").await?;
+            metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => "coordination_skipped")
+                .increment(1);
+            return Ok(None);
+        }
+    }
+    let key = reply_key(platform, &args.persona.name, &row.remote_id);
+    let item_id = args
+        .db
+        .start_content(&NewContent {
+            stage: "generating",
+            idempotency_key: key.clone(),
+            persona: args.persona.name.clone(),
+            platform: platform.to_owned(),
+            kind: "reply".to_owned(),
+            reply_to: Some(row.remote_id.clone()),
+            conversation: Some(row.conversation.clone()),
+            inbound_id: Some(row.id),
+            submitted_by: args.persona.name.clone(),
+        })
+        .await?;
     let recollection = recall(args, Some(&row.conversation), Some(&row.text)).await;
-    let context = prompt::Context { recollection: &recollection, budget_tokens: args.settings.context_tokens as usize };
+    let context = prompt::Context {
+        recollection: &recollection,
+        budget_tokens: args.settings.context_tokens as usize,
+        brand: &args.keeper.brand,
+    };
     let request = CompletionRequest {
         persona: args.persona.clone(),
         task: Task::Reply,
@@ -462,11 +565,30 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<()> {
     let text = match drafted? {
         Draft::Text(text) => text,
         Draft::Dropped(reason) => {
+            args.db.drop_content(item_id, reason, &args.persona.name).await?;
             args.db.ignore_inbound(row.id, reason).await?;
             metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => reason).increment(1);
-            return Ok(());
+            return Ok(None);
         }
     };
+    args.db.content_event(item_id, "generate", "generated", None, &args.persona.name).await?;
+    let gated = pipeline::gate(
+        &args.db,
+        &args.directory,
+        &args.keeper,
+        pipeline::Draft {
+            item_id,
+            kind: "reply",
+            text: &text,
+            platform: args.key.platform,
+            max_chars: args.platform.max_text_chars(),
+            replying_to: Some(&row.author),
+            persona: &args.persona,
+            actor: &args.persona.name,
+        },
+    )
+    .await?;
+    let Gate::Queue(text) = gated else { return Ok(None) };
     let item = NewOutbox {
         idempotency_key: key,
         persona: args.persona.name.clone(),
@@ -476,13 +598,113 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<()> {
         reply_to: Some(row.remote_id.clone()),
         conversation: Some(row.conversation.clone()),
     };
-    enqueue(args, item, Some(row.id)).await.context("queue reply")
+    enqueue(args, item, Some(row.id)).await.context("queue reply")?;
+    Ok(None)
 }
 
-/// Generates and queues the post of one schedule slot, unless that slot is already queued.
-async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
+fn reply_key(platform: &str, persona: &str, remote_id: &str) -> String {
+    format!("reply:{platform}:{persona}:{remote_id}")
+}
+
+/// This persona's turn on a mention: `First` unless the mention @-mentions several personas of
+/// the team (or another persona was already assigned to it), in which case the stored
+/// assignment decides. The first agent to see such a mention decides for everyone it names, by
+/// topic fit and load ([`coordinate::assign`]); the insert is conditional, so two agents deciding
+/// at once end up with the same answer.
+async fn turn(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Turn> {
     let platform = args.key.platform.as_str();
-    let key = format!("post:{platform}:{}:{slot}", args.persona.name);
+    let handles: Vec<(String, String)> =
+        args.roster.iter().map(|member| (member.handle.clone(), member.persona.clone())).collect();
+    let mentioned = coordinate::mentioned(&row.text, &handles);
+    let me = &args.persona.name;
+    let stored = args.db.thread_assignment(platform, &row.remote_id).await?;
+    let assignment = match stored {
+        Some(assignment) => assignment,
+        None if mentioned.len() < 2 && mentioned.contains(me) => return Ok(Turn::First),
+        // Not @-mentioned by name (a watched Discord channel, a reply to the bot): other personas
+        // may have received the same message; the first to claim it answers.
+        None if !mentioned.contains(me) => {
+            let claim = StoredAssignment { first: me.clone(), joiners: Vec::new(), skipped: Vec::new() };
+            args.db.assign_thread(platform, &row.remote_id, &claim, "claimed by the first to see it").await?
+        }
+        None => {
+            let loads = args.db.pending_load(platform, &mentioned).await?;
+            let candidates: Vec<Candidate> = loads
+                .into_iter()
+                .map(|(persona, load)| Candidate {
+                    topics: args
+                        .roster
+                        .iter()
+                        .find(|member| member.persona == persona)
+                        .map(|member| member.topics.clone())
+                        .unwrap_or_default(),
+                    persona,
+                    load,
+                })
+                .collect();
+            let decided = coordinate::assign(&row.text, &candidates, args.settings.max_joiners);
+            let stored = StoredAssignment {
+                first: decided.first.clone(),
+                joiners: decided.joiners.clone(),
+                skipped: decided.skipped.clone(),
+            };
+            let in_force = args.db.assign_thread(platform, &row.remote_id, &stored, &decided.detail).await?;
+            tracing::info!(agent = %args.key, remote_id = %row.remote_id, first = %in_force.first,
+                joiners = ?in_force.joiners, detail = %decided.detail, "several personas mentioned: assigned");
+            in_force
+        }
+    };
+    let role = if assignment.first == *me {
+        Turn::First
+    } else if assignment.joiners.contains(me) {
+        Turn::Joiner
+    } else {
+        Turn::Skipped
+    };
+    let label = match role {
+        Turn::First => "first",
+        Turn::Joiner => "joiner",
+        Turn::Skipped => "skipped",
+    };
+    metrics::counter!(m::COORDINATION, "platform" => platform, "role" => label).increment(1);
+    Ok(role)
+}
+
+/// A joiner answers once the first answer is published (or will never be: then it goes ahead
+/// as if it were first); until then it waits, at most `team.join_wait` after the mention arrived.
+async fn joiner_wait(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Option<Duration>> {
+    let platform = args.key.platform.as_str();
+    let Some(assignment) = args.db.thread_assignment(platform, &row.remote_id).await? else { return Ok(None) };
+    let first_key = reply_key(platform, &assignment.first, &row.remote_id);
+    let first_done = match args.db.reply_stage(&first_key).await?.as_deref() {
+        Some("published") => true,
+        Some("dropped" | "blocked" | "rejected" | "expired" | "failed") => {
+            metrics::counter!(m::COORDINATION, "platform" => platform, "role" => "promoted").increment(1);
+            true
+        }
+        Some(_) => false,
+        // Nothing started: the first persona ignored it (loop guard), or has not got to it yet.
+        None => matches!(
+            args.db.inbound_state(platform, &row.remote_id, &assignment.first).await?.as_deref(),
+            Some("ignored")
+        ),
+    };
+    if first_done {
+        return Ok(None);
+    }
+    if now_ms() - row.received_at > args.settings.join_wait.as_millis() as i64 {
+        args.db.ignore_inbound(row.id, "coordination_timeout").await?;
+        metrics::counter!(m::COORDINATION, "platform" => platform, "role" => "timed_out").increment(1);
+        // Settled: nothing to retry.
+        return Ok(None);
+    }
+    Ok(Some(JOIN_CHECK_EVERY))
+}
+
+/// Writes one planned post about its topic and sends it through the review and the airlock.
+async fn planned_post(args: &AgentArgs, item: &ContentItem) -> anyhow::Result<()> {
+    let platform = args.key.platform.as_str();
+    let key = item.idempotency_key.clone();
     if args.db.outbox_exists(&key).await? {
         return Ok(());
     }
@@ -490,18 +712,43 @@ async fn scheduled_post(args: &AgentArgs, slot: i64) -> anyhow::Result<()> {
     let request = CompletionRequest {
         persona: args.persona.clone(),
         task: Task::Post,
-        messages: prompt::post(&args.persona, args.key.platform, &recollection),
+        messages: prompt::post(
+            &args.persona,
+            args.key.platform,
+            &args.keeper.brand,
+            &recollection,
+            item.topic.as_deref(),
+        ),
         reply_to_author: None,
         seed: fnv1a(&key),
     };
     let text = match draft(args, &key, "post", request).await? {
         Draft::Text(text) => text,
         Draft::Dropped(reason) => {
-            // The schedule goes on: the next slot writes a new post.
-            tracing::info!(agent = %args.key, slot, reason, "scheduled post dropped");
+            // The plan goes on: the next slot writes a new post.
+            tracing::info!(agent = %args.key, item = item.id, reason, "planned post dropped");
+            args.db.drop_content(item.id, reason, &args.persona.name).await?;
             return Ok(());
         }
     };
+    args.db.content_event(item.id, "generate", "generated", item.topic.as_deref(), &args.persona.name).await?;
+    let gated = pipeline::gate(
+        &args.db,
+        &args.directory,
+        &args.keeper,
+        pipeline::Draft {
+            item_id: item.id,
+            kind: "post",
+            text: &text,
+            platform: args.key.platform,
+            max_chars: args.platform.max_text_chars(),
+            replying_to: None,
+            persona: &args.persona,
+            actor: &args.persona.name,
+        },
+    )
+    .await?;
+    let Gate::Queue(text) = gated else { return Ok(()) };
     let item = NewOutbox {
         idempotency_key: key,
         persona: args.persona.name.clone(),
@@ -640,42 +887,6 @@ fn poll_timer(myself: &ActorRef<AgentMsg>, poll_every: Duration) -> AbortOnDrop 
         }
     })
     .into()
-}
-
-/// The slot a time falls in, and when that slot's post is due (its start plus a jitter that is
-/// the same for every run of this persona and platform).
-fn slot_due_at(args: &AgentArgs, slot: i64) -> i64 {
-    let every = args.persona.schedule.every.get().as_millis().max(1) as i64;
-    let jitter = args.persona.schedule.jitter.get().as_millis() as i64;
-    let offset = if jitter > 0 {
-        (fnv1a(&format!("{}:{}:{slot}", args.persona.name, args.key.platform)) % jitter as u64) as i64
-    } else {
-        0
-    };
-    slot * every + offset
-}
-
-fn current_slot(args: &AgentArgs) -> i64 {
-    let every = args.persona.schedule.every.get().as_millis().max(1) as i64;
-    now_ms() / every
-}
-
-/// The first post: the current slot right away (spread over a few seconds) if its time has come,
-/// else at its due time.
-fn schedule_first_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs) -> AbortOnDrop {
-    let slot = current_slot(args);
-    if slot_due_at(args, slot) <= now_ms() {
-        let spread = args.persona.schedule.every.get().min(Duration::from_secs(10));
-        let delay = spread.mul_f64(rand::rng().random_range(0.1..1.0));
-        myself.send_after(delay, move || AgentMsg::PostDue { slot }).into()
-    } else {
-        schedule_post(myself, args, slot)
-    }
-}
-
-fn schedule_post(myself: &ActorRef<AgentMsg>, args: &AgentArgs, slot: i64) -> AbortOnDrop {
-    let wait = (slot_due_at(args, slot) - now_ms()).max(0) as u64;
-    myself.send_after(Duration::from_millis(wait), move || AgentMsg::PostDue { slot }).into()
 }
 
 fn fnv1a(text: &str) -> u64 {

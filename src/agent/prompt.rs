@@ -6,8 +6,8 @@ use crate::llm::{ChatMessage, Role};
 use crate::memory::Recollection;
 use crate::store::MemoryKind;
 
-/// The system prompt: who the persona is and how it writes.
-pub fn system(persona: &Persona, platform: PlatformKind) -> String {
+/// The system prompt: who the persona is and how it writes, and the brand's shared voice rules.
+pub fn system(persona: &Persona, platform: PlatformKind, brand: &str) -> String {
     let name = persona.display_name.as_deref().unwrap_or(&persona.name);
     let mut prompt = format!(
         "You are {name} (@{handle}) posting on {platform}.\nBio: {bio}\nVoice: {voice}\nTopics: {topics}.",
@@ -22,6 +22,10 @@ pub fn system(persona: &Persona, platform: PlatformKind) -> String {
             prompt.push_str("\n- ");
             prompt.push_str(example.trim());
         }
+    }
+    if !brand.trim().is_empty() {
+        prompt.push_str("\nTeam voice rules (every persona of the team follows them):\n");
+        prompt.push_str(brand.trim());
     }
     prompt.push_str("\nWrite one message in your voice, complete sentences only, no hashtags unless asked.");
     prompt
@@ -62,6 +66,8 @@ fn relevant_block(recollection: &Recollection, budget: usize) -> Option<ChatMess
 pub struct Context<'a> {
     pub recollection: &'a Recollection,
     pub budget_tokens: usize,
+    /// The brand's shared voice rules.
+    pub brand: &'a str,
 }
 
 /// Older turns listed (shortened) in the summary of a trimmed conversation, and their length.
@@ -83,7 +89,7 @@ pub fn reply(
     author: &str,
     text: &str,
 ) -> Vec<ChatMessage> {
-    let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform))];
+    let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform, context.brand))];
     messages.extend(recent_block(context.recollection));
     messages.extend(relevant_block(context.recollection, context.budget_tokens / 4));
     // Memory gives the conversation newest first; the message being answered is the last turn.
@@ -140,16 +146,26 @@ fn summary(older: &[ChatMessage]) -> String {
     text
 }
 
-/// Messages for an original post.
-pub fn post(persona: &Persona, platform: PlatformKind, recollection: &Recollection) -> Vec<ChatMessage> {
-    let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform))];
+/// Messages for an original post, about the topic the plan gave it (else one of the persona's).
+pub fn post(
+    persona: &Persona,
+    platform: PlatformKind,
+    brand: &str,
+    recollection: &Recollection,
+    topic: Option<&str>,
+) -> Vec<ChatMessage> {
+    let mut messages = vec![ChatMessage::new(Role::System, system(persona, platform, brand))];
     messages.extend(recent_block(recollection));
-    messages.push(ChatMessage::new(
-        Role::User,
-        format!("Write a new post about one of your topics ({}).", persona.topics.join(", ")),
-    ));
+    let ask = match topic {
+        Some(topic) => format!("{POST_ABOUT}{topic}."),
+        None => format!("Write a new post about one of your topics ({}).", persona.topics.join(", ")),
+    };
+    messages.push(ChatMessage::new(Role::User, ask));
     messages
 }
+
+/// How a post's topic is asked for (the offline provider reads the topic back from it).
+pub const POST_ABOUT: &str = "Write a new post about ";
 
 /// Cleans generated text for publishing: trims it, and when the model stopped for length cuts
 /// it back to the last complete sentence (never a sentence cut in half). `None` when nothing
@@ -222,7 +238,7 @@ mod tests {
             })
             .collect();
         let recollection = Recollection { recent: vec![], conversation, relevant: vec![] };
-        let context = Context { recollection: &recollection, budget_tokens: 400 };
+        let context = Context { recollection: &recollection, budget_tokens: 400, brand: "" };
         let messages = reply(&persona(), PlatformKind::Discord, &context, "sam", "and now?");
         let verbatim: Vec<&ChatMessage> = messages.iter().filter(|m| m.role != Role::System).collect();
         let verbatim_tokens: usize = verbatim[..verbatim.len() - 1].iter().map(|m| estimate_tokens(&m.content)).sum();
@@ -243,9 +259,23 @@ mod tests {
         let conversation =
             vec![memory(MemoryKind::Reply, "ada", "hi sam"), memory(MemoryKind::Inbound, "sam", "hello")];
         let recollection = Recollection { recent: vec![], conversation, relevant: vec![] };
-        let context = Context { recollection: &recollection, budget_tokens: 400 };
+        let context = Context { recollection: &recollection, budget_tokens: 400, brand: "" };
         let messages = reply(&persona(), PlatformKind::Discord, &context, "sam", "how are you?");
         let contents: Vec<&str> = messages.iter().skip(1).map(|m| m.content.as_str()).collect();
         assert_eq!(contents, ["@sam: hello", "hi sam", "@sam: how are you?"]);
+    }
+
+    #[test]
+    fn the_brand_rules_and_the_planned_topic_are_in_the_prompt() {
+        let recollection = Recollection::default();
+        let messages =
+            post(&persona(), PlatformKind::X, "Never promise returns.", &recollection, Some("winter pruning"));
+        assert!(
+            messages[0].content.contains("Team voice rules") && messages[0].content.contains("Never promise returns.")
+        );
+        assert_eq!(messages.last().unwrap().content, "Write a new post about winter pruning.");
+        let context = Context { recollection: &recollection, budget_tokens: 400, brand: "Be kind." };
+        let messages = reply(&persona(), PlatformKind::X, &context, "sam", "hi");
+        assert!(messages[0].content.contains("Be kind."));
     }
 }

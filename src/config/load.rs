@@ -60,6 +60,11 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
+    /// Whether this file already has an error at `key` (a value that could not be read at all).
+    fn has(&self, key: &str) -> bool {
+        self.errors.iter().any(|error| error.source == self.source && error.key == key)
+    }
+
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         let source = match self.env_keys.get(&key) {
@@ -477,6 +482,18 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     for (key, message) in service.trading.problems() {
         report.push(key, message);
     }
+    for (key, message) in service.team.problems() {
+        report.push(key, message);
+    }
+    for (key, message) in service.calendar.problems() {
+        report.push(key, message);
+    }
+    for (key, message) in service.policy.problems("") {
+        report.push(key, message);
+    }
+    if service.airlock.expire_after.get().is_zero() {
+        report.push("airlock.expire_after", "must be longer than zero");
+    }
 }
 
 fn load_personas(dir: &Path, service: &ServiceConfig, errors: &mut Vec<ConfigError>) -> BTreeMap<String, Arc<Persona>> {
@@ -619,17 +636,32 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
     if persona.platforms.is_empty() {
         report.push("platforms", "name at least one platform");
     }
-    if persona.schedule.every.get() < Duration::from_secs(1) {
-        report.push("schedule.every", "must be at least 1s");
+    let mut schedule_problems = BTreeMap::new();
+    for platform in &persona.platforms {
+        if let Err(problems) = persona.schedule.rule(*platform) {
+            schedule_problems.extend(problems);
+        }
     }
-    if persona.schedule.jitter >= persona.schedule.every && !persona.schedule.jitter.get().is_zero() {
-        report.push("schedule.jitter", "must be shorter than schedule.every");
+    for (key, message) in schedule_problems {
+        // `schedule.every = "soon"` was reported when it was read: no second error for it.
+        if !report.has(&key) {
+            report.push(key, message);
+        }
+    }
+    if let Some(policy) = &persona.policy {
+        for (key, message) in policy.problems("") {
+            report.push(key, message);
+        }
+    }
+    if persona.airlock.as_ref().and_then(|airlock| airlock.expire_after).is_some_and(|after| after.get().is_zero()) {
+        report.push("airlock.expire_after", "must be longer than zero");
     }
     for (key, chain) in [
         ("llm_chain", &persona.llm_chain),
         ("llm_chains.reply", &persona.llm_chains.reply),
         ("llm_chains.post", &persona.llm_chains.post),
         ("llm_chains.trade", &persona.llm_chains.trade),
+        ("llm_chains.review", &persona.llm_chains.review),
     ] {
         for provider in chain {
             if !service.llm.providers.contains_key(provider) {
@@ -681,7 +713,7 @@ schedule = { every = "90m" }
         write(dir.path(), "chorus.toml", "");
         write(dir.path(), "personas/ada.toml", PERSONA);
         let config = load_with_env(&dir.path().join("chorus.toml"), []).unwrap();
-        assert_eq!(config.personas["ada"].schedule.every.get(), Duration::from_secs(90 * 60));
+        assert_eq!(config.personas["ada"].schedule.every.unwrap().get(), Duration::from_secs(90 * 60));
         assert_eq!(config.agent_keys().len(), 1);
         assert_eq!(config.service.mode, Mode::Sandbox);
     }

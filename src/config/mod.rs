@@ -6,6 +6,7 @@
 
 mod load;
 mod secret;
+mod team;
 mod trading;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,10 @@ use serde::{Deserialize, Deserializer};
 
 pub use load::{ConfigError, ConfigErrors, load};
 pub use secret::{Secret, SecretRef};
+pub use team::{
+    AirlockConfig, AirlockMode, CalendarConfig, Campaign, EffectivePolicy, PersonaAirlock, PolicyConfig, PolicyRule,
+    Schedule, ScheduleOverride, ScheduleRule, TeamConfig, WEEKDAYS, parse_date,
+};
 pub use trading::{
     LimitsConfig, PaperConfig, PersonaTrading, TokenConfig, TradingConfig, TradingMode, USDC_MINT, to_units, usd_micro,
 };
@@ -46,6 +51,16 @@ impl Config {
     /// A resolved persona secret, e.g. `secret("ada", "reddit.password")`.
     pub fn persona_secret(&self, persona: &str, key: &str) -> Option<Secret> {
         self.persona_secrets.get(&(persona.to_owned(), key.to_owned())).cloned()
+    }
+
+    /// A persona's effective policy (the service's `[policy]` plus its own).
+    pub fn policy_for(&self, persona: &Persona) -> EffectivePolicy {
+        self.service.policy.with(persona.policy.as_ref())
+    }
+
+    /// A persona's airlock (the service's `[airlock]` with its overrides).
+    pub fn airlock_for(&self, persona: &Persona) -> AirlockConfig {
+        self.service.airlock.with(persona.airlock.as_ref())
     }
 
     /// Personas with a Trader (`[trading] enabled = true` in their file).
@@ -147,6 +162,16 @@ pub struct ServiceConfig {
     pub sandbox: SandboxConfig,
     #[serde(default)]
     pub trading: TradingConfig,
+    #[serde(default)]
+    pub team: TeamConfig,
+    #[serde(default)]
+    pub calendar: CalendarConfig,
+    /// Policy review rules of every persona (a persona file adds its own).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Human approval defaults of every persona (a persona file may override them).
+    #[serde(default)]
+    pub airlock: AirlockConfig,
 }
 
 impl ServiceConfig {
@@ -466,6 +491,8 @@ pub struct TaskChains {
     pub reply: Vec<String>,
     pub post: Vec<String>,
     pub trade: Vec<String>,
+    /// The optional tone review of the policy review.
+    pub review: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -754,6 +781,12 @@ pub struct Persona {
     /// The persona's Trader, if it trades.
     #[serde(default)]
     pub trading: Option<PersonaTrading>,
+    /// Policy rules added to the service's `[policy]`.
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    /// Overrides of the service's `[airlock]`.
+    #[serde(default)]
+    pub airlock: Option<PersonaAirlock>,
 }
 
 impl Persona {
@@ -831,16 +864,6 @@ pub struct PersonaDiscord {
     /// Discord and only answers.
     #[serde(default)]
     pub post_channel: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    /// One original post per this interval and platform.
-    pub every: Dur,
-    /// A deterministic offset in `[0, jitter)` into each interval, so personas do not post at once.
-    #[serde(default)]
-    pub jitter: Dur,
 }
 
 /// A duration written like `"90m"`, `"2s"` or `"1h 30m"`.

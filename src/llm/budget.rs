@@ -126,7 +126,7 @@ mod tests {
             topics: vec!["t".into()],
             example_posts: vec![],
             platforms: vec![PlatformKind::Local],
-            schedule: Schedule { every: Dur::secs(60), jitter: Dur::default() },
+            schedule: Schedule::every(Dur::secs(60)),
             llm_chain: vec![],
             llm_chains: Default::default(),
             budget,
@@ -134,6 +134,8 @@ mod tests {
             reddit: None,
             discord: None,
             trading: None,
+            policy: None,
+            airlock: None,
         }
     }
 

@@ -200,6 +200,7 @@ impl Pool {
             Task::Reply => &persona.llm_chains.reply,
             Task::Post => &persona.llm_chains.post,
             Task::Trade => &persona.llm_chains.trade,
+            Task::Review => &persona.llm_chains.review,
         };
         let names = [for_task, &persona.llm_chain, &self.default_chain]
             .into_iter()

@@ -98,7 +98,14 @@ impl Provider for OfflineProvider {
             let lower = prompt.to_lowercase();
             topics.iter().copied().find(|topic| lower.contains(&topic.to_lowercase()))
         });
-        let topic = named.unwrap_or_else(|| pick(&topics, request.seed, 1));
+        // A planned post names its topic (it may be a theme of the day, not one of the persona's).
+        let planned = match request.task {
+            Task::Post => prompt
+                .and_then(|prompt| prompt.strip_prefix(crate::agent::POST_ABOUT))
+                .map(|rest| rest.trim_end_matches('.')),
+            _ => None,
+        };
+        let topic = planned.or(named).unwrap_or_else(|| pick(&topics, request.seed, 1));
         let take = pick(TAKES, request.seed, 2).replace("{topic}", topic);
         let examples: Vec<&str> = persona.example_posts.iter().map(String::as_str).collect();
         let text = match request.task {
@@ -124,6 +131,8 @@ impl Provider for OfflineProvider {
             }
             Task::Post => capitalise(&take),
             Task::Trade => trade_decision(prompt.unwrap_or_default(), request.seed),
+            // The dry run has no judgement of tone: it passes every draft.
+            Task::Review => "OK".to_owned(),
         };
         let tokens_in: usize = request.messages.iter().map(|m| approximate_tokens(&m.content)).sum();
         Ok(Completion {
@@ -212,7 +221,7 @@ mod tests {
             topics: vec!["compilers".into(), "gardening".into()],
             example_posts: vec!["Tomatoes need sun.".into()],
             platforms: vec![PlatformKind::Local],
-            schedule: Schedule { every: Dur::secs(60), jitter: Dur::default() },
+            schedule: Schedule::every(Dur::secs(60)),
             llm_chain: vec![],
             llm_chains: Default::default(),
             budget: None,
@@ -220,6 +229,8 @@ mod tests {
             reddit: None,
             discord: None,
             trading: None,
+            policy: None,
+            airlock: None,
         })
     }
 

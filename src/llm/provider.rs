@@ -16,6 +16,8 @@ pub enum Task {
     Post,
     /// A trading decision (one JSON object, see `trader::decision`).
     Trade,
+    /// The policy review's tone check of a draft: `OK`, or `FLAG: <reason>`.
+    Review,
 }
 
 impl Task {
@@ -24,6 +26,7 @@ impl Task {
             Task::Reply => "reply",
             Task::Post => "post",
             Task::Trade => "trade",
+            Task::Review => "review",
         }
     }
 }

@@ -216,8 +216,14 @@ impl PassContext {
             }
         }
         match self.permit(row).await {
-            Permit::After(wait) => tokio::time::sleep(wait).await,
+            Permit::After(wait) => {
+                if !wait.is_zero() {
+                    self.record_wait("rate_limit_wait", row, wait).await;
+                    tokio::time::sleep(wait).await;
+                }
+            }
             Permit::Refused(retry_after) => {
+                self.record_wait("rate_limit_refused", row, retry_after).await;
                 // Our own budget is spent: come back when it has room (not a platform 429, so the
                 // bucket is not emptied any further).
                 metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "budget_wait")
@@ -247,6 +253,17 @@ impl PassContext {
         }
     }
 
+    /// Keeps a rate-limit wait for the weekly report (a failed write is only logged).
+    async fn record_wait(&self, kind: &str, row: &OutboxRow, wait: Duration) {
+        let subject = rate_limiter_key(&row.platform, &row.persona);
+        let waited = wait.as_millis() as i64;
+        if let Err(err) =
+            self.db.record_ops_event(kind, Some(&row.persona), Some(&row.platform), &subject, waited).await
+        {
+            tracing::debug!(error = %err, "could not record a rate-limit wait");
+        }
+    }
+
     async fn permit(&self, row: &OutboxRow) -> Permit {
         let key = rate_limiter_key(&row.platform, &row.persona);
         let Some(limiter) = self.directory.rate_limiter(&key) else {
@@ -270,6 +287,7 @@ impl PassContext {
                 {
                     let _ = limiter.send_message(RateLimiterMsg::BackOff { until: *retry_after });
                 }
+                self.record_wait("rate_limit_wait", row, *retry_after).await;
                 (*retry_after, "rate_limited")
             }
             PlatformError::Auth(_) => {

@@ -8,9 +8,11 @@
 //! The [`actor::Store`] actor owns the pool's health in the supervision tree.
 
 pub mod actor;
+mod content;
 mod local;
 mod memory;
 mod outbox;
+mod report;
 mod trading;
 
 use std::path::Path;
@@ -21,9 +23,16 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::config::Secret;
 
+pub use content::{
+    AirlockRefusal, Approval, ContentEvent, ContentFilter, ContentItem, NewContent, NewPlanned, STAGES,
+    StoredAssignment,
+};
 pub use local::LocalPost;
 pub use memory::{MemoryKind, MemoryRow, NewMemory, StoredVector};
 pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
+pub use report::{
+    ChildTally, ContentTally, EngagementTotals, LlmTally, OpsKind, Rank, RankedPost, RateLimitTally, StoredReport,
+};
 pub use trading::{AuditEvent, Decided, NewAudit, NewTrade, PaperFill, TradeRow, TradeStatus};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -177,7 +186,7 @@ impl Db {
             "INSERT INTO inbound_events \
              (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') \
-             ON CONFLICT (platform, remote_id) DO NOTHING RETURNING id",
+             ON CONFLICT (platform, remote_id, persona) DO NOTHING RETURNING id",
         )
         .bind(event.platform)
         .bind(event.remote_id)
@@ -195,7 +204,7 @@ impl Db {
     /// Inbound events of one agent that are stored but not yet answered, oldest first.
     pub async fn pending_inbound(&self, persona: &str, platform: &str, limit: i64) -> StoreResult<Vec<InboundRow>> {
         let rows = sqlx::query(
-            "SELECT id, remote_id, author, author_is_persona, text, conversation FROM inbound_events \
+            "SELECT id, remote_id, author, author_is_persona, text, conversation, received_at FROM inbound_events \
              WHERE persona = $1 AND platform = $2 AND state = 'pending' ORDER BY id LIMIT $3",
         )
         .bind(persona)
@@ -219,7 +228,8 @@ impl Db {
     /// How many inbound events of a conversation were written by one of our personas.
     pub async fn persona_turns(&self, platform: &str, conversation: &str) -> StoreResult<i64> {
         let row = sqlx::query(
-            "SELECT COUNT(*) FROM inbound_events WHERE platform = $1 AND conversation = $2 AND author_is_persona = 1",
+            "SELECT COUNT(DISTINCT remote_id) FROM inbound_events \
+             WHERE platform = $1 AND conversation = $2 AND author_is_persona = 1",
         )
         .bind(platform)
         .bind(conversation)
@@ -367,6 +377,8 @@ pub struct InboundRow {
     pub author_is_persona: bool,
     pub text: String,
     pub conversation: String,
+    /// When it was stored, epoch milliseconds.
+    pub received_at: i64,
 }
 
 impl InboundRow {
@@ -378,6 +390,7 @@ impl InboundRow {
             author_is_persona: row.try_get::<i64, _>("author_is_persona")? != 0,
             text: row.try_get("text")?,
             conversation: row.try_get("conversation")?,
+            received_at: row.try_get("received_at")?,
         })
     }
 }

@@ -98,44 +98,8 @@ impl Db {
     /// marked answered in the same transaction, so a crash can never leave a mention both
     /// answered-in-the-outbox and pending (answered twice) or neither (lost).
     pub async fn enqueue(&self, item: &NewOutbox, inbound_id: Option<i64>) -> StoreResult<Enqueued> {
-        let now = now_ms();
         let mut tx = self.pool().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, inbound_id, \
-             status, attempts, created_at, updated_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(&item.idempotency_key)
-        .bind(&item.persona)
-        .bind(&item.platform)
-        .bind(&item.kind)
-        .bind(&item.text)
-        .bind(item.reply_to.as_deref())
-        .bind(item.conversation.as_deref())
-        .bind(inbound_id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let enqueued = match inserted {
-            Some(row) => Enqueued { id: row.try_get(0)?, created: true },
-            None => {
-                let row = sqlx::query("SELECT id FROM outbox WHERE idempotency_key = $1")
-                    .bind(&item.idempotency_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Enqueued { id: row.try_get(0)?, created: false }
-            }
-        };
-        if let Some(inbound_id) = inbound_id {
-            sqlx::query("UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id = $1")
-                .bind(inbound_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if enqueued.created {
-            audit(&mut tx, "enqueue", &item.persona, &item.platform, &item.idempotency_key, "pending", None).await?;
-        }
+        let enqueued = insert_outbox(&mut tx, item, inbound_id).await?;
         tx.commit().await?;
         Ok(enqueued)
     }
@@ -203,6 +167,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         audit(&mut tx, "publish", &row.persona, &row.platform, &row.idempotency_key, how, Some(remote_id)).await?;
+        super::content::mark_outcome(&mut tx, &row.idempotency_key, Some(remote_id), None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -232,6 +197,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, "publish", &row.persona, &row.platform, &row.idempotency_key, "failed", Some(error)).await?;
+        super::content::mark_outcome(&mut tx, &row.idempotency_key, None, Some(error)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -264,6 +230,54 @@ impl Db {
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
+}
+
+/// [`Db::enqueue`] inside a caller's transaction (an airlock approval queues in its own): the
+/// outbox row, the mention marked answered, the content item moved to `queued`, the audit entry.
+pub(super) async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    item: &NewOutbox,
+    inbound_id: Option<i64>,
+) -> StoreResult<Enqueued> {
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, inbound_id, \
+         status, attempts, created_at, updated_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9) \
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(&item.idempotency_key)
+    .bind(&item.persona)
+    .bind(&item.platform)
+    .bind(&item.kind)
+    .bind(&item.text)
+    .bind(item.reply_to.as_deref())
+    .bind(item.conversation.as_deref())
+    .bind(inbound_id)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let enqueued = match inserted {
+        Some(row) => Enqueued { id: row.try_get(0)?, created: true },
+        None => {
+            let row = sqlx::query("SELECT id FROM outbox WHERE idempotency_key = $1")
+                .bind(&item.idempotency_key)
+                .fetch_one(&mut **tx)
+                .await?;
+            Enqueued { id: row.try_get(0)?, created: false }
+        }
+    };
+    if let Some(inbound_id) = inbound_id {
+        sqlx::query("UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id = $1")
+            .bind(inbound_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if enqueued.created {
+        super::content::mark_queued(tx, item, inbound_id).await?;
+        audit(tx, "enqueue", &item.persona, &item.platform, &item.idempotency_key, "pending", None).await?;
+    }
+    Ok(enqueued)
 }
 
 async fn audit(

@@ -7,21 +7,27 @@
 //! runs the ordered part of graceful shutdown (stop intake, drain agents, drain the outbox, stop
 //! the children).
 
+pub mod coordinate;
+pub mod plan;
+mod work;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings};
+use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, Member};
 use crate::config::{AgentKey, Config, Mode, PlatformKind};
 use crate::directory::{Directory, rate_limiter_key};
 use crate::health::Health;
 use crate::llm::{LlmMsg, LlmPool, LlmPoolArgs};
 use crate::memory::{Memory, MemoryArgs};
 use crate::metrics as m;
+use crate::pipeline::Gatekeeper;
 use crate::platform::Platforms;
 use crate::platform::local::LocalPlatform;
+use crate::policy::SecretSet;
 use crate::publisher::{Publisher, PublisherArgs, PublisherMsg};
 use crate::rate_limit::{RateLimiter, RateLimiterArgs, RateLimiterMsg};
 use crate::sim::crowd::{Crowd, CrowdArgs};
@@ -30,6 +36,7 @@ use crate::sim::solana::SolanaSim;
 use crate::store::actor::{Store, StoreArgs};
 use crate::store::{Db, OutboxCounts};
 use crate::supervisor::{Decision, Exit, RestartPolicy, Supervision};
+use crate::task::AbortOnDrop;
 use crate::trader::{Trader, TraderArgs, TradingControl};
 
 /// Every kind of child, the `kind` label of the supervisor metrics.
@@ -49,6 +56,8 @@ pub struct TeamLeaderArgs {
     pub sims: crate::sim::SandboxSims,
     /// The trading kill switch, shared with the admin API.
     pub trading: Arc<TradingControl>,
+    /// Every configured secret value, kept out of anything published (rebuilt on reload).
+    pub secrets: Arc<SecretSet>,
 }
 
 pub struct TeamLeaderState {
@@ -56,6 +65,20 @@ pub struct TeamLeaderState {
     supervision: Supervision,
     specs: BTreeMap<String, ChildSpec>,
     shutting_down: bool,
+    /// The team's content plan (rebuilt on reload).
+    planner: Arc<tokio::sync::Mutex<work::Planner>>,
+    /// The round of each kind of work running now, if any.
+    rounds: BTreeMap<Work, AbortOnDrop>,
+    /// The work timers; dropped (cancelled) at shutdown.
+    timers: Vec<AbortOnDrop>,
+}
+
+/// The TeamLeader's own periodic work (see [`work`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Work {
+    Plan,
+    Measure,
+    Report,
 }
 
 /// What a child id stands for.
@@ -127,6 +150,10 @@ pub enum TeamLeaderMsg {
     Reload { config: Arc<Config>, reply: RpcReplyPort<ReloadSummary> },
     /// Stop intake, drain agents and the outbox until `deadline`, stop every child.
     Shutdown { deadline: Instant, reply: RpcReplyPort<ShutdownReport> },
+    /// Time for a round of `Work` (its timer), unless one is running.
+    Tick(Work),
+    /// A round finished.
+    RoundDone(Work),
 }
 
 impl Actor for TeamLeader {
@@ -141,7 +168,16 @@ impl Actor for TeamLeader {
     ) -> Result<TeamLeaderState, ActorProcessingErr> {
         let policy = RestartPolicy::from(&args.config.service.supervisor);
         let supervision = Supervision::new(policy, args.health.clone());
-        Ok(TeamLeaderState { args, supervision, specs: BTreeMap::new(), shutting_down: false })
+        let planner = Arc::new(tokio::sync::Mutex::new(work::Planner::new(&args.config, &args.platforms)));
+        Ok(TeamLeaderState {
+            args,
+            supervision,
+            specs: BTreeMap::new(),
+            shutting_down: false,
+            planner,
+            rounds: BTreeMap::new(),
+            timers: Vec::new(),
+        })
     }
 
     async fn post_start(
@@ -154,6 +190,13 @@ impl Actor for TeamLeader {
         }
         state.args.health.set_tree_up(true);
         tracing::info!(children = state.specs.len(), "supervision tree is up");
+        let team = &state.args.config.service.team;
+        let measure = work::MeasureSettings::from_config(&state.args.config);
+        state.timers.push(myself.send_interval(team.plan_every.get(), || TeamLeaderMsg::Tick(Work::Plan)).into());
+        state.timers.push(myself.send_interval(measure.tick(), || TeamLeaderMsg::Tick(Work::Measure)).into());
+        state.timers.push(myself.send_interval(REPORT_EVERY, || TeamLeaderMsg::Tick(Work::Report)).into());
+        myself.send_message(TeamLeaderMsg::Tick(Work::Plan))?;
+        myself.send_message(TeamLeaderMsg::Tick(Work::Report))?;
         Ok(())
     }
 
@@ -182,6 +225,17 @@ impl Actor for TeamLeader {
                 let report = self.shutdown(&myself, state, deadline).await;
                 let _ = reply.send(report);
             }
+            TeamLeaderMsg::Tick(kind) => {
+                if !state.shutting_down && !state.rounds.contains_key(&kind) {
+                    let round = self.start_round(&myself, state, kind);
+                    if let Some(round) = round {
+                        state.rounds.insert(kind, round);
+                    }
+                }
+            }
+            TeamLeaderMsg::RoundDone(kind) => {
+                state.rounds.remove(&kind);
+            }
         }
         Ok(())
     }
@@ -205,13 +259,67 @@ impl Actor for TeamLeader {
             clear_directory(&state.args.directory, &state.args.config, spec);
         }
         if let Some((id, decision)) = state.supervision.on_exit(cell.get_id(), &exit, Instant::now()) {
+            record_exit(state, &id, &decision);
             schedule(&myself, id, decision);
         }
         Ok(())
     }
 }
 
+/// How often the TeamLeader checks that last week's report is written.
+const REPORT_EVERY: Duration = Duration::from_secs(3600);
+
 impl TeamLeader {
+    /// Starts one round of `kind` in a task that reports back with `RoundDone`.
+    fn start_round(
+        &self,
+        myself: &ActorRef<TeamLeaderMsg>,
+        state: &TeamLeaderState,
+        kind: Work,
+    ) -> Option<AbortOnDrop> {
+        let db = state.args.db.clone();
+        let done = myself.clone();
+        let task = match kind {
+            Work::Plan => {
+                let planner = state.planner.clone();
+                let agents: std::collections::HashMap<String, ActorRef<AgentMsg>> = state
+                    .supervision
+                    .cells_of_kind("agent")
+                    .into_iter()
+                    .map(|(id, cell)| (id.trim_start_matches("agent:").to_owned(), cell.into()))
+                    .collect();
+                tokio::spawn(async move {
+                    if let Err(err) = work::plan_round(&db, &planner, &agents).await {
+                        tracing::warn!(error = %err, "planning round failed; the next one tries again");
+                    }
+                    let _ = done.send_message(TeamLeaderMsg::RoundDone(Work::Plan));
+                })
+            }
+            Work::Measure => {
+                let platforms = state.args.platforms.clone();
+                let settings = work::MeasureSettings::from_config(&state.args.config);
+                tokio::spawn(async move {
+                    if let Err(err) = work::measure_round(&db, &platforms, settings).await {
+                        tracing::warn!(error = %err, "measuring round failed; the next one tries again");
+                    }
+                    let _ = done.send_message(TeamLeaderMsg::RoundDone(Work::Measure));
+                })
+            }
+            Work::Report => {
+                if !state.args.config.service.team.weekly_report {
+                    return None;
+                }
+                tokio::spawn(async move {
+                    if let Err(err) = work::report_round(&db).await {
+                        tracing::warn!(error = %err, "weekly report failed; trying again in an hour");
+                    }
+                    let _ = done.send_message(TeamLeaderMsg::RoundDone(Work::Report));
+                })
+            }
+        };
+        Some(task.into())
+    }
+
     async fn add_child(&self, myself: &ActorRef<TeamLeaderMsg>, state: &mut TeamLeaderState, spec: ChildSpec) {
         let id = spec.id();
         state.supervision.add(&id, spec.kind());
@@ -239,6 +347,7 @@ impl TeamLeader {
             Err(err) => {
                 let exit = Exit::from_error(&err);
                 if let Some(decision) = state.supervision.on_child_exit(id, &exit, Instant::now()) {
+                    record_exit(state, id, &decision);
                     schedule(myself, id.to_owned(), decision);
                 }
             }
@@ -258,6 +367,8 @@ impl TeamLeader {
             tracing::warn!("store.url and admin.listen changes take effect after a restart");
         }
         state.args.config = config.clone();
+        state.args.secrets = Arc::new(SecretSet::from_config(&config));
+        state.planner = Arc::new(tokio::sync::Mutex::new(work::Planner::new(&config, &state.args.platforms)));
         state.supervision.set_policy(RestartPolicy::from(&config.service.supervisor));
 
         let desired: BTreeMap<String, ChildSpec> =
@@ -306,6 +417,8 @@ impl TeamLeader {
     ) -> ShutdownReport {
         state.shutting_down = true;
         state.args.health.set_shutting_down();
+        state.timers.clear();
+        state.rounds.clear();
         let remaining = || deadline.saturating_duration_since(Instant::now());
 
         // 1. Stop intake: the crowd, then agents' polls and schedules; wait for in-flight replies.
@@ -369,6 +482,14 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
         ChildSpec::Agent(key) => {
             old.personas.get(&key.persona) != new.personas.get(&key.persona)
                 || old.personas.keys().ne(new.personas.keys())
+                || old.service.team != new.service.team
+                || old.service.policy != new.service.policy
+                || old.service.airlock != new.service.airlock
+                || old.llm_keys != new.llm_keys
+                || old.persona_secrets != new.persona_secrets
+                || old.admin_token != new.admin_token
+                || old.store_password != new.store_password
+                || old.jupiter_key != new.jupiter_key
                 || AgentSettings::from_config(old, key.platform) != AgentSettings::from_config(new, key.platform)
         }
         ChildSpec::Crowd => {
@@ -384,12 +505,34 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
         }
         ChildSpec::Trader(persona) => {
             old.service.trading != new.service.trading
+                || old.service.airlock != new.service.airlock
                 || old.personas.get(persona) != new.personas.get(persona)
                 || old.persona_secret(persona, "trading.keypair") != new.persona_secret(persona, "trading.keypair")
                 || old.jupiter_key != new.jupiter_key
         }
         ChildSpec::LlmPool | ChildSpec::RateLimiter { .. } => false,
     }
+}
+
+/// Keeps a restart or an opened circuit for the weekly report, in a task (the mailbox never
+/// waits for the database); a failed write is only logged.
+fn record_exit(state: &TeamLeaderState, id: &str, decision: &Decision) {
+    let kind = match decision {
+        Decision::Restart(_) => "restart",
+        Decision::Park(_) => "circuit_open",
+    };
+    let (persona, platform) = match state.specs.get(id) {
+        Some(ChildSpec::Agent(key)) => (Some(key.persona.clone()), Some(key.platform.as_str())),
+        Some(ChildSpec::Trader(persona)) => (Some(persona.clone()), None),
+        Some(ChildSpec::RateLimiter { platform, .. }) => (None, Some(platform.as_str())),
+        _ => (None, None),
+    };
+    let (db, id) = (state.args.db.clone(), id.to_owned());
+    tokio::spawn(async move {
+        if let Err(err) = db.record_ops_event(kind, persona.as_deref(), platform, &id, 0).await {
+            tracing::debug!(error = %err, child = %id, "could not record the exit for the report");
+        }
+    });
 }
 
 fn schedule(myself: &ActorRef<TeamLeaderMsg>, id: String, decision: Decision) {
@@ -511,10 +654,12 @@ async fn spawn(
         ChildSpec::Agent(key) => {
             let persona = config.personas.get(&key.persona).cloned().ok_or("persona no longer configured")?;
             let platform = args.platforms.get(key.platform).ok_or("platform not available")?;
+            let keeper = Gatekeeper::new(config, &persona, key.platform, args.secrets.clone());
             let agent_args = Arc::new(AgentArgs {
                 key: key.clone(),
                 persona,
-                team: Arc::new(config.personas.values().map(|persona| persona.handle_on(key.platform)).collect()),
+                keeper: Arc::new(keeper),
+                roster: Arc::new(Member::roster(config, key.platform)),
                 platform,
                 db: args.db.clone(),
                 directory: directory.clone(),

@@ -31,6 +31,7 @@ use super::prompt::{self, MarketView, TokenView};
 use super::risk::{self, DAY_MS, ProposedTrade, RiskLimits, RiskState, SOL_MINT, Verdict, utc_day};
 use super::solana::SolanaRpc;
 use super::wallet::Wallet;
+use crate::config::AirlockMode;
 use crate::config::{Config, Persona, TradingConfig, TradingMode, USDC_MINT};
 use crate::directory::Directory;
 use crate::llm::{CompletionRequest, LlmMsg, Task};
@@ -151,7 +152,14 @@ impl Actor for Trader {
             }
         };
         let strategy = args.persona.trading.as_ref().map(|t| t.strategy.clone()).unwrap_or_default();
-        let limits = trading.risk_limits();
+        let mut limits = trading.risk_limits();
+        // The airlock for trades: `hold` sends every trade to a human, `auto` none, and
+        // `hold-if-flagged` those above `approval_above_usd` (the flag).
+        limits.approval_above = match args.config.airlock_for(&args.persona).trades {
+            AirlockMode::Hold => Some(0),
+            AirlockMode::Auto => None,
+            AirlockMode::HoldIfFlagged => limits.approval_above,
+        };
         let core = Arc::new(Core {
             persona: args.persona,
             strategy,

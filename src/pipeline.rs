@@ -1,0 +1,186 @@
+//! The content pipeline's middle: a generated draft is adapted to its platform, reviewed against
+//! the persona's policy (in code, plus the optional LLM tone pass), and then the airlock decides:
+//! queue it, hold it for a human, or — for a violation that blocks — drop it for good. Every step
+//! is written to the item's stage log (`content_events`), so an operator can see why an item was
+//! held or never published.
+//!
+//! One path for every platform and every source: the Agent's replies and planned posts, and
+//! posts an operator submits through the admin API. What comes before (plan, generate) and after
+//! (outbox, publish, measure) lives with the TeamLeader, the Agent and the Publisher.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::config::{AirlockConfig, AirlockMode, Config, EffectivePolicy, Persona, PlatformKind, PolicyRule};
+use crate::directory::Directory;
+use crate::llm::{CompletionRequest, LlmMsg, Task};
+use crate::metrics as m;
+use crate::policy::{self, Review, ReviewContext, SecretSet};
+use crate::store::{Db, StoreResult, now_ms};
+
+/// What is stored instead of a draft that contained a secret.
+pub const WITHHELD: &str = "[withheld: the draft contained a secret]";
+
+/// How long the tone review may take before the draft is flagged as unreviewed.
+const TONE_TIMEOUT_MS: u64 = 60_000;
+
+/// What the review and the airlock need about one persona on one platform; built once per agent.
+#[derive(Debug, Clone)]
+pub struct Gatekeeper {
+    pub policy: EffectivePolicy,
+    pub airlock: AirlockConfig,
+    pub secrets: Arc<SecretSet>,
+    /// Every persona's handle on this platform (they may mention each other).
+    pub team: Arc<BTreeSet<String>>,
+    /// The brand's shared voice rules, for the tone review.
+    pub brand: String,
+}
+
+impl Gatekeeper {
+    pub fn new(config: &Config, persona: &Persona, platform: PlatformKind, secrets: Arc<SecretSet>) -> Self {
+        Gatekeeper {
+            policy: config.policy_for(persona),
+            airlock: config.airlock_for(persona),
+            secrets,
+            team: Arc::new(config.personas.values().map(|persona| persona.handle_on(platform)).collect()),
+            brand: config.service.team.brand.clone(),
+        }
+    }
+}
+
+/// One draft on its way to the outbox.
+pub struct Draft<'a> {
+    pub item_id: i64,
+    /// `post` or `reply`.
+    pub kind: &'a str,
+    pub text: &'a str,
+    pub platform: PlatformKind,
+    pub max_chars: usize,
+    /// The author answered, who may be @-mentioned.
+    pub replying_to: Option<&'a str>,
+    pub persona: &'a Arc<Persona>,
+    /// Who is acting: the persona, or the operator who submitted the post.
+    pub actor: &'a str,
+}
+
+/// Where the draft goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// To the outbox, with this (adapted) text.
+    Queue(String),
+    /// Held for a human (the item is `held`).
+    Held(String),
+    /// Blocked by the review (the item is `blocked`).
+    Blocked(String),
+}
+
+/// Adapts, reviews and decides, recording each step. A `Queue` is left to the caller to put in
+/// the outbox (through the Publisher, which marks the item `queued` in the outbox transaction).
+pub async fn gate(db: &Db, directory: &Directory, keeper: &Gatekeeper, draft: Draft<'_>) -> StoreResult<Gate> {
+    let platform = draft.platform.as_str();
+    let text = policy::adapt(draft.text, draft.platform);
+    let adapted = if text == draft.text.trim() { "unchanged" } else { "adapted" };
+    db.content_event(draft.item_id, "adapt", adapted, None, draft.actor).await?;
+
+    let context = ReviewContext {
+        platform: draft.platform,
+        max_chars: draft.max_chars,
+        team: &keeper.team,
+        replying_to: draft.replying_to,
+        secrets: &keeper.secrets,
+    };
+    let mut review = policy::review(&keeper.policy, &text, &context);
+    if keeper.policy.tone_review
+        && !review.blocked()
+        && let Some(reason) = tone(directory, keeper, draft.persona, &text).await
+    {
+        review.push_tone(&keeper.policy, reason);
+    }
+    let flags = (!review.violations.is_empty())
+        .then(|| serde_json::to_string(&review.violations).unwrap_or_else(|_| "[]".to_owned()));
+    for violation in &review.violations {
+        metrics::counter!(m::POLICY_VIOLATIONS, "platform" => platform, "rule" => violation.rule.as_str()).increment(1);
+    }
+
+    if review.blocked() {
+        let reasons = review.reasons();
+        // A draft with a secret in it is not kept: the admin API would show it.
+        let text = if review.violations.iter().any(|violation| violation.rule == PolicyRule::Secret) {
+            WITHHELD.to_owned()
+        } else {
+            text
+        };
+        tracing::info!(persona = %draft.persona.name, platform, kind = draft.kind, reasons = %reasons, "draft blocked by the policy review");
+        db.block_content(draft.item_id, &text, flags.as_deref().unwrap_or("[]"), &reasons, draft.actor).await?;
+        metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "blocked").increment(1);
+        return Ok(Gate::Blocked(reasons));
+    }
+    let outcome = if review.flagged() { "flagged" } else { "passed" };
+    let detail = review.flagged().then(|| review.reasons());
+    db.content_event(draft.item_id, "review", outcome, detail.as_deref(), draft.actor).await?;
+
+    let mode = keeper.airlock.mode(draft.kind);
+    let hold = match mode {
+        AirlockMode::Hold => Some(format!("{} are held for approval", plural(draft.kind))),
+        AirlockMode::HoldIfFlagged if review.flagged() => Some(format!("flagged: {}", review.reasons())),
+        _ => None,
+    };
+    if let Some(reason) = hold {
+        let expires_at = now_ms() + keeper.airlock.expire_after.get().as_millis() as i64;
+        db.hold_content(draft.item_id, &text, flags.as_deref(), &reason, expires_at, draft.actor).await?;
+        metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "held").increment(1);
+        return Ok(Gate::Held(reason));
+    }
+    db.set_content_flags(draft.item_id, &text, flags.as_deref()).await?;
+    db.content_event(draft.item_id, "approve", "auto", Some(mode.as_str()), draft.actor).await?;
+    metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "queued").increment(1);
+    Ok(Gate::Queue(text))
+}
+
+fn plural(kind: &str) -> &'static str {
+    match kind {
+        "reply" => "replies",
+        "trade" => "trades",
+        _ => "posts",
+    }
+}
+
+/// The LLM's tone verdict: `None` when it fits, else the reason. A review that cannot be had
+/// (no LlmPool, an error, a timeout) flags the draft: unreviewed is not the same as fine.
+async fn tone(directory: &Directory, keeper: &Gatekeeper, persona: &Arc<Persona>, text: &str) -> Option<String> {
+    let Some(llm) = directory.llm() else { return Some("tone review unavailable".to_owned()) };
+    let request = CompletionRequest {
+        persona: persona.clone(),
+        task: Task::Review,
+        messages: policy::tone_messages(&persona.voice, &keeper.brand, text),
+        reply_to_author: None,
+        seed: crate::hash::fnv1a(text.as_bytes()),
+    };
+    match ractor::call_t!(llm, |reply| LlmMsg::Complete { request, reply }, TONE_TIMEOUT_MS) {
+        Ok(Ok(completion)) => policy::parse_tone(&completion.text),
+        Ok(Err(err)) => Some(format!("tone review failed: {err}")),
+        Err(_) => Some("tone review timed out".to_owned()),
+    }
+}
+
+/// Convenience for callers that only need to know whether a draft goes to the outbox.
+impl Gate {
+    pub fn queued_text(self) -> Option<String> {
+        match self {
+            Gate::Queue(text) => Some(text),
+            Gate::Held(_) | Gate::Blocked(_) => None,
+        }
+    }
+}
+
+/// The policy review without the airlock, for an operator's edit (an edit must pass it too).
+pub fn review_edit(
+    keeper: &Gatekeeper,
+    platform: PlatformKind,
+    max_chars: usize,
+    replying_to: Option<&str>,
+    text: &str,
+) -> Review {
+    let context = ReviewContext { platform, max_chars, team: &keeper.team, replying_to, secrets: &keeper.secrets };
+    policy::review(&keeper.policy, text, &context)
+}
