@@ -186,16 +186,7 @@ impl DiscordClient {
         channel_id: &str,
         limit: u8,
     ) -> Result<DiscordResponse<Vec<DiscordMessage>>, PlatformError> {
-        let path = format!("/channels/{channel_id}/messages?limit={}", limit.clamp(1, 100));
-        let (body, rate) =
-            self.request(Method::GET, &path, channel_id, "/channels/{channel_id}/messages", None).await?;
-        let items = body.as_array().ok_or_else(|| malformed("message list is not an array"))?;
-        let messages: Vec<DiscordMessage> = items.iter().filter_map(parse_message).collect();
-        if messages.len() < items.len() {
-            metrics::counter!(m::MALFORMED_PAYLOADS, "platform" => "discord")
-                .increment((items.len() - messages.len()) as u64);
-        }
-        Ok(DiscordResponse { value: messages, rate })
+        self.list_messages(channel_id, &format!("limit={}", limit.clamp(1, 100))).await
     }
 
     /// One message (`GET /channels/{id}/messages/{id}`); `None` when Discord no longer has it or
@@ -224,7 +215,16 @@ impl DiscordClient {
         after: &str,
         limit: u8,
     ) -> Result<DiscordResponse<Vec<DiscordMessage>>, PlatformError> {
-        let path = format!("/channels/{channel_id}/messages?after={after}&limit={}", limit.clamp(1, 100));
+        self.list_messages(channel_id, &format!("after={after}&limit={}", limit.clamp(1, 100))).await
+    }
+
+    /// `GET /channels/{id}/messages?{query}`; items that do not parse are skipped and counted.
+    async fn list_messages(
+        &self,
+        channel_id: &str,
+        query: &str,
+    ) -> Result<DiscordResponse<Vec<DiscordMessage>>, PlatformError> {
+        let path = format!("/channels/{channel_id}/messages?{query}");
         let (body, rate) =
             self.request(Method::GET, &path, channel_id, "/channels/{channel_id}/messages", None).await?;
         let items = body.as_array().ok_or_else(|| malformed("message list is not an array"))?;
