@@ -268,3 +268,39 @@ async fn a_failed_publish_stays_in_the_outbox_and_is_published_once_when_the_pla
     assert_eq!(row.remote_id, Some(replies[0].id.to_string()));
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_mention_wakes_its_agent_without_waiting_for_the_poll() {
+    // An hour between polls: only the wake-up can get the mention answered within the wait.
+    let sandbox = Sandbox::new("");
+    let path = sandbox.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace("poll_every = \"100ms\"", "poll_every = \"1h\"");
+    std::fs::write(&path, text).unwrap();
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    // The first poll (at a random point of the hour) has not run; the agent reads when woken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mention = api.post("sam", "@ada are you awake?").await;
+    let replies = eventually(Duration::from_secs(10), "the woken agent's reply", || async {
+        let replies = api.replies(mention.id).await;
+        (!replies.is_empty()).then_some(replies)
+    })
+    .await;
+    assert_eq!(replies[0].author, "ada");
+    // More mentions at once than one poll reads (50): every one is read and settled — answered,
+    // or dropped as a near-duplicate of an earlier answer — without any poll.
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        ids.push(api.post("sam", &format!("@ada question {n}?")).await.id);
+    }
+    for id in ids {
+        let state = eventually(Duration::from_secs(20), "every mention settled", || async {
+            let state = service.db().inbound_state("local", &id.to_string(), "ada").await.unwrap();
+            state.filter(|state| state != "pending")
+        })
+        .await;
+        assert!(state == "answered" || state == "ignored", "{state}");
+        assert!(api.replies(id).await.len() <= 1);
+    }
+    service.shutdown().await;
+}

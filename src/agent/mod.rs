@@ -152,6 +152,8 @@ pub struct AgentState {
     args: Arc<AgentArgs>,
     cursor: Option<String>,
     polling: bool,
+    /// A wake-up came while a poll ran: poll again when it is done.
+    poll_again: bool,
     poll_failures: u32,
     /// Inbound ids being answered right now, with their tasks (aborted if the agent stops: the
     /// mention stays pending for the next incarnation).
@@ -208,6 +210,7 @@ impl Actor for Agent {
             args,
             cursor,
             polling: false,
+            poll_again: false,
             poll_failures: 0,
             in_flight: HashMap::new(),
             retry_at: HashMap::new(),
@@ -224,7 +227,7 @@ impl Actor for Agent {
         let events = myself.clone();
         let sink: LiveSink = Arc::new(move |event| events.send_message(AgentMsg::Live(event)).is_ok());
         state.live = state.args.platform.connect(&state.args.persona.name, sink).await?;
-        if state.live.is_none() {
+        if state.live.is_none() || state.args.platform.polls_while_connected() {
             state.timers.push(poll_timer(&myself, state.args.settings.poll_every));
         }
         // Mentions stored but not answered before a restart are answered now.
@@ -247,26 +250,19 @@ impl Actor for Agent {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Poll => {
-                if state.draining || state.polling {
-                    return Ok(());
-                }
-                state.polling = true;
-                let args = state.args.clone();
-                let cursor = state.cursor.clone();
-                let myself = myself.clone();
-                tokio::spawn(async move {
-                    let result = poll_with_retries(&args, cursor.as_deref()).await;
-                    let _ = myself.send_message(AgentMsg::PollDone(result));
-                });
-            }
+            AgentMsg::Poll => self.start_poll(&myself, state),
             AgentMsg::PollDone(result) => {
                 state.polling = false;
                 match result {
                     Ok(batch) => {
                         state.poll_failures = 0;
+                        // Woken by pushes: read until nothing is left (a poll reads one page).
+                        let more = !batch.mentions.is_empty() && state.live.is_some();
                         self.store_mentions(state, batch).await?;
                         self.fill(&myself, state).await?;
+                        if std::mem::take(&mut state.poll_again) || more {
+                            self.start_poll(&myself, state);
+                        }
                     }
                     Err(err) => {
                         if matches!(err, PlatformError::Auth(_)) {
@@ -329,6 +325,13 @@ impl Actor for Agent {
                     self.store_mentions(state, MentionBatch { mentions: vec![mention], cursor: None }).await?;
                     self.fill(&myself, state).await?;
                 }
+                LiveEvent::Wake => {
+                    if state.polling {
+                        state.poll_again = true;
+                    } else {
+                        self.start_poll(&myself, state);
+                    }
+                }
                 LiveEvent::Ready { user } => {
                     tracing::info!(agent = %state.args.key, user, "live connection ready");
                 }
@@ -350,6 +353,21 @@ impl Actor for Agent {
 }
 
 impl Agent {
+    /// Reads new mentions in a task, unless a poll runs already or the agent drains.
+    fn start_poll(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
+        if state.draining || state.polling {
+            return;
+        }
+        state.polling = true;
+        let args = state.args.clone();
+        let cursor = state.cursor.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = poll_with_retries(&args, cursor.as_deref()).await;
+            let _ = myself.send_message(AgentMsg::PollDone(result));
+        });
+    }
+
     /// Starts writing the next handed-over post, unless one is being written.
     fn next_post(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
         if state.draining || state.posting.is_some() {

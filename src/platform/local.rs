@@ -3,16 +3,21 @@
 //! post's text mentions that persona. Agents read their mentions and post through [`Platform`].
 //! Engagement is the number of posts replying to a post (the timeline has no likes or reposts).
 //!
+//! An agent connected to its account ([`Platform::connect`]) is woken the moment a post mentions
+//! it ([`LiveEvent::Wake`]) and reads its mentions at once, instead of waiting for its next poll;
+//! the poll timer keeps running as the backstop (and to catch up after a restart).
+//!
 //! Fault injection (for game days and tests): an account can be made unavailable or have its
 //! credentials "revoked", which exercises the same error paths as a real platform.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Engagement, Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use super::{Engagement, LiveConnection, LiveEvent, LiveSink, Mention, MentionBatch, Outgoing, Platform, PlatformError};
 use crate::config::PlatformKind;
 use crate::metrics as m;
 use crate::store::{Db, LocalPost};
@@ -38,11 +43,31 @@ pub enum Fault {
 pub struct LocalPlatform {
     db: Db,
     faults: Arc<RwLock<HashMap<String, Fault>>>,
+    /// The connected agents' wake-ups, by account, each with its registration number (an old
+    /// incarnation closing late must not remove its successor's).
+    wakers: Arc<RwLock<HashMap<String, (u64, LiveSink)>>>,
+    /// Every stored post, for observers (the benchmark); nothing is kept when nobody listens.
+    posted: tokio::sync::broadcast::Sender<Posted>,
+}
+
+/// A post just stored, with when.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub id: i64,
+    pub author: String,
+    pub reply_to: Option<i64>,
+    pub at: Instant,
 }
 
 impl LocalPlatform {
     pub fn new(db: Db) -> Self {
-        Self { db, faults: Arc::default() }
+        let (posted, _) = tokio::sync::broadcast::channel(65_536);
+        Self { db, faults: Arc::default(), wakers: Arc::default(), posted }
+    }
+
+    /// Every post stored from now on (a receiver that lags loses the oldest).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Posted> {
+        self.posted.subscribe()
     }
 
     /// Sets (or with `None` clears) the fault of `account`.
@@ -90,6 +115,18 @@ impl LocalPlatform {
             .await
             .map_err(|err| PlatformError::Transient(err.to_string()))?;
         metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
+        if self.posted.receiver_count() > 0 {
+            let posted = Posted { id: post.id, author: post.author.clone(), reply_to: post.reply_to, at: Instant::now() };
+            let _ = self.posted.send(posted);
+        }
+        if !mentions.is_empty() {
+            let wakers = crate::sync::read(&self.wakers);
+            for handle in &mentions {
+                if let Some((_, wake)) = wakers.get(handle) {
+                    wake(LiveEvent::Wake);
+                }
+            }
+        }
         Ok(post)
     }
 
@@ -139,6 +176,18 @@ pub fn extract_mentions(text: &str) -> Vec<String> {
 impl Platform for LocalPlatform {
     fn kind(&self) -> PlatformKind {
         PlatformKind::Local
+    }
+
+    /// Registers the account's wake-up; mentions are still read with [`Platform::mentions`].
+    async fn connect(&self, account: &str, sink: LiveSink) -> Result<Option<Box<dyn LiveConnection>>, PlatformError> {
+        static REGISTRATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let number = REGISTRATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::sync::write(&self.wakers).insert(account.to_owned(), (number, sink));
+        Ok(Some(Box::new(Wakeup { account: account.to_owned(), number, wakers: self.wakers.clone() })))
+    }
+
+    fn polls_while_connected(&self) -> bool {
+        true
     }
 
     async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
@@ -208,6 +257,23 @@ impl Platform for LocalPlatform {
             .await
             .map_err(|err| PlatformError::Transient(err.to_string()))?;
         Ok(post.map(|post| post.id.to_string()))
+    }
+}
+
+/// An agent's registration for wake-ups, removed when it closes.
+struct Wakeup {
+    account: String,
+    number: u64,
+    wakers: Arc<RwLock<HashMap<String, (u64, LiveSink)>>>,
+}
+
+#[async_trait]
+impl LiveConnection for Wakeup {
+    async fn close(self: Box<Self>) {
+        let mut wakers = crate::sync::write(&self.wakers);
+        if wakers.get(&self.account).is_some_and(|(number, _)| *number == self.number) {
+            wakers.remove(&self.account);
+        }
     }
 }
 

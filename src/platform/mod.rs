@@ -86,6 +86,8 @@ pub enum LiveEvent {
     Resumed,
     /// A message the persona should answer.
     Mention(Mention),
+    /// There are new mentions to read (platforms that push only a signal: read them now).
+    Wake,
     /// The connection ended: `Ok` when it was asked to, else why it cannot go on.
     Closed(Result<(), PlatformError>),
 }
@@ -124,6 +126,11 @@ pub trait Platform: Send + Sync + 'static {
     /// and [`Platform::mentions`] is not polled. `None` for platforms that are polled.
     async fn connect(&self, _account: &str, _sink: LiveSink) -> Result<Option<Box<dyn LiveConnection>>, PlatformError> {
         Ok(None)
+    }
+
+    /// Whether the agent keeps polling while connected (the connection only wakes it early).
+    fn polls_while_connected(&self) -> bool {
+        false
     }
 
     /// Whether [`Platform::typing`] shows anything.
