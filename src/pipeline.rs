@@ -16,7 +16,7 @@ use crate::directory::Directory;
 use crate::llm::{CompletionRequest, LlmMsg, Task};
 use crate::metrics as m;
 use crate::policy::{self, Review, ReviewContext, SecretSet};
-use crate::store::{Db, StoreResult, now_ms};
+use crate::store::{ContentLog, Db, NewContent, StoreResult, now_ms};
 
 /// What is stored instead of a draft that contained a secret.
 pub const WITHHELD: &str = "[withheld: the draft contained a secret]";
@@ -50,7 +50,11 @@ impl Gatekeeper {
 
 /// One draft on its way to the outbox.
 pub struct Draft<'a> {
-    pub item_id: i64,
+    /// The item: created only when it stops here (held, blocked); a queued one is created or
+    /// moved in the outbox transaction.
+    pub content: &'a NewContent,
+    /// The stage log so far (generate).
+    pub log: ContentLog,
     /// `post` or `reply`.
     pub kind: &'a str,
     pub text: &'a str,
@@ -66,21 +70,23 @@ pub struct Draft<'a> {
 /// Where the draft goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
-    /// To the outbox, with this (adapted) text.
-    Queue(String),
+    /// To the outbox, with this (adapted) text and the stage log to write with it.
+    Queue(String, ContentLog),
     /// Held for a human (the item is `held`).
     Held(String),
     /// Blocked by the review (the item is `blocked`).
     Blocked(String),
 }
 
-/// Adapts, reviews and decides, recording each step. A `Queue` is left to the caller to put in
-/// the outbox (through the Publisher, which marks the item `queued` in the outbox transaction).
+/// Adapts, reviews and decides, logging each step. A `Queue` is left to the caller to put in the
+/// outbox with its log (`Db::enqueue_logged`, through the Publisher): the item is written once,
+/// in the outbox transaction. A held or blocked draft is written here.
 pub async fn gate(db: &Db, directory: &Directory, keeper: &Gatekeeper, draft: Draft<'_>) -> StoreResult<Gate> {
     let platform = draft.platform.as_str();
+    let mut log = draft.log;
     let text = policy::adapt(draft.text, draft.platform);
     let adapted = if text == draft.text.trim() { "unchanged" } else { "adapted" };
-    db.content_event(draft.item_id, "adapt", adapted, None, draft.actor).await?;
+    log.push("adapt", adapted, None, draft.actor);
 
     let context = ReviewContext {
         platform: draft.platform,
@@ -111,13 +117,14 @@ pub async fn gate(db: &Db, directory: &Directory, keeper: &Gatekeeper, draft: Dr
             text
         };
         tracing::info!(persona = %draft.persona.name, platform, kind = draft.kind, reasons = %reasons, "draft blocked by the policy review");
-        db.block_content(draft.item_id, &text, flags.as_deref().unwrap_or("[]"), &reasons, draft.actor).await?;
+        let item_id = stop_here(db, draft.content, &log).await?;
+        db.block_content(item_id, &text, flags.as_deref().unwrap_or("[]"), &reasons, draft.actor).await?;
         metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "blocked").increment(1);
         return Ok(Gate::Blocked(reasons));
     }
     let outcome = if review.flagged() { "flagged" } else { "passed" };
     let detail = review.flagged().then(|| review.reasons());
-    db.content_event(draft.item_id, "review", outcome, detail.as_deref(), draft.actor).await?;
+    log.push("review", outcome, detail.as_deref(), draft.actor);
 
     let mode = keeper.airlock.mode(draft.kind);
     let hold = match mode {
@@ -127,14 +134,22 @@ pub async fn gate(db: &Db, directory: &Directory, keeper: &Gatekeeper, draft: Dr
     };
     if let Some(reason) = hold {
         let expires_at = now_ms() + keeper.airlock.expire_after.get().as_millis() as i64;
-        db.hold_content(draft.item_id, &text, flags.as_deref(), &reason, expires_at, draft.actor).await?;
+        let item_id = stop_here(db, draft.content, &log).await?;
+        db.hold_content(item_id, &text, flags.as_deref(), &reason, expires_at, draft.actor).await?;
         metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "held").increment(1);
         return Ok(Gate::Held(reason));
     }
-    db.set_content_flags(draft.item_id, &text, flags.as_deref()).await?;
-    db.content_event(draft.item_id, "approve", "auto", Some(mode.as_str()), draft.actor).await?;
+    log.push("approve", "auto", Some(mode.as_str()), draft.actor);
+    log.flags = flags;
     metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "queued").increment(1);
-    Ok(Gate::Queue(text))
+    Ok(Gate::Queue(text, log))
+}
+
+/// The item of a draft that stops before the outbox (created, or the planned one), with its log.
+async fn stop_here(db: &Db, content: &NewContent, log: &ContentLog) -> StoreResult<i64> {
+    let item_id = db.start_content(content).await?;
+    db.content_log(item_id, &log.entries).await?;
+    Ok(item_id)
 }
 
 fn plural(kind: &str) -> &'static str {
@@ -160,16 +175,6 @@ async fn tone(directory: &Directory, keeper: &Gatekeeper, persona: &Arc<Persona>
         Ok(Ok(completion)) => policy::parse_tone(&completion.text),
         Ok(Err(err)) => Some(format!("tone review failed: {err}")),
         Err(_) => Some("tone review timed out".to_owned()),
-    }
-}
-
-/// Convenience for callers that only need to know whether a draft goes to the outbox.
-impl Gate {
-    pub fn queued_text(self) -> Option<String> {
-        match self {
-            Gate::Queue(text) => Some(text),
-            Gate::Held(_) | Gate::Blocked(_) => None,
-        }
     }
 }
 

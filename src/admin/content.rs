@@ -27,7 +27,7 @@ use crate::metrics as m;
 use crate::pipeline::{self, Gate, Gatekeeper};
 use crate::policy::SecretSet;
 use crate::publisher::PublisherMsg;
-use crate::store::{AirlockRefusal, Approval, ContentFilter, NewContent, STAGES, TradeStatus, now_ms};
+use crate::store::{AirlockRefusal, Approval, ContentFilter, ContentLog, NewContent, STAGES, TradeStatus, now_ms};
 
 pub fn routes() -> Router<AdminState> {
     use axum::routing::{get, post};
@@ -110,23 +110,22 @@ async fn submit(State(state): State<AdminState>, Json(body): Json<SubmitBody>) -
     let max_chars = state.max_chars(platform);
     let keeper = gatekeeper(&config, &persona, platform);
     let key = format!("post:{platform}:{}:manual:{}-{:08x}", persona.name, now_ms(), rand::random::<u32>());
-    let item_id = state
-        .db
-        .start_content(&NewContent {
-            stage: "submitted",
-            idempotency_key: key,
-            persona: persona.name.clone(),
-            platform: platform.as_str().to_owned(),
-            kind: "post".to_owned(),
-            reply_to: None,
-            conversation: None,
-            inbound_id: None,
-            submitted_by: by.clone(),
-        })
-        .await?;
-    state.db.content_event(item_id, "generate", "submitted", None, &by).await?;
+    let content = NewContent {
+        stage: "submitted",
+        idempotency_key: key.clone(),
+        persona: persona.name.clone(),
+        platform: platform.as_str().to_owned(),
+        kind: "post".to_owned(),
+        reply_to: None,
+        conversation: None,
+        inbound_id: None,
+        submitted_by: by.clone(),
+    };
+    let mut log = ContentLog { submitted_by: Some(by.clone()), ..ContentLog::default() };
+    log.push("generate", "submitted", None, &by);
     let draft = pipeline::Draft {
-        item_id,
+        content: &content,
+        log,
         kind: "post",
         text: &body.text,
         platform,
@@ -136,17 +135,24 @@ async fn submit(State(state): State<AdminState>, Json(body): Json<SubmitBody>) -
         actor: &by,
     };
     let decision = match pipeline::gate(&state.db, &state.directory, &keeper, draft).await? {
-        Gate::Queue(text) => {
-            let item = state.db.content_item(item_id).await?.ok_or_else(|| not_found(item_id))?;
-            let outbox = crate::store::NewOutbox { text, ..item.to_outbox() };
-            state.db.enqueue(&outbox, None).await?;
+        Gate::Queue(text, log) => {
+            let outbox = crate::store::NewOutbox {
+                idempotency_key: key.clone(),
+                persona: persona.name.clone(),
+                platform: platform.as_str().to_owned(),
+                kind: "post".to_owned(),
+                text,
+                reply_to: None,
+                conversation: None,
+            };
+            state.db.enqueue_logged(&outbox, None, Some(&log)).await?;
             kick_publisher(&state);
             json!({"decision": "queued"})
         }
         Gate::Held(reason) => json!({"decision": "held", "reason": reason}),
         Gate::Blocked(reason) => json!({"decision": "blocked", "reason": reason}),
     };
-    let item = state.db.content_item(item_id).await?;
+    let item = state.db.content_by_key(&key).await?;
     Ok((StatusCode::CREATED, Json(json!({"item": item, "outcome": decision}))).into_response())
 }
 

@@ -44,7 +44,8 @@ use crate::pipeline::{self, Gate, Gatekeeper};
 use crate::platform::{LiveConnection, LiveEvent, LiveSink, MentionBatch, Platform, PlatformError};
 use crate::publisher::PublisherMsg;
 use crate::store::{
-    ContentItem, Db, InboundRow, MemoryKind, NewContent, NewInbound, NewMemory, NewOutbox, StoredAssignment, now_ms,
+    ContentItem, ContentLog, Db, InboundRow, MemoryKind, NewContent, NewInbound, NewMemory, NewOutbox,
+    StoredAssignment, now_ms,
 };
 use crate::task::AbortOnDrop;
 use crate::team_leader::coordinate::{self, Candidate, Role as Turn};
@@ -550,20 +551,17 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
         }
     }
     let key = reply_key(platform, &args.persona.name, &row.remote_id);
-    let item_id = args
-        .db
-        .start_content(&NewContent {
-            stage: "generating",
-            idempotency_key: key.clone(),
-            persona: args.persona.name.clone(),
-            platform: platform.to_owned(),
-            kind: "reply".to_owned(),
-            reply_to: Some(row.remote_id.clone()),
-            conversation: Some(row.conversation.clone()),
-            inbound_id: Some(row.id),
-            submitted_by: args.persona.name.clone(),
-        })
-        .await?;
+    let content = NewContent {
+        stage: "generating",
+        idempotency_key: key.clone(),
+        persona: args.persona.name.clone(),
+        platform: platform.to_owned(),
+        kind: "reply".to_owned(),
+        reply_to: Some(row.remote_id.clone()),
+        conversation: Some(row.conversation.clone()),
+        inbound_id: Some(row.id),
+        submitted_by: args.persona.name.clone(),
+    };
     let recollection = recall(args, Some(&row.conversation), Some(&row.text)).await;
     let context = prompt::Context {
         recollection: &recollection,
@@ -583,19 +581,22 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
     let text = match drafted? {
         Draft::Text(text) => text,
         Draft::Dropped(reason) => {
+            let item_id = args.db.start_content(&content).await?;
             args.db.drop_content(item_id, reason, &args.persona.name).await?;
             args.db.ignore_inbound(row.id, reason).await?;
             metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => reason).increment(1);
             return Ok(None);
         }
     };
-    args.db.content_event(item_id, "generate", "generated", None, &args.persona.name).await?;
+    let mut log = ContentLog::default();
+    log.push("generate", "generated", None, &args.persona.name);
     let gated = pipeline::gate(
         &args.db,
         &args.directory,
         &args.keeper,
         pipeline::Draft {
-            item_id,
+            content: &content,
+            log,
             kind: "reply",
             text: &text,
             platform: args.key.platform,
@@ -606,7 +607,7 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
         },
     )
     .await?;
-    let Gate::Queue(text) = gated else { return Ok(None) };
+    let Gate::Queue(text, log) = gated else { return Ok(None) };
     let item = NewOutbox {
         idempotency_key: key,
         persona: args.persona.name.clone(),
@@ -616,7 +617,7 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
         reply_to: Some(row.remote_id.clone()),
         conversation: Some(row.conversation.clone()),
     };
-    enqueue(args, item, Some(row.id)).await.context("queue reply")?;
+    enqueue(args, item, Some(row.id), log).await.context("queue reply")?;
     Ok(None)
 }
 
@@ -749,13 +750,26 @@ async fn planned_post(args: &AgentArgs, item: &ContentItem) -> anyhow::Result<()
             return Ok(());
         }
     };
-    args.db.content_event(item.id, "generate", "generated", item.topic.as_deref(), &args.persona.name).await?;
+    let mut log = ContentLog::default();
+    log.push("generate", "generated", item.topic.as_deref(), &args.persona.name);
+    let content = NewContent {
+        stage: "dispatched",
+        idempotency_key: key.clone(),
+        persona: args.persona.name.clone(),
+        platform: platform.to_owned(),
+        kind: "post".to_owned(),
+        reply_to: None,
+        conversation: None,
+        inbound_id: None,
+        submitted_by: args.persona.name.clone(),
+    };
     let gated = pipeline::gate(
         &args.db,
         &args.directory,
         &args.keeper,
         pipeline::Draft {
-            item_id: item.id,
+            content: &content,
+            log,
             kind: "post",
             text: &text,
             platform: args.key.platform,
@@ -766,7 +780,7 @@ async fn planned_post(args: &AgentArgs, item: &ContentItem) -> anyhow::Result<()
         },
     )
     .await?;
-    let Gate::Queue(text) = gated else { return Ok(()) };
+    let Gate::Queue(text, log) = gated else { return Ok(()) };
     let item = NewOutbox {
         idempotency_key: key,
         persona: args.persona.name.clone(),
@@ -776,7 +790,7 @@ async fn planned_post(args: &AgentArgs, item: &ContentItem) -> anyhow::Result<()
         reply_to: None,
         conversation: None,
     };
-    enqueue(args, item, None).await
+    enqueue(args, item, None, log).await
 }
 
 /// A draft ready to queue, or why there is none.
@@ -881,9 +895,9 @@ async fn generate(args: &AgentArgs, request: CompletionRequest) -> anyhow::Resul
     Ok(result?)
 }
 
-async fn enqueue(args: &AgentArgs, item: NewOutbox, inbound_id: Option<i64>) -> anyhow::Result<()> {
+async fn enqueue(args: &AgentArgs, item: NewOutbox, inbound_id: Option<i64>, log: ContentLog) -> anyhow::Result<()> {
     let publisher = args.directory.publisher().ok_or_else(|| anyhow::anyhow!("the publisher is restarting"))?;
-    ractor::call_t!(publisher, |reply| PublisherMsg::Enqueue { item, inbound_id, reply }, 30_000)
+    ractor::call_t!(publisher, |reply| PublisherMsg::Enqueue { item, inbound_id, log: Box::new(log), reply }, 30_000)
         .map_err(|err| anyhow::anyhow!("publisher did not answer: {err}"))?
         .map_err(|err| anyhow::anyhow!("outbox write failed: {err}"))?;
     Ok(())

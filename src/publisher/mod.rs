@@ -2,9 +2,11 @@
 //! platform has it".
 //!
 //! - `Enqueue` writes the outbox row (unique idempotency key) before anything is published, and
-//!   in the same transaction marks the inbound event answered.
-//! - `Kick` (after each enqueue, and every `publisher.sweep_every`) looks up the accounts with due
-//!   rows and starts one worker task per idle account. A worker publishes that account's due rows
+//!   in the same transaction marks the inbound event answered; then it starts that account's
+//!   worker, or, when one runs, marks the account dirty so the worker runs again when it is done
+//!   (it may have read the outbox before the row was there).
+//! - `Kick` (every `publisher.sweep_every`) looks up the accounts with due rows (retries come due
+//!   this way) and starts one worker task per idle account. A worker publishes that account's due rows
 //!   in order (at most `publisher.batch` per run), so one slow or rate-limited account never holds
 //!   up another, and one account never has two workers. Each row takes a permit from its account's
 //!   RateLimiter, records the attempt, calls the platform, and is marked sent (with the remote
@@ -14,7 +16,7 @@
 //! - `Drain` (graceful shutdown) keeps dispatching until no row is due and no worker runs, then
 //!   answers with the outbox counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,9 @@ use crate::memory::MemoryMsg;
 use crate::metrics as m;
 use crate::platform::{Outgoing, PlatformError, Platforms};
 use crate::rate_limit::{Permit, RateLimiterMsg};
-use crate::store::{Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, StoreError, now_ms};
+use crate::store::{
+    ContentLog, Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, StoreError, now_ms,
+};
 use crate::task::AbortOnDrop;
 
 pub struct Publisher;
@@ -46,6 +50,9 @@ pub struct PublisherState {
     /// Accounts with a worker running; dropping the state (a stop or restart) aborts them, and
     /// an aborted row is reconciled by the next worker (`attempts > 0`).
     busy: HashMap<Account, AbortOnDrop>,
+    /// Busy accounts that got a new row while their worker ran: it runs again when done (its
+    /// query may have read the outbox before the row was there).
+    dirty: HashSet<Account>,
     drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
     _sweep: AbortOnDrop,
 }
@@ -60,7 +67,13 @@ struct PassContext {
 
 pub enum PublisherMsg {
     /// Write an item to the outbox (once per idempotency key), then publish it.
-    Enqueue { item: NewOutbox, inbound_id: Option<i64>, reply: RpcReplyPort<Result<Enqueued, String>> },
+    /// `log` is what the content pipeline did with the item, written in the same transaction.
+    Enqueue {
+        item: NewOutbox,
+        inbound_id: Option<i64>,
+        log: Box<ContentLog>,
+        reply: RpcReplyPort<Result<Enqueued, String>>,
+    },
     /// Start workers for accounts with due rows.
     Kick,
     /// An account's worker finished; `more` when it stopped at the batch size.
@@ -90,6 +103,7 @@ impl Actor for Publisher {
                 config: args.config,
             }),
             busy: HashMap::new(),
+            dirty: HashSet::new(),
             drain_waiters: Vec::new(),
             _sweep: sweep.into(),
         })
@@ -102,8 +116,8 @@ impl Actor for Publisher {
         state: &mut PublisherState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PublisherMsg::Enqueue { item, inbound_id, reply } => {
-                let result = state.context.db.enqueue(&item, inbound_id).await;
+            PublisherMsg::Enqueue { item, inbound_id, log, reply } => {
+                let result = state.context.db.enqueue_logged(&item, inbound_id, Some(&log)).await;
                 if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
                     metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
                 }
@@ -112,12 +126,22 @@ impl Actor for Publisher {
                 if failed == Some(false) {
                     return Err("outbox write failed permanently".into());
                 }
-                self.dispatch(&myself, state).await;
+                // Only this account has a new row: start its worker (no query), or have the
+                // running one go again.
+                let account = (item.platform.clone(), item.persona.clone());
+                if state.busy.contains_key(&account) {
+                    state.dirty.insert(account);
+                } else {
+                    self.start_worker(&myself, state, account);
+                }
             }
             PublisherMsg::Kick => self.dispatch(&myself, state).await,
             PublisherMsg::WorkerDone { account, more } => {
                 state.busy.remove(&account);
-                if more || !state.drain_waiters.is_empty() {
+                let dirty = state.dirty.remove(&account);
+                if (more || dirty) && state.drain_waiters.is_empty() {
+                    self.start_worker(&myself, state, account);
+                } else if !state.drain_waiters.is_empty() {
                     self.dispatch(&myself, state).await;
                 }
             }
@@ -131,6 +155,25 @@ impl Actor for Publisher {
 }
 
 impl Publisher {
+    /// Starts `account`'s worker, which publishes its due rows and reports `WorkerDone`.
+    fn start_worker(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState, account: Account) {
+        let context = state.context.clone();
+        let myself = myself.clone();
+        let key = account.clone();
+        let worker = tokio::spawn(async move {
+            let more = match context.publish_account(&account).await {
+                Ok(more) => more,
+                Err(err) => {
+                    metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
+                    tracing::warn!(error = %err, "publish worker stopped early, will retry on the next sweep");
+                    false
+                }
+            };
+            let _ = myself.send_message(PublisherMsg::WorkerDone { account, more });
+        });
+        state.busy.insert(key, worker.into());
+    }
+
     /// Starts a worker for every idle account with due rows; answers drain waiters once nothing
     /// is due and no worker runs.
     async fn dispatch(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
@@ -143,24 +186,9 @@ impl Publisher {
             }
         };
         for account in accounts {
-            if state.busy.contains_key(&account) {
-                continue;
+            if !state.busy.contains_key(&account) {
+                self.start_worker(myself, state, account);
             }
-            let context = state.context.clone();
-            let myself = myself.clone();
-            let key = account.clone();
-            let worker = tokio::spawn(async move {
-                let more = match context.publish_account(&account).await {
-                    Ok(more) => more,
-                    Err(err) => {
-                        metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
-                        tracing::warn!(error = %err, "publish worker stopped early, will retry on the next sweep");
-                        false
-                    }
-                };
-                let _ = myself.send_message(PublisherMsg::WorkerDone { account, more });
-            });
-            state.busy.insert(key, worker.into());
         }
         if let Ok(pending) = state.context.db.outbox_pending().await {
             metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);

@@ -120,6 +120,38 @@ pub struct ContentEvent {
     pub at: i64,
 }
 
+/// One entry of an item's stage log, before it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageEntry {
+    pub stage: &'static str,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub actor: String,
+}
+
+/// What the pipeline did with an item before it reached the outbox — its stage log so far, the
+/// review's flags, who submitted it — written in the outbox transaction itself, so a reply costs
+/// one transaction however many steps it went through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentLog {
+    pub entries: Vec<StageEntry>,
+    /// The review's violations, JSON (flags that did not hold the item).
+    pub flags: Option<String>,
+    /// Who submitted it, when not the persona (an operator's post).
+    pub submitted_by: Option<String>,
+}
+
+impl ContentLog {
+    pub fn push(&mut self, stage: &'static str, outcome: &str, detail: Option<&str>, actor: &str) {
+        self.entries.push(StageEntry {
+            stage,
+            outcome: outcome.to_owned(),
+            detail: detail.map(str::to_owned),
+            actor: actor.to_owned(),
+        });
+    }
+}
+
 /// A post the plan schedules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPlanned {
@@ -220,15 +252,23 @@ pub(super) async fn event(
     Ok(())
 }
 
-/// Moves the item with this key to `queued` (creating it when it was queued without one), in the
-/// outbox transaction.
-pub(super) async fn mark_queued(tx: &mut Tx<'_>, item: &NewOutbox, inbound_id: Option<i64>) -> StoreResult<()> {
+/// Moves the item with this key to `queued` (creating it when it was queued without one) and
+/// writes what the pipeline logged for it, in the outbox transaction.
+pub(super) async fn mark_queued(
+    tx: &mut Tx<'_>,
+    item: &NewOutbox,
+    inbound_id: Option<i64>,
+    log: Option<&ContentLog>,
+) -> StoreResult<()> {
     let now = now_ms();
+    let submitted_by = log.and_then(|log| log.submitted_by.as_deref()).unwrap_or(&item.persona);
+    let flags = log.and_then(|log| log.flags.as_deref());
     let row = sqlx::query(
         "INSERT INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, conversation, \
-         inbound_id, submitted_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $2, $9, $9) \
-         ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = $5, updated_at = $9 RETURNING id",
+         inbound_id, submitted_by, flags, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $10, $11, $9, $9) \
+         ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = $5, \
+         flags = COALESCE($11, content_items.flags), updated_at = $9 RETURNING id",
     )
     .bind(&item.idempotency_key)
     .bind(&item.persona)
@@ -239,9 +279,41 @@ pub(super) async fn mark_queued(tx: &mut Tx<'_>, item: &NewOutbox, inbound_id: O
     .bind(item.conversation.as_deref())
     .bind(inbound_id)
     .bind(now)
+    .bind(submitted_by)
+    .bind(flags)
     .fetch_one(&mut **tx)
     .await?;
-    event(tx, row.try_get(0)?, "queue", "queued", None, &item.persona).await
+    let item_id: i64 = row.try_get(0)?;
+    let mut entries: Vec<StageEntry> = log.map(|log| log.entries.clone()).unwrap_or_default();
+    entries.push(StageEntry {
+        stage: "queue",
+        outcome: "queued".to_owned(),
+        detail: None,
+        actor: item.persona.clone(),
+    });
+    events(tx, item_id, &entries).await
+}
+
+/// Appends several entries to an item's stage log in one statement.
+pub(super) async fn events(tx: &mut Tx<'_>, item_id: i64, entries: &[StageEntry]) -> StoreResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..entries.len())
+        .map(|index| {
+            let base = index * 4 + 3;
+            format!("($1, ${base}, ${}, ${}, ${}, $2)", base + 1, base + 2, base + 3)
+        })
+        .collect();
+    // $1 the item and $2 the time in every row, then four placeholders per entry.
+    let sql =
+        format!("INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) VALUES {}", rows.join(", "));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(item_id).bind(now_ms());
+    for entry in entries {
+        query = query.bind(entry.stage).bind(&entry.outcome).bind(entry.detail.as_deref()).bind(&entry.actor);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The item of an outbox row was published (or refused for good), in the outbox transaction.
@@ -387,6 +459,14 @@ impl Db {
         .fetch_one(self.pool())
         .await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// Appends several entries to an item's stage log in one transaction.
+    pub async fn content_log(&self, item_id: i64, entries: &[StageEntry]) -> StoreResult<()> {
+        let mut tx = self.pool().begin().await?;
+        events(&mut tx, item_id, entries).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Appends to an item's stage log.
@@ -606,7 +686,7 @@ impl Db {
             return Ok(Err(AirlockRefusal::NotHeld("decided".to_owned())));
         }
         event(&mut tx, id, "approve", "approved", None, by).await?;
-        let enqueued = insert_outbox(&mut tx, &item.to_outbox(), item.inbound_id).await?;
+        let enqueued = insert_outbox(&mut tx, &item.to_outbox(), item.inbound_id, None).await?;
         tx.commit().await?;
         Ok(Ok(Approval::Queued { outbox_id: enqueued.id }))
     }

@@ -24,8 +24,8 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::config::Secret;
 
 pub use content::{
-    AirlockRefusal, Approval, ContentEvent, ContentFilter, ContentItem, NewContent, NewPlanned, STAGES,
-    StoredAssignment,
+    AirlockRefusal, Approval, ContentEvent, ContentFilter, ContentItem, ContentLog, NewContent, NewPlanned, STAGES,
+    StageEntry, StoredAssignment,
 };
 pub use local::LocalPost;
 pub use memory::{MemoryKind, MemoryRow, NewMemory, StoredVector};

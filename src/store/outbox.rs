@@ -98,8 +98,18 @@ impl Db {
     /// marked answered in the same transaction, so a crash can never leave a mention both
     /// answered-in-the-outbox and pending (answered twice) or neither (lost).
     pub async fn enqueue(&self, item: &NewOutbox, inbound_id: Option<i64>) -> StoreResult<Enqueued> {
+        self.enqueue_logged(item, inbound_id, None).await
+    }
+
+    /// [`Db::enqueue`], writing what the pipeline logged for the item in the same transaction.
+    pub async fn enqueue_logged(
+        &self,
+        item: &NewOutbox,
+        inbound_id: Option<i64>,
+        log: Option<&super::ContentLog>,
+    ) -> StoreResult<Enqueued> {
         let mut tx = self.pool().begin().await?;
-        let enqueued = insert_outbox(&mut tx, item, inbound_id).await?;
+        let enqueued = insert_outbox(&mut tx, item, inbound_id, log).await?;
         tx.commit().await?;
         Ok(enqueued)
     }
@@ -238,6 +248,7 @@ pub(super) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     item: &NewOutbox,
     inbound_id: Option<i64>,
+    log: Option<&super::ContentLog>,
 ) -> StoreResult<Enqueued> {
     let now = now_ms();
     let inserted = sqlx::query(
@@ -274,7 +285,7 @@ pub(super) async fn insert_outbox(
             .await?;
     }
     if enqueued.created {
-        super::content::mark_queued(tx, item, inbound_id).await?;
+        super::content::mark_queued(tx, item, inbound_id, log).await?;
         audit(tx, "enqueue", &item.persona, &item.platform, &item.idempotency_key, "pending", None).await?;
     }
     Ok(enqueued)
