@@ -37,16 +37,24 @@ pub struct Gatekeeper {
 }
 
 impl Gatekeeper {
-    pub fn new(config: &Config, persona: &Persona, platform: PlatformKind, secrets: Arc<SecretSet>) -> Self {
+    /// `team`: every persona's handle on the platform ([`team_handles`]), shared by its agents.
+    pub fn new(config: &Config, persona: &Persona, secrets: Arc<SecretSet>, team: Arc<BTreeSet<String>>) -> Self {
         Gatekeeper {
             policy: config.policy_for(persona),
             airlock: config.airlock_for(persona),
             secrets,
-            team: Arc::new(config.personas.values().map(|persona| persona.handle_on(platform)).collect()),
+            team,
             brand: config.service.team.brand.clone(),
         }
     }
 }
+
+/// Every persona's handle on `platform`.
+pub fn team_handles(config: &Config, platform: PlatformKind) -> BTreeSet<String> {
+    config.personas.values().map(|persona| persona.handle_on(platform)).collect()
+}
+
+impl Gatekeeper {}
 
 /// One draft on its way to the outbox.
 pub struct Draft<'a> {

@@ -129,6 +129,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         sims: sims.clone(),
         trading,
         secrets: Arc::new(crate::policy::SecretSet::from_config(&config)),
+        teams: Default::default(),
     };
     let (team_leader, team_leader_task) =
         Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;

@@ -289,7 +289,8 @@ async fn week_report(State(state): State<AdminState>, Query(query): Query<WeekQu
 }
 
 fn gatekeeper(config: &Config, persona: &crate::config::Persona, platform: PlatformKind) -> Gatekeeper {
-    Gatekeeper::new(config, persona, platform, std::sync::Arc::new(SecretSet::from_config(config)))
+    let team = std::sync::Arc::new(pipeline::team_handles(config, platform));
+    Gatekeeper::new(config, persona, std::sync::Arc::new(SecretSet::from_config(config)), team)
 }
 
 fn kick_publisher(state: &AdminState) {

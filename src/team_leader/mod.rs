@@ -58,6 +58,32 @@ pub struct TeamLeaderArgs {
     pub trading: Arc<TradingControl>,
     /// Every configured secret value, kept out of anything published (rebuilt on reload).
     pub secrets: Arc<SecretSet>,
+    /// Each platform's team (handles and roster), built once and shared by its agents (cleared
+    /// on reload).
+    pub teams: TeamCache,
+}
+
+/// The team on each platform, shared by every agent there: one copy, not one per agent (with
+/// N personas, N copies of N handles would grow as N²).
+#[derive(Default)]
+pub struct TeamCache(std::sync::Mutex<BTreeMap<PlatformKind, Team>>);
+
+/// Every persona's handle on one platform, and its roster.
+type Team = (Arc<BTreeSet<String>>, Arc<Vec<Member>>);
+
+impl TeamCache {
+    fn get(&self, config: &Config, platform: PlatformKind) -> Team {
+        crate::sync::lock(&self.0)
+            .entry(platform)
+            .or_insert_with(|| {
+                (Arc::new(crate::pipeline::team_handles(config, platform)), Arc::new(Member::roster(config, platform)))
+            })
+            .clone()
+    }
+
+    fn clear(&self) {
+        crate::sync::lock(&self.0).clear();
+    }
 }
 
 pub struct TeamLeaderState {
@@ -188,6 +214,7 @@ impl Actor for TeamLeader {
         for spec in desired_children(&state.args.config) {
             self.add_child(&myself, state, spec).await;
         }
+        update_agent_gauge(state);
         state.args.health.set_tree_up(true);
         tracing::info!(children = state.specs.len(), "supervision tree is up");
         let team = &state.args.config.service.team;
@@ -325,7 +352,6 @@ impl TeamLeader {
         state.supervision.add(&id, spec.kind());
         state.specs.insert(id.clone(), spec);
         self.spawn_child(myself, state, &id).await;
-        update_agent_gauge(state);
     }
 
     /// Stops and forgets a child; `config` is the one it was started with (its directory entries).
@@ -336,7 +362,6 @@ impl TeamLeader {
         if let Some(cell) = state.supervision.remove(id) {
             cell.stop(Some(reason.to_owned()));
         }
-        update_agent_gauge(state);
     }
 
     /// Spawns child `id`; a failed start counts as a failure under the restart policy.
@@ -368,6 +393,7 @@ impl TeamLeader {
         }
         state.args.config = config.clone();
         state.args.secrets = Arc::new(SecretSet::from_config(&config));
+        state.args.teams.clear();
         state.planner = Arc::new(tokio::sync::Mutex::new(work::Planner::new(&config, &state.args.platforms)));
         state.supervision.set_policy(RestartPolicy::from(&config.service.supervisor));
 
@@ -403,6 +429,7 @@ impl TeamLeader {
                     .send_message(RateLimiterMsg::Reconfigure { config: config.service.rate_limit(*platform).clone() });
             }
         }
+        update_agent_gauge(state);
         state.args.trading.set_configured(config.service.trading.kill_switch);
         metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
         tracing::info!(added = ?summary.added, removed = ?summary.removed, restarted = ?summary.restarted, "configuration reloaded");
@@ -654,12 +681,13 @@ async fn spawn(
         ChildSpec::Agent(key) => {
             let persona = config.personas.get(&key.persona).cloned().ok_or("persona no longer configured")?;
             let platform = args.platforms.get(key.platform).ok_or("platform not available")?;
-            let keeper = Gatekeeper::new(config, &persona, key.platform, args.secrets.clone());
+            let (team, roster) = args.teams.get(config, key.platform);
+            let keeper = Gatekeeper::new(config, &persona, args.secrets.clone(), team);
             let agent_args = Arc::new(AgentArgs {
                 key: key.clone(),
                 persona,
                 keeper: Arc::new(keeper),
-                roster: Arc::new(Member::roster(config, key.platform)),
+                roster,
                 platform,
                 db: args.db.clone(),
                 directory: directory.clone(),
