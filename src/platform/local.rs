@@ -17,7 +17,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Engagement, LiveConnection, LiveEvent, LiveSink, Mention, MentionBatch, Outgoing, Platform, PlatformError};
+use super::{
+    Engagement, LiveConnection, LiveEvent, LiveSink, Mention, MentionBatch, Outgoing, Platform, PlatformError,
+};
 use crate::config::PlatformKind;
 use crate::metrics as m;
 use crate::store::{Db, LocalPost};
@@ -116,7 +118,8 @@ impl LocalPlatform {
             .map_err(|err| PlatformError::Transient(err.to_string()))?;
         metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
         if self.posted.receiver_count() > 0 {
-            let posted = Posted { id: post.id, author: post.author.clone(), reply_to: post.reply_to, at: Instant::now() };
+            let posted =
+                Posted { id: post.id, author: post.author.clone(), reply_to: post.reply_to, at: Instant::now() };
             let _ = self.posted.send(posted);
         }
         if !mentions.is_empty() {
