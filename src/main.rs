@@ -49,15 +49,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the whole service in process against zero-latency simulators: prints the
+    /// targets table (Markdown) and writes every measurement as JSON.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Small numbers (2 s per latency run, 1 and 1,000 idle agents, fewer max-rate steps).
+    #[arg(long, conflicts_with = "scenario")]
+    quick: bool,
+    /// Where to write all measurements as JSON.
+    #[arg(long, value_name = "FILE", default_value = "target/bench/report.json", conflicts_with = "scenario")]
+    json: PathBuf,
+    /// Run one scenario in this process and print its measurement as one JSON line:
+    /// latency, max-rate, idle or shutdown.
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// Offered mentions per second (latency, shutdown).
+    #[arg(long, requires = "scenario")]
+    rate: Option<u32>,
+    /// Seconds of load (latency), or per step (max-rate).
+    #[arg(long, requires = "scenario")]
+    seconds: Option<f64>,
+    /// A fixed LLM delay: replies are written by the LLM simulator instead of the offline provider.
+    #[arg(long, value_name = "MS", requires = "scenario")]
+    llm_delay_ms: Option<u64>,
+    /// Idle agents (idle).
+    #[arg(long, requires = "scenario")]
+    agents: Option<usize>,
+    /// The highest offered rate max-rate tries.
+    #[arg(long, value_name = "RATE", requires = "scenario")]
+    up_to: Option<u32>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(args) = cli.command {
+        return bench(args);
+    }
     let path = match &cli.command {
         Command::Run { config }
         | Command::CheckConfig { config }
         | Command::Migrate { config }
         | Command::Report { config, .. } => config.clone(),
+        Command::Bench(_) => unreachable!("handled above"),
     };
     let config = match load(&path) {
         Ok(config) => config,
@@ -88,7 +124,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Migrate { .. } => migrate(&config).await,
-            Command::CheckConfig { .. } | Command::Report { .. } => unreachable!("handled above"),
+            Command::CheckConfig { .. } | Command::Report { .. } | Command::Bench(_) => unreachable!("handled above"),
         }
     });
     // Background tasks of a stopped service (timers, idle connections) must not hold the exit.
@@ -123,6 +159,52 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     db.close().await;
     println!("migrations applied");
     Ok(())
+}
+
+/// `chorus bench`: every scenario as a child process and the report, or (`--scenario`) one
+/// scenario in this process, its measurement printed as one JSON line on stdout.
+fn bench(args: BenchArgs) -> ExitCode {
+    chorus::bench::init_logs();
+    let Some(name) = args.scenario else {
+        let options = chorus::bench::SuiteOptions { quick: args.quick, json: args.json };
+        return match chorus::bench::run_suite(&options) {
+            Ok(markdown) => {
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), markdown.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    };
+    let scenario = chorus::bench::ScenarioArgs {
+        name,
+        rate: args.rate,
+        seconds: args.seconds,
+        llm_delay_ms: args.llm_delay_ms,
+        agents: args.agents,
+        up_to: args.up_to,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(chorus::bench::run_scenario(&scenario));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result.and_then(|measurement| Ok(serde_json::to_string(&measurement)?)) {
+        Ok(line) => {
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{line}\n").as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Checks a `--week` value (`last`, `current` or a date) while parsing the command line.

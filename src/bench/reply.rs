@@ -1,0 +1,615 @@
+//! Reply benchmarks: mention → reply published on the local platform, for one persona, offered
+//! open loop (mention `i` is posted at `start + i / rate` whatever the replies do), against the
+//! offline LLM provider (zero latency) or the LLM simulator with a fixed delay.
+//!
+//! What is measured, from outside the service:
+//! - latency: a mention stored on the timeline → its reply stored on the timeline (the Publisher
+//!   writes it after the outbox row is committed), from [`LocalPlatform::subscribe`];
+//! - throughput: replies per second over the window, and the highest rate the service sustains
+//!   ([`max_rate`]);
+//! - cost: process CPU per reply, LLM completions (`llm_usage` rows) and embeddings per reply;
+//! - durability: the outbox once the service stopped (every reply counted is a `sent` row,
+//!   nothing pending).
+//!
+//! The questions are written in made-up words drawn per mention, so that no two replies (which
+//! quote the question) look alike to Memory's dedup: a redraft would be a second completion.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::{Measurement, cpu_time, percentile, persona_name, write_config};
+use crate::platform::local::{LocalPlatform, Posted};
+use crate::service::{self, Service};
+use crate::sim::llm::{LlmSim, SimFault};
+use crate::store::{Db, OutboxCounts};
+
+/// Who posts the mentions.
+const AUTHOR: &str = "human";
+/// Replies an agent generates at once, and requests the LLM provider serves at once: well above
+/// what `rate × LLM delay` needs, so the benchmark measures the service, not a configured cap.
+const MAX_IN_FLIGHT: usize = 512;
+/// How long the service may take to become ready and answer its first mention.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(30);
+/// After the last mention: stop waiting for replies when none came for this long ...
+const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// ... or after this long in any case.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// Requests of the bare round trip to the LLM simulator.
+const ROUND_TRIPS: usize = 200;
+/// Offered rates [`max_rate`] steps through, lowest first.
+pub const MAX_RATE_STEPS: &[u32] = &[250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000];
+/// A step of [`max_rate`] is sustained when replies keep up with at least this share of the
+/// offered rate ...
+const SUSTAINED_SHARE: f64 = 0.95;
+/// ... with a p99 under this (latency has not run away), nothing unanswered and every reply durable.
+const SUSTAINED_P99_US: f64 = 100_000.0;
+
+/// Latency percentiles of a bare request to the LLM simulator, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundTrip {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Offers `rate` mentions per second for `seconds` to one persona and measures the replies; with
+/// `llm_delay`, completions go to an in-process LLM simulator answering after that delay.
+///
+/// Values: `offered_rate`, `achieved_rate` (replies per second, from the first mention due to the
+/// last reply, at least `seconds`), `mentions`, `mentions_stored`, `post_errors`, `replies`,
+/// `unanswered`, `duplicate_replies`, latencies `p50_us`, `p99_us`, `p999_us`, `max_us`, `mean_us`
+/// (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
+/// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`,
+/// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`; with a
+/// delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
+/// `ratio_p50`, `ratio_p99` (reply latency ÷ bare round trip). When replies fall behind, waiting
+/// stops after 5 s without a reply or 30 s after the last mention; what the shutdown drains is
+/// still counted.
+pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> anyhow::Result<Measurement> {
+    anyhow::ensure!(rate > 0, "the offered rate must be at least 1 mention per second");
+    anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "the duration must be a positive number of seconds");
+    let dir = ScratchDir::create("reply")?;
+    let sim = match llm_delay {
+        Some(delay) => {
+            let sim = LlmSim::start().await.context("cannot start the LLM simulator")?;
+            sim.fail_always(Some(SimFault::SlowFirstByte(delay)));
+            Some(sim)
+        }
+        None => None,
+    };
+    let llm_section = sim.as_ref().map(simulated_provider);
+    let extra = format!("[agents]\nmax_in_flight = {MAX_IN_FLIGHT}\n");
+    let mut config = write_config(dir.path(), 1, "10s", llm_section.as_deref(), &extra)?;
+    // The admin API is not used here; a token is set directly (no `set_var` in a threaded process).
+    config.admin_token = Some(crate::config::Secret::new(format!("bench-{}", std::process::id())));
+    let store_url = config.service.store.url.clone();
+    let service = service::start(config).await.context("cannot start the service")?;
+
+    let observed = observe(&service, rate, seconds).await;
+    let shutdown = service.shutdown().await;
+    let mut observation = observed?;
+    observation.drain();
+    // Completions: `llm_usage` rows of the window, all written by now (the writer flushes at stop).
+    let db = Db::connect(&store_url, 1).await.context("cannot reopen the database")?;
+    let calls = db.llm_tally(observation.window_ms, i64::MAX).await;
+    db.close().await;
+    let calls: i64 = calls.context("cannot count the llm calls")?.iter().map(|tally| tally.calls).sum();
+    let mut run = summarise(&mut observation, shutdown.outbox, calls);
+    if shutdown.tree.is_none() {
+        run.notes.push("the supervision tree did not report its shutdown in time".to_owned());
+    }
+
+    let mut measurement = Measurement::new("latency")
+        .param("rate", rate)
+        .param("seconds", seconds)
+        .param("llm_delay_ms", llm_delay.map_or(0, |delay| delay.as_millis() as u64))
+        .param("personas", 1)
+        .param("max_in_flight", MAX_IN_FLIGHT as u64);
+    measurement.values = std::mem::take(&mut run.values);
+    measurement.notes = std::mem::take(&mut run.notes);
+
+    if let Some(sim) = &sim {
+        // The same body Chorus sent (the last completion request), so only Chorus's work differs.
+        let body = sim
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|request| request.path.ends_with("/chat/completions"))
+            .map(|request| request.body)
+            .unwrap_or_else(sample_body);
+        let bare = round_trip_on(sim, &body).await?;
+        measurement.set("bare_p50_us", bare.p50_us);
+        measurement.set("bare_p99_us", bare.p99_us);
+        if let (Some(p50), Some(p99)) = (measurement.values.get("p50_us"), measurement.values.get("p99_us")) {
+            let (ratio_p50, ratio_p99) = (p50 / bare.p50_us, p99 / bare.p99_us);
+            measurement.set("ratio_p50", ratio_p50);
+            measurement.set("ratio_p99", ratio_p99);
+        }
+    }
+    Ok(measurement)
+}
+
+/// p50 / p99 of a bare chat completion request to an LLM simulator answering after `llm_delay`:
+/// 200 sequential POSTs of a typical reply request, on one kept-alive connection.
+pub async fn round_trip(llm_delay: Duration) -> anyhow::Result<RoundTrip> {
+    let sim = LlmSim::start().await.context("cannot start the LLM simulator")?;
+    sim.fail_always(Some(SimFault::SlowFirstByte(llm_delay)));
+    round_trip_on(&sim, &sample_body()).await
+}
+
+/// Steps the offered rate up through [`MAX_RATE_STEPS`] and reports the highest one sustained.
+pub async fn max_rate(seconds_per_step: f64) -> anyhow::Result<Measurement> {
+    max_rate_up_to(seconds_per_step, u32::MAX).await
+}
+
+/// [`max_rate`] over the steps up to `highest` mentions per second. A step is sustained when
+/// replies keep up with 95 % of the offered rate, p99 stays under 100 ms, every mention is stored
+/// and answered, and every reply is a `sent` outbox row with nothing pending; stepping stops at
+/// the first step that is not (its achieved rate is reported too: what the service does overloaded).
+pub async fn max_rate_up_to(seconds_per_step: f64, highest: u32) -> anyhow::Result<Measurement> {
+    let mut measurement = Measurement::new("max-rate")
+        .param("seconds_per_step", seconds_per_step)
+        .param("up_to", highest)
+        .param("criterion", "achieved >= 95% of offered, p99 < 100 ms, unanswered 0, outbox sent = replies, pending 0");
+    let steps: Vec<u32> = MAX_RATE_STEPS.iter().copied().filter(|&rate| rate <= highest).collect();
+    let mut sustained: Option<Measurement> = None;
+    let mut tried = 0;
+    for &rate in &steps {
+        tried += 1;
+        let step = latency(rate, seconds_per_step, None).await.with_context(|| format!("step at {rate}/s"))?;
+        let value = |name: &str| step.values.get(name).copied().unwrap_or(f64::NAN);
+        let kept_up = value("achieved_rate") >= SUSTAINED_SHARE * f64::from(rate);
+        let fast = value("p99_us") < SUSTAINED_P99_US;
+        let answered = value("unanswered") == 0.0 && value("post_errors") == 0.0;
+        let durable = value("outbox_pending") == 0.0 && value("outbox_sent") == value("replies");
+        let held = kept_up && fast && answered && durable;
+        measurement.notes.push(format!(
+            "offered {rate}/s: achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, unanswered {}, \
+             outbox sent {} pending {}, cpu/reply {:.0} µs → {}",
+            value("achieved_rate"),
+            value("p50_us"),
+            value("p99_us"),
+            value("max_us"),
+            value("unanswered"),
+            value("outbox_sent"),
+            value("outbox_pending"),
+            value("cpu_per_reply_us"),
+            if held { "sustained" } else { "not sustained" },
+        ));
+        if !held {
+            measurement.set("first_unsustained_rate", f64::from(rate));
+            measurement.set("first_unsustained_achieved_rate", value("achieved_rate"));
+            break;
+        }
+        sustained = Some(step);
+    }
+    measurement.set("steps", tried as f64);
+    let Some(best) = sustained else {
+        measurement.set("max_sustained_rate", 0.0);
+        measurement.notes.push("no step was sustained".to_owned());
+        return Ok(measurement);
+    };
+    let value = |name: &str| best.values.get(name).copied().unwrap_or(f64::NAN);
+    measurement.set("max_sustained_rate", value("offered_rate"));
+    for name in ["achieved_rate", "p50_us", "p99_us", "p999_us", "cpu_per_reply_us"] {
+        measurement.set(&format!("at_max_{name}"), value(name));
+    }
+    if !measurement.values.contains_key("first_unsustained_rate") {
+        measurement.notes.push("every step was sustained: the ceiling is above the highest step".to_owned());
+    }
+    Ok(measurement)
+}
+
+/// What one run measured, before it is labelled.
+struct Run {
+    values: BTreeMap<String, f64>,
+    notes: Vec<String>,
+}
+
+/// What a run saw of the timeline: mentions, the replies to them, and when.
+struct Observation {
+    rate: u32,
+    seconds: f64,
+    posted: broadcast::Receiver<Posted>,
+    warm_ups: usize,
+    /// Usage rows of the measured window are stamped from this millisecond on.
+    window_ms: i64,
+    /// When mention 0 was due.
+    start: Instant,
+    /// Mentions offered, stored ones (with when each was due) and refused ones.
+    offered: u64,
+    stored: Vec<(i64, Instant)>,
+    post_errors: u64,
+    /// Mentions seen on the timeline, by id, with when they were stored.
+    mentions: HashMap<i64, Instant>,
+    answered: HashSet<i64>,
+    latencies_us: Vec<f64>,
+    replies_at: Vec<(i64, Instant)>,
+    duplicates: u64,
+    lagged: u64,
+    last_reply: Instant,
+    cpu_before: Option<Duration>,
+    /// CPU when the observation stopped, if every mention was answered by then.
+    cpu_all_answered: Option<Duration>,
+    embeddings_before: Option<f64>,
+}
+
+impl Observation {
+    /// Takes one timeline event into account.
+    fn record(&mut self, posted: Posted) {
+        match posted {
+            Posted { id, author, reply_to: None, at } if author == AUTHOR => {
+                self.mentions.insert(id, at);
+            }
+            Posted { reply_to: Some(parent), at, .. } => {
+                let Some(&mentioned_at) = self.mentions.get(&parent) else { return };
+                if !self.answered.insert(parent) {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.latencies_us.push(at.duration_since(mentioned_at).as_secs_f64() * 1e6);
+                self.replies_at.push((parent, at));
+                self.last_reply = self.last_reply.max(at);
+            }
+            Posted { .. } => {}
+        }
+    }
+
+    /// Takes the events still buffered (the replies published while the service shut down).
+    fn drain(&mut self) {
+        loop {
+            match self.posted.try_recv() {
+                Ok(posted) => self.record(posted),
+                Err(TryRecvError::Lagged(missed)) => self.lagged += missed,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn unanswered(&self) -> usize {
+        self.stored.iter().filter(|(id, _)| !self.answered.contains(id)).count()
+    }
+}
+
+/// Waits for readiness and a first answered mention, offers the load, and collects the replies
+/// until every mention is answered, none came for [`STALL_LIMIT`], or [`DRAIN_LIMIT`] passed.
+async fn observe(service: &Service, rate: u32, seconds: f64) -> anyhow::Result<Observation> {
+    let local = service.local().clone();
+    let warm_ups = warm_up(service).await?;
+    // Usage rows of the warm-up are stamped before this millisecond.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let offered = ((f64::from(rate) * seconds).round() as u64).max(1);
+    let start = Instant::now() + Duration::from_millis(5);
+    let mut observation = Observation {
+        rate,
+        seconds,
+        posted: local.subscribe(),
+        warm_ups,
+        window_ms: crate::store::now_ms(),
+        start,
+        offered,
+        stored: Vec::new(),
+        post_errors: 0,
+        mentions: HashMap::with_capacity(offered as usize),
+        answered: HashSet::with_capacity(offered as usize),
+        latencies_us: Vec::with_capacity(offered as usize),
+        replies_at: Vec::with_capacity(offered as usize),
+        duplicates: 0,
+        lagged: 0,
+        last_reply: start,
+        cpu_before: cpu_time(),
+        cpu_all_answered: None,
+        embeddings_before: metric_total(crate::metrics::LLM_EMBEDDINGS),
+    };
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut sender = tokio::spawn(offer(local, rate, offered, start, failures.clone()));
+    let mut sent = false;
+    let mut sending_done_at = start;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if sent {
+            let now = Instant::now();
+            if observation.answered.len() >= observation.stored.len() {
+                observation.cpu_all_answered = cpu_time();
+                break;
+            }
+            if now.duration_since(observation.last_reply.max(sending_done_at)) > STALL_LIMIT
+                || now.duration_since(sending_done_at) > DRAIN_LIMIT
+            {
+                break;
+            }
+        }
+        tokio::select! {
+            stored = &mut sender, if !sent => {
+                observation.stored = stored.context("the mention sender failed")?;
+                observation.post_errors = failures.load(Ordering::Relaxed);
+                sent = true;
+                sending_done_at = Instant::now();
+            }
+            event = observation.posted.recv() => match event {
+                Ok(posted) => observation.record(posted),
+                Err(RecvError::Lagged(missed)) => observation.lagged += missed,
+                Err(RecvError::Closed) => anyhow::bail!("the local platform stopped"),
+            },
+            _ = tick.tick() => {}
+        }
+    }
+    Ok(observation)
+}
+
+/// The numbers of a finished run: `outbox` is the outbox after the service stopped, `calls` the
+/// `llm_usage` rows of the window.
+fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls: i64) -> Run {
+    let cpu_after = observation.cpu_all_answered.or_else(cpu_time);
+    let embeddings_after = metric_total(crate::metrics::LLM_EMBEDDINGS);
+    let replies = observation.latencies_us.len() as f64;
+    let mut values = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut set = |name: &str, value: f64| {
+        values.insert(name.to_owned(), value);
+    };
+    set("offered_rate", f64::from(observation.rate));
+    set("mentions", observation.offered as f64);
+    set("mentions_stored", observation.stored.len() as f64);
+    set("post_errors", observation.post_errors as f64);
+    set("replies", replies);
+    set("unanswered", observation.unanswered() as f64);
+    set("duplicate_replies", observation.duplicates as f64);
+    set("warm_up_mentions", observation.warm_ups as f64);
+    let window = observation.last_reply.duration_since(observation.start).as_secs_f64().max(observation.seconds);
+    set("achieved_rate", replies / window);
+
+    let latencies = &mut observation.latencies_us;
+    latencies.sort_by(f64::total_cmp);
+    if let Some(&max) = latencies.last() {
+        set("p50_us", percentile(latencies, 0.50));
+        set("p99_us", percentile(latencies, 0.99));
+        set("p999_us", percentile(latencies, 0.999));
+        set("max_us", max);
+        set("mean_us", latencies.iter().sum::<f64>() / replies);
+    }
+    // When the mentions were due: lateness here is the load generator's or the store's.
+    let due: HashMap<i64, Instant> = observation.stored.iter().copied().collect();
+    let since_due =
+        |(id, at): (&i64, &Instant)| due.get(id).map(|due| at.saturating_duration_since(*due).as_secs_f64() * 1e6);
+    let mut store_lag: Vec<f64> = observation.mentions.iter().filter_map(since_due).collect();
+    store_lag.sort_by(f64::total_cmp);
+    if !store_lag.is_empty() {
+        set("mention_store_lag_p99_us", percentile(&store_lag, 0.99));
+    }
+    let mut from_due: Vec<f64> = observation.replies_at.iter().map(|(id, at)| (id, at)).filter_map(since_due).collect();
+    from_due.sort_by(f64::total_cmp);
+    if !from_due.is_empty() {
+        set("p99_from_due_us", percentile(&from_due, 0.99));
+    }
+    if replies > 0.0 {
+        if let (Some(before), Some(after)) = (observation.cpu_before, cpu_after) {
+            set("cpu_per_reply_us", after.saturating_sub(before).as_secs_f64() * 1e6 / replies);
+        }
+        set("llm_calls_per_reply", calls as f64 / replies);
+        if let (Some(before), Some(after)) = (observation.embeddings_before, embeddings_after) {
+            set("embeddings_per_reply", (after - before) / replies);
+        }
+    }
+    match outbox {
+        Some(counts) => {
+            set("outbox_sent", (counts.sent - observation.warm_ups as i64) as f64);
+            set("outbox_pending", counts.pending as f64);
+            set("outbox_failed", counts.failed as f64);
+        }
+        None => notes.push("the outbox could not be counted after the shutdown".to_owned()),
+    }
+
+    if observation.lagged > 0 {
+        notes.push(format!(
+            "the observer lagged and missed {} timeline events: replies are undercounted",
+            observation.lagged
+        ));
+    }
+    if observation.cpu_all_answered.is_none() {
+        notes.push(format!(
+            "not every mention was answered within the limits: the replies published while the service shut down \
+             (in-flight work drained) are counted, cpu up to the end of the shutdown; {} mentions never answered",
+            observation.unanswered()
+        ));
+    }
+    notes.push(
+        "latency: mention stored on the local timeline → reply stored there by the Publisher (after its outbox \
+         row is committed); cpu: the whole process (service, load generator and observer); llm calls: llm_usage \
+         rows of the window; embeddings: chorus_llm_embedding_requests_total"
+            .to_owned(),
+    );
+    Run { values, notes }
+}
+
+/// Posts mention `i` at `start + i / rate` (open loop), each in a task of its own so that a slow
+/// insert never delays the schedule. Returns the stored mentions with when each was due.
+async fn offer(
+    local: LocalPlatform,
+    rate: u32,
+    total: u64,
+    start: Instant,
+    failures: Arc<AtomicU64>,
+) -> Vec<(i64, Instant)> {
+    let mention = format!("@{}", persona_name(0));
+    let due = |index: u64| start + Duration::from_secs_f64(index as f64 / f64::from(rate));
+    let mut posts = Vec::with_capacity(total as usize);
+    let mut index = 0;
+    while index < total {
+        tokio::time::sleep_until(due(index).into()).await;
+        // The timer has a millisecond grain: post everything that is due by now.
+        let now = Instant::now();
+        while index < total && due(index) <= now {
+            let (local, failures, text, at) = (local.clone(), failures.clone(), question(&mention, index), due(index));
+            posts.push(tokio::spawn(async move {
+                match local.post(AUTHOR, &text, None, None, "api").await {
+                    Ok(post) => Some((post.id, at)),
+                    Err(err) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %err, "benchmark mention not stored");
+                        None
+                    }
+                }
+            }));
+            index += 1;
+        }
+    }
+    let mut stored = Vec::with_capacity(posts.len());
+    for post in posts {
+        if let Ok(Some(entry)) = post.await {
+            stored.push(entry);
+        }
+    }
+    stored
+}
+
+/// Syllables of the made-up words the questions are written in.
+const SYLLABLES: &[&str] = &[
+    "ba", "ko", "tu", "mi", "se", "ra", "no", "vi", "la", "pe", "du", "zo", "ki", "fa", "gu", "ne", "sho", "ta", "ri",
+    "mo", "ve", "lu", "po", "xi", "da", "je", "hu", "sa", "wo", "ci", "be", "ny",
+];
+
+/// The mention with index `index`: "what about" six made-up words drawn by a hash of the index
+/// (32,768 words), so that no two questions — and no two replies, which quote them — are near
+/// duplicates that Memory's dedup would send back to be written again.
+fn question(mention: &str, index: u64) -> String {
+    let mut state = index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut words = Vec::with_capacity(6);
+    for _ in 0..6 {
+        state ^= state >> 29;
+        state = state.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        state ^= state >> 32;
+        let word: String = (0..3).map(|shift| SYLLABLES[((state >> (shift * 5)) & 31) as usize]).collect();
+        words.push(word);
+    }
+    format!("{mention} what about {}?", words.join(" "))
+}
+
+/// Posts a mention every 200 ms until one is answered, then waits for the answers to all of them:
+/// the agent is connected, and the first (cold) reply is out of the measurement. Returns how many.
+async fn warm_up(service: &Service) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    while !service.health().readiness().ready {
+        anyhow::ensure!(started.elapsed() < WARM_UP_LIMIT, "the service was not ready within {WARM_UP_LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let local = service.local();
+    let mut posted = local.subscribe();
+    let mention = format!("@{} warm-up", persona_name(0));
+    let mut asked: HashSet<i64> = HashSet::new();
+    let mut answered: HashSet<i64> = HashSet::new();
+    let mut next_ask = Instant::now();
+    loop {
+        if !asked.is_empty() && answered.len() == asked.len() {
+            return Ok(asked.len());
+        }
+        anyhow::ensure!(
+            started.elapsed() < WARM_UP_LIMIT,
+            "the persona did not answer a warm-up mention within {WARM_UP_LIMIT:?}"
+        );
+        if answered.is_empty() && Instant::now() >= next_ask {
+            let post =
+                local.post(AUTHOR, &mention, None, None, "api").await.context("cannot post a warm-up mention")?;
+            asked.insert(post.id);
+            next_ask = Instant::now() + Duration::from_millis(200);
+        }
+        let wake = tokio::time::sleep_until(next_ask.max(Instant::now() + Duration::from_millis(10)).into());
+        tokio::select! {
+            event = posted.recv() => match event {
+                Ok(Posted { reply_to: Some(parent), .. }) if asked.contains(&parent) => {
+                    answered.insert(parent);
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => anyhow::bail!("the local platform stopped"),
+            },
+            _ = wake => {}
+        }
+    }
+}
+
+/// The sum over every series of a counter in this process's metrics (`None` if unreadable).
+fn metric_total(name: &str) -> Option<f64> {
+    let text = crate::metrics::install().render();
+    let mut total = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        total += line.rsplit(' ').next()?.parse::<f64>().ok()?;
+    }
+    Some(total)
+}
+
+/// The `[llm]` section of an `openai_compat` provider at the simulator: no streaming, no retries,
+/// limits well above the load.
+fn simulated_provider(sim: &LlmSim) -> String {
+    format!(
+        "[llm]\ndefault_chain = [\"sim\"]\n\n[llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\n\
+         model = \"bench\"\nstream = false\nretries = 0\ntimeout = \"30s\"\nmax_concurrency = {MAX_IN_FLIGHT}\n\
+         max_queue = 65536\n",
+        sim.openai_base_url()
+    )
+}
+
+/// A reply request like the ones Chorus sends, for a round trip without Chorus.
+fn sample_body() -> Value {
+    json!({
+        "model": "bench",
+        "max_tokens": 256,
+        "stream": false,
+        "messages": [
+            {"role": "system", "content": "You are p000000. A benchmark persona. Voice: Plain."},
+            {"role": "user", "content": "@p000000 question 0?"},
+        ],
+    })
+}
+
+/// [`ROUND_TRIPS`] sequential POSTs of `body` to the simulator's chat completions.
+async fn round_trip_on(sim: &LlmSim, body: &Value) -> anyhow::Result<RoundTrip> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/chat/completions", sim.openai_base_url());
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let started = Instant::now();
+        let response = client.post(&url).json(body).send().await.context("bare round trip to the LLM simulator")?;
+        let status = response.status();
+        response.bytes().await.context("bare round trip: reading the answer")?;
+        anyhow::ensure!(status.is_success(), "bare round trip: the LLM simulator answered {status}");
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(RoundTrip { p50_us: percentile(&samples, 0.50), p99_us: percentile(&samples, 0.99) })
+}
+
+/// A directory of its own under the system temporary directory, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn create(label: &str) -> anyhow::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let name =
+            format!("chorus-bench-{label}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

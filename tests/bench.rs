@@ -1,0 +1,58 @@
+//! Smoke test of the benchmark harness (`chorus bench`, issue 9): a tiny configuration of the
+//! reply benchmark must work, in process and through the binary. Nothing here asserts a time.
+
+use std::process::Command;
+
+use chorus::bench::{Measurement, reply};
+
+/// 50 mentions in one second, all answered once, through the outbox, with one completion each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
+    let measurement = reply::latency(50, 1.0, None).await.expect("the benchmark runs");
+    let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
+    assert_eq!(measurement.scenario, "latency");
+    assert_eq!(value("mentions"), 50.0, "{measurement:?}");
+    assert_eq!(value("replies"), value("mentions"), "{measurement:?}");
+    assert_eq!(value("unanswered"), 0.0, "{measurement:?}");
+    assert_eq!(value("duplicate_replies"), 0.0, "{measurement:?}");
+    let (p50, p99, max) = (value("p50_us"), value("p99_us"), value("max_us"));
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= value("p999_us") && value("p999_us") <= max, "{measurement:?}");
+    assert_eq!(value("llm_calls_per_reply"), 1.0, "{measurement:?}");
+    assert_eq!(value("outbox_pending"), 0.0, "{measurement:?}");
+    assert_eq!(value("outbox_sent"), value("replies"), "{measurement:?}");
+    assert!(value("cpu_per_reply_us") >= 0.0, "{measurement:?}");
+}
+
+/// `chorus bench --scenario latency` prints one JSON line that is a measurement.
+#[test]
+fn the_bench_command_prints_one_measurement_as_a_json_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["bench", "--scenario", "latency", "--rate", "20", "--seconds", "1"])
+        .output()
+        .expect("run chorus bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().filter(|line| !line.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stdout: {stdout}");
+    let measurement: Measurement = serde_json::from_str(lines[0]).expect("the line is a measurement");
+    assert_eq!(measurement.scenario, "latency");
+    assert_eq!(measurement.params.get("rate"), Some(&serde_json::json!(20)));
+    for name in [
+        "offered_rate",
+        "achieved_rate",
+        "replies",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "cpu_per_reply_us",
+        "llm_calls_per_reply",
+        "embeddings_per_reply",
+        "unanswered",
+        "outbox_pending",
+    ] {
+        assert!(measurement.values.contains_key(name), "no {name} in {measurement:?}");
+    }
+    assert_eq!(measurement.values["replies"], 20.0, "{measurement:?}");
+    assert_eq!(measurement.values["unanswered"], 0.0, "{measurement:?}");
+}
