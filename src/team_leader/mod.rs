@@ -66,14 +66,20 @@ pub struct TeamLeaderArgs {
 /// The team on each platform, shared by every agent there: one copy, not one per agent (with
 /// N personas, N copies of N handles would grow as N²).
 #[derive(Default)]
-pub struct TeamCache(std::sync::Mutex<BTreeMap<PlatformKind, Team>>);
+pub struct TeamCache {
+    teams: std::sync::Mutex<BTreeMap<PlatformKind, Team>>,
+    /// The personas of each (platform, account), for the rate limiters' directory entries.
+    accounts: std::sync::Mutex<Option<Arc<Accounts>>>,
+}
+
+type Accounts = BTreeMap<(PlatformKind, String), Vec<String>>;
 
 /// Every persona's handle on one platform, and its roster.
 type Team = (Arc<BTreeSet<String>>, Arc<Vec<Member>>);
 
 impl TeamCache {
     fn get(&self, config: &Config, platform: PlatformKind) -> Team {
-        crate::sync::lock(&self.0)
+        crate::sync::lock(&self.teams)
             .entry(platform)
             .or_insert_with(|| {
                 (Arc::new(crate::pipeline::team_handles(config, platform)), Arc::new(Member::roster(config, platform)))
@@ -81,8 +87,28 @@ impl TeamCache {
             .clone()
     }
 
+    /// The personas whose handle on `platform` is `account`, from an index built once.
+    fn personas_of_account(&self, config: &Config, platform: PlatformKind, account: &str) -> Vec<String> {
+        let accounts = crate::sync::lock(&self.accounts)
+            .get_or_insert_with(|| {
+                let mut accounts = Accounts::new();
+                for persona in config.personas.values() {
+                    for platform in &persona.platforms {
+                        accounts
+                            .entry((*platform, persona.handle_on(*platform)))
+                            .or_default()
+                            .push(persona.name.clone());
+                    }
+                }
+                Arc::new(accounts)
+            })
+            .clone();
+        accounts.get(&(platform, account.to_owned())).cloned().unwrap_or_default()
+    }
+
     fn clear(&self) {
-        crate::sync::lock(&self.0).clear();
+        crate::sync::lock(&self.teams).clear();
+        *crate::sync::lock(&self.accounts) = None;
     }
 }
 
@@ -642,7 +668,7 @@ async fn spawn(
             let limiter_config = config.service.rate_limit(*platform).clone();
             let limiter_args = RateLimiterArgs { platform: platform.as_str(), config: limiter_config };
             let (actor, _) = RateLimiter::spawn_linked(None, RateLimiter, limiter_args, supervisor).await?;
-            for persona in personas_of_account(config, *platform, account) {
+            for persona in args.teams.personas_of_account(config, *platform, account) {
                 directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), &persona), Some(actor.clone()));
             }
             actor.get_cell()
