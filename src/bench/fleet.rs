@@ -14,14 +14,13 @@
 //! (`chorus bench --scenario …`); inside the test suite the numbers are only sanity-checked.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::{Measurement, cpu_time, persona_name, rss_bytes, write_config};
+use super::{Measurement, ScratchDir, cpu_time, persona_name, rss_bytes, write_config};
 use crate::health::{ChildState, Health};
 use crate::platform::local::LocalPlatform;
 use crate::service;
@@ -37,6 +36,14 @@ const IDLE_FOR: Duration = Duration::from_secs(2);
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How often the readiness wait records how many agents run (for the projection).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// At most this many of those samples go into the notes.
+const PROGRESS_NOTED: usize = 12;
+/// After ready, the fleet is given up to this long to finish its start-up work ...
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+/// ... measured in windows of this length ...
+const SETTLE_WINDOW: Duration = Duration::from_secs(1);
+/// ... and quiet once a window uses less than this share of one core.
+const SETTLED_CPU_PERCENT: f64 = 10.0;
 /// The readiness probe spends at most about a tenth of the wait probing (one `Health` snapshot
 /// clones every child's status: milliseconds at 100,000 agents), judged by the cheapest of its
 /// latest probes (a probe descheduled on a busy machine looks expensive without being so) ...
@@ -65,11 +72,15 @@ const AUTHOR: &str = "human";
 /// ready, and resident memory.
 ///
 /// Values: `baseline_rss_bytes` (before the service starts, the loaded configuration included),
-/// `start_ms` (`service::start` returned), `ready_ms` (every agent running), `rss_bytes` (largest
-/// sample over [`IDLE_FOR`] of idling), `bytes_per_agent`, `cpu_idle_percent` (of one core),
-/// `shutdown_ms`. A fleet that is not ready within [`READY_LIMIT`] or outgrows the memory cap
-/// reports instead `agents_running`, `stopped_after_ms`, `projected_ready_ms` and
-/// `projected_rss_bytes`, with the reason in `notes`.
+/// `start_ms` (`service::start` returned), `ready_ms` (every agent running), `rss_at_ready_bytes`,
+/// `settle_ms` (ready → the first second under [`SETTLED_CPU_PERCENT`] of a core: the start's
+/// background work, such as Memory storing every persona's facts, is over), then over [`IDLE_FOR`]
+/// of idling `rss_bytes` (largest sample), `bytes_per_agent` (over the baseline) and
+/// `cpu_idle_percent` (of one core); `shutdown_ms`. A fleet that is not ready within
+/// [`READY_LIMIT`] or outgrows the memory cap reports instead how far it got
+/// (`stopped_after_ms`, `agents_running`, `children_running`, `bytes_per_child`) and where it was
+/// heading (`projected_ready_ms`, `growth_exponent`, `projected_rss_bytes`), with the reason in
+/// `notes`.
 pub async fn idle(agents: usize) -> anyhow::Result<Measurement> {
     anyhow::ensure!(agents > 0, "the fleet needs at least one agent");
     let dir = ScratchDir::create("idle")?;
@@ -98,15 +109,32 @@ pub async fn idle(agents: usize) -> anyhow::Result<Measurement> {
 
     let limits = WaitLimits { deadline: started + READY_LIMIT, memory_cap };
     let wait = wait_until_running(service.health(), agents, started, limits).await;
-    if !wait.progress.is_empty() {
-        let samples: Vec<String> =
-            wait.progress.iter().map(|sample| format!("{:.1} s → {}", sample.seconds, sample.running)).collect();
-        measurement.notes.push(format!("agents running over time: {}", samples.join(", ")));
+    if wait.progress.len() > 1 {
+        let every = wait.progress.len().div_ceil(PROGRESS_NOTED);
+        let samples: Vec<String> = wait
+            .progress
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| index % every == 0 || *index == wait.progress.len() - 1)
+            .map(|(_, sample)| format!("{:.0} s: {}/{}", sample.seconds, sample.census.agents, sample.census.children))
+            .collect();
+        measurement.notes.push(format!("agents/children running over time: {}", samples.join(", ")));
     }
     match wait.outcome {
         Waited::Ready(after) => {
             measurement.set("ready_ms", millis(after));
             measurement.set("probe_interval_ms", millis(wait.probe_interval));
+            if let Some(rss) = rss_bytes() {
+                measurement.set("rss_at_ready_bytes", rss as f64);
+            }
+            let settled = settle(SETTLE_LIMIT).await;
+            measurement.set("settle_ms", millis(settled.after));
+            if !settled.settled {
+                measurement.notes.push(format!(
+                    "still busy {SETTLE_LIMIT:?} after ready (over {SETTLED_CPU_PERCENT} % of a core): the idle numbers \
+                     include start-up work still running"
+                ));
+            }
             let idled = idle_for(IDLE_FOR).await;
             if let Some(peak) = idled.peak_rss {
                 measurement.set("rss_bytes", peak as f64);
@@ -116,24 +144,27 @@ pub async fn idle(agents: usize) -> anyhow::Result<Measurement> {
                 measurement.set("cpu_idle_percent", 100.0 * cpu.as_secs_f64() / idled.wall.as_secs_f64());
             }
         }
-        Waited::Stopped { reason, after, running, rss } => {
+        Waited::Stopped { reason, after, census, rss } => {
+            let expected = expected_children(agents);
             measurement.set("stopped_after_ms", millis(after));
-            measurement.set("agents_running", running as f64);
+            measurement.set("agents_running", census.agents as f64);
+            measurement.set("children_running", census.children as f64);
             measurement.set("rss_bytes", rss as f64);
-            if running > 0 {
-                let per_agent = rss.saturating_sub(baseline) as f64 / running as f64;
-                measurement.set("bytes_per_agent", per_agent);
-                measurement.set("projected_rss_bytes", baseline as f64 + per_agent * agents as f64);
+            if census.children > 0 {
+                let per_child = rss.saturating_sub(baseline) as f64 / census.children as f64;
+                measurement.set("bytes_per_child", per_child);
+                measurement.set("projected_rss_bytes", baseline as f64 + per_child * expected as f64);
             }
-            let projection = project_ready(&wait.progress, agents);
-            if let Some(projection) = projection {
+            if let Some(projection) = project_ready(&wait.progress, expected) {
                 measurement.set("projected_ready_ms", projection.ready_ms);
                 measurement.set("growth_exponent", projection.exponent);
             }
             measurement.notes.push(format!(
-                "{reason} after {:.1} s with {running} of {agents} agents running; bytes_per_agent is over the \
-                 agents running, projections extrapolate the progress samples (time ∝ agents^growth_exponent)",
-                after.as_secs_f64()
+                "{reason}: stopped after {:.1} s with {} of {agents} agents and {} of {expected} children running; \
+                 projections extrapolate the children started (time ∝ children^growth_exponent, memory ∝ children)",
+                after.as_secs_f64(),
+                census.agents,
+                census.children,
             ));
             // The supervision tree starts its children in one uninterruptible loop, and a shutdown
             // waits for it; without the pool every remaining start fails at once (nothing more is
@@ -188,11 +219,11 @@ pub async fn shutdown(rate: u32) -> anyhow::Result<Measurement> {
     let started = Instant::now();
     let service = service::start(config).await.context("cannot start the service")?;
     let limits = WaitLimits { deadline: started + SHUTDOWN_READY_LIMIT, memory_cap: u64::MAX };
-    if let Waited::Stopped { reason, running, .. } =
+    if let Waited::Stopped { reason, census, .. } =
         wait_until_running(service.health(), SHUTDOWN_PERSONAS, started, limits).await.outcome
     {
         let _ = tokio::time::timeout(SHUTDOWN_LIMIT, service.shutdown()).await;
-        anyhow::bail!("{reason} with {running} of {SHUTDOWN_PERSONAS} agents running");
+        anyhow::bail!("{reason}, with {} of {SHUTDOWN_PERSONAS} agents running", census.agents);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -269,12 +300,12 @@ enum Waited {
     /// Ready with every agent running, this long after the start.
     Ready(Duration),
     /// Given up: out of time or over the memory cap.
-    Stopped { reason: String, after: Duration, running: usize, rss: u64 },
+    Stopped { reason: String, after: Duration, census: Census, rss: u64 },
 }
 
 struct Wait {
     outcome: Waited,
-    /// Agents running over time, every [`PROGRESS_EVERY`].
+    /// Children running over time, every [`PROGRESS_EVERY`].
     progress: Vec<Progress>,
     /// The readiness probe's interval at the end (the resolution of `ready_ms`).
     probe_interval: Duration,
@@ -283,7 +314,25 @@ struct Wait {
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     seconds: f64,
-    running: usize,
+    census: Census,
+}
+
+/// Children of the supervision tree whose status is `running`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Census {
+    agents: usize,
+    children: usize,
+}
+
+impl Census {
+    fn of(health: &Health) -> Census {
+        let mut census = Census::default();
+        for child in health.children().values().filter(|child| child.state == ChildState::Running) {
+            census.children += 1;
+            census.agents += usize::from(child.kind == "agent");
+        }
+        census
+    }
 }
 
 /// Waits until the service is ready (tree up, store reachable, no child degraded) and `agents`
@@ -299,22 +348,22 @@ async fn wait_until_running(health: &Health, agents: usize, started: Instant, li
         let now = Instant::now();
         let rss = rss_bytes().unwrap_or(0);
         let over = if rss > limits.memory_cap {
-            Some(format!("resident memory {rss} bytes passed the cap of {} bytes", limits.memory_cap))
+            Some(format!("resident memory passed the cap of {} bytes", limits.memory_cap))
         } else if now >= limits.deadline {
             Some(format!("not ready within {:?}", limits.deadline.duration_since(started)))
         } else {
             None
         };
         if let Some(reason) = over {
-            let running = running_agents(health);
+            let census = Census::of(health);
             let after = now.duration_since(started);
-            progress.push(Progress { seconds: after.as_secs_f64(), running });
-            return Wait { outcome: Waited::Stopped { reason, after, running, rss }, progress, probe_interval };
+            progress.push(Progress { seconds: after.as_secs_f64(), census });
+            return Wait { outcome: Waited::Stopped { reason, after, census, rss }, progress, probe_interval };
         }
         if now >= next_probe {
             let probing = Instant::now();
             let readiness = health.readiness();
-            if readiness.ready && readiness.degraded.is_empty() && running_agents(health) == agents {
+            if readiness.ready && readiness.degraded.is_empty() && Census::of(health).agents == agents {
                 return Wait { outcome: Waited::Ready(probing.duration_since(started)), progress, probe_interval };
             }
             if probe_costs.len() == PROBE_COST_WINDOW {
@@ -326,8 +375,7 @@ async fn wait_until_running(health: &Health, agents: usize, started: Instant, li
             next_probe = Instant::now() + probe_interval;
         }
         if now >= next_progress {
-            progress
-                .push(Progress { seconds: now.duration_since(started).as_secs_f64(), running: running_agents(health) });
+            progress.push(Progress { seconds: now.duration_since(started).as_secs_f64(), census: Census::of(health) });
             next_progress += PROGRESS_EVERY;
         }
         let wake = next_probe.min(Instant::now() + MEMORY_CHECK_EVERY);
@@ -335,30 +383,58 @@ async fn wait_until_running(health: &Health, agents: usize, started: Instant, li
     }
 }
 
-/// Agents whose child status is `running`.
-fn running_agents(health: &Health) -> usize {
-    health.children().values().filter(|child| child.kind == "agent" && child.state == ChildState::Running).count()
+/// The children the tree starts for `agents` benchmark personas — Store, LlmPool, Memory,
+/// Publisher, one RateLimiter per account (each persona has its own) and one Agent per persona —
+/// used only to extrapolate a start that did not finish.
+fn expected_children(agents: usize) -> usize {
+    2 * agents + 4
 }
 
 /// Where a fleet's start would end, extrapolated from its progress.
 struct Projection {
     ready_ms: f64,
-    /// `k` in time ∝ agents^k, between the latest sample and the one nearest half its agents.
+    /// `k` in time ∝ children^k, between the latest sample and the one nearest half its children.
     exponent: f64,
 }
 
-fn project_ready(progress: &[Progress], agents: usize) -> Option<Projection> {
-    let last = progress.iter().rev().find(|sample| sample.running > 0)?;
+fn project_ready(progress: &[Progress], expected_children: usize) -> Option<Projection> {
+    let last = progress.last().filter(|sample| sample.census.children > 0)?;
     let half = progress
         .iter()
-        .filter(|sample| sample.running > 0 && sample.running < last.running)
-        .min_by_key(|sample| sample.running.abs_diff(last.running / 2))?;
-    let exponent = (last.seconds / half.seconds).ln() / (last.running as f64 / half.running as f64).ln();
+        .filter(|sample| sample.census.children > 0 && sample.census.children < last.census.children)
+        .min_by_key(|sample| sample.census.children.abs_diff(last.census.children / 2))?;
+    let ratio = last.census.children as f64 / half.census.children as f64;
+    let exponent = (last.seconds / half.seconds).ln() / ratio.ln();
     if !exponent.is_finite() {
         return None;
     }
-    let ready_s = last.seconds * (agents as f64 / last.running as f64).powf(exponent);
+    let ready_s = last.seconds * (expected_children as f64 / last.census.children as f64).powf(exponent);
     Some(Projection { ready_ms: ready_s * 1e3, exponent })
+}
+
+/// How the wait for a quiet service ended.
+struct Settled {
+    /// From ready to the first quiet window (or to the limit).
+    after: Duration,
+    settled: bool,
+}
+
+/// Waits, one [`SETTLE_WINDOW`] at a time, until the process uses less than
+/// [`SETTLED_CPU_PERCENT`] of a core: what a start leaves running in the background (Memory
+/// storing and embedding every persona's facts) is not idling.
+async fn settle(limit: Duration) -> Settled {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let (wall, cpu_before) = (Instant::now(), cpu_time());
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        let Some(used) = cpu_before.zip(cpu_time()).map(|(before, after)| after.saturating_sub(before)) else {
+            break;
+        };
+        if 100.0 * used.as_secs_f64() / wall.elapsed().as_secs_f64() < SETTLED_CPU_PERCENT {
+            return Settled { after: started.elapsed(), settled: true };
+        }
+    }
+    Settled { after: started.elapsed(), settled: false }
 }
 
 /// What idling showed.
@@ -531,31 +607,6 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// A temporary directory for one run, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create(label: &str) -> anyhow::Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let name =
-            format!("chorus-bench-{label}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,173 +643,11 @@ mod tests {
         let progress: Vec<Progress> = (1..=4)
             .map(|second| Progress {
                 seconds: f64::from(second),
-                running: (1000.0 * f64::from(second).sqrt()) as usize,
+                census: Census { agents: 0, children: (1000.0 * f64::from(second).sqrt()) as usize },
             })
             .collect();
         let projection = project_ready(&progress, 4000).expect("a projection");
         assert!((projection.exponent - 2.0).abs() < 0.05, "exponent {}", projection.exponent);
         assert!((projection.ready_ms - 16_000.0).abs() < 500.0, "ready {}", projection.ready_ms);
-    }
-}
-
-// TEMPORARY-PROFILING (removed before handing over)
-#[cfg(test)]
-mod temporary_profiling {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use ractor::{Actor, ActorProcessingErr, ActorRef};
-
-    use super::super::{rss_bytes, write_config};
-    use super::ScratchDir;
-    use crate::config::PlatformKind;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn fleet_numbers() {
-        let spec = std::env::var("FLEET").unwrap_or_else(|_| "idle:1".into());
-        let (scenario, n) = spec.split_once(':').unwrap();
-        let n: u64 = n.parse().unwrap();
-        let measurement = match scenario {
-            "idle" => super::idle(n as usize).await.unwrap(),
-            _ => super::shutdown(n as u32).await.unwrap(),
-        };
-        println!("FLEET-JSON {}", serde_json::to_string(&measurement).unwrap());
-    }
-
-    struct Noop;
-    impl Actor for Noop {
-        type Msg = ();
-        type State = ();
-        type Arguments = ();
-        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-    }
-
-    fn rss() -> f64 {
-        rss_bytes().unwrap() as f64
-    }
-
-    /// Per-agent start costs, measured piece by piece at the configured number of personas.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn spawn_costs() {
-        let n: usize = std::env::var("FLEET_N").unwrap_or_else(|_| "1000".into()).parse().unwrap();
-        let dir = ScratchDir::create("costs").unwrap();
-        let config = write_config(dir.path(), n, "1h", None, "").unwrap();
-        let persona = config.personas.values().next().unwrap().clone();
-        let reps = 50usize;
-
-        let before = rss();
-        let t = Instant::now();
-        let rosters: Vec<_> = (0..reps).map(|_| crate::agent::Member::roster(&config, PlatformKind::Local)).collect();
-        let roster_us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        let roster_bytes = (rss() - before) / reps as f64;
-        drop(rosters);
-
-        let before = rss();
-        let t = Instant::now();
-        let keepers: Vec<_> =
-            (0..reps).map(|_| Arc::new(crate::pipeline::team_handles(&config, PlatformKind::Local))).collect();
-        let keeper_us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        let keeper_bytes = (rss() - before) / reps as f64;
-        drop(keepers);
-
-        // TeamLeader's personas_of_account (private): the same scan.
-        let t = Instant::now();
-        let mut found = 0;
-        for _ in 0..reps {
-            found += config
-                .personas
-                .values()
-                .filter(|p| {
-                    p.platforms.contains(&PlatformKind::Local) && p.handle_on(PlatformKind::Local) == persona.name
-                })
-                .count();
-        }
-        let accounts_us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        assert!(found > 0);
-
-        // Supervision bookkeeping: add + started for n children (each publishes and recounts).
-        let health = Arc::new(crate::health::Health::default());
-        let policy = crate::supervisor::RestartPolicy::from(&config.service.supervisor);
-        let mut supervision = crate::supervisor::Supervision::new(policy, health.clone());
-        let (noop, _) = Actor::spawn(None, Noop, ()).await.unwrap();
-        let t = Instant::now();
-        for index in 0..n {
-            let id = format!("agent:{index}");
-            supervision.add(&id, "agent");
-            supervision.started(&id, noop.get_cell());
-        }
-        let supervision_total_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        let _ = health.readiness();
-        let readiness_us = t.elapsed().as_secs_f64() * 1e6;
-
-        // Agent::pre_start / post_start queries on an empty store.
-        let db = crate::store::Db::connect(&config.service.store.url, 8).await.unwrap();
-        db.migrate().await.unwrap();
-        let t = Instant::now();
-        for index in 0..reps {
-            let name = super::persona_name(index);
-            db.cursor(&name, "local").await.unwrap();
-            db.dispatched_posts(&name, "local").await.unwrap();
-            db.pending_inbound(&name, "local", 4).await.unwrap();
-        }
-        let queries_us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        let t = Instant::now();
-        for index in 0..reps {
-            let name = super::persona_name(index);
-            db.ensure_facts(&name, &["a fact".to_owned(), "another".to_owned(), "a third".to_owned()]).await.unwrap();
-        }
-        let facts_us = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        db.close().await;
-
-        println!(
-            "COSTS n={n} roster {roster_us:.0} µs {roster_bytes:.0} B | team handles {keeper_us:.0} µs {keeper_bytes:.0} B | \
-             personas_of_account {accounts_us:.0} µs | supervision add+started x{n} {supervision_total_ms:.0} ms \
-             ({:.1} µs each) | readiness snapshot {readiness_us:.0} µs | agent start queries {queries_us:.0} µs | \
-             memory facts per persona {facts_us:.0} µs",
-            supervision_total_ms * 1e3 / n as f64
-        );
-    }
-
-    /// The floor: bare actors, and actors with a sleeping timer task each.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn actor_floor() {
-        let n: usize = std::env::var("FLEET_N").unwrap_or_else(|_| "100000".into()).parse().unwrap();
-        let before = rss();
-        let t = Instant::now();
-        let mut actors = Vec::with_capacity(n);
-        for _ in 0..n {
-            actors.push(Actor::spawn(None, Noop, ()).await.unwrap());
-        }
-        let spawn_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-        let actor_bytes = (rss() - before) / n as f64;
-        let before = rss();
-        let timers: Vec<_> = actors
-            .iter()
-            .map(|(actor, _)| {
-                let actor = actor.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    let _ = actor.send_message(());
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let timer_bytes = (rss() - before) / n as f64;
-        println!(
-            "FLOOR n={n} actor spawn {spawn_us:.1} µs, {actor_bytes:.0} B/actor; sleeping task {timer_bytes:.0} B/task"
-        );
-        for timer in timers {
-            timer.abort();
-        }
-        for (actor, handle) in actors {
-            actor.stop(None);
-            let _ = handle.await;
-        }
     }
 }

@@ -15,7 +15,6 @@
 //! quote the question) look alike to Memory's dedup: a redraft would be a second completion.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Measurement, cpu_time, percentile, persona_name, write_config};
+use super::{Measurement, ScratchDir, cpu_time, percentile, persona_name, write_config};
 use crate::platform::local::{LocalPlatform, Posted};
 use crate::service::{self, Service};
 use crate::sim::llm::{LlmSim, SimFault};
@@ -587,29 +586,4 @@ async fn round_trip_on(sim: &LlmSim, body: &Value) -> anyhow::Result<RoundTrip> 
     }
     samples.sort_by(f64::total_cmp);
     Ok(RoundTrip { p50_us: percentile(&samples, 0.50), p99_us: percentile(&samples, 0.99) })
-}
-
-/// A directory of its own under the system temporary directory, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create(label: &str) -> anyhow::Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let name =
-            format!("chorus-bench-{label}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
