@@ -38,8 +38,10 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// At most this many of those samples go into the notes.
 const PROGRESS_NOTED: usize = 12;
-/// After ready, the fleet is given up to this long to finish its start-up work ...
-const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+/// After ready, the fleet is given this long per agent to finish its start-up work, within these
+/// bounds (a busy test suite shares the process: a small fleet does not wait for it) ...
+const SETTLE_PER_AGENT: Duration = Duration::from_millis(2);
+const SETTLE_LIMITS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(60));
 /// ... measured in windows of this length ...
 const SETTLE_WINDOW: Duration = Duration::from_secs(1);
 /// ... and quiet once a window uses less than this share of one core.
@@ -127,11 +129,12 @@ pub async fn idle(agents: usize) -> anyhow::Result<Measurement> {
             if let Some(rss) = rss_bytes() {
                 measurement.set("rss_at_ready_bytes", rss as f64);
             }
-            let settled = settle(SETTLE_LIMIT).await;
+            let settle_limit = (SETTLE_PER_AGENT * agents as u32).clamp(SETTLE_LIMITS.0, SETTLE_LIMITS.1);
+            let settled = settle(settle_limit).await;
             measurement.set("settle_ms", millis(settled.after));
             if !settled.settled {
                 measurement.notes.push(format!(
-                    "still busy {SETTLE_LIMIT:?} after ready (over {SETTLED_CPU_PERCENT} % of a core): the idle numbers \
+                    "still busy {settle_limit:?} after ready (over {SETTLED_CPU_PERCENT} % of a core): the idle numbers \
                      include start-up work still running"
                 ));
             }
