@@ -673,13 +673,8 @@ async fn turn(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Turn> {
             in_force
         }
     };
-    let role = if assignment.first == *me {
-        Turn::First
-    } else if assignment.joiners.contains(me) {
-        Turn::Joiner
-    } else {
-        Turn::Skipped
-    };
+    let StoredAssignment { first, joiners, skipped } = assignment;
+    let role = coordinate::Assignment { first, joiners, skipped, detail: String::new() }.role(me);
     let label = match role {
         Turn::First => "first",
         Turn::Joiner => "joiner",
