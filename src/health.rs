@@ -1,7 +1,7 @@
 //! The readiness board: what `/readyz` and `/admin/status` report. Written by the supervision
 //! tree and the service lifecycle, read by the admin server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,7 +44,29 @@ pub struct Health {
     tree_up: AtomicBool,
     store_ok: AtomicBool,
     shutting_down: AtomicBool,
-    children: RwLock<BTreeMap<String, ChildStatus>>,
+    children: RwLock<Board>,
+}
+
+/// Every child's status, and what the probes read kept as it changes: the children that are not
+/// running (a readiness probe copies only those, not every child) and how many run of each kind.
+#[derive(Debug, Default)]
+struct Board {
+    children: BTreeMap<String, ChildStatus>,
+    degraded: BTreeMap<String, ChildStatus>,
+    running: HashMap<&'static str, usize>,
+}
+
+impl Board {
+    fn forget(&mut self, id: &str) {
+        let Some(old) = self.children.remove(id) else { return };
+        if old.state == ChildState::Running {
+            if let Some(count) = self.running.get_mut(old.kind) {
+                *count = count.saturating_sub(1);
+            }
+        } else {
+            self.degraded.remove(id);
+        }
+    }
 }
 
 /// A snapshot for the probes.
@@ -78,13 +100,24 @@ impl Health {
     }
 
     pub fn set_child(&self, id: &str, status: ChildStatus) {
-        self.children.write().expect("health lock").insert(id.to_owned(), status);
+        let mut board = crate::sync::write(&self.children);
+        board.forget(id);
+        if status.state == ChildState::Running {
+            *board.running.entry(status.kind).or_default() += 1;
+        } else {
+            board.degraded.insert(id.to_owned(), status.clone());
+        }
+        board.children.insert(id.to_owned(), status);
     }
     pub fn remove_child(&self, id: &str) {
-        self.children.write().expect("health lock").remove(id);
+        crate::sync::write(&self.children).forget(id);
     }
     pub fn children(&self) -> BTreeMap<String, ChildStatus> {
-        self.children.read().expect("health lock").clone()
+        crate::sync::read(&self.children).children.clone()
+    }
+    /// How many children run, by kind.
+    pub fn running(&self) -> BTreeMap<&'static str, usize> {
+        crate::sync::read(&self.children).running.iter().map(|(kind, count)| (*kind, *count)).collect()
     }
 
     /// Ready when the store is migrated and reachable, the tree is up and no shutdown has begun.
@@ -95,8 +128,7 @@ impl Health {
         let tree_up = self.tree_up.load(Ordering::SeqCst);
         let store_ok = self.store_ok.load(Ordering::SeqCst);
         let shutting_down = self.shutting_down();
-        let degraded: BTreeMap<_, _> =
-            self.children().into_iter().filter(|(_, child)| child.state != ChildState::Running).collect();
+        let degraded = crate::sync::read(&self.children).degraded.clone();
         let ready = migrated && tree_up && store_ok && !shutting_down;
         let status = match (ready, degraded.is_empty()) {
             (false, _) => "unready",
@@ -104,5 +136,35 @@ impl Health {
             (true, false) => "degraded",
         };
         Readiness { ready, status, migrated, tree_up, store_ok, shutting_down, degraded }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(kind: &'static str, state: ChildState) -> ChildStatus {
+        ChildStatus { kind, state, restarts: 0, recent_backoff_ms: Vec::new(), reason: None }
+    }
+
+    #[test]
+    fn degraded_children_and_running_counts_follow_every_change() {
+        let health = Health::default();
+        health.set_child("agent:ada@local", status("agent", ChildState::Restarting));
+        health.set_child("agent:bob@local", status("agent", ChildState::Running));
+        health.set_child("memory", status("memory", ChildState::Running));
+        assert_eq!(health.readiness().degraded.keys().collect::<Vec<_>>(), ["agent:ada@local"]);
+        assert_eq!(health.running(), BTreeMap::from([("agent", 1), ("memory", 1)]));
+
+        health.set_child("agent:ada@local", status("agent", ChildState::Running));
+        health.set_child("agent:bob@local", status("agent", ChildState::Parked));
+        assert_eq!(health.readiness().degraded.keys().collect::<Vec<_>>(), ["agent:bob@local"]);
+        assert_eq!(health.running()["agent"], 1);
+
+        health.remove_child("agent:bob@local");
+        health.remove_child("memory");
+        assert!(health.readiness().degraded.is_empty());
+        assert_eq!(health.running(), BTreeMap::from([("agent", 1), ("memory", 0)]));
+        assert_eq!(health.children().len(), 1);
     }
 }

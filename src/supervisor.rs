@@ -120,6 +120,8 @@ struct Child {
     /// Set when the child is tried again after a cool-down; one failure then re-parks it.
     half_open_since: Option<Instant>,
     reason: Option<String>,
+    /// The state last counted in [`Supervision::counts`] (`None` before the first publish).
+    counted: Option<ChildState>,
 }
 
 /// Restart bookkeeping for the children of one supervising actor.
@@ -127,12 +129,24 @@ pub struct Supervision {
     policy: RestartPolicy,
     children: HashMap<String, Child>,
     by_actor: HashMap<ActorId, String>,
+    /// Children by (kind, state), kept as they change: the `chorus_supervisor_children` gauges are
+    /// set from it for the pairs a transition touched, never by recounting every child (which made
+    /// a start of N children cost N²).
+    counts: HashMap<(&'static str, ChildState), u32>,
     health: Arc<Health>,
 }
 
 impl Supervision {
     pub fn new(policy: RestartPolicy, health: Arc<Health>) -> Self {
-        Self { policy, children: HashMap::new(), by_actor: HashMap::new(), health }
+        let supervision =
+            Self { policy, children: HashMap::new(), by_actor: HashMap::new(), counts: HashMap::new(), health };
+        // Every (kind, state) gauge exists from the start, zero included.
+        for kind in crate::team_leader::CHILD_KINDS {
+            for state in [ChildState::Running, ChildState::Restarting, ChildState::Parked] {
+                supervision.set_gauge(kind, state);
+            }
+        }
+        supervision
     }
 
     pub fn set_policy(&mut self, policy: RestartPolicy) {
@@ -152,6 +166,7 @@ impl Supervision {
                 recent_backoff: VecDeque::new(),
                 half_open_since: None,
                 reason: None,
+                counted: None,
             },
         );
         self.publish(id);
@@ -174,7 +189,9 @@ impl Supervision {
             self.by_actor.remove(&cell.get_id());
         }
         self.health.remove_child(id);
-        self.update_gauges();
+        if let Some(state) = child.counted {
+            self.count(child.kind, state, -1);
+        }
         child.cell
     }
 
@@ -271,32 +288,44 @@ impl Supervision {
     }
 
     fn publish(&mut self, id: &str) {
-        if let Some(child) = self.children.get(id) {
-            self.health.set_child(
-                id,
-                ChildStatus {
-                    kind: child.kind,
-                    state: child.state,
-                    restarts: child.total_restarts,
-                    recent_backoff_ms: child.recent_backoff.iter().map(|d| d.as_millis() as u64).collect(),
-                    reason: child.reason.clone(),
-                },
-            );
+        let Some(child) = self.children.get_mut(id) else { return };
+        self.health.set_child(
+            id,
+            ChildStatus {
+                kind: child.kind,
+                state: child.state,
+                restarts: child.total_restarts,
+                recent_backoff_ms: child.recent_backoff.iter().map(|d| d.as_millis() as u64).collect(),
+                reason: child.reason.clone(),
+            },
+        );
+        let (kind, state) = (child.kind, child.state);
+        let before = child.counted.replace(state);
+        if before == Some(state) {
+            return;
         }
-        self.update_gauges();
+        if let Some(before) = before {
+            self.count(kind, before, -1);
+        }
+        self.count(kind, state, 1);
     }
 
-    fn update_gauges(&self) {
-        let mut counts: HashMap<(&'static str, ChildState), u32> = HashMap::new();
-        for child in self.children.values() {
-            *counts.entry((child.kind, child.state)).or_default() += 1;
-        }
-        for kind in crate::team_leader::CHILD_KINDS {
-            for state in [ChildState::Running, ChildState::Restarting, ChildState::Parked] {
-                let count = counts.get(&(*kind, state)).copied().unwrap_or(0);
-                metrics::gauge!(m::SUPERVISOR_CHILDREN, "kind" => *kind, "state" => state.as_str()).set(count as f64);
-            }
-        }
+    /// Adds `delta` to the children of `kind` in `state` and sets that one gauge.
+    fn count(&mut self, kind: &'static str, state: ChildState, delta: i32) {
+        let count = self.counts.entry((kind, state)).or_default();
+        *count = count.saturating_add_signed(delta);
+        self.set_gauge(kind, state);
+    }
+
+    fn set_gauge(&self, kind: &'static str, state: ChildState) {
+        let count = self.counts.get(&(kind, state)).copied().unwrap_or(0);
+        metrics::gauge!(m::SUPERVISOR_CHILDREN, "kind" => kind, "state" => state.as_str()).set(f64::from(count));
+    }
+
+    /// How many children of `kind` are in `state` (what the gauge says).
+    #[cfg(test)]
+    fn counted(&self, kind: &str, state: ChildState) -> u32 {
+        self.counts.iter().filter(|((k, s), _)| *k == kind && *s == state).map(|(_, count)| *count).sum()
     }
 }
 
@@ -341,6 +370,25 @@ mod tests {
         supervision.cooldown_over("agent:bob@local", after);
         let decision = supervision.on_child_exit("agent:bob@local", &failed(), after + Duration::from_secs(1));
         assert!(matches!(decision, Some(Decision::Park(_))));
+    }
+
+    #[test]
+    fn child_counts_follow_each_transition() {
+        let health = Arc::new(Health::default());
+        let mut supervision = Supervision::new(policy(), health.clone());
+        supervision.add("agent:ada@local", "agent");
+        supervision.add("agent:bob@local", "agent");
+        supervision.add("memory", "memory");
+        assert_eq!(supervision.counted("agent", ChildState::Restarting), 2);
+        let exit = Exit::Failed { auth: true, message: "401".into() };
+        supervision.on_child_exit("agent:bob@local", &exit, Instant::now());
+        assert_eq!(supervision.counted("agent", ChildState::Restarting), 1);
+        assert_eq!(supervision.counted("agent", ChildState::Parked), 1);
+        assert_eq!(health.readiness().degraded.len(), 3);
+        supervision.remove("agent:bob@local");
+        assert_eq!(supervision.counted("agent", ChildState::Parked), 0);
+        assert_eq!(supervision.counted("memory", ChildState::Restarting), 1);
+        assert!(!health.readiness().degraded.contains_key("agent:bob@local"));
     }
 
     #[test]

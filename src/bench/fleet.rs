@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::{Measurement, ScratchDir, cpu_time, persona_name, rss_bytes, write_config};
-use crate::health::{ChildState, Health};
+use crate::health::Health;
 use crate::platform::local::LocalPlatform;
 use crate::service;
 use crate::store::{Db, OutboxStatus};
@@ -46,8 +46,8 @@ const SETTLE_LIMITS: (Duration, Duration) = (Duration::from_secs(2), Duration::f
 const SETTLE_WINDOW: Duration = Duration::from_secs(1);
 /// ... and quiet once a window uses less than this share of one core.
 const SETTLED_CPU_PERCENT: f64 = 10.0;
-/// The readiness probe spends at most about a tenth of the wait probing (one `Health` snapshot
-/// clones every child's status: milliseconds at 100,000 agents), judged by the cheapest of its
+/// The readiness probe spends at most about a tenth of the wait probing (a `Health` snapshot
+/// copies the degraded children's status, which may be many while a fleet starts), judged by the cheapest of its
 /// latest probes (a probe descheduled on a busy machine looks expensive without being so) ...
 const PROBE_COST_FACTOR: u32 = 10;
 const PROBE_COST_WINDOW: usize = 8;
@@ -329,12 +329,8 @@ struct Census {
 
 impl Census {
     fn of(health: &Health) -> Census {
-        let mut census = Census::default();
-        for child in health.children().values().filter(|child| child.state == ChildState::Running) {
-            census.children += 1;
-            census.agents += usize::from(child.kind == "agent");
-        }
-        census
+        let running = health.running();
+        Census { agents: running.get("agent").copied().unwrap_or(0), children: running.values().sum() }
     }
 }
 
