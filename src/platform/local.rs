@@ -11,7 +11,7 @@
 //! credentials "revoked", which exercises the same error paths as a real platform.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -28,6 +28,9 @@ use crate::store::{Db, LocalPost};
 pub const MAX_POST_CHARS: usize = 2000;
 /// Mentions read per poll.
 const MENTIONS_PER_POLL: i64 = 50;
+/// Posts kept for observers that fall behind ([`LocalPlatform::subscribe`]; a lagging receiver
+/// is told how many it lost). The buffer is allocated whole, so only once somebody subscribes.
+const POSTED_CAPACITY: usize = 65_536;
 
 /// A fault injected into one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +51,9 @@ pub struct LocalPlatform {
     /// The connected agents' wake-ups, by account, each with its registration number (an old
     /// incarnation closing late must not remove its successor's).
     wakers: Arc<RwLock<HashMap<String, (u64, LiveSink)>>>,
-    /// Every stored post, for observers (the benchmark); nothing is kept when nobody listens.
-    posted: tokio::sync::broadcast::Sender<Posted>,
+    /// Every stored post, for observers (the benchmark); nothing is kept when nobody listens, and
+    /// the channel exists only from the first subscription (its buffer is 5 MB).
+    posted: Arc<OnceLock<tokio::sync::broadcast::Sender<Posted>>>,
 }
 
 /// A post just stored, with when.
@@ -63,13 +67,12 @@ pub struct Posted {
 
 impl LocalPlatform {
     pub fn new(db: Db) -> Self {
-        let (posted, _) = tokio::sync::broadcast::channel(65_536);
-        Self { db, faults: Arc::default(), wakers: Arc::default(), posted }
+        Self { db, faults: Arc::default(), wakers: Arc::default(), posted: Arc::default() }
     }
 
-    /// Every post stored from now on (a receiver that lags loses the oldest).
+    /// Every post stored from now on (a receiver that lags loses the oldest, and is told).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Posted> {
-        self.posted.subscribe()
+        self.posted.get_or_init(|| tokio::sync::broadcast::channel(POSTED_CAPACITY).0).subscribe()
     }
 
     /// Sets (or with `None` clears) the fault of `account`.
@@ -117,10 +120,10 @@ impl LocalPlatform {
             .await
             .map_err(|err| PlatformError::Transient(err.to_string()))?;
         metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
-        if self.posted.receiver_count() > 0 {
+        if let Some(observers) = self.posted.get().filter(|observers| observers.receiver_count() > 0) {
             let posted =
                 Posted { id: post.id, author: post.author.clone(), reply_to: post.reply_to, at: Instant::now() };
-            let _ = self.posted.send(posted);
+            let _ = observers.send(posted);
         }
         if !mentions.is_empty() {
             let wakers = crate::sync::read(&self.wakers);
@@ -289,6 +292,25 @@ mod tests {
         assert_eq!(extract_mentions("hi @Ada and @bob_2, @ada again"), vec!["ada", "bob_2"]);
         assert_eq!(extract_mentions("mail me at sam@example.com"), Vec::<String>::new());
         assert_eq!(extract_mentions("@ @!"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn observers_get_every_post_from_their_subscription_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::connect(&format!("sqlite://{}/chorus.db", dir.path().display()), 1).await.expect("database");
+        db.migrate().await.expect("migrations");
+        let local = LocalPlatform::new(db);
+        local.post("sam", "before anyone listens", None, None, "api").await.expect("post");
+        assert!(local.posted.get().is_none(), "no buffer before the first subscription");
+        let mut first = local.subscribe();
+        let post = local.post("sam", "hello @ada", None, None, "api").await.expect("post");
+        let mut second = local.subscribe();
+        let reply = local.post("ada", "hi", Some(post.id), None, "api").await.expect("reply");
+        let seen = first.recv().await.expect("first post");
+        assert_eq!((seen.id, seen.author.as_str(), seen.reply_to), (post.id, "sam", None));
+        assert_eq!(first.recv().await.expect("reply").id, reply.id);
+        assert_eq!(second.recv().await.expect("reply").reply_to, Some(post.id));
+        assert!(first.try_recv().is_err() && second.try_recv().is_err());
     }
 
     #[test]
