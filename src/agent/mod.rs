@@ -88,6 +88,20 @@ pub struct AgentArgs {
     pub db: Db,
     pub directory: Arc<Directory>,
     pub settings: AgentSettings,
+    /// This agent's rows as the TeamLeader read them for every agent at once, at the service's
+    /// start; `None` on a restart or after a reload, when the agent reads its own.
+    pub first_start: Option<FirstStart>,
+}
+
+/// What an agent's first start needs from the database, read for the whole team in a few queries
+/// (a start of N agents ran 3N) by [`crate::team_leader::TeamCache`] before the first spawn.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirstStart {
+    pub cursor: Option<String>,
+    /// Posts were handed over and not written: the agent reads them.
+    pub dispatched_posts: bool,
+    /// Mentions are stored and not answered: the agent answers them at once.
+    pub pending_inbound: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,9 +216,16 @@ impl Actor for Agent {
         args: Arc<AgentArgs>,
     ) -> Result<AgentState, ActorProcessingErr> {
         let platform = args.key.platform.as_str();
-        let cursor = args.db.cursor(&args.persona.name, platform).await?;
+        let (cursor, resume_posts) = match &args.first_start {
+            Some(first) => (first.cursor.clone(), first.dispatched_posts),
+            None => (args.db.cursor(&args.persona.name, platform).await?, true),
+        };
         // Posts handed over before a restart and not written yet.
-        let posts = args.db.dispatched_posts(&args.persona.name, platform).await?.into();
+        let posts = if resume_posts {
+            args.db.dispatched_posts(&args.persona.name, platform).await?.into()
+        } else {
+            VecDeque::new()
+        };
         let timers: Vec<AbortOnDrop> = Vec::new();
         tracing::info!(agent = %args.key, "agent started");
         Ok(AgentState {
@@ -232,7 +253,9 @@ impl Actor for Agent {
             state.timers.push(poll_timer(&myself, state.args.settings.poll_every));
         }
         // Mentions stored but not answered before a restart are answered now.
-        self.fill(&myself, state).await?;
+        if state.args.first_start.as_ref().is_none_or(|first| first.pending_inbound) {
+            self.fill(&myself, state).await?;
+        }
         self.next_post(&myself, state);
         Ok(())
     }

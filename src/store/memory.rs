@@ -122,26 +122,64 @@ impl Db {
     /// The persona's facts that are not stored yet are stored (platform `persona`); returns the
     /// new ones.
     pub async fn ensure_facts(&self, persona: &str, facts: &[String]) -> StoreResult<Vec<MemoryRow>> {
-        let known: Vec<String> = sqlx::query("SELECT text FROM memories WHERE persona = $1 AND kind = 'fact'")
-            .bind(persona)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
-        let mut added = Vec::new();
-        for fact in facts.iter().filter(|fact| !known.contains(fact)) {
-            let memory = NewMemory {
-                persona: persona.to_owned(),
-                platform: "persona".to_owned(),
-                kind: MemoryKind::Fact,
-                conversation: None,
-                author: persona.to_owned(),
-                text: fact.clone(),
-            };
-            let id = self.insert_memory(&memory).await?;
-            added.extend(self.memories_by_ids(&[id]).await?);
+        self.ensure_facts_of(&[(persona, facts)]).await
+    }
+
+    /// [`Db::ensure_facts`] for several personas at once: one query for the facts they have, one
+    /// multi-row insert (a few with many facts) for those they lack; facts already stored are not
+    /// written again. Returns the new ones.
+    pub async fn ensure_facts_of(&self, personas: &[(&str, &[String])]) -> StoreResult<Vec<MemoryRow>> {
+        /// Rows per insert: 6 values each, well under SQLite's and Postgres's limits on parameters.
+        const ROWS_PER_INSERT: usize = 500;
+        if personas.is_empty() {
+            return Ok(Vec::new());
         }
+        let placeholders: Vec<String> = (1..=personas.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT persona, text FROM memories WHERE kind = 'fact' AND persona IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (persona, _) in personas {
+            query = query.bind(*persona);
+        }
+        let mut known: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+        for row in query.fetch_all(self.pool()).await? {
+            known.insert((row.try_get(0)?, row.try_get(1)?));
+        }
+        let mut missing: Vec<(&str, &str)> = Vec::new();
+        for (persona, facts) in personas {
+            for fact in facts.iter() {
+                // A fact listed twice is stored once.
+                if known.insert(((*persona).to_owned(), fact.clone())) {
+                    missing.push((persona, fact));
+                }
+            }
+        }
+        let mut added = Vec::with_capacity(missing.len());
+        for chunk in missing.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let n = row * 4;
+                    format!("(${}, 'persona', 'fact', NULL, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at) VALUES {} \
+                 RETURNING {COLUMNS}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let now = now_ms();
+            for (persona, fact) in chunk {
+                query = query.bind(*persona).bind(*persona).bind(*fact).bind(now);
+            }
+            let rows = query.fetch_all(self.pool()).await?;
+            for row in &rows {
+                added.push(MemoryRow::from_row(row)?);
+            }
+        }
+        added.sort_by_key(|row| row.id);
         Ok(added)
     }
 
@@ -291,6 +329,35 @@ impl Db {
             }
         }
         Ok(counts)
+    }
+
+    // ----- every agent's saved place, read at once for a start -----
+    //
+    // These belong with the per-agent queries (`cursor` and `pending_inbound` in `store/mod.rs`,
+    // `dispatched_posts` in `content.rs`); they are here only until they move.
+
+    /// Every agent's saved cursor, by `(persona, platform)`.
+    pub async fn all_cursors(&self) -> StoreResult<std::collections::HashMap<(String, String), String>> {
+        let rows = sqlx::query("SELECT persona, platform, cursor FROM cursors").fetch_all(self.pool()).await?;
+        rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
+    }
+
+    /// The `(persona, platform)` of every agent with planned posts handed over and not written.
+    pub async fn agents_with_dispatched_posts(&self) -> StoreResult<std::collections::HashSet<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT persona, platform FROM content_items WHERE stage = 'dispatched' AND kind = 'post'",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// The `(persona, platform)` of every agent with stored mentions not answered yet.
+    pub async fn agents_with_pending_inbound(&self) -> StoreResult<std::collections::HashSet<(String, String)>> {
+        let rows = sqlx::query("SELECT DISTINCT persona, platform FROM inbound_events WHERE state = 'pending'")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 }
 

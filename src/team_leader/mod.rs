@@ -11,13 +11,13 @@ pub mod coordinate;
 pub mod plan;
 mod work;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, Member};
+use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, FirstStart, Member};
 use crate::config::{AgentKey, Config, Mode, PlatformKind};
 use crate::directory::{Directory, rate_limiter_key};
 use crate::health::Health;
@@ -70,6 +70,16 @@ pub struct TeamCache {
     teams: std::sync::Mutex<BTreeMap<PlatformKind, Team>>,
     /// The personas of each (platform, account), for the rate limiters' directory entries.
     accounts: std::sync::Mutex<Option<Arc<Accounts>>>,
+    /// Every agent's rows for its first start, read at once before the first spawn loop and
+    /// dropped after it: a restart or a reload reads fresh rows, never this snapshot.
+    first_starts: std::sync::Mutex<Option<Arc<FirstStarts>>>,
+}
+
+/// What [`TeamCache::load_first_starts`] read, by `(persona, platform)`.
+struct FirstStarts {
+    cursors: HashMap<(String, String), String>,
+    dispatched_posts: HashSet<(String, String)>,
+    pending_inbound: HashSet<(String, String)>,
 }
 
 type Accounts = BTreeMap<(PlatformKind, String), Vec<String>>;
@@ -106,9 +116,41 @@ impl TeamCache {
         accounts.get(&(platform, account.to_owned())).cloned().unwrap_or_default()
     }
 
+    /// Reads every agent's cursor, and which agents have posts to resume or mentions to answer,
+    /// in three queries. On an error the agents read their own rows, as on a restart.
+    async fn load_first_starts(&self, db: &Db) {
+        let read = async {
+            Ok::<_, crate::store::StoreError>(FirstStarts {
+                cursors: db.all_cursors().await?,
+                dispatched_posts: db.agents_with_dispatched_posts().await?,
+                pending_inbound: db.agents_with_pending_inbound().await?,
+            })
+        };
+        match read.await {
+            Ok(first_starts) => *crate::sync::lock(&self.first_starts) = Some(Arc::new(first_starts)),
+            Err(err) => tracing::warn!(error = %err, "cannot read the agents' rows at once; each reads its own"),
+        }
+    }
+
+    /// Agent `key`'s part of the snapshot, while it lasts.
+    fn first_start(&self, key: &AgentKey) -> Option<FirstStart> {
+        let first_starts = crate::sync::lock(&self.first_starts).clone()?;
+        let id = (key.persona.clone(), key.platform.as_str().to_owned());
+        Some(FirstStart {
+            cursor: first_starts.cursors.get(&id).cloned(),
+            dispatched_posts: first_starts.dispatched_posts.contains(&id),
+            pending_inbound: first_starts.pending_inbound.contains(&id),
+        })
+    }
+
+    fn end_first_starts(&self) {
+        *crate::sync::lock(&self.first_starts) = None;
+    }
+
     fn clear(&self) {
         crate::sync::lock(&self.teams).clear();
         *crate::sync::lock(&self.accounts) = None;
+        self.end_first_starts();
     }
 }
 
@@ -237,9 +279,11 @@ impl Actor for TeamLeader {
         myself: ActorRef<Self::Msg>,
         state: &mut TeamLeaderState,
     ) -> Result<(), ActorProcessingErr> {
+        state.args.teams.load_first_starts(&state.args.db).await;
         for spec in desired_children(&state.args.config) {
             self.add_child(&myself, state, spec).await;
         }
+        state.args.teams.end_first_starts();
         update_agent_gauge(state);
         state.args.health.set_tree_up(true);
         tracing::info!(children = state.specs.len(), "supervision tree is up");
@@ -718,6 +762,7 @@ async fn spawn(
                 db: args.db.clone(),
                 directory: directory.clone(),
                 settings: AgentSettings::from_config(config, key.platform),
+                first_start: args.teams.first_start(key),
             });
             Agent::spawn_linked(None, Agent, agent_args, supervisor).await?.0.get_cell()
         }
