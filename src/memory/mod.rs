@@ -23,6 +23,7 @@
 //! Writes are applied in mailbox order; embedding, recall, checks and searches run in tasks, so
 //! a slow provider or read never delays the mailbox.
 
+mod cache;
 pub mod index;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use crate::metrics as m;
 use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, now_ms};
 use crate::sync::{read, try_read, write};
 use crate::task::AbortOnDrop;
+use cache::{EmbeddingCache, Lookup};
 pub use index::{IndexError, VectorIndex};
 
 /// How long an embedding call may take before the memory waits for the next sweep ...
@@ -49,6 +51,8 @@ const CHECK_EMBED_TIMEOUT_MS: u64 = 8_000;
 /// Memories embedded per call by the sweep, and vectors loaded per page at start.
 const EMBED_BATCH: i64 = 64;
 const LOAD_PAGE: i64 = 2_000;
+/// Personas whose facts are stored per query at start.
+const FACTS_BATCH: usize = 256;
 
 pub struct Memory;
 
@@ -110,6 +114,8 @@ struct Shared {
     dimension: RwLock<Option<usize>>,
     personas: RwLock<HashMap<String, PersonaIndex>>,
     outputs: RwLock<Option<Outputs>>,
+    /// The vectors of texts embedded lately, of `model` (see [`cache`]).
+    embeddings: std::sync::Mutex<EmbeddingCache>,
 }
 
 pub struct MemoryState {
@@ -203,6 +209,7 @@ impl Actor for Memory {
             dimension: RwLock::new(None),
             personas: RwLock::new(HashMap::new()),
             outputs: RwLock::new(None),
+            embeddings: std::sync::Mutex::new(EmbeddingCache::new(cache::CAPACITY)),
         });
         let sweep = myself.send_interval(args.config.sweep_every.get(), || MemoryMsg::Sweep).into();
         Ok(MemoryState {
@@ -225,14 +232,18 @@ impl Actor for Memory {
         let window = state.config.dedup_window.get();
         tokio::spawn(async move {
             let mut facts = Vec::new();
-            for persona in &personas {
-                match db.ensure_facts(&persona.name, &persona_facts(persona)).await {
+            for batch in personas.chunks(FACTS_BATCH) {
+                let files: Vec<(String, Vec<String>)> =
+                    batch.iter().map(|persona| (persona.name.clone(), persona_facts(persona))).collect();
+                let files: Vec<(&str, &[String])> =
+                    files.iter().map(|(name, facts)| (name.as_str(), facts.as_slice())).collect();
+                match db.ensure_facts_of(&files).await {
                     Ok(added) => facts.extend(added),
-                    Err(err) => tracing::warn!(persona = %persona.name, error = %err, "cannot store persona facts"),
+                    Err(err) => tracing::warn!(personas = files.len(), error = %err, "cannot store persona facts"),
                 }
             }
-            if !facts.is_empty() {
-                embed(&directory, &myself, facts, false).await;
+            for rows in facts.chunks(EMBED_BATCH as usize) {
+                embed(&directory, &myself, rows.to_vec(), false).await;
             }
             if let Err(err) = load(&db, &shared, window).await {
                 metrics::counter!(m::STORE_ERRORS, "operation" => "memory_load").increment(1);
@@ -265,8 +276,15 @@ impl Actor for Memory {
                             text: memory.text,
                             created_at: now_ms(),
                         };
-                        let (myself, directory) = (myself.clone(), state.directory.clone());
-                        tokio::spawn(async move { embed(&directory, &myself, vec![row], false).await });
+                        let (myself, directory, shared) =
+                            (myself.clone(), state.directory.clone(), state.shared.clone());
+                        tokio::spawn(async move {
+                            let vectors = embed_cached(&shared, &directory, &row.text, EMBED_TIMEOUT_MS)
+                                .await
+                                .map(|(model, vector)| (model, vec![vector]));
+                            let rows = if vectors.is_some() { vec![row] } else { Vec::new() };
+                            let _ = myself.send_message(MemoryMsg::Embedded { rows, vectors, sweep: false });
+                        });
                     }
                     Err(err) => {
                         metrics::counter!(m::STORE_ERRORS, "operation" => "memory").increment(1);
@@ -624,12 +642,52 @@ async fn load(db: &Db, shared: &Arc<Shared>, window: Duration) -> Result<(), cra
 /// The vector of one text, or `None` (no LlmPool, a failed call, or a vector of another model
 /// than the indexes hold).
 async fn query_vector(shared: &Shared, directory: &Directory, text: &str, timeout_ms: u64) -> Option<Vec<f32>> {
-    let (model, mut vectors) = embed_with(directory, &[text.to_owned()], timeout_ms).await?;
+    let (model, vector) = embed_cached(shared, directory, text, timeout_ms).await?;
     if model != shared.model {
         tracing::warn!(model, expected = %shared.model, "the embedder answered with another model; not searched");
         return None;
     }
-    vectors.pop()
+    Some(vector)
+}
+
+/// The vector of one text and its model: from the embedding cache, from the call embedding it
+/// right now, or from a call of its own (kept in the cache when it is of Memory's model).
+async fn embed_cached(
+    shared: &Shared,
+    directory: &Directory,
+    text: &str,
+    timeout_ms: u64,
+) -> Option<(String, Vec<f32>)> {
+    let lookup = crate::sync::lock(&shared.embeddings).lookup(text);
+    match lookup {
+        Lookup::Hit(vector) => return Some((shared.model.clone(), vector)),
+        Lookup::Wait(waiter) => {
+            let vector = tokio::time::timeout(Duration::from_millis(timeout_ms), waiter).await.ok()?.ok()??;
+            return Some((shared.model.clone(), vector));
+        }
+        Lookup::Lead => {}
+    }
+    // Reports to the cache even if this future is dropped half-way, so nobody waits forever.
+    let mut flight = Flight { shared, text, vector: None };
+    let (model, mut vectors) = embed_with(directory, &[text.to_owned()], timeout_ms).await?;
+    let vector = vectors.pop()?;
+    if model == shared.model {
+        flight.vector = Some(vector.clone());
+    }
+    Some((model, vector))
+}
+
+/// One embedding in flight for the cache; reports its outcome when dropped.
+struct Flight<'a> {
+    shared: &'a Shared,
+    text: &'a str,
+    vector: Option<Vec<f32>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.shared.embeddings).finish(self.text, self.vector.as_deref());
+    }
 }
 
 /// The `k` memories of `persona` most like `query` among those `accept` lets through, with their
