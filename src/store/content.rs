@@ -382,7 +382,7 @@ impl Db {
         let sql = format!(
             "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'planned' AND due_at <= $1 ORDER BY due_at, id LIMIT $2"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(self.reader()).await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
 
@@ -403,7 +403,7 @@ impl Db {
             "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'dispatched' AND kind = 'post' AND persona = $1 AND platform = $2 \
              ORDER BY due_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(platform).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(platform).fetch_all(self.reader()).await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
 
@@ -569,13 +569,13 @@ impl Db {
 
     pub async fn content_item(&self, id: i64) -> StoreResult<Option<ContentItem>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
         row.as_ref().map(ContentItem::from_row).transpose()
     }
 
     pub async fn content_by_key(&self, idempotency_key: &str) -> StoreResult<Option<ContentItem>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE idempotency_key = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(idempotency_key).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(idempotency_key).fetch_optional(self.reader()).await?;
         row.as_ref().map(ContentItem::from_row).transpose()
     }
 
@@ -591,7 +591,7 @@ impl Db {
             .bind(filter.platform.as_deref())
             .bind(filter.kind.as_deref())
             .bind(filter.limit.max(1))
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
@@ -601,7 +601,7 @@ impl Db {
         let rows =
             sqlx::query("SELECT stage, outcome, detail, actor, at FROM content_events WHERE item_id = $1 ORDER BY id")
                 .bind(item_id)
-                .fetch_all(self.pool())
+                .fetch_all(self.reader())
                 .await?;
         rows.iter()
             .map(|row| {
@@ -727,7 +727,7 @@ impl Db {
     /// Expires every hold that ran out by `now`. Returns the items expired.
     pub async fn expire_holds(&self, now: i64) -> StoreResult<Vec<i64>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'held' AND expires_at <= $1");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(self.reader()).await?;
         let mut expired = Vec::new();
         for row in &rows {
             let item = ContentItem::from_row(row)?;
@@ -746,7 +746,7 @@ impl Db {
             "SELECT persona, COUNT(*) FROM inbound_events WHERE platform = $1 AND state = 'pending' GROUP BY persona",
         )
         .bind(platform)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         let mut counts = std::collections::BTreeMap::new();
         for row in &rows {
@@ -785,7 +785,7 @@ impl Db {
         )
         .bind(platform)
         .bind(remote_id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.reader())
         .await?;
         row.map(|row| {
             Ok(StoredAssignment {
@@ -802,7 +802,7 @@ impl Db {
     pub async fn reply_stage(&self, idempotency_key: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT stage FROM content_items WHERE idempotency_key = $1")
             .bind(idempotency_key)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
@@ -814,7 +814,7 @@ impl Db {
                 .bind(platform)
                 .bind(remote_id)
                 .bind(persona)
-                .fetch_optional(self.pool())
+                .fetch_optional(self.reader())
                 .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
@@ -838,7 +838,7 @@ impl Db {
             .bind(now - measure_after_ms)
             .bind(now - measure_for_ms)
             .bind(limit)
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
@@ -896,7 +896,7 @@ impl Db {
              ORDER BY fetched_at DESC, id DESC LIMIT 1",
         )
         .bind(item_id)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.reader())
         .await?;
         row.map(|row| {
             Ok(Engagement {

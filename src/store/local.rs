@@ -83,7 +83,7 @@ impl Db {
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
@@ -97,7 +97,7 @@ impl Db {
         .bind(handle)
         .bind(after)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
@@ -105,7 +105,7 @@ impl Db {
     pub async fn local_post_by_id(&self, id: i64) -> StoreResult<Option<LocalPost>> {
         let row = sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(LocalPost::from_row).transpose()
     }
@@ -113,7 +113,7 @@ impl Db {
     pub async fn local_post_by_key(&self, client_key: &str) -> StoreResult<Option<LocalPost>> {
         let row = sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE client_key = $1")
             .bind(client_key)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(LocalPost::from_row).transpose()
     }
@@ -124,7 +124,7 @@ impl Db {
             "SELECT id, author, text, reply_to, created_at FROM local_posts WHERE reply_to = $1 ORDER BY id",
         )
         .bind(post_id)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }

@@ -144,7 +144,7 @@ impl Db {
             query = query.bind(*persona);
         }
         let mut known: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-        for row in query.fetch_all(self.pool()).await? {
+        for row in query.fetch_all(self.reader()).await? {
             known.insert((row.try_get(0)?, row.try_get(1)?));
         }
         let mut missing: Vec<(&str, &str)> = Vec::new();
@@ -204,14 +204,14 @@ impl Db {
                     .bind(platform)
                     .bind(conversation)
                     .bind(limit)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?
             }
             None => {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' ORDER BY id DESC LIMIT $2"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(limit).fetch_all(self.pool()).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(limit).fetch_all(self.reader()).await?
             }
         };
         rows.iter().map(MemoryRow::from_row).collect()
@@ -228,7 +228,7 @@ impl Db {
         for id in ids {
             query = query.bind(*id);
         }
-        query.fetch_all(self.pool()).await?.iter().map(MemoryRow::from_row).collect()
+        query.fetch_all(self.reader()).await?.iter().map(MemoryRow::from_row).collect()
     }
 
     /// Records the vectors of `model` for these memories, in one transaction.
@@ -252,8 +252,12 @@ impl Db {
         let sql = format!(
             "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(after_id).bind(limit).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(model)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
         let mut vectors = Vec::with_capacity(rows.len());
         for row in &rows {
             let bytes: Vec<u8> = row.try_get("embedding")?;
@@ -271,7 +275,7 @@ impl Db {
             "SELECT {COLUMNS} FROM memories \
              WHERE embedding_model IS NULL OR embedding_model < $1 OR embedding_model > $1 ORDER BY id LIMIT $2"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(limit).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(limit).fetch_all(self.reader()).await?;
         rows.iter().map(MemoryRow::from_row).collect()
     }
 
@@ -293,7 +297,7 @@ impl Db {
         )
         .bind(persona)
         .bind(keep)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.reader())
         .await?;
         let Some(cutoff) = cutoff else { return Ok(Vec::new()) };
         let cutoff: i64 = cutoff.try_get(0)?;
@@ -307,21 +311,21 @@ impl Db {
 
     /// Every persona with memories.
     pub async fn memory_personas(&self) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT persona FROM memories").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT DISTINCT persona FROM memories").fetch_all(self.reader()).await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     /// How many memories have a vector of each model (`None`: not embedded yet).
     pub async fn embedding_models(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
         let rows = sqlx::query("SELECT embedding_model, COUNT(*) FROM memories GROUP BY embedding_model")
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
     /// Memories stored, by kind.
     pub async fn memory_counts(&self) -> StoreResult<Vec<(MemoryKind, i64)>> {
-        let rows = sqlx::query("SELECT kind, COUNT(*) FROM memories GROUP BY kind").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT kind, COUNT(*) FROM memories GROUP BY kind").fetch_all(self.reader()).await?;
         let mut counts = Vec::new();
         for row in &rows {
             if let Some(kind) = MemoryKind::parse(&row.try_get::<String, _>(0)?) {
@@ -338,7 +342,7 @@ impl Db {
 
     /// Every agent's saved cursor, by `(persona, platform)`.
     pub async fn all_cursors(&self) -> StoreResult<std::collections::HashMap<(String, String), String>> {
-        let rows = sqlx::query("SELECT persona, platform, cursor FROM cursors").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT persona, platform, cursor FROM cursors").fetch_all(self.reader()).await?;
         rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
     }
 
@@ -347,7 +351,7 @@ impl Db {
         let rows = sqlx::query(
             "SELECT DISTINCT persona, platform FROM content_items WHERE stage = 'dispatched' AND kind = 'post'",
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
@@ -355,7 +359,7 @@ impl Db {
     /// The `(persona, platform)` of every agent with stored mentions not answered yet.
     pub async fn agents_with_pending_inbound(&self) -> StoreResult<std::collections::HashSet<(String, String)>> {
         let rows = sqlx::query("SELECT DISTINCT persona, platform FROM inbound_events WHERE state = 'pending'")
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }

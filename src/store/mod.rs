@@ -94,7 +94,10 @@ pub enum Engine {
 /// A handle on the database. Clone it freely.
 #[derive(Debug, Clone)]
 pub struct Db {
+    /// Writes and transactions (SQLite: the one writing connection).
     pool: AnyPool,
+    /// Plain reads (SQLite: read-only connections; Postgres: `pool`).
+    reader: AnyPool,
     engine: Engine,
 }
 
@@ -124,26 +127,15 @@ impl Db {
                 parsed.to_string()
             }
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if engine == Engine::Sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout queues writers
-                        // instead of failing them with "database is locked".
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .map_err(StoreError::Connect)?;
-        Ok(Db { pool, engine })
+        // SQLite has one writer at a time. Several connections writing meet in its busy handler,
+        // which sleeps (1, 2, 5 … 100 ms) instead of queueing, and each write resets the other
+        // connections' page caches. So a file database gets one writing connection (writes wait
+        // for it in order, in process) and `max_connections` read-only ones beside it (WAL).
+        let split = engine == Engine::Sqlite;
+        let writers = if split { 1 } else { max_connections };
+        let pool = connect_pool(&url, engine, writers, false).await?;
+        let reader = if split { connect_pool(&url, engine, max_connections, true).await? } else { pool.clone() };
+        Ok(Db { pool, reader, engine })
     }
 
     /// Applies pending migrations of this engine.
@@ -167,6 +159,7 @@ impl Db {
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
 
@@ -203,14 +196,27 @@ impl Db {
 
     /// Inbound events of one agent that are stored but not yet answered, oldest first.
     pub async fn pending_inbound(&self, persona: &str, platform: &str, limit: i64) -> StoreResult<Vec<InboundRow>> {
+        self.pending_inbound_after(persona, platform, 0, limit).await
+    }
+
+    /// [`Db::pending_inbound`] with ids above `after` only: an agent reads what is new since the
+    /// rows it already holds, instead of reading those again each time.
+    pub async fn pending_inbound_after(
+        &self,
+        persona: &str,
+        platform: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<InboundRow>> {
         let rows = sqlx::query(
             "SELECT id, remote_id, author, author_is_persona, text, conversation, received_at FROM inbound_events \
-             WHERE persona = $1 AND platform = $2 AND state = 'pending' ORDER BY id LIMIT $3",
+             WHERE persona = $1 AND platform = $2 AND state = 'pending' AND id > $3 ORDER BY id LIMIT $4",
         )
         .bind(persona)
         .bind(platform)
+        .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(InboundRow::from_row).collect()
     }
@@ -233,7 +239,7 @@ impl Db {
         )
         .bind(platform)
         .bind(conversation)
-        .fetch_one(&self.pool)
+        .fetch_one(self.reader())
         .await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
@@ -242,7 +248,7 @@ impl Db {
         let row = sqlx::query("SELECT cursor FROM cursors WHERE persona = $1 AND platform = $2")
             .bind(persona)
             .bind(platform)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?;
         Ok(row.map(|row| row.get::<String, _>(0)))
     }
@@ -313,7 +319,7 @@ impl Db {
              CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) FROM llm_usage WHERE created_at >= $1 GROUP BY persona",
         )
         .bind(since_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
     }
@@ -326,7 +332,7 @@ impl Db {
              FROM llm_usage WHERE persona = $1",
         )
         .bind(persona)
-        .fetch_one(&self.pool)
+        .fetch_one(self.reader())
         .await?;
         Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?))
     }
@@ -334,6 +340,38 @@ impl Db {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// The pool for a plain read (one statement, no transaction).
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+}
+
+/// A pool on `url`; a read-only one (`PRAGMA query_only`) when `read_only`, so a write sent to it
+/// by mistake fails at once.
+async fn connect_pool(url: &str, engine: Engine, max_connections: u32, read_only: bool) -> StoreResult<AnyPool> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if engine == Engine::Sqlite {
+                    // WAL lets readers run beside the writer; busy_timeout queues writers of
+                    // other processes instead of failing them with "database is locked".
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    if read_only {
+                        conn.execute("PRAGMA query_only = ON").await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(StoreError::Connect)
 }
 
 /// Turns `sqlite://path` into a URL that creates the file, and creates its directory.
@@ -432,5 +470,30 @@ mod tests {
         assert!(url.ends_with("/nested/x.db?mode=rwc"), "{url}");
         assert!(dir.path().join("nested").is_dir());
         assert!(prepare_sqlite_url("sqlite://a.db?mode=ro").unwrap().ends_with("?mode=ro"));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_has_one_writer_and_read_only_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 4).await.unwrap();
+        db.migrate().await.unwrap();
+        // A write sent to the readers fails at once instead of competing with the writer.
+        let refused =
+            sqlx::query("INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ('a', 'b', 'c', 0)")
+                .execute(db.reader())
+                .await;
+        assert!(refused.is_err(), "the read pool accepted a write");
+        // Many concurrent writers all land (they queue for the one connection) and reads see them.
+        let writes = (0..64).map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move { db.save_cursor(&format!("p{n}"), "local", "1").await })
+        });
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        for n in 0..64 {
+            assert_eq!(db.cursor(&format!("p{n}"), "local").await.unwrap().as_deref(), Some("1"));
+        }
+        db.close().await;
     }
 }

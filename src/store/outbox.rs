@@ -117,7 +117,7 @@ impl Db {
     pub async fn outbox_exists(&self, idempotency_key: &str) -> StoreResult<bool> {
         let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE idempotency_key = $1")
             .bind(idempotency_key)
-            .fetch_one(self.pool())
+            .fetch_one(self.reader())
             .await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
@@ -128,7 +128,7 @@ impl Db {
             "SELECT DISTINCT platform, persona FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1",
         )
         .bind(now_ms())
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
@@ -144,14 +144,14 @@ impl Db {
             .bind(platform)
             .bind(persona)
             .bind(limit)
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(OutboxRow::from_row).collect()
     }
 
     pub async fn outbox_row(&self, idempotency_key: &str) -> StoreResult<Option<OutboxRow>> {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE idempotency_key = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(idempotency_key).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(idempotency_key).fetch_optional(self.reader()).await?;
         row.as_ref().map(OutboxRow::from_row).transpose()
     }
 
@@ -214,12 +214,12 @@ impl Db {
 
     /// Pending rows (an index lookup, cheap enough for every sweep).
     pub async fn outbox_pending(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetch_one(self.pool()).await?;
+        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetch_one(self.reader()).await?;
         Ok(row.try_get(0)?)
     }
 
     pub async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetch_all(self.pool()).await?;
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetch_all(self.reader()).await?;
         let mut counts = OutboxCounts::default();
         for row in rows {
             let count: i64 = row.try_get(1)?;
@@ -236,7 +236,7 @@ impl Db {
     pub async fn audit_trail(&self, subject: &str) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT action, outcome FROM audit_log WHERE subject = $1 ORDER BY id")
             .bind(subject)
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }

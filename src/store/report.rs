@@ -202,7 +202,7 @@ impl Db {
         ))
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         let decisions = sqlx::query(
             "SELECT i.persona, i.platform, \
@@ -219,7 +219,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
 
         let mut tallies: BTreeMap<(String, String), ContentTally> = BTreeMap::new();
@@ -265,7 +265,7 @@ impl Db {
             Rank::Top => sqlx::query(ranked!("score DESC, p.id ASC")),
             Rank::Worst => sqlx::query(ranked!("score ASC, p.id ASC")),
         };
-        let rows = query.bind(from_ms).bind(to_ms).bind(limit).fetch_all(self.pool()).await?;
+        let rows = query.bind(from_ms).bind(to_ms).bind(limit).fetch_all(self.reader()).await?;
         rows.iter()
             .map(|row| {
                 Ok(RankedPost {
@@ -290,7 +290,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         let mut tallies = rows
             .iter()
@@ -322,7 +322,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         let mut tallies = rows
             .iter()
@@ -353,7 +353,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         let mut tallies = rows
             .iter()
@@ -385,7 +385,7 @@ impl Db {
     pub async fn report(&self, week_start: &str) -> StoreResult<Option<StoredReport>> {
         let row = sqlx::query("SELECT week_start, generated_at, markdown, json FROM reports WHERE week_start = $1")
             .bind(week_start)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         row.map(|row| {
             Ok(StoredReport {
@@ -402,7 +402,7 @@ impl Db {
     pub async fn reports(&self, limit: i64) -> StoreResult<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT week_start, generated_at FROM reports ORDER BY week_start DESC LIMIT $1")
             .bind(limit)
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }

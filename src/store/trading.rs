@@ -299,7 +299,7 @@ impl Db {
 
     pub async fn trade(&self, id: i64) -> StoreResult<Option<TradeRow>> {
         let sql = format!("SELECT {TRADE_COLUMNS} FROM trades WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
         row.as_ref().map(TradeRow::from_row).transpose()
     }
 
@@ -330,7 +330,7 @@ impl Db {
         for status in statuses {
             query = query.bind(status.as_str());
         }
-        let rows = query.bind(limit).fetch_all(self.pool()).await?;
+        let rows = query.bind(limit).fetch_all(self.reader()).await?;
         rows.iter().map(TradeRow::from_row).collect()
     }
 
@@ -463,7 +463,7 @@ impl Db {
         for status in &executed {
             query = query.bind(status.as_str());
         }
-        let row = query.fetch_one(self.pool()).await?;
+        let row = query.fetch_one(self.reader()).await?;
         Ok((from_db("SUM(value)", row.try_get(0)?)?, row.try_get(1)?))
     }
 
@@ -512,7 +512,7 @@ impl Db {
         if let Some(trade_id) = trade_id {
             query = query.bind(trade_id);
         }
-        let rows = query.bind(limit).fetch_all(self.pool()).await?;
+        let rows = query.bind(limit).fetch_all(self.reader()).await?;
         rows.iter().map(AuditEvent::from_row).collect()
     }
 
@@ -614,7 +614,7 @@ impl Db {
     pub async fn paper_starting_value(&self, persona: &str) -> StoreResult<Option<u64>> {
         let row = sqlx::query("SELECT starting_value FROM paper_accounts WHERE persona = $1")
             .bind(persona)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         let Some(row) = row else { return Ok(None) };
         row.try_get::<Option<i64>, _>(0)?.map(|value| from_db("starting_value", value)).transpose()
@@ -654,7 +654,7 @@ impl Db {
     pub async fn flag(&self, name: &str) -> StoreResult<Option<(String, String, i64)>> {
         let row = sqlx::query("SELECT value, updated_by, updated_at FROM trading_flags WHERE name = $1")
             .bind(name)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).transpose()
     }
