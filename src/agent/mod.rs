@@ -175,6 +175,13 @@ pub struct AgentState {
     in_flight: HashMap<i64, AbortOnDrop>,
     /// Inbound ids whose generation failed, with when to try again.
     retry_at: HashMap<i64, Instant>,
+    /// The highest inbound id handed to a task: a fill reads only rows above it, except a full
+    /// read when a retry falls due and once per poll interval (a Postgres row may commit after a
+    /// higher id was read).
+    taken_up_to: i64,
+    last_full_read: Option<Instant>,
+    /// New mentions were stored since the last read of pending ones.
+    stored_new: bool,
     /// Planned posts handed over by the TeamLeader, to write one at a time.
     posts: VecDeque<ContentItem>,
     /// The post being written, if any.
@@ -236,6 +243,9 @@ impl Actor for Agent {
             poll_failures: 0,
             in_flight: HashMap::new(),
             retry_at: HashMap::new(),
+            taken_up_to: 0,
+            last_full_read: None,
+            stored_new: false,
             posts,
             posting: None,
             draining: false,
@@ -443,6 +453,7 @@ impl Agent {
                             text: mention.text.clone(),
                         }));
                     }
+                    state.stored_new = true;
                     "new"
                 }
                 None => "duplicate",
@@ -477,15 +488,34 @@ impl Agent {
         }
         let args = state.args.clone();
         let now = Instant::now();
+        let retries = state.retry_at.len();
         state.retry_at.retain(|_, at| *at > now);
-        let window = (state.in_flight.len() + state.retry_at.len() + capacity) as i64;
-        let pending = args.db.pending_inbound(&args.persona.name, args.key.platform.as_str(), window).await?;
+        // Reading every pending row each time a reply finishes costs O(backlog) a reply: read
+        // only what is new, and everything when a retry is due or a poll interval has passed.
+        let full = state.retry_at.len() < retries
+            || state.last_full_read.is_none_or(|at| now.duration_since(at) >= args.settings.poll_every);
+        let stored_new = std::mem::take(&mut state.stored_new);
+        if !full && !stored_new {
+            // Nothing new since the last read, and nothing older due: no query.
+            return Ok(());
+        }
+        let (after, window) = if full {
+            state.last_full_read = Some(now);
+            (0, (state.in_flight.len() + state.retry_at.len() + capacity) as i64)
+        } else {
+            (state.taken_up_to, capacity as i64)
+        };
+        let pending =
+            args.db.pending_inbound_after(&args.persona.name, args.key.platform.as_str(), after, window).await?;
+        // A full page: there may be more than was read.
+        state.stored_new |= pending.len() as i64 == window;
         let fresh: Vec<InboundRow> = pending
             .into_iter()
             .filter(|row| !state.in_flight.contains_key(&row.id) && !state.retry_at.contains_key(&row.id))
             .take(capacity)
             .collect();
         for row in fresh {
+            state.taken_up_to = state.taken_up_to.max(row.id);
             if let Some(reason) = self.loop_guard(&args, &row).await? {
                 args.db.ignore_inbound(row.id, reason).await?;
                 metrics::counter!(m::INBOUND_EVENTS, "platform" => args.key.platform.as_str(), "outcome" => reason)
