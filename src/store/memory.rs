@@ -334,35 +334,6 @@ impl Db {
         }
         Ok(counts)
     }
-
-    // ----- every agent's saved place, read at once for a start -----
-    //
-    // These belong with the per-agent queries (`cursor` and `pending_inbound` in `store/mod.rs`,
-    // `dispatched_posts` in `content.rs`); they are here only until they move.
-
-    /// Every agent's saved cursor, by `(persona, platform)`.
-    pub async fn all_cursors(&self) -> StoreResult<std::collections::HashMap<(String, String), String>> {
-        let rows = sqlx::query("SELECT persona, platform, cursor FROM cursors").fetch_all(self.reader()).await?;
-        rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
-    }
-
-    /// The `(persona, platform)` of every agent with planned posts handed over and not written.
-    pub async fn agents_with_dispatched_posts(&self) -> StoreResult<std::collections::HashSet<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT persona, platform FROM content_items WHERE stage = 'dispatched' AND kind = 'post'",
-        )
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
-    }
-
-    /// The `(persona, platform)` of every agent with stored mentions not answered yet.
-    pub async fn agents_with_pending_inbound(&self) -> StoreResult<std::collections::HashSet<(String, String)>> {
-        let rows = sqlx::query("SELECT DISTINCT persona, platform FROM inbound_events WHERE state = 'pending'")
-            .fetch_all(self.reader())
-            .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
-    }
 }
 
 #[cfg(test)]
