@@ -398,7 +398,7 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
             author: if kind == MemoryKind::Inbound { "someone".to_owned() } else { persona.to_owned() },
             text: text.to_owned(),
         };
-        db.insert_memory(&memory).await.unwrap_or_else(|err| panic!("insert_memory {text}: {err}"));
+        db.insert_memory(&memory, None).await.unwrap_or_else(|err| panic!("insert_memory {text}: {err}"));
     }
     let texts = |rows: &[chorus::store::MemoryRow]| rows.iter().map(|row| row.text.clone()).collect::<Vec<_>>();
 
@@ -420,6 +420,15 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     assert_eq!(texts(&c2), ["inbound 2"]);
     assert!(db.recent_memories("alice", Some(("x", "c1")), 10).await.expect("other platform").is_empty());
     assert!(db.recent_memories("carol", None, 10).await.expect("recent_memories carol").is_empty());
+
+    // Recall reads the same three things in one query.
+    let by_id = [c1[1].id, own[1].id, i64::MAX];
+    let recalled = db.recall_memories("alice", (1, 10), Some(("local", "c1")), &by_id).await.expect("recall_memories");
+    assert_eq!(texts(&recalled.recent), ["post 2"], "own posts, newest first, limited");
+    assert_eq!(texts(&recalled.conversation), texts(&c1), "the conversation, as recent_memories reads it");
+    assert_eq!(texts(&recalled.by_id), ["post 1", "inbound 1"], "by id, in id order, the missing id skipped");
+    let alone = db.recall_memories("alice", (10, 10), None, &[]).await.expect("recall_memories, no thread or ids");
+    assert_eq!((texts(&alone.recent), alone.conversation.len(), alone.by_id.len()), (texts(&own), 0, 0));
 }
 
 /// 6b. Memory vectors: stored per model, listed page by page, re-embedding finds the others;
@@ -437,7 +446,7 @@ async fn memory_vectors_by_model_retention_and_cap(db: &Db) {
     for (n, kind) in
         [MemoryKind::Post, MemoryKind::Inbound, MemoryKind::Reply, MemoryKind::Post].into_iter().enumerate()
     {
-        ids.push(db.insert_memory(&new("alice", kind, &format!("memory {n}"))).await.expect("insert_memory"));
+        ids.push(db.insert_memory(&new("alice", kind, &format!("memory {n}")), None).await.expect("insert_memory"));
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     let facts = vec!["alice is a gardener".to_owned(), "alice talks about soil".to_owned()];
@@ -456,6 +465,18 @@ async fn memory_vectors_by_model_retention_and_cap(db: &Db) {
     let todo = db.memories_to_embed("m1", 100).await.expect("memories_to_embed m1");
     assert_eq!(todo.len(), 3, "the unembedded rest");
     assert_eq!(db.memories_to_embed("m2", 100).await.expect("memories_to_embed m2").len(), 6, "all, for a new model");
+    // A memory stored with its vector is embedded from the start.
+    let with_vector = db
+        .insert_memory(&new("dora", MemoryKind::Reply, "embedded already"), Some(("m1", &[0.25, 0.5, 1.0])))
+        .await
+        .expect("insert_memory with a vector");
+    let stored = db.memory_vectors("m1", ids[2], 10).await.expect("memory_vectors after the embedded insert");
+    assert_eq!(
+        stored.iter().map(|s| (s.row.id, s.vector.clone())).collect::<Vec<_>>(),
+        [(with_vector, vec![0.25, 0.5, 1.0])]
+    );
+    assert_eq!(db.memories_to_embed("m1", 100).await.expect("memories_to_embed m1 again").len(), 3, "not to embed");
+    assert_eq!(db.trim_memories("dora", 0).await.expect("trim dora"), [with_vector]);
 
     let gone = db.delete_memories_before(MemoryKind::Inbound, chorus::store::now_ms() + 1).await.expect("delete");
     assert_eq!(gone, vec![ids[1]], "only the inbound one");

@@ -82,6 +82,18 @@ impl EmbeddingCache {
         Lookup::Lead
     }
 
+    /// The vector of `text` if it is known; unlike [`lookup`](Self::lookup) a miss registers
+    /// nothing (the caller does not embed it now).
+    pub fn get(&mut self, text: &str) -> Option<Vec<f32>> {
+        if !self.entries.contains_key(text) {
+            return None;
+        }
+        match self.lookup(text) {
+            Lookup::Hit(vector) => Some(vector),
+            Lookup::Wait(_) | Lookup::Lead => None,
+        }
+    }
+
     /// The embedding of `text` that `lookup` asked for is done: keeps the vector (if any) and
     /// hands it to whoever waits.
     pub fn finish(&mut self, text: &str, vector: Option<&[f32]>) {
@@ -159,5 +171,15 @@ mod tests {
         cache.finish("bye", None);
         assert_eq!(waiter.await.unwrap(), None);
         assert!(matches!(cache.lookup("bye"), Lookup::Lead));
+    }
+
+    #[test]
+    fn get_answers_hits_only_and_never_starts_a_flight() {
+        let mut cache = EmbeddingCache::new(8);
+        assert_eq!(cache.get("new"), None);
+        assert!(matches!(cache.lookup("new"), Lookup::Lead), "a miss of get is not a flight");
+        assert_eq!(cache.get("new"), None, "in flight is not known");
+        cache.finish("new", Some(&[1.0]));
+        assert_eq!(cache.get("new"), Some(vec![1.0]));
     }
 }

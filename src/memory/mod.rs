@@ -194,6 +194,22 @@ pub enum MemoryMsg {
     Sweep,
 }
 
+impl Memory {
+    /// Adds stored memories and their vectors (of the current model) to the indexes, on the
+    /// blocking pool: the insert that takes an index past the exact threshold builds its HNSW
+    /// graph (seconds), which neither the mailbox nor an async worker thread should wait for.
+    fn index(&self, state: &MemoryState, rows: Vec<MemoryRow>, vectors: Vec<Vec<f32>>) {
+        let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
+        let shared = state.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            for (row, vector) in rows.iter().zip(&vectors) {
+                add(&shared, row, vector, window_start);
+            }
+            publish_sizes(&shared);
+        });
+    }
+}
+
 impl Actor for Memory {
     type Msg = MemoryMsg;
     type State = MemoryState;
@@ -262,8 +278,12 @@ impl Actor for Memory {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MemoryMsg::Remember(memory) => {
+                // A text embedded already (a reply, checked for repeats before it was queued) is
+                // stored with its vector; another is embedded after it is stored.
+                let known = crate::sync::lock(&state.shared.embeddings).get(&memory.text);
+                let model = state.shared.model.clone();
                 // A lost memory degrades recall but must not lose the reply: log, count, go on.
-                match state.db.insert_memory(&memory).await {
+                match state.db.insert_memory(&memory, known.as_deref().map(|vector| (model.as_str(), vector))).await {
                     Ok(id) => {
                         metrics::counter!(m::MEMORIES_STORED, "kind" => memory.kind.as_str()).increment(1);
                         let row = MemoryRow {
@@ -276,15 +296,20 @@ impl Actor for Memory {
                             text: memory.text,
                             created_at: now_ms(),
                         };
-                        let (myself, directory, shared) =
-                            (myself.clone(), state.directory.clone(), state.shared.clone());
-                        tokio::spawn(async move {
-                            let vectors = embed_cached(&shared, &directory, &row.text, EMBED_TIMEOUT_MS)
-                                .await
-                                .map(|(model, vector)| (model, vec![vector]));
-                            let rows = if vectors.is_some() { vec![row] } else { Vec::new() };
-                            let _ = myself.send_message(MemoryMsg::Embedded { rows, vectors, sweep: false });
-                        });
+                        match known {
+                            Some(vector) => self.index(state, vec![row], vec![vector]),
+                            None => {
+                                let (myself, directory, shared) =
+                                    (myself.clone(), state.directory.clone(), state.shared.clone());
+                                tokio::spawn(async move {
+                                    let vectors = embed_cached(&shared, &directory, &row.text, EMBED_TIMEOUT_MS)
+                                        .await
+                                        .map(|(model, vector)| (model, vec![vector]));
+                                    let rows = if vectors.is_some() { vec![row] } else { Vec::new() };
+                                    let _ = myself.send_message(MemoryMsg::Embedded { rows, vectors, sweep: false });
+                                });
+                            }
+                        }
                     }
                     Err(err) => {
                         metrics::counter!(m::STORE_ERRORS, "operation" => "memory").increment(1);
@@ -303,54 +328,14 @@ impl Actor for Memory {
                     tracing::warn!(error = %err, "cannot store memory vectors; they are embedded again later");
                 }
                 if model == state.shared.model {
-                    // On the blocking pool: the insert that takes an index past the exact
-                    // threshold builds its HNSW graph (seconds), which neither the mailbox nor an
-                    // async worker thread should wait for.
-                    let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
-                    let shared = state.shared.clone();
-                    tokio::task::spawn_blocking(move || {
-                        for (row, vector) in rows.iter().zip(&vectors) {
-                            add(&shared, row, vector, window_start);
-                        }
-                        publish_sizes(&shared);
-                    });
+                    self.index(state, rows, vectors);
                 }
             }
             MemoryMsg::Recall { persona, conversation, query, recent, in_conversation, relevant, reply } => {
                 let (db, shared, directory) = (state.db.clone(), state.shared.clone(), state.directory.clone());
+                let ask = RecallAsk { persona, conversation, query, recent, in_conversation, relevant };
                 tokio::spawn(async move {
-                    let own = db.recent_memories(&persona, None, i64::from(recent)).await;
-                    let thread = match &conversation {
-                        Some((platform, id)) => {
-                            db.recent_memories(&persona, Some((platform, id)), i64::from(in_conversation)).await
-                        }
-                        None => Ok(Vec::new()),
-                    };
-                    let similar = match query.filter(|_| relevant > 0) {
-                        Some(query) => {
-                            let exclude = conversation.as_ref().map(|(platform, id)| conversation_key(platform, id));
-                            let what = (persona.as_str(), query.as_str(), relevant as usize);
-                            relevant_memories(&db, &shared, &directory, what, exclude).await
-                        }
-                        None => Vec::new(),
-                    };
-                    let recollection = match (own, thread) {
-                        (Ok(recent), Ok(conversation)) => Recollection { recent, conversation, relevant: similar },
-                        (own, thread) => {
-                            metrics::counter!(m::STORE_ERRORS, "operation" => "recall").increment(1);
-                            tracing::warn!(
-                                own_ok = own.is_ok(),
-                                thread_ok = thread.is_ok(),
-                                "recall failed, generating without memory"
-                            );
-                            Recollection {
-                                recent: own.unwrap_or_default(),
-                                conversation: thread.unwrap_or_default(),
-                                relevant: similar,
-                            }
-                        }
-                    };
-                    let _ = reply.send(recollection);
+                    let _ = reply.send(recall(&db, &shared, &directory, ask).await);
                 });
             }
             MemoryMsg::Check { key, text, reply } => {
@@ -701,32 +686,49 @@ async fn search_persona(
     wait: bool,
     accept: impl Fn(&Meta) -> bool,
 ) -> Vec<(MemoryRow, f32)> {
+    let hits = similar_ids(shared, directory, (persona, query, k), timeout_ms, wait, accept).await;
+    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
+    let rows = db.memories_by_ids(&ids).await.unwrap_or_default();
+    in_hit_order(&hits, rows)
+}
+
+/// [`search_persona`] without reading the rows: the ids and similarities, most similar first.
+async fn similar_ids(
+    shared: &Shared,
+    directory: &Directory,
+    (persona, query, k): (&str, &str, usize),
+    timeout_ms: u64,
+    wait: bool,
+    accept: impl Fn(&Meta) -> bool,
+) -> Vec<(i64, f32)> {
     let Some(vector) = query_vector(shared, directory, query, timeout_ms).await else { return Vec::new() };
     let started = Instant::now();
-    let hits: Vec<(i64, f32)> = {
+    let hits = {
         let personas = if wait { Some(read(&shared.personas)) } else { try_read(&shared.personas) };
         let Some(personas) = personas else { return Vec::new() };
         let Some(index) = personas.get(persona) else { return Vec::new() };
         index.index.search(&vector, k, |id| index.meta.get(&id).is_some_and(&accept))
     };
     metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
-    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
-    let rows = db.memories_by_ids(&ids).await.unwrap_or_default();
-    hits.iter()
-        .filter_map(|(id, similarity)| Some((rows.iter().find(|row| row.id == *id)?.clone(), *similarity)))
-        .collect()
+    hits
+}
+
+/// `rows` in the order of `hits`, with their similarity (a row that is gone is skipped).
+fn in_hit_order(hits: &[(i64, f32)], rows: Vec<MemoryRow>) -> Vec<(MemoryRow, f32)> {
+    let mut rows: HashMap<i64, MemoryRow> = rows.into_iter().map(|row| (row.id, row)).collect();
+    hits.iter().filter_map(|(id, similarity)| Some((rows.remove(id)?, *similarity))).collect()
 }
 
 /// Recall by meaning: posts, facts and trades, and replies and mentions of public platforms, outside the
 /// conversation being answered (it is in the prompt already). Busy (an index being built): recall
-/// goes on without, rather than block a worker thread.
-async fn relevant_memories(
-    db: &Db,
+/// goes on without, rather than block a worker thread. The ids only: [`recall`] reads the rows
+/// with the rest of the recollection.
+async fn relevant_ids(
     shared: &Shared,
     directory: &Directory,
     (persona, query, k): (&str, &str, usize),
     exclude_conversation: Option<u64>,
-) -> Vec<MemoryRow> {
+) -> Vec<(i64, f32)> {
     let accept = |meta: &Meta| {
         let allowed = match meta.kind {
             MemoryKind::Post | MemoryKind::Fact | MemoryKind::Trade => true,
@@ -734,8 +736,44 @@ async fn relevant_memories(
         };
         allowed && Some(meta.conversation) != exclude_conversation
     };
-    let hits = search_persona(db, shared, directory, (persona, query, k), RECALL_EMBED_TIMEOUT_MS, false, accept).await;
-    hits.into_iter().map(|(row, _)| row).collect()
+    similar_ids(shared, directory, (persona, query, k), RECALL_EMBED_TIMEOUT_MS, false, accept).await
+}
+
+/// What a `Recall` asks for, read in one query after the search by meaning.
+async fn recall(db: &Db, shared: &Shared, directory: &Directory, ask: RecallAsk) -> Recollection {
+    let RecallAsk { persona, conversation, query, recent, in_conversation, relevant } = ask;
+    let hits = match query.filter(|_| relevant > 0) {
+        Some(query) => {
+            let exclude = conversation.as_ref().map(|(platform, id)| conversation_key(platform, id));
+            relevant_ids(shared, directory, (persona.as_str(), query.as_str(), relevant as usize), exclude).await
+        }
+        None => Vec::new(),
+    };
+    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
+    let thread = conversation.as_ref().map(|(platform, id)| (platform.as_str(), id.as_str()));
+    let limits = (i64::from(recent), i64::from(in_conversation));
+    match db.recall_memories(&persona, limits, thread, &ids).await {
+        Ok(recalled) => Recollection {
+            recent: recalled.recent,
+            conversation: recalled.conversation,
+            relevant: in_hit_order(&hits, recalled.by_id).into_iter().map(|(row, _)| row).collect(),
+        },
+        Err(err) => {
+            metrics::counter!(m::STORE_ERRORS, "operation" => "recall").increment(1);
+            tracing::warn!(error = %err, "recall failed, generating without memory");
+            Recollection::default()
+        }
+    }
+}
+
+/// The fields of [`MemoryMsg::Recall`] but its reply port.
+struct RecallAsk {
+    persona: String,
+    conversation: Option<(String, String)>,
+    query: Option<String>,
+    recent: u32,
+    in_conversation: u32,
+    relevant: u32,
 }
 
 async fn check(

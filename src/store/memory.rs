@@ -80,6 +80,17 @@ impl MemoryRow {
 
 const COLUMNS: &str = "id, persona, kind, platform, conversation, author, text, created_at";
 
+/// What [`Db::recall_memories`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recalled {
+    /// The persona's latest posts, newest first.
+    pub recent: Vec<MemoryRow>,
+    /// The latest memories of the conversation, newest first.
+    pub conversation: Vec<MemoryRow>,
+    /// The memories asked for by id, in id order.
+    pub by_id: Vec<MemoryRow>,
+}
+
 /// A memory's vector as stored, with what search filters on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredVector {
@@ -101,11 +112,12 @@ pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
 }
 
 impl Db {
-    /// Stores a memory and returns its id.
-    pub async fn insert_memory(&self, memory: &NewMemory) -> StoreResult<i64> {
+    /// Stores a memory, with its vector of `model` when it is known already (one statement
+    /// instead of an insert and an update), and returns its id.
+    pub async fn insert_memory(&self, memory: &NewMemory, vector: Option<(&str, &[f32])>) -> StoreResult<i64> {
         let row = sqlx::query(
-            "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
+             embedding_model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(&memory.persona)
         .bind(&memory.platform)
@@ -114,6 +126,8 @@ impl Db {
         .bind(&memory.author)
         .bind(&memory.text)
         .bind(now_ms())
+        .bind(vector.map(|(_, vector)| encode_vector(vector)))
+        .bind(vector.map(|(model, _)| model))
         .fetch_one(self.pool())
         .await?;
         Ok(row.try_get(0)?)
@@ -217,6 +231,63 @@ impl Db {
         rows.iter().map(MemoryRow::from_row).collect()
     }
 
+    /// What recall reads, in one query: the persona's latest `recent` posts and the latest
+    /// `in_conversation` memories of `conversation` (both newest first, as
+    /// [`Db::recent_memories`]), and the memories with these `ids` (in id order, missing ones
+    /// skipped, as [`Db::memories_by_ids`]).
+    pub async fn recall_memories(
+        &self,
+        persona: &str,
+        (recent, in_conversation): (i64, i64),
+        conversation: Option<(&str, &str)>,
+        ids: &[i64],
+    ) -> StoreResult<Recalled> {
+        // Each part is a subquery: SQLite allows ORDER BY and LIMIT only on a whole compound.
+        let mut parts = vec![format!(
+            "SELECT CAST(0 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' \
+             ORDER BY id DESC LIMIT $2) own"
+        )];
+        let mut next = 3;
+        if conversation.is_some() {
+            parts.push(format!(
+                "SELECT CAST(1 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = ${} \
+                 AND platform = ${} AND conversation = ${} ORDER BY id DESC LIMIT ${}) thread",
+                next,
+                next + 1,
+                next + 2,
+                next + 3
+            ));
+            next += 4;
+        }
+        if !ids.is_empty() {
+            let placeholders: Vec<String> = (next..next + ids.len()).map(|n| format!("${n}")).collect();
+            parts.push(format!(
+                "SELECT CAST(2 AS BIGINT) AS part, {COLUMNS} FROM memories WHERE id IN ({})",
+                placeholders.join(", ")
+            ));
+        }
+        let sql = format!("{} ORDER BY part, id DESC", parts.join(" UNION ALL "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(recent);
+        if let Some((platform, conversation)) = conversation {
+            query = query.bind(persona).bind(platform).bind(conversation).bind(in_conversation);
+        }
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let mut recalled = Recalled::default();
+        for row in query.fetch_all(self.reader()).await? {
+            let part: i64 = row.try_get("part")?;
+            let memory = MemoryRow::from_row(&row)?;
+            match part {
+                0 => recalled.recent.push(memory),
+                1 => recalled.conversation.push(memory),
+                _ => recalled.by_id.push(memory),
+            }
+        }
+        recalled.by_id.reverse();
+        Ok(recalled)
+    }
+
     /// Memories by id, in id order (missing ids are skipped).
     pub async fn memories_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<MemoryRow>> {
         if ids.is_empty() {
@@ -233,14 +304,15 @@ impl Db {
 
     /// Records the vectors of `model` for these memories, in one transaction.
     pub async fn set_embeddings(&self, model: &str, vectors: &[(i64, Vec<f32>)]) -> StoreResult<()> {
+        const UPDATE: &str = "UPDATE memories SET embedding = $1, embedding_model = $2 WHERE id = $3";
+        if let [(id, vector)] = vectors {
+            // One statement is atomic on its own: no BEGIN and COMMIT round trips.
+            sqlx::query(UPDATE).bind(encode_vector(vector)).bind(model).bind(*id).execute(self.pool()).await?;
+            return Ok(());
+        }
         let mut tx = self.pool().begin().await?;
         for (id, vector) in vectors {
-            sqlx::query("UPDATE memories SET embedding = $1, embedding_model = $2 WHERE id = $3")
-                .bind(encode_vector(vector))
-                .bind(model)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(UPDATE).bind(encode_vector(vector)).bind(model).bind(*id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -28,7 +28,7 @@ pub use content::{
     StageEntry, StoredAssignment,
 };
 pub use local::LocalPost;
-pub use memory::{MemoryKind, MemoryRow, NewMemory, StoredVector};
+pub use memory::{MemoryKind, MemoryRow, NewMemory, Recalled, StoredVector};
 pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
 pub use report::{
     ChildTally, ContentTally, EngagementTotals, LlmTally, OpsKind, Rank, RankedPost, RateLimitTally, StoredReport,
