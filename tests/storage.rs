@@ -336,21 +336,41 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
 async fn local_platform_posts_mentions_and_timeline(db: &Db) {
     let mentions = |handles: &[&str]| handles.iter().map(|handle| handle.to_string()).collect::<Vec<_>>();
 
-    let p1 = db.local_post("alice", "hello @bob", None, Some("key-1"), &mentions(&["bob"])).await.expect("post p1");
+    let p1 = db
+        .local_post("alice", "hello @bob", None, Some("key-1"), &mentions(&["bob"]))
+        .await
+        .expect("post p1")
+        .expect("stored");
     assert_eq!((p1.author.as_str(), p1.text.as_str(), p1.reply_to), ("alice", "hello @bob", None));
     let same = db.local_post("alice", "changed @carol", None, Some("key-1"), &mentions(&["carol"])).await;
-    let same = same.expect("post key-1 again");
+    let same = same.expect("post key-1 again").expect("the first post");
     assert_eq!(same, p1, "the same client key returns the first post");
     assert_eq!(db.local_timeline(None, 10).await.expect("local_timeline").len(), 1, "no second row for key-1");
     assert!(db.local_mentions("carol", 0, 10).await.expect("local_mentions").is_empty(), "nor its mentions");
 
-    let p2 = db.local_post("bob", "hi @alice", Some(p1.id), None, &mentions(&["alice"])).await.expect("post p2");
-    let p3 = db.local_post("carol", "@bob @alice", None, None, &mentions(&["bob", "alice"])).await.expect("post p3");
-    let p4 = db.local_post("carol", "me too", Some(p1.id), None, &[]).await.expect("post p4 (no key, like p3)");
+    let p2 = db
+        .local_post("bob", "hi @alice", Some(p1.id), None, &mentions(&["alice"]))
+        .await
+        .expect("post p2")
+        .expect("p1 exists");
+    let p3 = db
+        .local_post("carol", "@bob @alice", None, None, &mentions(&["bob", "alice"]))
+        .await
+        .expect("post p3")
+        .expect("stored");
+    let p4 = db
+        .local_post("carol", "me too", Some(p1.id), None, &[])
+        .await
+        .expect("post p4 (no key, like p3)")
+        .expect("p1 exists");
     let p5 = db.local_post("dave", "@erin @erin", None, Some("key-5"), &mentions(&["erin", "erin"])).await;
-    let p5 = p5.expect("post p5 with a repeated mention");
+    let p5 = p5.expect("post p5 with a repeated mention").expect("stored");
     assert!(p1.id < p2.id && p2.id < p3.id && p3.id < p4.id && p4.id < p5.id, "ids grow");
     assert_eq!(p2.reply_to, Some(p1.id));
+    let orphan =
+        db.local_post("erin", "to nobody @bob", Some(p5.id + 1000), Some("key-orphan"), &mentions(&["bob"])).await;
+    assert_eq!(orphan.expect("post to a missing parent"), None, "a reply to no post is refused");
+    assert_eq!(db.local_post_by_key("key-orphan").await.expect("local_post_by_key"), None, "and not stored");
 
     let bob = db.local_mentions("bob", 0, 10).await.expect("local_mentions bob");
     assert_eq!(bob, vec![p1.clone(), p3.clone()], "bob's mentions in id order");

@@ -290,8 +290,9 @@ impl Actor for Agent {
                 match result {
                     Ok(batch) => {
                         state.poll_failures = 0;
-                        // Woken by pushes: read until nothing is left (a poll reads one page).
-                        let more = !batch.mentions.is_empty() && state.live.is_some();
+                        // A full page: read the next one now (a poll reads one page). A wake-up
+                        // that came while this poll ran sets `poll_again`.
+                        let more = batch.more;
                         self.store_mentions(state, batch).await?;
                         self.fill(&myself, state).await?;
                         if std::mem::take(&mut state.poll_again) || more {
@@ -356,7 +357,8 @@ impl Actor for Agent {
             AgentMsg::Live(event) => match event {
                 LiveEvent::Mention(mention) => {
                     // Stored even while draining (it is answered after the next start).
-                    self.store_mentions(state, MentionBatch { mentions: vec![mention], cursor: None }).await?;
+                    self.store_mentions(state, MentionBatch { mentions: vec![mention], cursor: None, more: false })
+                        .await?;
                     self.fill(&myself, state).await?;
                 }
                 LiveEvent::Wake => {

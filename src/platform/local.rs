@@ -106,19 +106,13 @@ impl LocalPlatform {
         source: &'static str,
     ) -> Result<LocalPost, PlatformError> {
         validate_post(author, text)?;
-        if let Some(parent) = reply_to {
-            let exists =
-                self.db.local_post_by_id(parent).await.map_err(|err| PlatformError::Transient(err.to_string()))?;
-            if exists.is_none() {
-                return Err(PlatformError::Permanent(format!("reply_to: no post {parent}")));
-            }
-        }
         let mentions = extract_mentions(text);
         let post = self
             .db
             .local_post(author, text, reply_to, client_key, &mentions)
             .await
-            .map_err(|err| PlatformError::Transient(err.to_string()))?;
+            .map_err(|err| PlatformError::Transient(err.to_string()))?
+            .ok_or_else(|| PlatformError::Permanent(format!("reply_to: no post {}", reply_to.unwrap_or_default())))?;
         metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
         if let Some(observers) = self.posted.get().filter(|observers| observers.receiver_count() > 0) {
             let posted =
@@ -205,6 +199,7 @@ impl Platform for LocalPlatform {
             .await
             .map_err(|err| PlatformError::Transient(err.to_string()))?;
         let cursor = posts.last().map(|post| post.id.to_string());
+        let more = posts.len() as i64 == MENTIONS_PER_POLL;
         let mut mentions = Vec::with_capacity(posts.len());
         for post in posts {
             let conversation = self.conversation_of(&post).await?;
@@ -216,7 +211,7 @@ impl Platform for LocalPlatform {
                 from_bot: false,
             });
         }
-        Ok(MentionBatch { mentions, cursor })
+        Ok(MentionBatch { mentions, cursor, more })
     }
 
     async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError> {
@@ -311,6 +306,11 @@ mod tests {
         assert_eq!(first.recv().await.expect("reply").id, reply.id);
         assert_eq!(second.recv().await.expect("reply").reply_to, Some(post.id));
         assert!(first.try_recv().is_err() && second.try_recv().is_err());
+
+        // A reply to no post is refused for good, and nothing is stored or observed.
+        let orphan = local.post("ada", "hi again", Some(reply.id + 100), None, "api").await;
+        assert!(matches!(&orphan, Err(PlatformError::Permanent(message)) if message.contains("no post")), "{orphan:?}");
+        assert!(first.try_recv().is_err(), "an orphan is not posted");
     }
 
     #[test]

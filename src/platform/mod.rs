@@ -107,6 +107,9 @@ pub trait LiveConnection: Send + Sync {
 pub struct MentionBatch {
     pub mentions: Vec<Mention>,
     pub cursor: Option<String>,
+    /// The page was full: more mentions wait after `cursor`, to read at once rather than at the
+    /// next poll.
+    pub more: bool,
 }
 
 /// Something to publish.

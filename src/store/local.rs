@@ -29,8 +29,8 @@ impl LocalPost {
 }
 
 impl Db {
-    /// Adds a post and its mentions. With a `client_key` the call is idempotent: posting the same
-    /// key again returns the first post and adds nothing.
+    /// Adds a post and its mentions; `None` when `reply_to` names no post. With a `client_key`
+    /// the call is idempotent: posting the same key again returns the first post and adds nothing.
     pub async fn local_post(
         &self,
         author: &str,
@@ -38,10 +38,12 @@ impl Db {
         reply_to: Option<i64>,
         client_key: Option<&str>,
         mentions: &[String],
-    ) -> StoreResult<LocalPost> {
+    ) -> StoreResult<Option<LocalPost>> {
         let mut tx = self.pool().begin().await?;
+        // The parent is checked in the insert itself: no read before it.
         let inserted = sqlx::query(
-            "INSERT INTO local_posts (author, text, reply_to, client_key, created_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO local_posts (author, text, reply_to, client_key, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $6) \
              ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at",
         )
         .bind(author)
@@ -49,27 +51,41 @@ impl Db {
         .bind(reply_to)
         .bind(client_key)
         .bind(now_ms())
+        .bind(reply_to)
         .fetch_optional(&mut *tx)
         .await?;
         let post = match inserted {
             Some(row) => {
                 let post = LocalPost::from_row(&row)?;
+                let mut handles: Vec<&str> = Vec::with_capacity(mentions.len());
                 for handle in mentions {
-                    sqlx::query("INSERT INTO local_mentions (handle, post_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(handle)
-                        .bind(post.id)
-                        .execute(&mut *tx)
-                        .await?;
+                    if !handles.contains(&handle.as_str()) {
+                        handles.push(handle);
+                    }
                 }
-                post
+                if !handles.is_empty() {
+                    let values: Vec<String> =
+                        (0..handles.len()).map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2)).collect();
+                    let sql = format!(
+                        "INSERT INTO local_mentions (handle, post_id) VALUES {} ON CONFLICT DO NOTHING",
+                        values.join(", ")
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for handle in &handles {
+                        query = query.bind(*handle).bind(post.id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                Some(post)
             }
+            // The key was posted before, or the parent is missing.
             None => {
                 let row =
                     sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE client_key = $1")
                         .bind(client_key)
-                        .fetch_one(&mut *tx)
+                        .fetch_optional(&mut *tx)
                         .await?;
-                LocalPost::from_row(&row)?
+                row.as_ref().map(LocalPost::from_row).transpose()?
             }
         };
         tx.commit().await?;

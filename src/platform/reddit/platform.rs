@@ -105,7 +105,7 @@ impl Platform for RedditPlatform {
             })
             .collect();
         // The unread inbox is its own cursor: stored items are marked read (`acknowledge`).
-        Ok(MentionBatch { mentions, cursor: None })
+        Ok(MentionBatch { mentions, cursor: None, more: false })
     }
 
     async fn acknowledge(&self, account: &str, remote_ids: &[String]) -> Result<(), PlatformError> {

@@ -137,7 +137,8 @@ impl Platform for XPlatform {
                 from_bot: false,
             })
             .collect();
-        Ok(MentionBatch { mentions, cursor: page.newest_id })
+        // The client has read every page already.
+        Ok(MentionBatch { mentions, cursor: page.newest_id, more: false })
     }
 
     async fn publish(&self, account: &str, item: Outgoing<'_>) -> Result<String, PlatformError> {
