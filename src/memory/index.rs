@@ -234,6 +234,12 @@ impl VectorIndex {
         self.dimension
     }
 
+    /// Whether `more` inserts keep the index exact: each is a copy into its vectors, with no graph
+    /// to build or update.
+    pub fn stays_exact_with(&self, more: usize) -> bool {
+        self.is_exact() && self.len().saturating_add(more) <= self.threshold
+    }
+
     /// Whether searches are exact (`false` once the index has switched to HNSW).
     pub fn is_exact(&self) -> bool {
         matches!(self.store, Store::Exact(_))
@@ -678,10 +684,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let data = numbered(clustered(&mut rng, 4_000, 64, 40));
         let mut index = VectorIndex::with_threshold(64, 1_000);
-        filled(&mut index, &data[..1_000]);
+        assert!(index.stays_exact_with(1_000) && !index.stays_exact_with(1_001));
+        filled(&mut index, &data[..999]);
+        assert!(index.stays_exact_with(1) && !index.stays_exact_with(2), "the 1,001st vector builds the graph");
+        filled(&mut index, &data[999..1_000]);
         assert!(index.is_exact());
         filled(&mut index, &data[1_000..]);
-        assert!(!index.is_exact());
+        assert!(!index.is_exact() && !index.stays_exact_with(0), "HNSW for good");
         assert_eq!(index.len(), 4_000);
         assert!(index.memory_bytes() >= 4_000 * 64 * 4);
         let queries = clustered(&mut rng, 100, 64, 40);

@@ -195,18 +195,25 @@ pub enum MemoryMsg {
 }
 
 impl Memory {
-    /// Adds stored memories and their vectors (of the current model) to the indexes, on the
-    /// blocking pool: the insert that takes an index past the exact threshold builds its HNSW
-    /// graph (seconds), which neither the mailbox nor an async worker thread should wait for.
+    /// Adds stored memories and their vectors (of the current model) to the indexes: here while
+    /// the indexes they go to stay exact (a copy each), else on the blocking pool: an insert into
+    /// an HNSW graph, or the one that takes an index past the exact threshold and builds its
+    /// graph (seconds), is for neither the mailbox nor an async worker thread.
     fn index(&self, state: &MemoryState, rows: Vec<MemoryRow>, vectors: Vec<Vec<f32>>) {
         let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
         let shared = state.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        let inline = stays_exact(&shared, &rows);
+        let add_all = move || {
             for (row, vector) in rows.iter().zip(&vectors) {
                 add(&shared, row, vector, window_start);
             }
             publish_sizes(&shared);
-        });
+        };
+        if inline {
+            add_all();
+        } else {
+            tokio::task::spawn_blocking(add_all);
+        }
     }
 }
 
@@ -556,6 +563,18 @@ fn add_page(shared: &Shared, page: &[crate::store::StoredVector], window_start: 
             add_output(shared, &stored.row, &stored.vector);
         }
     }
+}
+
+/// Whether adding `rows` keeps every index they go to exact (a persona without an index yet gets
+/// an exact one).
+fn stays_exact(shared: &Shared, rows: &[MemoryRow]) -> bool {
+    let personas = read(&shared.personas);
+    let persona_indexes = rows.iter().all(|row| {
+        let more = rows.iter().filter(|other| other.persona == row.persona).count();
+        personas.get(&row.persona).is_none_or(|persona| persona.index.stays_exact_with(more))
+    });
+    drop(personas);
+    persona_indexes && read(&shared.outputs).as_ref().is_none_or(|outputs| outputs.index.stays_exact_with(rows.len()))
 }
 
 fn meta_of(row: &MemoryRow) -> Meta {
