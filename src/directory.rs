@@ -42,15 +42,15 @@ impl Directory {
     pub fn set_publisher(&self, actor: Option<ActorRef<PublisherMsg>>) {
         *self.publisher.write().expect("directory lock") = actor;
     }
-    /// The rate limiter of one platform account, keyed `platform:account`.
-    pub fn rate_limiter(&self, key: &str) -> Option<ActorRef<RateLimiterMsg>> {
-        self.rate_limiters.read().expect("directory lock").get(key).cloned()
+    /// The rate limiter of one platform (its messages name the persona; it finds the account).
+    pub fn rate_limiter(&self, platform: &str) -> Option<ActorRef<RateLimiterMsg>> {
+        self.rate_limiters.read().expect("directory lock").get(platform).cloned()
     }
-    pub fn set_rate_limiter(&self, key: &str, actor: Option<ActorRef<RateLimiterMsg>>) {
+    pub fn set_rate_limiter(&self, platform: &str, actor: Option<ActorRef<RateLimiterMsg>>) {
         let mut limiters = self.rate_limiters.write().expect("directory lock");
         match actor {
-            Some(actor) => limiters.insert(key.to_owned(), actor),
-            None => limiters.remove(key),
+            Some(actor) => limiters.insert(platform.to_owned(), actor),
+            None => limiters.remove(platform),
         };
     }
 }
@@ -76,7 +76,7 @@ impl Directory {
     }
 }
 
-/// Key of the rate limiter that guards `account` on `platform`.
+/// How reports name the rate-limit bucket that guards `account` on `platform`.
 pub fn rate_limiter_key(platform: &str, account: &str) -> String {
     format!("{platform}:{account}")
 }

@@ -383,10 +383,10 @@ async fn wait_until_running(health: &Health, agents: usize, started: Instant, li
 }
 
 /// The children the tree starts for `agents` benchmark personas — Store, LlmPool, Memory,
-/// Publisher, one RateLimiter per account (each persona has its own) and one Agent per persona —
-/// used only to extrapolate a start that did not finish.
+/// Publisher, the local platform's RateLimiter and one Agent per persona — used only to
+/// extrapolate a start that did not finish.
 fn expected_children(agents: usize) -> usize {
-    2 * agents + 4
+    agents + 5
 }
 
 /// Where a fleet's start would end, extrapolated from its progress.

@@ -293,12 +293,12 @@ impl PassContext {
     }
 
     async fn permit(&self, row: &OutboxRow) -> Permit {
-        let key = rate_limiter_key(&row.platform, &row.persona);
-        let Some(limiter) = self.directory.rate_limiter(&key) else {
+        let Some(limiter) = self.directory.rate_limiter(&row.platform) else {
             // The limiter is restarting: do not publish unmetered, come back shortly.
             return Permit::Refused(Duration::from_secs(1));
         };
-        match ractor::call_t!(limiter, |reply| RateLimiterMsg::Acquire { reply }, 5_000) {
+        let persona = row.persona.clone();
+        match ractor::call_t!(limiter, |reply| RateLimiterMsg::Acquire { persona, reply }, 5_000) {
             Ok(permit) => permit,
             Err(_) => Permit::Refused(Duration::from_secs(1)),
         }
@@ -310,10 +310,9 @@ impl PassContext {
         let (delay, outcome) = match err {
             PlatformError::RateLimited { retry_after } => {
                 let account_wide = self.platforms.by_name(&row.platform).is_none_or(|p| p.account_wide_rate_limits());
-                if account_wide
-                    && let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key(&row.platform, &row.persona))
-                {
-                    let _ = limiter.send_message(RateLimiterMsg::BackOff { until: *retry_after });
+                if account_wide && let Some(limiter) = self.directory.rate_limiter(&row.platform) {
+                    let persona = row.persona.clone();
+                    let _ = limiter.send_message(RateLimiterMsg::BackOff { persona, until: *retry_after });
                 }
                 self.record_wait("rate_limit_wait", row, *retry_after).await;
                 (*retry_after, "rate_limited")

@@ -1,5 +1,7 @@
-//! The RateLimiter actor: one per (platform, account), a token bucket every publish to that
-//! account draws from. All personas sharing an account share its bucket.
+//! The RateLimiter actor: one per platform, holding a token bucket per account that every
+//! publish to that account draws from. All personas sharing an account (their handle on the
+//! platform) share its bucket. A bucket is created at the account's first use, so an idle agent
+//! costs the limiter nothing but its persona → account entry.
 //!
 //! A permit is a reservation, not a block: `Acquire` answers at once with how long the caller
 //! must wait before its call (the bucket may go negative, queueing callers in order); a wait
@@ -11,6 +13,7 @@
 
 pub mod headers;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -23,11 +26,27 @@ pub struct RateLimiter;
 pub struct RateLimiterArgs {
     pub platform: &'static str,
     pub config: RateLimitConfig,
+    /// Each persona's account (handle) on the platform; a persona not listed is its own account.
+    pub accounts: HashMap<String, String>,
 }
 
 pub struct RateLimiterState {
     platform: &'static str,
-    bucket: TokenBucket,
+    config: RateLimitConfig,
+    accounts: HashMap<String, String>,
+    /// By account, from its first use.
+    buckets: HashMap<String, TokenBucket>,
+}
+
+impl RateLimiterState {
+    /// The bucket of `persona`'s account, created full at its first use.
+    fn bucket(&mut self, persona: &str, now: Instant) -> &mut TokenBucket {
+        let account = self.accounts.get(persona).map_or(persona, String::as_str);
+        if !self.buckets.contains_key(account) {
+            self.buckets.insert(account.to_owned(), TokenBucket::new(&self.config, now));
+        }
+        self.buckets.get_mut(account).expect("inserted above")
+    }
 }
 
 /// A permit decision.
@@ -39,15 +58,17 @@ pub enum Permit {
     Refused(Duration),
 }
 
+/// Each message names the persona it is for; the limiter finds its account.
 pub enum RateLimiterMsg {
     /// Reserve one call.
-    Acquire { reply: RpcReplyPort<Permit> },
+    Acquire { persona: String, reply: RpcReplyPort<Permit> },
     /// The platform told us to back off (a 429): no permits until then.
-    BackOff { until: Duration },
+    BackOff { persona: String, until: Duration },
     /// A response's rate-limit headers: never hand out more than the platform says is left.
-    Observe(headers::RateLimitSnapshot),
-    /// Replace the bucket's limits (a config reload).
-    Reconfigure { config: RateLimitConfig },
+    Observe { persona: String, snapshot: headers::RateLimitSnapshot },
+    /// Replace the buckets' limits and the personas' accounts (a config reload). A persona whose
+    /// account changed draws from its new account's bucket from now on.
+    Reconfigure { config: RateLimitConfig, accounts: HashMap<String, String> },
 }
 
 impl Actor for RateLimiter {
@@ -60,7 +81,12 @@ impl Actor for RateLimiter {
         _myself: ActorRef<Self::Msg>,
         args: RateLimiterArgs,
     ) -> Result<RateLimiterState, ActorProcessingErr> {
-        Ok(RateLimiterState { platform: args.platform, bucket: TokenBucket::new(&args.config, Instant::now()) })
+        Ok(RateLimiterState {
+            platform: args.platform,
+            config: args.config,
+            accounts: args.accounts,
+            buckets: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -70,8 +96,8 @@ impl Actor for RateLimiter {
         state: &mut RateLimiterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RateLimiterMsg::Acquire { reply } => {
-                let permit = state.bucket.acquire(Instant::now());
+            RateLimiterMsg::Acquire { persona, reply } => {
+                let permit = state.bucket(&persona, Instant::now()).acquire(Instant::now());
                 match permit {
                     Permit::After(wait) if !wait.is_zero() => {
                         metrics::counter!(m::RATE_LIMIT_WAITS, "platform" => state.platform).increment(1);
@@ -83,9 +109,21 @@ impl Actor for RateLimiter {
                 }
                 let _ = reply.send(permit);
             }
-            RateLimiterMsg::BackOff { until } => state.bucket.empty_for(until, Instant::now()),
-            RateLimiterMsg::Observe(snapshot) => state.bucket.observe(&snapshot, Instant::now()),
-            RateLimiterMsg::Reconfigure { config } => state.bucket.reconfigure(&config),
+            RateLimiterMsg::BackOff { persona, until } => {
+                let now = Instant::now();
+                state.bucket(&persona, now).empty_for(until, now);
+            }
+            RateLimiterMsg::Observe { persona, snapshot } => {
+                let now = Instant::now();
+                state.bucket(&persona, now).observe(&snapshot, now);
+            }
+            RateLimiterMsg::Reconfigure { config, accounts } => {
+                for bucket in state.buckets.values_mut() {
+                    bucket.reconfigure(&config);
+                }
+                state.config = config;
+                state.accounts = accounts;
+            }
         }
         Ok(())
     }
@@ -198,6 +236,45 @@ mod tests {
             headers::RateLimitSnapshot { limit: Some(100), remaining: 0, reset_after: Duration::from_secs(120) };
         bucket.observe(&none_left, start);
         assert!(matches!(bucket.acquire(start), Permit::Refused(_)), "nothing before the reset");
+    }
+
+    #[tokio::test]
+    async fn personas_of_one_account_share_its_bucket_and_a_reload_moves_them() {
+        let accounts = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(persona, account)| (persona.to_string(), account.to_string())).collect()
+        };
+        let args = RateLimiterArgs {
+            platform: "x",
+            config: config(1, 10, 60),
+            accounts: accounts(&[("ada", "team"), ("bob", "team")]),
+        };
+        let (limiter, handle) = Actor::spawn(None, RateLimiter, args).await.expect("spawn");
+        let acquire = |persona: &str| {
+            let (limiter, persona) = (limiter.clone(), persona.to_owned());
+            async move { ractor::call!(limiter, |reply| RateLimiterMsg::Acquire { persona, reply }) }
+        };
+        assert_eq!(acquire("ada").await.unwrap(), Permit::After(Duration::ZERO));
+        match acquire("bob").await.unwrap() {
+            Permit::After(wait) => assert!(wait > Duration::from_secs(9), "bob shares ada's account: {wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(acquire("carol").await.unwrap(), Permit::After(Duration::ZERO), "carol is her own account");
+
+        let moved = accounts(&[("ada", "team"), ("bob", "bobby")]);
+        limiter.send_message(RateLimiterMsg::Reconfigure { config: config(1, 10, 60), accounts: moved }).unwrap();
+        assert_eq!(acquire("bob").await.unwrap(), Permit::After(Duration::ZERO), "bob's new account is fresh");
+        limiter
+            .send_message(RateLimiterMsg::BackOff { persona: "carol".into(), until: Duration::from_secs(600) })
+            .unwrap();
+        assert!(matches!(acquire("carol").await.unwrap(), Permit::Refused(_)), "carol backs off");
+        match acquire("ada").await.unwrap() {
+            Permit::After(wait) => {
+                assert!(wait < Duration::from_secs(30), "ada is not held by carol's back-off: {wait:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        limiter.stop(None);
+        handle.await.unwrap();
     }
 
     #[test]

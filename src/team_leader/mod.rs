@@ -1,6 +1,6 @@
 //! The TeamLeader: the root of the supervision tree.
 //!
-//! It spawns every child (Store, LlmPool, Memory, one RateLimiter per platform account, the
+//! It spawns every child (Store, LlmPool, Memory, one RateLimiter per platform in use, the
 //! Publisher, one Trader per trading persona, one Agent per persona × platform, and in sandbox mode
 //! the Crowd), supervises them
 //! one-for-one through [`Supervision`], applies configuration reloads as a diff of the tree, and
@@ -19,7 +19,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 
 use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, FirstStart, Member};
 use crate::config::{AgentKey, Config, Mode, PlatformKind};
-use crate::directory::{Directory, rate_limiter_key};
+use crate::directory::Directory;
 use crate::health::Health;
 use crate::llm::{LlmMsg, LlmPool, LlmPoolArgs};
 use crate::memory::{Memory, MemoryArgs};
@@ -68,8 +68,6 @@ pub struct TeamLeaderArgs {
 #[derive(Default)]
 pub struct TeamCache {
     teams: std::sync::Mutex<BTreeMap<PlatformKind, Team>>,
-    /// The personas of each (platform, account), for the rate limiters' directory entries.
-    accounts: std::sync::Mutex<Option<Arc<Accounts>>>,
     /// Every agent's rows for its first start, read at once before the first spawn loop and
     /// dropped after it: a restart or a reload reads fresh rows, never this snapshot.
     first_starts: std::sync::Mutex<Option<Arc<FirstStarts>>>,
@@ -82,8 +80,6 @@ struct FirstStarts {
     pending_inbound: HashSet<(String, String)>,
 }
 
-type Accounts = BTreeMap<(PlatformKind, String), Vec<String>>;
-
 /// Every persona's handle on one platform, and its roster.
 type Team = (Arc<BTreeSet<String>>, Arc<Vec<Member>>);
 
@@ -95,25 +91,6 @@ impl TeamCache {
                 (Arc::new(crate::pipeline::team_handles(config, platform)), Arc::new(Member::roster(config, platform)))
             })
             .clone()
-    }
-
-    /// The personas whose handle on `platform` is `account`, from an index built once.
-    fn personas_of_account(&self, config: &Config, platform: PlatformKind, account: &str) -> Vec<String> {
-        let accounts = crate::sync::lock(&self.accounts)
-            .get_or_insert_with(|| {
-                let mut accounts = Accounts::new();
-                for persona in config.personas.values() {
-                    for platform in &persona.platforms {
-                        accounts
-                            .entry((*platform, persona.handle_on(*platform)))
-                            .or_default()
-                            .push(persona.name.clone());
-                    }
-                }
-                Arc::new(accounts)
-            })
-            .clone();
-        accounts.get(&(platform, account.to_owned())).cloned().unwrap_or_default()
     }
 
     /// Reads every agent's cursor, and which agents have posts to resume or mentions to answer,
@@ -149,7 +126,6 @@ impl TeamCache {
 
     fn clear(&self) {
         crate::sync::lock(&self.teams).clear();
-        *crate::sync::lock(&self.accounts) = None;
         self.end_first_starts();
     }
 }
@@ -181,12 +157,9 @@ enum ChildSpec {
     Store,
     LlmPool,
     Memory,
-    /// One per platform account (the persona's handle there): personas sharing an account share
-    /// its budget.
-    RateLimiter {
-        platform: PlatformKind,
-        account: String,
-    },
+    /// One per platform with agents, holding a bucket per account (the persona's handle there):
+    /// personas sharing an account share its budget.
+    RateLimiter(PlatformKind),
     Publisher,
     /// One per persona that trades.
     Trader(String),
@@ -200,7 +173,7 @@ impl ChildSpec {
             ChildSpec::Store => "store",
             ChildSpec::LlmPool => "llm_pool",
             ChildSpec::Memory => "memory",
-            ChildSpec::RateLimiter { .. } => "rate_limiter",
+            ChildSpec::RateLimiter(_) => "rate_limiter",
             ChildSpec::Publisher => "publisher",
             ChildSpec::Trader(_) => "trader",
             ChildSpec::Agent(_) => "agent",
@@ -210,9 +183,7 @@ impl ChildSpec {
 
     fn id(&self) -> String {
         match self {
-            ChildSpec::RateLimiter { platform, account } => {
-                format!("rate_limiter:{}", rate_limiter_key(platform.as_str(), account))
-            }
+            ChildSpec::RateLimiter(platform) => format!("rate_limiter:{}", platform.as_str()),
             ChildSpec::Agent(key) => format!("agent:{key}"),
             ChildSpec::Trader(persona) => format!("trader:{persona}"),
             other => other.kind().to_owned(),
@@ -353,7 +324,7 @@ impl Actor for TeamLeader {
         }
         let Some(id) = state.supervision.child_of(cell.get_id()).map(str::to_owned) else { return Ok(()) };
         if let Some(spec) = state.specs.get(&id) {
-            clear_directory(&state.args.directory, &state.args.config, spec);
+            clear_directory(&state.args.directory, spec);
         }
         if let Some((id, decision)) = state.supervision.on_exit(cell.get_id(), &exit, Instant::now()) {
             record_exit(state, &id, &decision);
@@ -424,10 +395,10 @@ impl TeamLeader {
         self.spawn_child(myself, state, &id).await;
     }
 
-    /// Stops and forgets a child; `config` is the one it was started with (its directory entries).
-    fn remove_child(&self, state: &mut TeamLeaderState, id: &str, reason: &str, config: &Config) {
+    /// Stops and forgets a child.
+    fn remove_child(&self, state: &mut TeamLeaderState, id: &str, reason: &str) {
         if let Some(spec) = state.specs.remove(id) {
-            clear_directory(&state.args.directory, config, &spec);
+            clear_directory(&state.args.directory, &spec);
         }
         if let Some(cell) = state.supervision.remove(id) {
             cell.stop(Some(reason.to_owned()));
@@ -472,7 +443,7 @@ impl TeamLeader {
         let current: Vec<String> = state.specs.keys().cloned().collect();
         for id in &current {
             if !desired.contains_key(id) {
-                self.remove_child(state, id, "removed by a configuration reload", &old);
+                self.remove_child(state, id, "removed by a configuration reload");
                 summary.removed.push(id.clone());
             }
         }
@@ -480,7 +451,7 @@ impl TeamLeader {
             let existed = state.specs.contains_key(&id);
             let changed = existed && child_changed(&spec, &old, &config);
             if changed {
-                self.remove_child(state, &id, "restarted by a configuration reload", &old);
+                self.remove_child(state, &id, "restarted by a configuration reload");
                 summary.restarted.push(id.clone());
             } else if !existed {
                 summary.added.push(id.clone());
@@ -493,10 +464,11 @@ impl TeamLeader {
             let _ = llm.send_message(LlmMsg::Reconfigure { config: config.clone() });
         }
         for (id, cell) in state.supervision.cells_of_kind("rate_limiter") {
-            if let Some(ChildSpec::RateLimiter { platform, .. }) = state.specs.get(&id) {
+            if let Some(ChildSpec::RateLimiter(platform)) = state.specs.get(&id) {
                 let limiter: ActorRef<RateLimiterMsg> = cell.into();
-                let _ = limiter
-                    .send_message(RateLimiterMsg::Reconfigure { config: config.service.rate_limit(*platform).clone() });
+                let (config, accounts) =
+                    (config.service.rate_limit(*platform).clone(), accounts_on(&config, *platform));
+                let _ = limiter.send_message(RateLimiterMsg::Reconfigure { config, accounts });
             }
         }
         update_agent_gauge(state);
@@ -558,9 +530,8 @@ impl TeamLeader {
 fn desired_children(config: &Config) -> Vec<ChildSpec> {
     let mut specs = vec![ChildSpec::Store, ChildSpec::LlmPool, ChildSpec::Memory];
     let keys = config.agent_keys();
-    let accounts: BTreeSet<(PlatformKind, String)> =
-        keys.iter().map(|key| (key.platform, config.personas[&key.persona].handle_on(key.platform))).collect();
-    specs.extend(accounts.into_iter().map(|(platform, account)| ChildSpec::RateLimiter { platform, account }));
+    let platforms: BTreeSet<PlatformKind> = keys.iter().map(|key| key.platform).collect();
+    specs.extend(platforms.into_iter().map(ChildSpec::RateLimiter));
     specs.push(ChildSpec::Publisher);
     specs.extend(config.trading_personas().iter().map(|persona| ChildSpec::Trader(persona.name.clone())));
     specs.extend(keys.into_iter().map(ChildSpec::Agent));
@@ -607,7 +578,8 @@ fn child_changed(spec: &ChildSpec, old: &Config, new: &Config) -> bool {
                 || old.persona_secret(persona, "trading.keypair") != new.persona_secret(persona, "trading.keypair")
                 || old.jupiter_key != new.jupiter_key
         }
-        ChildSpec::LlmPool | ChildSpec::RateLimiter { .. } => false,
+        // A RateLimiter is reconfigured in place (its buckets keep what they have spent).
+        ChildSpec::LlmPool | ChildSpec::RateLimiter(_) => false,
     }
 }
 
@@ -621,7 +593,7 @@ fn record_exit(state: &TeamLeaderState, id: &str, decision: &Decision) {
     let (persona, platform) = match state.specs.get(id) {
         Some(ChildSpec::Agent(key)) => (Some(key.persona.clone()), Some(key.platform.as_str())),
         Some(ChildSpec::Trader(persona)) => (Some(persona.clone()), None),
-        Some(ChildSpec::RateLimiter { platform, .. }) => (None, Some(platform.as_str())),
+        Some(ChildSpec::RateLimiter(platform)) => (None, Some(platform.as_str())),
         _ => (None, None),
     };
     let (db, id) = (state.args.db.clone(), id.to_owned());
@@ -640,28 +612,26 @@ fn schedule(myself: &ActorRef<TeamLeaderMsg>, id: String, decision: Decision) {
     myself.send_after(delay, move || TeamLeaderMsg::Restart { id, after_cooldown });
 }
 
-fn clear_directory(directory: &Directory, config: &Config, spec: &ChildSpec) {
+fn clear_directory(directory: &Directory, spec: &ChildSpec) {
     match spec {
         ChildSpec::LlmPool => directory.set_llm(None),
         ChildSpec::Memory => directory.set_memory(None),
         ChildSpec::Publisher => directory.set_publisher(None),
         ChildSpec::Trader(persona) => directory.set_trader(persona, None),
-        ChildSpec::RateLimiter { platform, account } => {
-            for persona in personas_of_account(config, *platform, account) {
-                directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), &persona), None);
-            }
-        }
+        ChildSpec::RateLimiter(platform) => directory.set_rate_limiter(platform.as_str(), None),
         ChildSpec::Store | ChildSpec::Agent(_) | ChildSpec::Crowd => {}
     }
 }
 
-/// The personas whose handle on `platform` is `account` (callers look limiters up by persona).
-fn personas_of_account(config: &Config, platform: PlatformKind, account: &str) -> Vec<String> {
+/// Each persona's account (handle) on `platform`, for its RateLimiter; only the personas whose
+/// account is not their own name are listed (the limiter's default).
+fn accounts_on(config: &Config, platform: PlatformKind) -> HashMap<String, String> {
     config
         .personas
         .values()
-        .filter(|persona| persona.platforms.contains(&platform) && persona.handle_on(platform) == account)
-        .map(|persona| persona.name.clone())
+        .filter(|persona| persona.platforms.contains(&platform))
+        .map(|persona| (persona.name.clone(), persona.handle_on(platform)))
+        .filter(|(name, account)| name != account)
         .collect()
 }
 
@@ -708,13 +678,14 @@ async fn spawn(
             directory.set_memory(Some(actor.clone()));
             actor.get_cell()
         }
-        ChildSpec::RateLimiter { platform, account } => {
-            let limiter_config = config.service.rate_limit(*platform).clone();
-            let limiter_args = RateLimiterArgs { platform: platform.as_str(), config: limiter_config };
+        ChildSpec::RateLimiter(platform) => {
+            let limiter_args = RateLimiterArgs {
+                platform: platform.as_str(),
+                config: config.service.rate_limit(*platform).clone(),
+                accounts: accounts_on(config, *platform),
+            };
             let (actor, _) = RateLimiter::spawn_linked(None, RateLimiter, limiter_args, supervisor).await?;
-            for persona in args.teams.personas_of_account(config, *platform, account) {
-                directory.set_rate_limiter(&rate_limiter_key(platform.as_str(), &persona), Some(actor.clone()));
-            }
+            directory.set_rate_limiter(platform.as_str(), Some(actor.clone()));
             actor.get_cell()
         }
         ChildSpec::Publisher => {

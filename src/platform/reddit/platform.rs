@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use super::{MAX_TITLE_CHARS, RedditClient};
 use crate::config::PlatformKind;
-use crate::directory::{Directory, rate_limiter_key};
+use crate::directory::Directory;
 use crate::metrics as m;
 use crate::platform::gate::RateGate;
 use crate::platform::{Engagement, Mention, MentionBatch, Outgoing, Platform, PlatformError};
@@ -65,9 +65,9 @@ impl RedditPlatform {
     fn observe(&self, persona: &str, snapshot: Option<RateLimitSnapshot>) {
         self.gate.observe(persona, snapshot);
         if let Some(snapshot) = snapshot
-            && let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key("reddit", persona))
+            && let Some(limiter) = self.directory.rate_limiter("reddit")
         {
-            let _ = limiter.send_message(RateLimiterMsg::Observe(snapshot));
+            let _ = limiter.send_message(RateLimiterMsg::Observe { persona: persona.to_owned(), snapshot });
         }
     }
 }

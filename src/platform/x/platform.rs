@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::XClient;
 use super::text::{split_thread, weighted_length};
 use crate::config::PlatformKind;
-use crate::directory::{Directory, rate_limiter_key};
+use crate::directory::Directory;
 use crate::metrics as m;
 use crate::platform::gate::RateGate;
 use crate::platform::{Engagement, Mention, MentionBatch, Outgoing, Platform, PlatformError};
@@ -92,9 +92,9 @@ impl XPlatform {
 
     fn feed_limiter(&self, persona: &str, rate: Option<RateLimitSnapshot>) {
         if let Some(snapshot) = rate
-            && let Some(limiter) = self.directory.rate_limiter(&rate_limiter_key("x", persona))
+            && let Some(limiter) = self.directory.rate_limiter("x")
         {
-            let _ = limiter.send_message(RateLimiterMsg::Observe(snapshot));
+            let _ = limiter.send_message(RateLimiterMsg::Observe { persona: persona.to_owned(), snapshot });
         }
     }
 }
