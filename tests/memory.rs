@@ -167,6 +167,30 @@ async fn recall_finds_the_relevant_memory_among_thousands_of_unrelated_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_persona_is_searched_from_the_store_with_what_came_since() {
+    let sandbox = Sandbox::new("");
+    let service = sandbox.start().await;
+    let before = "The lighthouse keeper logs every ship by lantern light.";
+    remember(&service, memory("ada", "local", MemoryKind::Post, None, before)).await;
+    indexed(&service, "ada", before).await;
+    service.shutdown().await;
+
+    // A persona's index is read from the store at its first search; a memory stored before that
+    // search (its vector goes to the store only) and one stored after are both found.
+    let service = sandbox.start().await;
+    let since = "Sourdough starter wants flour and water twice a day.";
+    remember(&service, memory("ada", "local", MemoryKind::Post, None, since)).await;
+    indexed(&service, "ada", since).await;
+    let later = "Glaciers carve valleys slowly, a few metres a year.";
+    remember(&service, memory("ada", "local", MemoryKind::Post, None, later)).await;
+    indexed(&service, "ada", later).await;
+    let hits = search(&service, "ada", before, 1).await;
+    assert_eq!(hits.first().map(|hit| hit.text.as_str()), Some(before), "the memory of the first run");
+    assert!(search(&service, "bob", before, 5).await.iter().all(|hit| hit.text != before), "bob's index is his own");
+    service.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_embedding_model_re_embeds_in_the_background_and_never_mixes_dimensions() {
     let sandbox = Sandbox::new("");
     let service = sandbox.start().await;

@@ -93,6 +93,14 @@ struct PersonaIndex {
     meta: HashMap<i64, Meta>,
 }
 
+/// A persona's index, read from the store at the persona's first search: an idle persona holds
+/// none of its vectors in memory.
+enum PersonaSlot {
+    /// Being read; vectors stored meanwhile wait here and are added when it is ready.
+    Loading(Vec<(MemoryRow, Vec<f32>)>),
+    Ready(PersonaIndex),
+}
+
 /// A recent output of the team, for dedup.
 #[derive(Debug, Clone)]
 struct Output {
@@ -112,7 +120,8 @@ struct Shared {
     model: String,
     /// Vector length of the current model, known from the first vector.
     dimension: RwLock<Option<usize>>,
-    personas: RwLock<HashMap<String, PersonaIndex>>,
+    /// The personas searched since the start (the others are in the store only).
+    personas: RwLock<HashMap<String, PersonaSlot>>,
     outputs: RwLock<Option<Outputs>>,
     /// The vectors of texts embedded lately, of `model` (see [`cache`]).
     embeddings: std::sync::Mutex<EmbeddingCache>,
@@ -420,7 +429,8 @@ async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
     }
     if !deleted.is_empty() {
         let mut personas = write(&shared.personas);
-        for persona in personas.values_mut() {
+        for slot in personas.values_mut() {
+            let PersonaSlot::Ready(persona) = slot else { continue };
             for id in &deleted {
                 if persona.meta.remove(id).is_some() {
                     persona.index.remove(*id);
@@ -508,59 +518,130 @@ fn add(shared: &Shared, row: &MemoryRow, vector: &[f32], window_start: i64) {
             None => *dimension = Some(vector.len()),
         }
     }
-    let meta = meta_of(row);
-    {
-        let mut personas = write(&shared.personas);
-        let persona = personas
-            .entry(row.persona.clone())
-            .or_insert_with(|| PersonaIndex { index: VectorIndex::new(vector.len()), meta: HashMap::new() });
-        match persona.index.insert(row.id, vector) {
-            Ok(()) => {
-                persona.meta.insert(row.id, meta);
-            }
-            Err(err) => tracing::debug!(id = row.id, error = %err, "memory vector not indexed"),
-        }
+    match write(&shared.personas).get_mut(&row.persona) {
+        // Not searched yet: the vector is read from the store with the rest at the first search.
+        None => {}
+        Some(PersonaSlot::Loading(waiting)) => waiting.push((row.clone(), vector.to_vec())),
+        Some(PersonaSlot::Ready(persona)) => insert_into(persona, row, vector),
     }
     if matches!(row.kind, MemoryKind::Post | MemoryKind::Reply) && row.created_at >= window_start {
         add_output(shared, row, vector);
     }
 }
 
-/// Adds a page of stored vectors: each persona's in one bulk insert (the index uses every core),
-/// the recent outputs one by one (they are few).
-fn add_page(shared: &Shared, page: &[crate::store::StoredVector], window_start: i64) {
-    let usable = |vector: &[f32]| {
-        let norm = vector.iter().map(|x| x * x).sum::<f32>();
-        norm.is_finite() && norm > 0.0
-    };
-    let mut by_persona: HashMap<&str, Vec<&crate::store::StoredVector>> = HashMap::new();
-    for stored in page.iter().filter(|stored| usable(&stored.vector)) {
-        let dimension = *write(&shared.dimension).get_or_insert(stored.vector.len());
-        if stored.vector.len() == dimension {
-            by_persona.entry(stored.row.persona.as_str()).or_default().push(stored);
+fn insert_into(persona: &mut PersonaIndex, row: &MemoryRow, vector: &[f32]) {
+    match persona.index.insert(row.id, vector) {
+        Ok(()) => {
+            persona.meta.insert(row.id, meta_of(row));
         }
+        Err(err) => tracing::debug!(id = row.id, error = %err, "memory vector not indexed"),
     }
-    for (persona, items) in by_persona {
-        let mut personas = write(&shared.personas);
-        let dimension = items[0].vector.len();
-        let entry = personas
-            .entry(persona.to_owned())
-            .or_insert_with(|| PersonaIndex { index: VectorIndex::new(dimension), meta: HashMap::new() });
-        match entry.index.extend(items.iter().map(|stored| (stored.row.id, stored.vector.as_slice()))) {
-            Ok(()) => {
-                for stored in &items {
-                    entry.meta.insert(stored.row.id, meta_of(&stored.row));
+}
+
+/// A vector search can use: finite, not zero.
+fn usable(vector: &[f32]) -> bool {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>();
+    norm.is_finite() && norm > 0.0
+}
+
+/// How long a search waits for another one loading the same persona's index.
+const LOAD_WAIT: Duration = Duration::from_secs(3);
+
+/// Reads `persona`'s vectors from the store into its index unless that was done already; `false`
+/// if it could not (a store error, or another search's load taking longer than [`LOAD_WAIT`]).
+async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
+    // The common case, under the read lock that searches share.
+    if matches!(read(&shared.personas).get(persona), Some(PersonaSlot::Ready(_))) {
+        return true;
+    }
+    let started = Instant::now();
+    loop {
+        {
+            let mut personas = write(&shared.personas);
+            match personas.get(persona) {
+                Some(PersonaSlot::Ready(_)) => return true,
+                Some(PersonaSlot::Loading(_)) if started.elapsed() >= LOAD_WAIT => return false,
+                Some(PersonaSlot::Loading(_)) => {}
+                None => {
+                    personas.insert(persona.to_owned(), PersonaSlot::Loading(Vec::new()));
+                    break;
                 }
             }
-            Err(err) => tracing::warn!(persona, error = %err, "memory vectors not indexed"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // From here this call loads; if it is dropped half-way, the slot is freed for the next one.
+    let mut guard = LoadGuard { shared, persona, done: false };
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        match db.persona_vectors(&shared.model, persona, after, LOAD_PAGE).await {
+            Ok(page) => {
+                let full = page.len() as i64 == LOAD_PAGE;
+                after = page.last().map_or(after, |last| last.row.id);
+                stored.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            Err(err) => {
+                metrics::counter!(m::STORE_ERRORS, "operation" => "memory_load").increment(1);
+                tracing::warn!(persona, error = %err, "cannot load a persona's memory vectors; searched without");
+                return false;
+            }
         }
     }
-    for stored in page {
-        if matches!(stored.row.kind, MemoryKind::Post | MemoryKind::Reply)
-            && stored.row.created_at >= window_start
-            && usable(&stored.vector)
-        {
-            add_output(shared, &stored.row, &stored.vector);
+    let Some(dimension) = (*read(&shared.dimension)).or_else(|| stored.first().map(|first| first.vector.len())) else {
+        // No vector stored or seen yet: nothing to search; the next search looks again.
+        write(&shared.personas).remove(persona);
+        guard.done = true;
+        return true;
+    };
+    *write(&shared.dimension) = Some(dimension);
+    let count = stored.len();
+    let build = move || {
+        let mut index = PersonaIndex { index: VectorIndex::new(dimension), meta: HashMap::new() };
+        let items: Vec<_> =
+            stored.iter().filter(|stored| stored.vector.len() == dimension && usable(&stored.vector)).collect();
+        match index.index.extend(items.iter().map(|stored| (stored.row.id, stored.vector.as_slice()))) {
+            Ok(()) => index.meta.extend(items.iter().map(|stored| (stored.row.id, meta_of(&stored.row)))),
+            Err(err) => tracing::warn!(error = %err, "memory vectors not indexed"),
+        }
+        index
+    };
+    // Past the exact threshold the load builds an HNSW graph (seconds): on the blocking pool.
+    let mut index = if VectorIndex::new(dimension).stays_exact_with(count) {
+        build()
+    } else {
+        match tokio::task::spawn_blocking(build).await {
+            Ok(index) => index,
+            Err(_) => return false,
+        }
+    };
+    let mut personas = write(&shared.personas);
+    if let Some(PersonaSlot::Loading(waiting)) = personas.remove(persona) {
+        for (row, vector) in &waiting {
+            insert_into(&mut index, row, vector);
+        }
+    }
+    personas.insert(persona.to_owned(), PersonaSlot::Ready(index));
+    drop(personas);
+    guard.done = true;
+    publish_sizes(shared);
+    true
+}
+
+/// Frees a persona's `Loading` slot if its load did not finish.
+struct LoadGuard<'a> {
+    shared: &'a Shared,
+    persona: &'a str,
+    done: bool,
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            write(&self.shared.personas).remove(self.persona);
         }
     }
 }
@@ -571,7 +652,11 @@ fn stays_exact(shared: &Shared, rows: &[MemoryRow]) -> bool {
     let personas = read(&shared.personas);
     let persona_indexes = rows.iter().all(|row| {
         let more = rows.iter().filter(|other| other.persona == row.persona).count();
-        personas.get(&row.persona).is_none_or(|persona| persona.index.stays_exact_with(more))
+        match personas.get(&row.persona) {
+            Some(PersonaSlot::Ready(persona)) => persona.index.stays_exact_with(more),
+            // Not loaded, or loading: the vector waits; nothing is inserted now.
+            Some(PersonaSlot::Loading(_)) | None => true,
+        }
     });
     drop(personas);
     persona_indexes && read(&shared.outputs).as_ref().is_none_or(|outputs| outputs.index.stays_exact_with(rows.len()))
@@ -612,34 +697,48 @@ fn prune_outputs(shared: &Shared, window_start: i64) {
 
 fn publish_sizes(shared: &Shared) {
     let personas = read(&shared.personas);
-    let vectors: usize = personas.values().map(|persona| persona.index.len()).sum();
-    let bytes: usize = personas.values().map(|persona| persona.index.memory_bytes()).sum();
+    let ready = || {
+        personas.values().filter_map(|slot| match slot {
+            PersonaSlot::Ready(persona) => Some(&persona.index),
+            PersonaSlot::Loading(_) => None,
+        })
+    };
+    let vectors: usize = ready().map(VectorIndex::len).sum();
+    let bytes: usize = ready().map(VectorIndex::memory_bytes).sum();
     drop(personas);
     metrics::gauge!(m::MEMORY_INDEX_VECTORS).set(vectors as f64);
     metrics::gauge!(m::MEMORY_INDEX_BYTES).set(bytes as f64);
 }
 
-/// Loads every stored vector of the current model, page by page.
+/// Loads the team's recent outputs (posts and replies within the dedup window), page by page;
+/// each persona's own index is read at its first search ([`ensure_loaded`]).
 async fn load(db: &Db, shared: &Arc<Shared>, window: Duration) -> Result<(), crate::store::StoreError> {
     let started = Instant::now();
     let window_start = now_ms() - window.as_millis() as i64;
     let mut after = 0;
     let mut loaded = 0usize;
     loop {
-        let page = db.memory_vectors(&shared.model, after, LOAD_PAGE).await?;
+        let page = db.output_vectors(&shared.model, window_start, after, LOAD_PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.row.id;
         loaded += page.len();
         let full = page.len() as i64 == LOAD_PAGE;
-        // Building an HNSW graph takes seconds: on the blocking pool, not an async worker.
+        // Past the exact threshold an insert builds or extends an HNSW graph: on the blocking pool.
         let shared = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || add_page(&shared, &page, window_start)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for stored in page.iter().filter(|stored| usable(&stored.vector)) {
+                let dimension = *write(&shared.dimension).get_or_insert(stored.vector.len());
+                if stored.vector.len() == dimension {
+                    add_output(&shared, &stored.row, &stored.vector);
+                }
+            }
+        })
+        .await;
         if !full {
             break;
         }
     }
-    publish_sizes(shared);
-    tracing::info!(vectors = loaded, elapsed_ms = started.elapsed().as_millis() as u64, model = %shared.model, "memory index loaded");
+    tracing::info!(outputs = loaded, elapsed_ms = started.elapsed().as_millis() as u64, model = %shared.model, "memory index loaded");
     Ok(())
 }
 
@@ -705,7 +804,7 @@ async fn search_persona(
     wait: bool,
     accept: impl Fn(&Meta) -> bool,
 ) -> Vec<(MemoryRow, f32)> {
-    let hits = similar_ids(shared, directory, (persona, query, k), timeout_ms, wait, accept).await;
+    let hits = similar_ids(db, shared, directory, (persona, query, k), timeout_ms, wait, accept).await;
     let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
     let rows = db.memories_by_ids(&ids).await.unwrap_or_default();
     in_hit_order(&hits, rows)
@@ -713,6 +812,7 @@ async fn search_persona(
 
 /// [`search_persona`] without reading the rows: the ids and similarities, most similar first.
 async fn similar_ids(
+    db: &Db,
     shared: &Shared,
     directory: &Directory,
     (persona, query, k): (&str, &str, usize),
@@ -720,12 +820,14 @@ async fn similar_ids(
     wait: bool,
     accept: impl Fn(&Meta) -> bool,
 ) -> Vec<(i64, f32)> {
-    let Some(vector) = query_vector(shared, directory, query, timeout_ms).await else { return Vec::new() };
+    let (vector, loaded) =
+        tokio::join!(query_vector(shared, directory, query, timeout_ms), ensure_loaded(db, shared, persona));
+    let (Some(vector), true) = (vector, loaded) else { return Vec::new() };
     let started = Instant::now();
     let hits = {
         let personas = if wait { Some(read(&shared.personas)) } else { try_read(&shared.personas) };
         let Some(personas) = personas else { return Vec::new() };
-        let Some(index) = personas.get(persona) else { return Vec::new() };
+        let Some(PersonaSlot::Ready(index)) = personas.get(persona) else { return Vec::new() };
         index.index.search(&vector, k, |id| index.meta.get(&id).is_some_and(&accept))
     };
     metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
@@ -743,6 +845,7 @@ fn in_hit_order(hits: &[(i64, f32)], rows: Vec<MemoryRow>) -> Vec<(MemoryRow, f3
 /// goes on without, rather than block a worker thread. The ids only: [`recall`] reads the rows
 /// with the rest of the recollection.
 async fn relevant_ids(
+    db: &Db,
     shared: &Shared,
     directory: &Directory,
     (persona, query, k): (&str, &str, usize),
@@ -755,7 +858,7 @@ async fn relevant_ids(
         };
         allowed && Some(meta.conversation) != exclude_conversation
     };
-    similar_ids(shared, directory, (persona, query, k), RECALL_EMBED_TIMEOUT_MS, false, accept).await
+    similar_ids(db, shared, directory, (persona, query, k), RECALL_EMBED_TIMEOUT_MS, false, accept).await
 }
 
 /// What a `Recall` asks for, read in one query after the search by meaning.
@@ -764,7 +867,7 @@ async fn recall(db: &Db, shared: &Shared, directory: &Directory, ask: RecallAsk)
     let hits = match query.filter(|_| relevant > 0) {
         Some(query) => {
             let exclude = conversation.as_ref().map(|(platform, id)| conversation_key(platform, id));
-            relevant_ids(shared, directory, (persona.as_str(), query.as_str(), relevant as usize), exclude).await
+            relevant_ids(db, shared, directory, (persona.as_str(), query.as_str(), relevant as usize), exclude).await
         }
         None => Vec::new(),
     };

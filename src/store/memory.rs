@@ -324,20 +324,41 @@ impl Db {
         let sql = format!(
             "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(model)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(self.reader())
-            .await?;
-        let mut vectors = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let bytes: Vec<u8> = row.try_get("embedding")?;
-            if let Some(vector) = decode_vector(&bytes) {
-                vectors.push(StoredVector { row: MemoryRow::from_row(row)?, vector });
-            }
-        }
-        Ok(vectors)
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(after_id).bind(limit);
+        decode_vectors(&query.fetch_all(self.reader()).await?)
+    }
+
+    /// [`Db::memory_vectors`] of one persona (its index is loaded at its first search).
+    pub async fn persona_vectors(
+        &self,
+        model: &str,
+        persona: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredVector>> {
+        let sql = format!(
+            "SELECT {COLUMNS}, embedding FROM memories WHERE persona = $1 AND embedding_model = $2 AND id > $3 \
+             ORDER BY id LIMIT $4"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(model).bind(after_id).bind(limit);
+        decode_vectors(&query.fetch_all(self.reader()).await?)
+    }
+
+    /// [`Db::memory_vectors`] of posts and replies created at or after `since`: the team's recent
+    /// outputs, which drafts are checked against.
+    pub async fn output_vectors(
+        &self,
+        model: &str,
+        since: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredVector>> {
+        let sql = format!(
+            "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND kind IN ('post', 'reply') \
+             AND created_at >= $2 AND id > $3 ORDER BY id LIMIT $4"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(since).bind(after_id).bind(limit);
+        decode_vectors(&query.fetch_all(self.reader()).await?)
     }
 
     /// Up to `limit` memories without a vector of `model` (never embedded, or by another model),
@@ -406,6 +427,18 @@ impl Db {
         }
         Ok(counts)
     }
+}
+
+/// Rows with an `embedding` column as stored vectors; a vector that does not decode is skipped.
+fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
+    let mut vectors = Vec::with_capacity(rows.len());
+    for row in rows {
+        let bytes: Vec<u8> = row.try_get("embedding")?;
+        if let Some(vector) = decode_vector(&bytes) {
+            vectors.push(StoredVector { row: MemoryRow::from_row(row)?, vector });
+        }
+    }
+    Ok(vectors)
 }
 
 #[cfg(test)]
