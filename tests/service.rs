@@ -305,3 +305,43 @@ async fn a_local_mention_wakes_its_agent_without_waiting_for_the_poll() {
     }
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_holds_reading_until_it_drains() {
+    // Each completion takes 400 ms; ada answers one mention at a time and holds one at most.
+    let llm = chorus::sim::llm::LlmSim::start().await.unwrap();
+    llm.fail_always(Some(chorus::sim::llm::SimFault::SlowFirstByte(Duration::from_millis(400))));
+    let sandbox = Sandbox::new(&format!(
+        "[agents]\nmax_in_flight = 1\nmax_pending = 1\n\n[llm]\ndefault_chain = [\"sim\"]\n\n\
+         [llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\nmodel = \"m\"\nstream = false\n",
+        llm.openai_base_url()
+    ));
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    let db = service.db();
+    let state = |id: i64| async move { db.inbound_state("local", &id.to_string(), "ada").await.unwrap() };
+
+    let first = api.post("sam", "@ada what is the first thing to learn?").await;
+    eventually(WAIT, "the first mention read", || async { state(first.id).await.map(|_| ()) }).await;
+    let mut rest = Vec::new();
+    for n in 0..5 {
+        rest.push(api.post("sam", &format!("@ada follow-up number {n}: why?")).await.id);
+    }
+    // While the first reply is being generated, the others wait on the platform, unread (wake-ups
+    // and the 100 ms poll timer included).
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for id in &rest {
+        assert_eq!(state(*id).await, None, "mention {id} must wait on the platform while the backlog is full");
+    }
+    // Then every one is read and settled.
+    eventually(WAIT, "every mention settled", || async {
+        for id in rest.iter().chain([&first.id]) {
+            if !matches!(state(*id).await.as_deref(), Some("answered" | "ignored")) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    service.shutdown().await;
+}

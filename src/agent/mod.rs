@@ -12,7 +12,8 @@
 //!   mailbox). At most `agents.max_in_flight` are generated at once, each in a task: loop guard →
 //!   Memory recall → LlmPool (with the platform's typing indicator on while it runs) → finishing →
 //!   Publisher `Enqueue`, which marks the mention answered in the outbox transaction. After a
-//!   crash, pending mentions are simply picked up again.
+//!   crash, pending mentions are simply picked up again. A backlog of `agents.max_pending`
+//!   holds reading: new mentions wait on the platform until it is half drained.
 //! - **Coordination.** A mention that @-mentions several personas is answered first by the one the
 //!   TeamLeader's rule picks (topic fit, then load; decided once and stored), then by at most
 //!   `team.max_joiners` others, each after the first answer is published; the rest skip it.
@@ -108,6 +109,7 @@ pub struct FirstStart {
 pub struct AgentSettings {
     pub poll_every: Duration,
     pub max_in_flight: usize,
+    pub max_pending: usize,
     pub max_bot_turns: u32,
     pub max_poll_failures: u32,
     pub recall_recent: u32,
@@ -150,6 +152,7 @@ impl AgentSettings {
         Self {
             poll_every: service.poll_every(platform),
             max_in_flight: service.agents.max_in_flight,
+            max_pending: service.agents.max_pending,
             max_bot_turns: service.agents.max_bot_turns,
             max_poll_failures: service.agents.max_poll_failures,
             recall_recent: service.memory.recall_recent,
@@ -182,6 +185,11 @@ pub struct AgentState {
     last_full_read: Option<Instant>,
     /// New mentions were stored since the last read of pending ones.
     stored_new: bool,
+    /// Stored mentions not handed to a task yet (with `in_flight` and `retry_at`, the backlog
+    /// that `agents.max_pending` bounds).
+    queued: usize,
+    /// A poll was skipped because the backlog was full: poll once it drains.
+    held: bool,
     /// Planned posts handed over by the TeamLeader, to write one at a time.
     posts: VecDeque<ContentItem>,
     /// The post being written, if any.
@@ -227,6 +235,12 @@ impl Actor for Agent {
             Some(first) => (first.cursor.clone(), first.dispatched_posts),
             None => (args.db.cursor(&args.persona.name, platform).await?, true),
         };
+        // The backlog a previous run left.
+        let queued = if args.first_start.as_ref().is_none_or(|first| first.pending_inbound) {
+            args.db.pending_inbound_count(&args.persona.name, platform).await?.max(0) as usize
+        } else {
+            0
+        };
         // Posts handed over before a restart and not written yet.
         let posts = if resume_posts {
             args.db.dispatched_posts(&args.persona.name, platform).await?.into()
@@ -246,6 +260,8 @@ impl Actor for Agent {
             taken_up_to: 0,
             last_full_read: None,
             stored_new: false,
+            queued,
+            held: false,
             posts,
             posting: None,
             draining: false,
@@ -284,7 +300,13 @@ impl Actor for Agent {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Poll => self.start_poll(&myself, state),
+            AgentMsg::Poll => {
+                self.start_poll(&myself, state);
+                if state.held {
+                    // Reading is held: the timer still takes the retries that fell due.
+                    self.fill(&myself, state).await?;
+                }
+            }
             AgentMsg::PollDone(result) => {
                 state.polling = false;
                 match result {
@@ -326,6 +348,10 @@ impl Actor for Agent {
                     state.retry_at.insert(inbound_id, Instant::now() + retry_after);
                 }
                 self.fill(&myself, state).await?;
+                // Reading was held for a full backlog: go on once it is half drained.
+                if state.held && state.backlog() <= state.args.settings.max_pending / 2 {
+                    self.start_poll(&myself, state);
+                }
                 self.maybe_finish_drain(state);
             }
             AgentMsg::PostDue(item) => {
@@ -388,12 +414,29 @@ impl Actor for Agent {
     }
 }
 
+impl AgentState {
+    /// Stored mentions this agent has not finished with.
+    fn backlog(&self) -> usize {
+        self.queued + self.in_flight.len() + self.retry_at.len()
+    }
+}
+
 impl Agent {
-    /// Reads new mentions in a task, unless a poll runs already or the agent drains.
+    /// Reads new mentions in a task, unless a poll runs already, the agent drains, or its backlog
+    /// is at `agents.max_pending`.
     fn start_poll(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
         if state.draining || state.polling {
             return;
         }
+        if state.backlog() >= state.args.settings.max_pending {
+            // Backpressure: new mentions wait on the platform until the backlog drains.
+            if !std::mem::replace(&mut state.held, true) {
+                metrics::counter!(m::POLLS_HELD, "platform" => state.args.key.platform.as_str()).increment(1);
+                tracing::debug!(agent = %state.args.key, backlog = state.backlog(), "backlog full; reading held");
+            }
+            return;
+        }
+        state.held = false;
         state.polling = true;
         let args = state.args.clone();
         let cursor = state.cursor.clone();
@@ -456,6 +499,7 @@ impl Agent {
                         }));
                     }
                     state.stored_new = true;
+                    state.queued += 1;
                     "new"
                 }
                 None => "duplicate",
@@ -518,6 +562,7 @@ impl Agent {
             .collect();
         for row in fresh {
             state.taken_up_to = state.taken_up_to.max(row.id);
+            state.queued = state.queued.saturating_sub(1);
             if let Some(reason) = self.loop_guard(&args, &row).await? {
                 args.db.ignore_inbound(row.id, reason).await?;
                 metrics::counter!(m::INBOUND_EVENTS, "platform" => args.key.platform.as_str(), "outcome" => reason)

@@ -479,6 +479,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     if service.agents.max_in_flight == 0 {
         report.push("agents.max_in_flight", "must be at least 1");
     }
+    if service.agents.max_pending < service.agents.max_in_flight {
+        report.push("agents.max_pending", "must be at least agents.max_in_flight");
+    }
     for (key, message) in service.trading.problems() {
         report.push(key, message);
     }
@@ -721,7 +724,11 @@ schedule = { every = "90m" }
     #[test]
     fn every_error_is_reported_with_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "chorus.toml", "colour = 1\n[store]\nmax_connections = 0\n");
+        write(
+            dir.path(),
+            "chorus.toml",
+            "colour = 1\n[store]\nmax_connections = 0\n[agents]\nmax_in_flight = 8\nmax_pending = 4\n",
+        );
         write(
             dir.path(),
             "personas/ada.toml",
@@ -731,6 +738,7 @@ schedule = { every = "90m" }
         let errors = load_with_env(&dir.path().join("chorus.toml"), []).unwrap_err().to_string();
         assert!(errors.contains("chorus.toml: colour: unknown field"), "{errors}");
         assert!(errors.contains("chorus.toml: store.max_connections: must be at least 1"), "{errors}");
+        assert!(errors.contains("chorus.toml: agents.max_pending: must be at least agents.max_in_flight"), "{errors}");
         assert!(errors.contains("ada.toml: mood: unknown field"), "{errors}");
         assert!(errors.contains("ada.toml: schedule.every: expected a duration like \"90m\""), "{errors}");
         assert!(errors.contains("bob.toml: name: expected 1 to 32 lowercase"), "{errors}");

@@ -715,6 +715,10 @@ impl Default for RetentionConfig {
 pub struct AgentsConfig {
     /// Mentions an agent generates replies for at once; the rest wait in the database.
     pub max_in_flight: usize,
+    /// Stored, unanswered mentions an agent holds before it stops reading more: past it, new
+    /// mentions wait on the platform (a poll platform's cursor stays put) until the backlog
+    /// drains. Pushed mentions (Discord) are stored regardless.
+    pub max_pending: usize,
     /// Turns another persona may take in one conversation before we stop answering it.
     pub max_bot_turns: u32,
     /// Failed polls in a row (each already retried) before the agent asks to be restarted.
@@ -723,7 +727,7 @@ pub struct AgentsConfig {
 
 impl Default for AgentsConfig {
     fn default() -> Self {
-        Self { max_in_flight: 4, max_bot_turns: 2, max_poll_failures: 3 }
+        Self { max_in_flight: 4, max_pending: 1_000, max_bot_turns: 2, max_poll_failures: 3 }
     }
 }
 

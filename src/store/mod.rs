@@ -221,6 +221,18 @@ impl Db {
         rows.iter().map(InboundRow::from_row).collect()
     }
 
+    /// How many of the agent's mentions are stored and not answered yet.
+    pub async fn pending_inbound_count(&self, persona: &str, platform: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM inbound_events WHERE persona = $1 AND platform = $2 AND state = 'pending'",
+        )
+        .bind(persona)
+        .bind(platform)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Closes an inbound event without a reply (loop guard, empty generation…).
     pub async fn ignore_inbound(&self, id: i64, outcome: &str) -> StoreResult<()> {
         sqlx::query("UPDATE inbound_events SET state = 'ignored', outcome = $2 WHERE id = $1")
