@@ -476,6 +476,16 @@ async fn memory_vectors_by_model_retention_and_cap(db: &Db) {
     assert_eq!(db.memories_to_embed("m1", 100).await.expect("memories_to_embed").len(), 6, "nothing embedded yet");
     let vectors: Vec<(i64, Vec<f32>)> = ids[..3].iter().map(|id| (*id, vec![*id as f32, 0.5, -1.0])).collect();
     db.set_embeddings("m1", &vectors).await.expect("set_embeddings");
+    // A persona's vectors (its index is read at its first search), and the team's recent outputs.
+    let alice = db.persona_vectors("m1", "alice", 0, 10).await.expect("persona_vectors");
+    assert_eq!(alice.iter().map(|s| s.row.id).collect::<Vec<_>>(), ids[..3].to_vec());
+    let paged = db.persona_vectors("m1", "alice", ids[0], 1).await.expect("persona_vectors page");
+    assert_eq!(paged.iter().map(|s| s.row.id).collect::<Vec<_>>(), vec![ids[1]], "after an id, limited");
+    assert!(db.persona_vectors("m1", "bob", 0, 10).await.expect("persona_vectors bob").is_empty());
+    let outputs = db.output_vectors("m1", 0, 0, 10).await.expect("output_vectors");
+    assert_eq!(outputs.iter().map(|s| s.row.id).collect::<Vec<_>>(), vec![ids[0], ids[2]], "posts and replies only");
+    let future = chorus::store::now_ms() + 60_000;
+    assert!(db.output_vectors("m1", future, 0, 10).await.expect("output_vectors since").is_empty(), "by age");
     let stored = db.memory_vectors("m1", 0, 2).await.expect("memory_vectors page 1");
     assert_eq!(stored.iter().map(|s| s.row.id).collect::<Vec<_>>(), ids[..2].to_vec(), "first page, in id order");
     assert_eq!(stored[0].vector, vectors[0].1, "vectors round-trip");
