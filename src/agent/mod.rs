@@ -101,8 +101,9 @@ pub struct FirstStart {
     pub cursor: Option<String>,
     /// Posts were handed over and not written: the agent reads them.
     pub dispatched_posts: bool,
-    /// Mentions are stored and not answered: the agent answers them at once.
-    pub pending_inbound: bool,
+    /// How many mentions are stored and not answered: the agent answers them at once, and they
+    /// are its backlog (`agents.max_pending`).
+    pub pending_inbound: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,10 +237,9 @@ impl Actor for Agent {
             None => (args.db.cursor(&args.persona.name, platform).await?, true),
         };
         // The backlog a previous run left.
-        let queued = if args.first_start.as_ref().is_none_or(|first| first.pending_inbound) {
-            args.db.pending_inbound_count(&args.persona.name, platform).await?.max(0) as usize
-        } else {
-            0
+        let queued = match &args.first_start {
+            Some(first) => first.pending_inbound,
+            None => args.db.pending_inbound_count(&args.persona.name, platform).await?.max(0) as usize,
         };
         // Posts handed over before a restart and not written yet.
         let posts = if resume_posts {
@@ -279,7 +279,7 @@ impl Actor for Agent {
             state.timers.push(poll_timer(&myself, state.args.settings.poll_every));
         }
         // Mentions stored but not answered before a restart are answered now.
-        if state.args.first_start.as_ref().is_none_or(|first| first.pending_inbound) {
+        if state.args.first_start.as_ref().is_none_or(|first| first.pending_inbound > 0) {
             self.fill(&myself, state).await?;
         }
         self.next_post(&myself, state);

@@ -367,12 +367,15 @@ impl Db {
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
-    /// The `(persona, platform)` of every agent with stored mentions not answered yet.
-    pub async fn agents_with_pending_inbound(&self) -> StoreResult<std::collections::HashSet<(String, String)>> {
-        let rows = sqlx::query("SELECT DISTINCT persona, platform FROM inbound_events WHERE state = 'pending'")
-            .fetch_all(self.reader())
-            .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    /// How many stored mentions each agent `(persona, platform)` has not answered yet (agents
+    /// with none are left out).
+    pub async fn agents_with_pending_inbound(&self) -> StoreResult<std::collections::HashMap<(String, String), i64>> {
+        let rows = sqlx::query(
+            "SELECT persona, platform, COUNT(*) FROM inbound_events WHERE state = 'pending' GROUP BY persona, platform",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

@@ -77,7 +77,7 @@ pub struct TeamCache {
 struct FirstStarts {
     cursors: HashMap<(String, String), String>,
     dispatched_posts: HashSet<(String, String)>,
-    pending_inbound: HashSet<(String, String)>,
+    pending_inbound: HashMap<(String, String), i64>,
 }
 
 /// Every persona's handle on one platform, and its roster.
@@ -116,7 +116,7 @@ impl TeamCache {
         Some(FirstStart {
             cursor: first_starts.cursors.get(&id).cloned(),
             dispatched_posts: first_starts.dispatched_posts.contains(&id),
-            pending_inbound: first_starts.pending_inbound.contains(&id),
+            pending_inbound: first_starts.pending_inbound.get(&id).map_or(0, |count| (*count).max(0) as usize),
         })
     }
 
