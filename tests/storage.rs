@@ -126,6 +126,7 @@ storage_contract!(
     content_items_filter_newest_first_and_events_in_order,
     thread_assignment_first_wins_and_pending_load_counts_pending_mentions,
     engagement_is_measured_inside_the_window_and_rescheduled,
+    group_commits_write_each_item_as_it_would_alone,
 );
 
 // ----- helpers -----
@@ -1826,4 +1827,103 @@ async fn postgres_connects_with_a_password_kept_out_of_the_url() {
     db.ping().await.expect("ping");
     db.close().await;
     database.drop_now().await;
+}
+
+/// 28. The group writes (the Publisher's and Memory's): a batch of enqueues, of sent rows and of
+///     memories leaves each item as a write of its own would, a key repeated in the batch or
+///     queued before included.
+async fn group_commits_write_each_item_as_it_would_alone(db: &Db) {
+    use chorus::store::{ContentLog, Sent, StageEntry, ToEnqueue};
+    let m1 = inbound_id(db, "m1", "alice").await;
+    let before = db.enqueue(&outbox_item("k-before", "post", "queued earlier"), None).await.expect("enqueue");
+    let reply = outbox_item("reply:alice:local:m1", "reply", "the reply");
+    let post = outbox_item("post:alice:9", "post", "a post");
+    let again = outbox_item("k-before", "post", "queued again");
+    let repeated = NewOutbox { text: "a second draft".to_owned(), ..reply.clone() };
+    let log = ContentLog {
+        entries: vec![
+            StageEntry { stage: "generate", outcome: "drafted".to_owned(), detail: None, actor: "alice".to_owned() },
+            StageEntry { stage: "review", outcome: "passed".to_owned(), detail: None, actor: "review".to_owned() },
+        ],
+        flags: Some("[\"mild\"]".to_owned()),
+        submitted_by: Some("operator".to_owned()),
+    };
+    let batch = [
+        ToEnqueue { item: &reply, inbound_id: Some(m1), log: Some(&log) },
+        ToEnqueue { item: &post, inbound_id: None, log: None },
+        ToEnqueue { item: &again, inbound_id: None, log: None },
+        ToEnqueue { item: &repeated, inbound_id: None, log: None },
+    ];
+    let enqueued = db.enqueue_batch(&batch).await.expect("enqueue_batch");
+    let created: Vec<bool> = enqueued.iter().map(|e| e.created).collect();
+    assert_eq!(created, [true, true, false, false], "{enqueued:?}");
+    assert_eq!(enqueued[2].id, before.id, "a key queued earlier answers its row");
+    assert_eq!(enqueued[3].id, enqueued[0].id, "a key repeated in the batch is one row");
+    assert!(enqueued[0].id < enqueued[1].id, "rows are numbered in the batch's order");
+    let row = db.outbox_row(&reply.idempotency_key).await.expect("outbox_row").expect("queued");
+    assert_eq!((row.text.as_str(), row.status), ("the reply", OutboxStatus::Pending), "the first draft stays");
+    assert_eq!(db.outbox_row("k-before").await.expect("outbox_row").expect("queued").text, "queued earlier");
+    assert_eq!(inbound_state_of(db, "m1", "alice").await.as_deref(), Some("answered"));
+    let item = content(db, content_id(db, &reply.idempotency_key).await).await;
+    assert_eq!(
+        (item.stage.as_str(), item.submitted_by.as_str(), item.flags.as_deref(), item.inbound_id),
+        ("queued", "operator", Some("[\"mild\"]"), Some(m1))
+    );
+    assert_eq!(trail(db, item.id).await, pairs(&[("generate", "drafted"), ("review", "passed"), ("queue", "queued")]));
+    let post_item = content_id(db, &post.idempotency_key).await;
+    assert_eq!(trail(db, post_item).await, pairs(&[("queue", "queued")]));
+    assert_eq!(trail(db, content_id(db, "k-before").await).await, pairs(&[("queue", "queued")]), "not queued twice");
+    for key in [reply.idempotency_key.as_str(), post.idempotency_key.as_str(), "k-before"] {
+        assert_eq!(db.audit_trail(key).await.expect("audit_trail"), pairs(&[("enqueue", "pending")]), "{key}");
+    }
+
+    let reply_row = db.outbox_row(&reply.idempotency_key).await.expect("outbox_row").expect("queued");
+    let post_row = db.outbox_row(&post.idempotency_key).await.expect("outbox_row").expect("queued");
+    let sent = [
+        Sent { row: &reply_row, remote_id: "remote-1", how: "sent" },
+        Sent { row: &post_row, remote_id: "remote-2", how: "reconciled" },
+    ];
+    db.mark_sent_batch(&sent).await.expect("mark_sent_batch");
+    for (key, remote_id, how) in
+        [(&reply.idempotency_key, "remote-1", "sent"), (&post.idempotency_key, "remote-2", "reconciled")]
+    {
+        let row = db.outbox_row(key).await.expect("outbox_row").expect("sent");
+        assert_eq!((row.status, row.remote_id.as_deref()), (OutboxStatus::Sent, Some(remote_id)), "{key}");
+        let item = content(db, content_id(db, key).await).await;
+        assert_eq!((item.stage.as_str(), item.remote_id.as_deref()), ("published", Some(remote_id)), "{key}");
+        assert!(item.published_at.is_some(), "{key}");
+        let event = last_event(db, item.id).await;
+        assert_eq!((event.outcome.as_str(), event.detail.as_deref()), ("published", Some(remote_id)), "{key}");
+        assert_eq!(db.audit_trail(key).await.expect("audit_trail"), pairs(&[("enqueue", "pending"), ("publish", how)]));
+    }
+    assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 1, sent: 2, failed: 0 });
+    db.mark_sent_batch(&[]).await.expect("an empty batch writes nothing");
+
+    let memory = |text: &str| NewMemory {
+        persona: "alice".to_owned(),
+        platform: "local".to_owned(),
+        kind: MemoryKind::Reply,
+        conversation: Some("conv-1".to_owned()),
+        author: "alice".to_owned(),
+        text: text.to_owned(),
+    };
+    let (first, second, third) = (memory("first"), memory("second"), memory("third"));
+    let vector = [0.25f32, -1.0, 2.0];
+    let rows = db
+        .insert_memories(&[(&first, None), (&second, Some(("m1", &vector[..]))), (&third, None)])
+        .await
+        .expect("insert_memories");
+    let texts: Vec<&str> = rows.iter().map(|row| row.text.as_str()).collect();
+    assert_eq!(texts, ["first", "second", "third"], "rows in the order given");
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id), "and numbered in that order");
+    assert_eq!(rows[1].kind, MemoryKind::Reply);
+    let stored = db.persona_vectors("m1", "alice", 0, 10).await.expect("persona_vectors");
+    assert_eq!(
+        stored.iter().map(|s| (s.row.id, s.vector.clone())).collect::<Vec<_>>(),
+        [(rows[1].id, vector.to_vec())]
+    );
+    let to_embed: Vec<i64> =
+        db.memories_to_embed("m1", 10).await.expect("memories_to_embed").iter().map(|r| r.id).collect();
+    assert_eq!(to_embed, [rows[0].id, rows[2].id], "the others wait for the sweep");
+    assert!(db.insert_memories(&[]).await.expect("an empty batch").is_empty());
 }

@@ -7,8 +7,10 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use std::collections::HashMap;
+
 use super::outbox::insert_outbox;
-use super::{Db, NewOutbox, StoreResult, now_ms};
+use super::{Db, NewOutbox, StoreResult, ToEnqueue, now_ms, value_rows};
 use crate::platform::Engagement;
 
 /// Where an item is. `planned` and `dispatched` are planned posts before and while they are
@@ -252,93 +254,144 @@ pub(super) async fn event(
     Ok(())
 }
 
-/// Moves the item with this key to `queued` (creating it when it was queued without one) and
-/// writes what the pipeline logged for it, in the outbox transaction.
-pub(super) async fn mark_queued(
-    tx: &mut Tx<'_>,
-    item: &NewOutbox,
-    inbound_id: Option<i64>,
-    log: Option<&ContentLog>,
-) -> StoreResult<()> {
+/// Moves the items with these keys to `queued` (creating those queued without one) and writes
+/// what the pipeline logged for each, in the outbox transaction: two statements for any number.
+/// The keys are distinct.
+pub(super) async fn mark_queued(tx: &mut Tx<'_>, items: &[ToEnqueue<'_>]) -> StoreResult<()> {
     let now = now_ms();
-    let submitted_by = log.and_then(|log| log.submitted_by.as_deref()).unwrap_or(&item.persona);
-    let flags = log.and_then(|log| log.flags.as_deref());
-    let row = sqlx::query(
+    let sql = format!(
         "INSERT INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, conversation, \
-         inbound_id, submitted_by, flags, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $10, $11, $9, $9) \
-         ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = $5, \
-         flags = COALESCE($11, content_items.flags), updated_at = $9 RETURNING id",
-    )
-    .bind(&item.idempotency_key)
-    .bind(&item.persona)
-    .bind(&item.platform)
-    .bind(&item.kind)
-    .bind(&item.text)
-    .bind(item.reply_to.as_deref())
-    .bind(item.conversation.as_deref())
-    .bind(inbound_id)
-    .bind(now)
-    .bind(submitted_by)
-    .bind(flags)
-    .fetch_one(&mut **tx)
-    .await?;
-    let item_id: i64 = row.try_get(0)?;
-    let mut entries: Vec<StageEntry> = log.map(|log| log.entries.clone()).unwrap_or_default();
-    entries.push(StageEntry {
-        stage: "queue",
-        outcome: "queued".to_owned(),
-        detail: None,
-        actor: item.persona.clone(),
-    });
-    events(tx, item_id, &entries).await
+         inbound_id, submitted_by, flags, created_at, updated_at) VALUES {} \
+         ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = excluded.text, \
+         flags = COALESCE(excluded.flags, content_items.flags), updated_at = excluded.updated_at \
+         RETURNING id, idempotency_key",
+        value_rows("(?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)", items.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for ToEnqueue { item, inbound_id, log } in items {
+        let submitted_by = log.and_then(|log| log.submitted_by.as_deref()).unwrap_or(&item.persona);
+        query = query
+            .bind(&item.idempotency_key)
+            .bind(&item.persona)
+            .bind(&item.platform)
+            .bind(&item.kind)
+            .bind(&item.text)
+            .bind(item.reply_to.as_deref())
+            .bind(item.conversation.as_deref())
+            .bind(*inbound_id)
+            .bind(submitted_by)
+            .bind(log.and_then(|log| log.flags.as_deref()))
+            .bind(now)
+            .bind(now);
+    }
+    let mut ids = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+    }
+    let mut entries = Vec::new();
+    let mut queued = Vec::with_capacity(items.len());
+    for ToEnqueue { item, log, .. } in items {
+        let Some(&item_id) = ids.get(&item.idempotency_key) else {
+            return Err(super::StoreError::Query(sqlx::Error::RowNotFound));
+        };
+        for entry in log.iter().flat_map(|log| &log.entries) {
+            entries.push((item_id, entry));
+        }
+        queued.push((
+            item_id,
+            StageEntry { stage: "queue", outcome: "queued".to_owned(), detail: None, actor: item.persona.clone() },
+        ));
+    }
+    entries.extend(queued.iter().map(|(id, entry)| (*id, entry)));
+    events_of(tx, &entries).await
 }
 
 /// Appends several entries to an item's stage log in one statement.
 pub(super) async fn events(tx: &mut Tx<'_>, item_id: i64, entries: &[StageEntry]) -> StoreResult<()> {
+    let entries: Vec<(i64, &StageEntry)> = entries.iter().map(|entry| (item_id, entry)).collect();
+    events_of(tx, &entries).await
+}
+
+/// Appends entries to several items' stage logs in one statement.
+async fn events_of(tx: &mut Tx<'_>, entries: &[(i64, &StageEntry)]) -> StoreResult<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let rows: Vec<String> = (0..entries.len())
-        .map(|index| {
-            let base = index * 4 + 3;
-            format!("($1, ${base}, ${}, ${}, ${}, $2)", base + 1, base + 2, base + 3)
-        })
-        .collect();
-    // $1 the item and $2 the time in every row, then four placeholders per entry.
-    let sql =
-        format!("INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) VALUES {}", rows.join(", "));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(item_id).bind(now_ms());
-    for entry in entries {
-        query = query.bind(entry.stage).bind(&entry.outcome).bind(entry.detail.as_deref()).bind(&entry.actor);
+    let sql = format!(
+        "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) VALUES {}",
+        value_rows("(?, ?, ?, ?, ?, ?)", entries.len())
+    );
+    let now = now_ms();
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (item_id, entry) in entries {
+        query = query
+            .bind(*item_id)
+            .bind(entry.stage)
+            .bind(&entry.outcome)
+            .bind(entry.detail.as_deref())
+            .bind(&entry.actor)
+            .bind(now);
     }
     query.execute(&mut **tx).await?;
     Ok(())
 }
 
-/// The item of an outbox row was published (or refused for good), in the outbox transaction.
-pub(super) async fn mark_outcome(
-    tx: &mut Tx<'_>,
-    idempotency_key: &str,
-    remote_id: Option<&str>,
-    error: Option<&str>,
-) -> StoreResult<()> {
+/// The items of outbox rows that were published: each moves to `published` with its remote id,
+/// and its log says so, in the outbox transaction: two statements for any number of items.
+pub(super) async fn mark_published(tx: &mut Tx<'_>, published: &[(&str, &str)]) -> StoreResult<()> {
+    if published.is_empty() {
+        return Ok(());
+    }
     let now = now_ms();
-    let (stage, outcome) = if remote_id.is_some() { ("published", "published") } else { ("failed", "failed") };
+    // $1 the time, then a (key, remote id) pair per item for the CASE, then the keys again.
+    let cases: String = (0..published.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
+    let sql = format!(
+        "UPDATE content_items SET stage = 'published', remote_id = CASE idempotency_key{cases} END, reason = NULL, \
+         published_at = $1, updated_at = $1 WHERE idempotency_key IN ({}) RETURNING id, remote_id",
+        super::placeholders(2 + 2 * published.len(), published.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for (key, remote_id) in published {
+        query = query.bind(*key).bind(*remote_id);
+    }
+    for (key, _) in published {
+        query = query.bind(*key);
+    }
+    let mut moved: Vec<(i64, String)> = Vec::with_capacity(published.len());
+    for row in query.fetch_all(&mut **tx).await? {
+        moved.push((row.try_get(0)?, row.try_get(1)?));
+    }
+    let entries: Vec<(i64, StageEntry)> = moved
+        .into_iter()
+        .map(|(id, remote_id)| {
+            let entry = StageEntry {
+                stage: "publish",
+                outcome: "published".to_owned(),
+                detail: Some(remote_id),
+                actor: "publisher".to_owned(),
+            };
+            (id, entry)
+        })
+        .collect();
+    let entries: Vec<(i64, &StageEntry)> = entries.iter().map(|(id, entry)| (*id, entry)).collect();
+    events_of(tx, &entries).await
+}
+
+/// The item of an outbox row was refused for good, in the outbox transaction.
+pub(super) async fn mark_failed(tx: &mut Tx<'_>, idempotency_key: &str, error: &str) -> StoreResult<()> {
+    let now = now_ms();
     let row = sqlx::query(
-        "UPDATE content_items SET stage = $2, remote_id = $3, reason = $4, \
-         published_at = CASE WHEN $3 IS NULL THEN published_at ELSE $5 END, updated_at = $5 \
-         WHERE idempotency_key = $1 RETURNING id",
+        "UPDATE content_items SET stage = 'failed', remote_id = NULL, reason = $2, updated_at = $3 \
+         WHERE idempotency_key = $1 \
+         RETURNING id",
     )
     .bind(idempotency_key)
-    .bind(stage)
-    .bind(remote_id)
     .bind(error)
     .bind(now)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = row {
-        event(tx, row.try_get(0)?, "publish", outcome, remote_id.or(error), "publisher").await?;
+        event(tx, row.try_get(0)?, "publish", "failed", Some(error), "publisher").await?;
     }
     Ok(())
 }

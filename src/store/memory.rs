@@ -98,6 +98,9 @@ pub struct StoredVector {
     pub vector: Vec<f32>,
 }
 
+/// A memory for [`Db::insert_memories`], with its vector of a model (model, vector) when known.
+pub type ToInsert<'a> = (&'a NewMemory, Option<(&'a str, &'a [f32])>);
+
 /// `f32`s as little-endian bytes.
 pub fn encode_vector(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -115,22 +118,40 @@ impl Db {
     /// Stores a memory, with its vector of `model` when it is known already (one statement
     /// instead of an insert and an update), and returns its id.
     pub async fn insert_memory(&self, memory: &NewMemory, vector: Option<(&str, &[f32])>) -> StoreResult<i64> {
-        let row = sqlx::query(
+        let rows = self.insert_memories(&[(memory, vector)]).await?;
+        Ok(rows[0].id)
+    }
+
+    /// Stores several memories, each with its vector of a model when known, in one statement
+    /// (group commit). Returns their rows in the order given.
+    pub async fn insert_memories(&self, memories: &[ToInsert<'_>]) -> StoreResult<Vec<MemoryRow>> {
+        if memories.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
             "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
-             embedding_model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(&memory.persona)
-        .bind(&memory.platform)
-        .bind(memory.kind.as_str())
-        .bind(memory.conversation.as_deref())
-        .bind(&memory.author)
-        .bind(&memory.text)
-        .bind(now_ms())
-        .bind(vector.map(|(_, vector)| encode_vector(vector)))
-        .bind(vector.map(|(model, _)| model))
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get(0)?)
+             embedding_model) VALUES {} RETURNING {COLUMNS}",
+            super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", memories.len())
+        );
+        let now = now_ms();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (memory, vector) in memories {
+            query = query
+                .bind(&memory.persona)
+                .bind(&memory.platform)
+                .bind(memory.kind.as_str())
+                .bind(memory.conversation.as_deref())
+                .bind(&memory.author)
+                .bind(&memory.text)
+                .bind(now)
+                .bind(vector.map(|(_, vector)| encode_vector(vector)))
+                .bind(vector.map(|(model, _)| model));
+        }
+        let mut rows =
+            query.fetch_all(self.pool()).await?.iter().map(MemoryRow::from_row).collect::<StoreResult<Vec<_>>>()?;
+        // One statement numbers its rows in the order of its VALUES; RETURNING has no order.
+        rows.sort_by_key(|row| row.id);
+        Ok(rows)
     }
 
     /// The persona's facts that are not stored yet are stored (platform `persona`); returns the

@@ -28,8 +28,8 @@ pub use content::{
     StageEntry, StoredAssignment,
 };
 pub use local::LocalPost;
-pub use memory::{MemoryKind, MemoryRow, NewMemory, Recalled, StoredVector};
-pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus};
+pub use memory::{MemoryKind, MemoryRow, NewMemory, Recalled, StoredVector, ToInsert};
+pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus, Sent, ToEnqueue};
 pub use report::{
     ChildTally, ContentTally, EngagementTotals, LlmTally, OpsKind, Rank, RankedPost, RateLimitTally, StoredReport,
 };
@@ -104,6 +104,36 @@ pub struct Db {
 /// Milliseconds since the Unix epoch, the time unit of every table.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// `$first, $first+1, …` (`count` of them).
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `count` copies of a row template, its `?` numbered `$1, $2, …` across all rows in order, for
+/// a multi-row `VALUES`: `value_rows("(?, 'x', ?)", 2)` is `($1, 'x', $2), ($3, 'x', $4)`. The
+/// template is SQL of ours; every value is bound.
+fn value_rows(template: &str, count: usize) -> String {
+    let mut sql = String::with_capacity((template.len() + 8) * count);
+    let mut next = 1;
+    for row in 0..count {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        for part in template.split_inclusive('?') {
+            match part.strip_suffix('?') {
+                Some(text) => {
+                    sql.push_str(text);
+                    sql.push('$');
+                    sql.push_str(&next.to_string());
+                    next += 1;
+                }
+                None => sql.push_str(part),
+            }
+        }
+    }
+    sql
 }
 
 impl Db {
@@ -493,6 +523,19 @@ pub struct LlmUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(placeholders(3, 2), "$3, $4");
+        assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn value_rows_number_every_row_in_order() {
+        assert_eq!(value_rows("(?, 'x', ?)", 2), "($1, 'x', $2), ($3, 'x', $4)");
+        assert_eq!(value_rows("(?)", 1), "($1)");
+        assert_eq!(value_rows("(?)", 0), "");
+    }
 
     #[test]
     fn transient_codes_are_busy_locked_and_connection_trouble_only() {

@@ -5,10 +5,12 @@
 //! the same intent impossible. Every state change is written to `audit_log` in the same
 //! transaction.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreResult, now_ms};
+use super::{Db, StoreError, StoreResult, now_ms, placeholders, value_rows};
 
 /// A post or reply to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,24 @@ pub struct NewOutbox {
     /// Remote id of the message replied to.
     pub reply_to: Option<String>,
     pub conversation: Option<String>,
+}
+
+/// One item of [`Db::enqueue_batch`]: what to queue, the mention it answers, and what the
+/// content pipeline did with it (written in the same transaction).
+#[derive(Debug, Clone, Copy)]
+pub struct ToEnqueue<'a> {
+    pub item: &'a NewOutbox,
+    pub inbound_id: Option<i64>,
+    pub log: Option<&'a super::ContentLog>,
+}
+
+/// A row the platform took, for [`Db::mark_sent_batch`]: its remote id, and how we know (`sent`,
+/// or `reconciled` when an earlier attempt had landed).
+#[derive(Debug, Clone, Copy)]
+pub struct Sent<'a> {
+    pub row: &'a OutboxRow,
+    pub remote_id: &'a str,
+    pub how: &'a str,
 }
 
 /// Result of [`Db::enqueue`].
@@ -108,8 +128,17 @@ impl Db {
         inbound_id: Option<i64>,
         log: Option<&super::ContentLog>,
     ) -> StoreResult<Enqueued> {
+        let enqueued = self.enqueue_batch(&[ToEnqueue { item, inbound_id, log }]).await?;
+        Ok(enqueued[0])
+    }
+
+    /// Queues several items in one transaction (group commit), with one multi-row statement per
+    /// table whatever their number. Answers one [`Enqueued`] per item, in order; a key repeated
+    /// in the batch is created once and the later ones are `created: false`. Nothing is written
+    /// when any statement fails.
+    pub async fn enqueue_batch(&self, items: &[ToEnqueue<'_>]) -> StoreResult<Vec<Enqueued>> {
         let mut tx = self.pool().begin().await?;
-        let enqueued = insert_outbox(&mut tx, item, inbound_id, log).await?;
+        let enqueued = insert_outboxes(&mut tx, items).await?;
         tx.commit().await?;
         Ok(enqueued)
     }
@@ -167,17 +196,50 @@ impl Db {
     }
 
     pub async fn mark_sent(&self, row: &OutboxRow, remote_id: &str, how: &str) -> StoreResult<()> {
+        self.mark_sent_batch(&[Sent { row, remote_id, how }]).await
+    }
+
+    /// Marks rows sent, with their content items published and an audit entry each, in one
+    /// transaction of four statements whatever their number.
+    pub async fn mark_sent_batch(&self, sent: &[Sent<'_>]) -> StoreResult<()> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "UPDATE outbox SET status = 'sent', remote_id = $2, last_error = NULL, updated_at = $3 WHERE id = $1",
-        )
-        .bind(row.id)
-        .bind(remote_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        audit(&mut tx, "publish", &row.persona, &row.platform, &row.idempotency_key, how, Some(remote_id)).await?;
-        super::content::mark_outcome(&mut tx, &row.idempotency_key, Some(remote_id), None).await?;
+        // $1 the time, then an (id, remote id) pair per row for the CASE, then the ids again.
+        let cases: String = (0..sent.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
+        let sql = format!(
+            "UPDATE outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
+             WHERE id IN ({})",
+            placeholders(2 + 2 * sent.len(), sent.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for Sent { row, remote_id, .. } in sent {
+            query = query.bind(row.id).bind(*remote_id);
+        }
+        for Sent { row, .. } in sent {
+            query = query.bind(row.id);
+        }
+        query.execute(&mut *tx).await?;
+        let sql = format!(
+            "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
+            value_rows("(?, 'publish', ?, ?, ?, ?, ?)", sent.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for Sent { row, remote_id, how } in sent {
+            query = query
+                .bind(now)
+                .bind(&row.persona)
+                .bind(&row.platform)
+                .bind(&row.idempotency_key)
+                .bind(*how)
+                .bind(*remote_id);
+        }
+        query.execute(&mut *tx).await?;
+        let published: Vec<(&str, &str)> =
+            sent.iter().map(|sent| (sent.row.idempotency_key.as_str(), sent.remote_id)).collect();
+        super::content::mark_published(&mut tx, &published).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -207,7 +269,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, "publish", &row.persona, &row.platform, &row.idempotency_key, "failed", Some(error)).await?;
-        super::content::mark_outcome(&mut tx, &row.idempotency_key, None, Some(error)).await?;
+        super::content::mark_failed(&mut tx, &row.idempotency_key, error).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -242,53 +304,113 @@ impl Db {
     }
 }
 
-/// [`Db::enqueue`] inside a caller's transaction (an airlock approval queues in its own): the
-/// outbox row, the mention marked answered, the content item moved to `queued`, the audit entry.
+/// [`Db::enqueue`] inside a caller's transaction (an airlock approval queues in its own).
 pub(super) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     item: &NewOutbox,
     inbound_id: Option<i64>,
     log: Option<&super::ContentLog>,
 ) -> StoreResult<Enqueued> {
+    let enqueued = insert_outboxes(tx, &[ToEnqueue { item, inbound_id, log }]).await?;
+    Ok(enqueued[0])
+}
+
+/// [`Db::enqueue_batch`] inside a caller's transaction: the outbox rows, the mentions marked
+/// answered, the new items' content rows moved to `queued` with their stage logs, and an audit
+/// entry per new row; five statements for any number of items (six when a key existed).
+async fn insert_outboxes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    items: &[ToEnqueue<'_>],
+) -> StoreResult<Vec<Enqueued>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    let inserted = sqlx::query(
+    let sql = format!(
         "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, inbound_id, \
-         status, attempts, created_at, updated_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-    )
-    .bind(&item.idempotency_key)
-    .bind(&item.persona)
-    .bind(&item.platform)
-    .bind(&item.kind)
-    .bind(&item.text)
-    .bind(item.reply_to.as_deref())
-    .bind(item.conversation.as_deref())
-    .bind(inbound_id)
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let enqueued = match inserted {
-        Some(row) => Enqueued { id: row.try_get(0)?, created: true },
-        None => {
-            let row = sqlx::query("SELECT id FROM outbox WHERE idempotency_key = $1")
-                .bind(&item.idempotency_key)
-                .fetch_one(&mut **tx)
-                .await?;
-            Enqueued { id: row.try_get(0)?, created: false }
+         status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+        value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", items.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for ToEnqueue { item, inbound_id, .. } in items {
+        query = query
+            .bind(&item.idempotency_key)
+            .bind(&item.persona)
+            .bind(&item.platform)
+            .bind(&item.kind)
+            .bind(&item.text)
+            .bind(item.reply_to.as_deref())
+            .bind(item.conversation.as_deref())
+            .bind(*inbound_id)
+            .bind(now)
+            .bind(now)
+            .bind(now);
+    }
+    let mut created = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+    }
+    // Keys that were already queued (by an earlier run or an earlier batch): their ids.
+    let mut existing = HashMap::new();
+    let known: HashSet<&str> =
+        items.iter().map(|t| t.item.idempotency_key.as_str()).filter(|key| !created.contains_key(*key)).collect();
+    if !known.is_empty() {
+        let sql = format!(
+            "SELECT id, idempotency_key FROM outbox WHERE idempotency_key IN ({})",
+            placeholders(1, known.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in &known {
+            query = query.bind(*key);
         }
-    };
-    if let Some(inbound_id) = inbound_id {
-        sqlx::query("UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id = $1")
-            .bind(inbound_id)
-            .execute(&mut **tx)
-            .await?;
+        for row in query.fetch_all(&mut **tx).await? {
+            existing.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+        }
     }
-    if enqueued.created {
-        super::content::mark_queued(tx, item, inbound_id, log).await?;
-        audit(tx, "enqueue", &item.persona, &item.platform, &item.idempotency_key, "pending", None).await?;
+    let mut results = Vec::with_capacity(items.len());
+    let mut new_items = Vec::new();
+    let mut first_seen = HashSet::new();
+    for to_enqueue in items {
+        let key = to_enqueue.item.idempotency_key.as_str();
+        let enqueued = match created.get(key) {
+            Some(&id) if first_seen.insert(key) => {
+                new_items.push(*to_enqueue);
+                Enqueued { id, created: true }
+            }
+            Some(&id) => Enqueued { id, created: false },
+            None => match existing.get(key) {
+                Some(&id) => Enqueued { id, created: false },
+                None => return Err(StoreError::Query(sqlx::Error::RowNotFound)),
+            },
+        };
+        results.push(enqueued);
     }
-    Ok(enqueued)
+    let answered: Vec<i64> = items.iter().filter_map(|t| t.inbound_id).collect();
+    if !answered.is_empty() {
+        let sql = format!(
+            "UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id IN ({})",
+            placeholders(1, answered.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in answered {
+            query = query.bind(id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    if !new_items.is_empty() {
+        super::content::mark_queued(tx, &new_items).await?;
+        let sql = format!(
+            "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
+            value_rows("(?, 'enqueue', ?, ?, ?, 'pending', NULL)", new_items.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ToEnqueue { item, .. } in &new_items {
+            query = query.bind(now).bind(&item.persona).bind(&item.platform).bind(&item.idempotency_key);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(results)
 }
 
 async fn audit(

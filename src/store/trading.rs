@@ -18,7 +18,7 @@ use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreError, StoreResult, now_ms};
+use super::{Db, StoreError, StoreResult, now_ms, placeholders};
 
 /// Where a trade is in its life. `awaiting_approval → approved | rejected | expired`;
 /// `approved → executing`; `executing → filled (paper) | signed (live) | failed`;
@@ -717,11 +717,6 @@ async fn balance_of(conn: &mut AnyConnection, persona: &str, mint: &str) -> Stor
     }
 }
 
-/// `$first, $first+1, …` (`count` of them).
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
-}
-
 /// A `u64` amount as BIGINT, or an error if it does not fit (never wrapped).
 fn to_db(field: &str, value: u64) -> StoreResult<i64> {
     i64::try_from(value).map_err(|_| encode_error(format!("{field} {value} does not fit in a BIGINT")))
@@ -780,11 +775,5 @@ mod tests {
         assert!(err.to_string().contains("does not fit"), "{err}");
         assert!(from_db::<u64>("amount", -1).is_err());
         assert!(from_db::<u16>("slippage_bps", 70_000).is_err());
-    }
-
-    #[test]
-    fn placeholders_are_numbered_from_first() {
-        assert_eq!(placeholders(3, 2), "$3, $4");
-        assert_eq!(placeholders(1, 0), "");
     }
 }
