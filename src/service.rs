@@ -234,6 +234,11 @@ impl Service {
         self.inner.directory.memory()
     }
 
+    /// The Publisher right now (`None` while it restarts).
+    pub fn publisher(&self) -> Option<ActorRef<crate::publisher::PublisherMsg>> {
+        self.inner.directory.publisher()
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.inner.config.lock().expect("config lock").clone()
     }

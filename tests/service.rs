@@ -345,3 +345,76 @@ async fn a_full_backlog_holds_reading_until_it_drains() {
     .await;
     service.shutdown().await;
 }
+
+/// Concurrent enqueues meet in the Publisher's group commit: every caller is answered, a key
+/// named twice is one row (created once), and every row is published once, in its own account's
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_are_answered_once_each_and_published_once() {
+    use chorus::publisher::PublisherMsg;
+    use chorus::store::{ContentLog, NewOutbox};
+    const POSTS: usize = 40;
+    let sandbox = Sandbox::new("");
+    let service = sandbox.start().await;
+    let publisher = eventually(WAIT, "the publisher is up", || async { service.publisher() }).await;
+    let calls = (0..POSTS + 10).map(|n| {
+        // The last ten name keys the first ten already named.
+        let n = n % POSTS;
+        let persona = if n.is_multiple_of(2) { "ada" } else { "bob" };
+        let item = NewOutbox {
+            idempotency_key: format!("post:test:{n}"),
+            persona: persona.to_owned(),
+            platform: "local".to_owned(),
+            kind: "post".to_owned(),
+            text: format!("group commit post number {n}"),
+            reply_to: None,
+            conversation: None,
+        };
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let log = Box::new(ContentLog::default());
+            let enqueue = |reply| PublisherMsg::Enqueue { item, inbound_id: None, log, reply };
+            ractor::call_t!(publisher, enqueue, 20_000).expect("the publisher answers").expect("the row is written")
+        })
+    });
+    let mut answers = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        answers.push(call.await.expect("the caller finished"));
+    }
+    for n in 0..10 {
+        let (first, again) = (answers[n], answers[POSTS + n]);
+        assert_eq!(first.id, again.id, "key {n}: one row");
+        assert!(first.created != again.created, "key {n}: created once: {first:?} {again:?}");
+    }
+    assert_eq!(answers.iter().filter(|a| a.created).count(), POSTS);
+    let api = Api::new(service.admin_addr());
+    let published = eventually(WAIT, "every row published", || async {
+        let posts: Vec<common::Post> =
+            api.timeline().await.into_iter().filter(|post| post.text.starts_with("group commit post")).collect();
+        (posts.len() >= POSTS).then_some(posts)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again: Vec<common::Post> =
+        api.timeline().await.into_iter().filter(|post| post.text.starts_with("group commit post")).collect();
+    assert_eq!(again.len(), POSTS, "each row published once: {again:?}");
+    assert_eq!(published.len(), POSTS);
+    // In each account, in the order the rows were numbered.
+    for persona in ["ada", "bob"] {
+        let mut numbers: Vec<(i64, usize)> = again
+            .iter()
+            .filter(|post| post.author == persona)
+            .map(|post| (post.id, post.text.rsplit(' ').next().unwrap().parse().unwrap()))
+            .collect();
+        numbers.sort();
+        let mut by_row: Vec<(i64, usize)> =
+            (0..POSTS).filter(|n| n.is_multiple_of(2) == (persona == "ada")).map(|n| (answers[n].id, n)).collect();
+        by_row.sort();
+        let published_order: Vec<usize> = numbers.iter().map(|(_, n)| *n).collect();
+        let row_order: Vec<usize> = by_row.iter().map(|(_, n)| *n).collect();
+        assert_eq!(published_order, row_order, "{persona} publishes in row order");
+    }
+    let counts = service.db().outbox_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.failed), (0, 0), "{counts:?}");
+    service.shutdown().await;
+}

@@ -29,7 +29,8 @@ use crate::metrics as m;
 use crate::platform::{Outgoing, PlatformError, Platforms};
 use crate::rate_limit::{Permit, RateLimiterMsg};
 use crate::store::{
-    ContentLog, Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, StoreError, now_ms,
+    ContentLog, Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, Sent, StoreError, ToEnqueue,
+    now_ms,
 };
 use crate::task::AbortOnDrop;
 
@@ -54,7 +55,22 @@ pub struct PublisherState {
     /// query may have read the outbox before the row was there).
     dirty: HashSet<Account>,
     drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
+    /// `Enqueue`s waiting for the next group commit.
+    to_commit: Vec<ToCommit>,
+    /// The group commit in flight (at most one: what arrives meanwhile goes in the next).
+    committing: Option<AbortOnDrop>,
     _sweep: AbortOnDrop,
+}
+
+/// Most items in one group commit (a bound on the statements' size).
+const MAX_COMMIT_BATCH: usize = 64;
+
+/// An `Enqueue` waiting for its group commit.
+pub struct ToCommit {
+    item: NewOutbox,
+    inbound_id: Option<i64>,
+    log: Box<ContentLog>,
+    reply: RpcReplyPort<Result<Enqueued, String>>,
 }
 
 /// What a worker needs, shared with its task.
@@ -74,6 +90,8 @@ pub enum PublisherMsg {
         log: Box<ContentLog>,
         reply: RpcReplyPort<Result<Enqueued, String>>,
     },
+    /// A group commit finished: one result per item of the batch, in order.
+    Committed { batch: Vec<ToCommit>, results: Vec<Result<Enqueued, StoreError>> },
     /// Start workers for accounts with due rows.
     Kick,
     /// An account's worker finished; `more` when it stopped at the batch size.
@@ -105,6 +123,8 @@ impl Actor for Publisher {
             busy: HashMap::new(),
             dirty: HashSet::new(),
             drain_waiters: Vec::new(),
+            to_commit: Vec::new(),
+            committing: None,
             _sweep: sweep.into(),
         })
     }
@@ -117,22 +137,36 @@ impl Actor for Publisher {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PublisherMsg::Enqueue { item, inbound_id, log, reply } => {
-                let result = state.context.db.enqueue_logged(&item, inbound_id, Some(&log)).await;
-                if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
-                    metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
+                state.to_commit.push(ToCommit { item, inbound_id, log, reply });
+                if state.committing.is_none() {
+                    self.start_commit(&myself, state);
                 }
-                let failed = result.as_ref().err().map(StoreError::is_transient);
-                let _ = reply.send(result.map_err(|err| err.to_string()));
-                if failed == Some(false) {
+            }
+            PublisherMsg::Committed { batch, results } => {
+                state.committing = None;
+                let mut failed_for_good = false;
+                for (ToCommit { item, reply, .. }, result) in batch.into_iter().zip(results) {
+                    if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
+                        metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
+                    }
+                    failed_for_good |= result.as_ref().is_err_and(|err| !err.is_transient());
+                    let _ = reply.send(result.map_err(|err| err.to_string()));
+                    // Only this account has a new row: start its worker (no query), or have the
+                    // running one go again.
+                    let account = (item.platform, item.persona);
+                    if state.busy.contains_key(&account) {
+                        state.dirty.insert(account);
+                    } else {
+                        self.start_worker(&myself, state, account);
+                    }
+                }
+                if failed_for_good {
                     return Err("outbox write failed permanently".into());
                 }
-                // Only this account has a new row: start its worker (no query), or have the
-                // running one go again.
-                let account = (item.platform.clone(), item.persona.clone());
-                if state.busy.contains_key(&account) {
-                    state.dirty.insert(account);
-                } else {
-                    self.start_worker(&myself, state, account);
+                if !state.to_commit.is_empty() {
+                    self.start_commit(&myself, state);
+                } else if !state.drain_waiters.is_empty() {
+                    self.dispatch(&myself, state).await;
                 }
             }
             PublisherMsg::Kick => self.dispatch(&myself, state).await,
@@ -155,6 +189,21 @@ impl Actor for Publisher {
 }
 
 impl Publisher {
+    /// Writes the waiting `Enqueue`s (up to [`MAX_COMMIT_BATCH`]) in one transaction and reports
+    /// `Committed`. Those that arrive meanwhile wait for the next one, so under load a commit
+    /// carries many replies, and alone a reply waits for nothing.
+    fn start_commit(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
+        let take = state.to_commit.len().min(MAX_COMMIT_BATCH);
+        let batch: Vec<ToCommit> = state.to_commit.drain(..take).collect();
+        let db = state.context.db.clone();
+        let myself = myself.clone();
+        let commit = tokio::spawn(async move {
+            let results = commit(&db, &batch).await;
+            let _ = myself.send_message(PublisherMsg::Committed { batch, results });
+        });
+        state.committing = Some(commit.into());
+    }
+
     /// Starts `account`'s worker, which publishes its due rows and reports `WorkerDone`.
     fn start_worker(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState, account: Account) {
         let context = state.context.clone();
@@ -193,7 +242,8 @@ impl Publisher {
         if let Ok(pending) = state.context.db.outbox_pending().await {
             metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
         }
-        if state.busy.is_empty() && !state.drain_waiters.is_empty() {
+        let committing = state.committing.is_some() || !state.to_commit.is_empty();
+        if state.busy.is_empty() && !committing && !state.drain_waiters.is_empty() {
             let counts = state.context.db.outbox_counts().await.unwrap_or_default();
             for waiter in state.drain_waiters.drain(..) {
                 let _ = waiter.send(counts);
@@ -207,13 +257,40 @@ impl PassContext {
     async fn publish_account(&self, (platform, persona): &Account) -> Result<bool, StoreError> {
         let batch = i64::from(self.config.batch.max(1));
         let rows = self.db.due_outbox(platform, persona, batch).await?;
+        let mut sent = Vec::new();
+        let mut result = Ok(());
         for row in &rows {
-            self.publish_one(row).await?;
+            result = self.publish_one(row, &mut sent).await;
+            if result.is_err() {
+                break;
+            }
         }
+        // The rows the platform took are marked sent together, in one transaction.
+        self.mark_sent(&mut sent).await?;
+        result?;
         Ok(rows.len() as i64 == batch)
     }
 
-    async fn publish_one(&self, row: &OutboxRow) -> Result<(), StoreError> {
+    /// Marks the rows the platform took sent, and remembers them. Until this commits, a row is
+    /// pending with `attempts > 0`: after a crash it is reconciled, never posted twice.
+    async fn mark_sent(&self, sent: &mut Vec<(&OutboxRow, String, &'static str)>) -> Result<(), StoreError> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<Sent> = sent.iter().map(|(row, remote_id, how)| Sent { row, remote_id, how }).collect();
+        self.db.mark_sent_batch(&batch).await?;
+        for (row, _, _) in sent.drain(..) {
+            self.remember(row);
+        }
+        Ok(())
+    }
+
+    /// Publishes one row; a row the platform took is added to `sent` (marked by the caller).
+    async fn publish_one<'r>(
+        &self,
+        row: &'r OutboxRow,
+        sent: &mut Vec<(&'r OutboxRow, String, &'static str)>,
+    ) -> Result<(), StoreError> {
         let platform_name = platform_label(&row.platform);
         let Some(platform) = self.platforms.by_name(&row.platform) else {
             return self.db.mark_failed(row, "no such platform is configured").await;
@@ -229,8 +306,7 @@ impl PassContext {
                         outbox_id = row.id,
                         "earlier attempt had landed, marking sent without posting again"
                     );
-                    self.db.mark_sent(row, &remote_id, "reconciled").await?;
-                    self.remember(row);
+                    sent.push((row, remote_id, "reconciled"));
                     return Ok(());
                 }
                 Ok(None) => {}
@@ -246,6 +322,8 @@ impl PassContext {
         match self.permit(row).await {
             Permit::After(wait) => {
                 if !wait.is_zero() {
+                    // What was sent is marked before the wait, not after it.
+                    self.mark_sent(sent).await?;
                     self.record_wait("rate_limit_wait", row, wait).await;
                     tokio::time::sleep(wait).await;
                 }
@@ -268,8 +346,7 @@ impl PassContext {
             Ok(remote_id) => {
                 metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "sent").increment(1);
                 tracing::info!(persona = %row.persona, platform = platform_name, kind = %row.kind, remote_id = %remote_id, "published");
-                self.db.mark_sent(row, &remote_id, "sent").await?;
-                self.remember(row);
+                sent.push((row, remote_id, "sent"));
                 Ok(())
             }
             Err(PlatformError::Permanent(reason)) => {
@@ -340,6 +417,27 @@ impl PassContext {
             author: row.persona.clone(),
             text: row.text.clone(),
         }));
+    }
+}
+
+/// One transaction for the batch; when it fails, each item alone, so one bad item does not fail
+/// the others.
+async fn commit(db: &Db, batch: &[ToCommit]) -> Vec<Result<Enqueued, StoreError>> {
+    let items: Vec<ToEnqueue> = batch
+        .iter()
+        .map(|queued| ToEnqueue { item: &queued.item, inbound_id: queued.inbound_id, log: Some(&queued.log) })
+        .collect();
+    match db.enqueue_batch(&items).await {
+        Ok(enqueued) => enqueued.into_iter().map(Ok).collect(),
+        Err(err) if items.len() == 1 => vec![Err(err)],
+        Err(err) => {
+            tracing::debug!(error = %err, items = items.len(), "group commit failed, writing its items one by one");
+            let mut results = Vec::with_capacity(items.len());
+            for item in &items {
+                results.push(db.enqueue_batch(std::slice::from_ref(item)).await.map(|enqueued| enqueued[0]));
+            }
+            results
+        }
     }
 }
 
