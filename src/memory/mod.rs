@@ -36,7 +36,7 @@ use crate::config::{Config, MemoryConfig, Persona, PlatformKind};
 use crate::directory::Directory;
 use crate::llm::LlmMsg;
 use crate::metrics as m;
-use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, now_ms};
+use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, StoreError, ToInsert, now_ms};
 use crate::sync::{read, try_read, write};
 use crate::task::AbortOnDrop;
 use cache::{EmbeddingCache, Lookup};
@@ -137,8 +137,18 @@ pub struct MemoryState {
     embedding: bool,
     /// The retention run under way, if any (one at a time).
     retention: Option<AbortOnDrop>,
+    /// Memories waiting for the next group write.
+    to_store: Vec<ToStore>,
+    /// The group write in flight (at most one: what arrives meanwhile goes in the next).
+    storing: Option<AbortOnDrop>,
     _sweep: AbortOnDrop,
 }
+
+/// A memory waiting for its group write, with its vector (model, vector) when known.
+pub type ToStore = (NewMemory, Option<(String, Vec<f32>)>);
+
+/// Most memories in one group write (9 values each, well under the engines' parameter limits).
+const MAX_STORE_BATCH: usize = 256;
 
 /// What generation gets to remember.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,8 +182,10 @@ pub struct Hit {
 }
 
 pub enum MemoryMsg {
-    /// Store one memory (then embed it).
+    /// Store one memory with its vector (embedded first when not known).
     Remember(NewMemory),
+    /// A group write of memories finished: `rows` in the order of `batch`.
+    Stored { batch: Vec<ToStore>, rows: Result<Vec<MemoryRow>, StoreError> },
     /// Vectors for stored memories arrived (or their embedding failed).
     Embedded { rows: Vec<MemoryRow>, vectors: Option<(String, Vec<Vec<f32>>)>, sweep: bool },
     /// Recent memories of a persona and of one conversation, and the ones most like `query`.
@@ -208,6 +220,39 @@ impl Memory {
     /// the indexes they go to stay exact (a copy each), else on the blocking pool: an insert into
     /// an HNSW graph, or the one that takes an index past the exact threshold and builds its
     /// graph (seconds), is for neither the mailbox nor an async worker thread.
+    /// Writes the waiting memories (up to [`MAX_STORE_BATCH`]) in one statement and reports
+    /// `Stored`. Those without a vector are embedded first, together; one whose embedding fails
+    /// is stored without (the sweep embeds it later).
+    fn start_store(&self, myself: &ActorRef<MemoryMsg>, state: &mut MemoryState) {
+        let take = state.to_store.len().min(MAX_STORE_BATCH);
+        let mut batch: Vec<ToStore> = state.to_store.drain(..take).collect();
+        let (db, directory, shared, myself) =
+            (state.db.clone(), state.directory.clone(), state.shared.clone(), myself.clone());
+        let write = tokio::spawn(async move {
+            let embeddings = batch.iter().map(|(memory, vector)| async {
+                match vector {
+                    Some(_) => None,
+                    None => embed_cached(&shared, &directory, &memory.text, EMBED_TIMEOUT_MS).await,
+                }
+            });
+            let embedded = futures::future::join_all(embeddings).await;
+            for ((_, vector), embedded) in batch.iter_mut().zip(embedded) {
+                if vector.is_none() {
+                    *vector = embedded;
+                }
+            }
+            let memories: Vec<ToInsert> = batch
+                .iter()
+                .map(|(memory, vector)| {
+                    (memory, vector.as_ref().map(|(model, vector)| (model.as_str(), vector.as_slice())))
+                })
+                .collect();
+            let rows = db.insert_memories(&memories).await;
+            let _ = myself.send_message(MemoryMsg::Stored { batch, rows });
+        });
+        state.storing = Some(write.into());
+    }
+
     fn index(&self, state: &MemoryState, rows: Vec<MemoryRow>, vectors: Vec<Vec<f32>>) {
         let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
         let shared = state.shared.clone();
@@ -252,6 +297,8 @@ impl Actor for Memory {
             personas: args.personas,
             embedding: false,
             retention: None,
+            to_store: Vec::new(),
+            storing: None,
             _sweep: sweep,
         })
     }
@@ -294,43 +341,39 @@ impl Actor for Memory {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MemoryMsg::Remember(memory) => {
-                // A text embedded already (a reply, checked for repeats before it was queued) is
-                // stored with its vector; another is embedded after it is stored.
+                // A text embedded already (a reply, checked for repeats before it was queued)
+                // comes with its vector; another is embedded by the group write, before it is
+                // stored: one write either way, in the order remembered.
                 let known = crate::sync::lock(&state.shared.embeddings).get(&memory.text);
-                let model = state.shared.model.clone();
-                // A lost memory degrades recall but must not lose the reply: log, count, go on.
-                match state.db.insert_memory(&memory, known.as_deref().map(|vector| (model.as_str(), vector))).await {
-                    Ok(id) => {
-                        metrics::counter!(m::MEMORIES_STORED, "kind" => memory.kind.as_str()).increment(1);
-                        let row = MemoryRow {
-                            id,
-                            persona: memory.persona,
-                            kind: memory.kind,
-                            platform: memory.platform,
-                            conversation: memory.conversation,
-                            author: memory.author,
-                            text: memory.text,
-                            created_at: now_ms(),
-                        };
-                        match known {
-                            Some(vector) => self.index(state, vec![row], vec![vector]),
-                            None => {
-                                let (myself, directory, shared) =
-                                    (myself.clone(), state.directory.clone(), state.shared.clone());
-                                tokio::spawn(async move {
-                                    let vectors = embed_cached(&shared, &directory, &row.text, EMBED_TIMEOUT_MS)
-                                        .await
-                                        .map(|(model, vector)| (model, vec![vector]));
-                                    let rows = if vectors.is_some() { vec![row] } else { Vec::new() };
-                                    let _ = myself.send_message(MemoryMsg::Embedded { rows, vectors, sweep: false });
-                                });
+                state.to_store.push((memory, known.map(|vector| (state.shared.model.clone(), vector))));
+                if state.storing.is_none() {
+                    self.start_store(&myself, state);
+                }
+            }
+            MemoryMsg::Stored { batch, rows } => {
+                state.storing = None;
+                match rows {
+                    Ok(rows) => {
+                        let (mut indexed, mut vectors) = (Vec::new(), Vec::new());
+                        for (row, (_, vector)) in rows.into_iter().zip(batch) {
+                            metrics::counter!(m::MEMORIES_STORED, "kind" => row.kind.as_str()).increment(1);
+                            if let Some((model, vector)) = vector
+                                && model == state.shared.model
+                            {
+                                indexed.push(row);
+                                vectors.push(vector);
                             }
                         }
+                        self.index(state, indexed, vectors);
                     }
+                    // A lost memory degrades recall but must not lose the reply: log, count, go on.
                     Err(err) => {
                         metrics::counter!(m::STORE_ERRORS, "operation" => "memory").increment(1);
-                        tracing::warn!(error = %err, "cannot store memory");
+                        tracing::warn!(error = %err, memories = batch.len(), "cannot store memories");
                     }
+                }
+                if !state.to_store.is_empty() {
+                    self.start_store(&myself, state);
                 }
             }
             MemoryMsg::Embedded { rows, vectors, sweep } => {
