@@ -13,13 +13,18 @@
 //! rather than a crate: the only LRU in the tree (`hashlink`) comes with sqlx, not as a
 //! dependency of ours, and waiting for a call in flight is not something those caches do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 /// Texts kept: about 6.5 MB of 384-dimension vectors when full (26 MB at 1,536 dimensions).
 pub const CAPACITY: usize = 4_096;
+
+/// Drafts kept until their reply is remembered (see [`EmbeddingCache::pin`]): about 6.5 MB of
+/// 384-dimension vectors when full, which only a backlog of thousands of replies between the
+/// dedup check and the platform fills.
+pub const PINNED: usize = 4_096;
 
 /// What a lookup found.
 pub enum Lookup {
@@ -41,6 +46,10 @@ pub struct EmbeddingCache {
     order: BTreeMap<u64, Arc<str>>,
     /// Texts being embedded, with who waits for them.
     flights: HashMap<Arc<str>, Vec<Waiter>>,
+    /// Vectors of drafts that passed the dedup check, outside the LRU order, and the texts in
+    /// the order pinned (the oldest go first past [`PINNED`]).
+    pinned: HashMap<Arc<str>, Vec<f32>>,
+    pin_order: VecDeque<Arc<str>>,
 }
 
 /// Someone waiting for a text being embedded.
@@ -59,6 +68,8 @@ impl EmbeddingCache {
             entries: HashMap::new(),
             order: BTreeMap::new(),
             flights: HashMap::new(),
+            pinned: HashMap::new(),
+            pin_order: VecDeque::new(),
         }
     }
 
@@ -82,9 +93,28 @@ impl EmbeddingCache {
         Lookup::Lead
     }
 
-    /// The vector of `text` if it is known; unlike [`lookup`](Self::lookup) a miss registers
-    /// nothing (the caller does not embed it now).
+    /// Keeps the vector of a draft that passed the dedup check until [`get`](Self::get) takes
+    /// it, whatever the LRU forgets meanwhile: under load the reply is published seconds later,
+    /// after thousands of other texts were embedded, and its memory needs this vector. At most
+    /// [`PINNED`] are kept (a draft held in the airlock or never published goes first).
+    pub fn pin(&mut self, text: &str, vector: Vec<f32>) {
+        let key: Arc<str> = Arc::from(text);
+        if self.pinned.insert(key.clone(), vector).is_none() {
+            self.pin_order.push_back(key);
+        }
+        while self.pinned.len() > PINNED {
+            let Some(oldest) = self.pin_order.pop_front() else { break };
+            self.pinned.remove(&oldest);
+        }
+    }
+
+    /// The vector of `text` if it is pinned (which unpins it) or known; unlike
+    /// [`lookup`](Self::lookup) a miss registers nothing (the caller does not embed it now).
     pub fn get(&mut self, text: &str) -> Option<Vec<f32>> {
+        if let Some(vector) = self.pinned.remove(text) {
+            self.pin_order.retain(|pinned| &**pinned != text);
+            return Some(vector);
+        }
         if !self.entries.contains_key(text) {
             return None;
         }
@@ -181,5 +211,26 @@ mod tests {
         assert_eq!(cache.get("new"), None, "in flight is not known");
         cache.finish("new", Some(&[1.0]));
         assert_eq!(cache.get("new"), Some(vec![1.0]));
+    }
+
+    #[test]
+    fn a_pinned_draft_outlives_the_lru_until_get_takes_it() {
+        let mut cache = EmbeddingCache::new(1);
+        cache.pin("draft", vec![7.0]);
+        for text in ["a", "b", "c"] {
+            cache.insert(text, vec![0.0]);
+        }
+        assert_eq!(cache.get("draft"), Some(vec![7.0]), "kept while other texts came and went");
+        assert_eq!(cache.get("draft"), None, "taken once");
+
+        // Past PINNED, the oldest pin goes.
+        for n in 0..=PINNED {
+            cache.pin(&format!("draft {n}"), vec![n as f32]);
+        }
+        assert_eq!(cache.get("draft 0"), None);
+        assert_eq!(cache.get("draft 1"), Some(vec![1.0]));
+        assert_eq!(cache.get(&format!("draft {PINNED}")), Some(vec![PINNED as f32]));
+        assert_eq!(cache.pinned.len(), PINNED - 2);
+        assert_eq!(cache.pin_order.len(), PINNED - 2);
     }
 }

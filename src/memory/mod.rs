@@ -976,6 +976,8 @@ async fn check(
     if outputs.index.insert(id, &vector).is_ok() {
         outputs.meta.insert(id, Output { created_at: now_ms(), key: Some(key.to_owned()) });
     }
+    // Its reply's memory is stored with this vector, however long publishing takes.
+    crate::sync::lock(&shared.embeddings).pin(text, vector);
     Verdict::Unique
 }
 
