@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
 use super::outbox::insert_outbox;
-use super::{Db, NewOutbox, StoreResult, ToEnqueue, now_ms, value_rows};
+use super::{Db, NewOutbox, StoreResult, ToEnqueue, now_ms, runs, value_rows};
 use crate::platform::Engagement;
 
 /// Where an item is. `planned` and `dispatched` are planned posts before and while they are
@@ -255,8 +255,8 @@ pub(super) async fn event(
 }
 
 /// Moves the items with these keys to `queued` (creating those queued without one) and writes
-/// what the pipeline logged for each, in the outbox transaction: two statements for any number.
-/// The keys are distinct.
+/// what the pipeline logged for each, in the outbox transaction: two statements for a run (see
+/// [`super::runs`]). The keys are distinct.
 pub(super) async fn mark_queued(tx: &mut Tx<'_>, items: &[ToEnqueue<'_>]) -> StoreResult<()> {
     let now = now_ms();
     let sql = format!(
@@ -314,30 +314,30 @@ pub(super) async fn events(tx: &mut Tx<'_>, item_id: i64, entries: &[StageEntry]
 
 /// Appends entries to several items' stage logs in one statement.
 async fn events_of(tx: &mut Tx<'_>, entries: &[(i64, &StageEntry)]) -> StoreResult<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) VALUES {}",
-        value_rows("(?, ?, ?, ?, ?, ?)", entries.len())
-    );
     let now = now_ms();
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (item_id, entry) in entries {
-        query = query
-            .bind(*item_id)
-            .bind(entry.stage)
-            .bind(&entry.outcome)
-            .bind(entry.detail.as_deref())
-            .bind(&entry.actor)
-            .bind(now);
+    for run in runs(entries) {
+        let sql = format!(
+            "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) VALUES {}",
+            value_rows("(?, ?, ?, ?, ?, ?)", run.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (item_id, entry) in run {
+            query = query
+                .bind(*item_id)
+                .bind(entry.stage)
+                .bind(&entry.outcome)
+                .bind(entry.detail.as_deref())
+                .bind(&entry.actor)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
     }
-    query.execute(&mut **tx).await?;
     Ok(())
 }
 
 /// The items of outbox rows that were published: each moves to `published` with its remote id,
-/// and its log says so, in the outbox transaction: two statements for any number of items.
+/// and its log says so, in the outbox transaction: two statements for a run (see
+/// [`super::runs`]).
 pub(super) async fn mark_published(tx: &mut Tx<'_>, published: &[(&str, &str)]) -> StoreResult<()> {
     if published.is_empty() {
         return Ok(());

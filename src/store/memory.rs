@@ -122,34 +122,49 @@ impl Db {
         Ok(rows[0].id)
     }
 
-    /// Stores several memories, each with its vector of a model when known, in one statement
-    /// (group commit). Returns their rows in the order given.
+    /// Stores several memories, each with its vector of a model when known, in one statement a
+    /// run (group commit). Returns their rows in the order given.
     pub async fn insert_memories(&self, memories: &[ToInsert<'_>]) -> StoreResult<Vec<MemoryRow>> {
         if memories.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
-             embedding_model) VALUES {} RETURNING {COLUMNS}",
-            super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", memories.len())
-        );
         let now = now_ms();
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (memory, vector) in memories {
-            query = query
-                .bind(&memory.persona)
-                .bind(&memory.platform)
-                .bind(memory.kind.as_str())
-                .bind(memory.conversation.as_deref())
-                .bind(&memory.author)
-                .bind(&memory.text)
-                .bind(now)
-                .bind(vector.map(|(_, vector)| encode_vector(vector)))
-                .bind(vector.map(|(model, _)| model));
+        let runs = super::runs(memories);
+        // Several runs (see `runs`) are one transaction: all stored, or none.
+        let mut tx = if runs.len() > 1 { Some(self.pool().begin().await?) } else { None };
+        let mut rows = Vec::with_capacity(memories.len());
+        for run in runs {
+            let sql = format!(
+                "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
+                 embedding_model) VALUES {} RETURNING {COLUMNS}",
+                super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (memory, vector) in run {
+                query = query
+                    .bind(&memory.persona)
+                    .bind(&memory.platform)
+                    .bind(memory.kind.as_str())
+                    .bind(memory.conversation.as_deref())
+                    .bind(&memory.author)
+                    .bind(&memory.text)
+                    .bind(now)
+                    .bind(vector.map(|(_, vector)| encode_vector(vector)))
+                    .bind(vector.map(|(model, _)| model));
+            }
+            let stored = match tx.as_mut() {
+                Some(tx) => query.fetch_all(&mut **tx).await?,
+                None => query.fetch_all(self.pool()).await?,
+            };
+            for row in &stored {
+                rows.push(MemoryRow::from_row(row)?);
+            }
         }
-        let mut rows =
-            query.fetch_all(self.pool()).await?.iter().map(MemoryRow::from_row).collect::<StoreResult<Vec<_>>>()?;
-        // One statement numbers its rows in the order of its VALUES; RETURNING has no order.
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
+        // Statements number their rows in the order of their VALUES, one after the other;
+        // RETURNING has no order.
         rows.sort_by_key(|row| row.id);
         Ok(rows)
     }

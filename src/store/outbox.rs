@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreError, StoreResult, now_ms, placeholders, value_rows};
+use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, value_rows};
 
 /// A post or reply to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,43 +207,12 @@ impl Db {
         }
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
-        // $1 the time, then an (id, remote id) pair per row for the CASE, then the ids again.
-        let cases: String = (0..sent.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
-        let sql = format!(
-            "UPDATE outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
-             WHERE id IN ({})",
-            placeholders(2 + 2 * sent.len(), sent.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for Sent { row, remote_id, .. } in sent {
-            query = query.bind(row.id).bind(*remote_id);
+        for sent in runs(sent) {
+            mark_sent_run(&mut tx, sent, now).await?;
         }
-        for Sent { row, .. } in sent {
-            query = query.bind(row.id);
-        }
-        query.execute(&mut *tx).await?;
-        let sql = format!(
-            "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
-            value_rows("(?, 'publish', ?, ?, ?, ?, ?)", sent.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for Sent { row, remote_id, how } in sent {
-            query = query
-                .bind(now)
-                .bind(&row.persona)
-                .bind(&row.platform)
-                .bind(&row.idempotency_key)
-                .bind(*how)
-                .bind(*remote_id);
-        }
-        query.execute(&mut *tx).await?;
-        let published: Vec<(&str, &str)> =
-            sent.iter().map(|sent| (sent.row.idempotency_key.as_str(), sent.remote_id)).collect();
-        super::content::mark_published(&mut tx, &published).await?;
         tx.commit().await?;
         Ok(())
     }
-
     /// Leaves the row pending, to be tried again at `next_attempt_at`.
     pub async fn mark_retry(&self, row: &OutboxRow, error: &str, next_attempt_at: i64) -> StoreResult<()> {
         let mut tx = self.pool().begin().await?;
@@ -304,6 +273,45 @@ impl Db {
     }
 }
 
+/// One run of [`Db::mark_sent_batch`] in its transaction: the rows `sent`, an audit entry each,
+/// their content items `published`.
+async fn mark_sent_run(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sent: &[Sent<'_>], now: i64) -> StoreResult<()> {
+    // $1 the time, then an (id, remote id) pair per row for the CASE, then the ids again.
+    let cases: String = (0..sent.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
+    let sql = format!(
+        "UPDATE outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
+         WHERE id IN ({})",
+        placeholders(2 + 2 * sent.len(), sent.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for Sent { row, remote_id, .. } in sent {
+        query = query.bind(row.id).bind(*remote_id);
+    }
+    for Sent { row, .. } in sent {
+        query = query.bind(row.id);
+    }
+    query.execute(&mut **tx).await?;
+    let sql = format!(
+        "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
+        value_rows("(?, 'publish', ?, ?, ?, ?, ?)", sent.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for Sent { row, remote_id, how } in sent {
+        query = query
+            .bind(now)
+            .bind(&row.persona)
+            .bind(&row.platform)
+            .bind(&row.idempotency_key)
+            .bind(*how)
+            .bind(*remote_id);
+    }
+    query.execute(&mut **tx).await?;
+    let published: Vec<(&str, &str)> =
+        sent.iter().map(|sent| (sent.row.idempotency_key.as_str(), sent.remote_id)).collect();
+    super::content::mark_published(tx, &published).await?;
+    Ok(())
+}
+
 /// [`Db::enqueue`] inside a caller's transaction (an airlock approval queues in its own).
 pub(super) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -326,42 +334,43 @@ async fn insert_outboxes(
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let sql = format!(
-        "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, inbound_id, \
-         status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
-        value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", items.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for ToEnqueue { item, inbound_id, .. } in items {
-        query = query
-            .bind(&item.idempotency_key)
-            .bind(&item.persona)
-            .bind(&item.platform)
-            .bind(&item.kind)
-            .bind(&item.text)
-            .bind(item.reply_to.as_deref())
-            .bind(item.conversation.as_deref())
-            .bind(*inbound_id)
-            .bind(now)
-            .bind(now)
-            .bind(now);
-    }
     let mut created = HashMap::new();
-    for row in query.fetch_all(&mut **tx).await? {
-        created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+    for run in runs(items) {
+        let sql = format!(
+            "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
+             inbound_id, status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+            value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", run.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ToEnqueue { item, inbound_id, .. } in run {
+            query = query
+                .bind(&item.idempotency_key)
+                .bind(&item.persona)
+                .bind(&item.platform)
+                .bind(&item.kind)
+                .bind(&item.text)
+                .bind(item.reply_to.as_deref())
+                .bind(item.conversation.as_deref())
+                .bind(*inbound_id)
+                .bind(now)
+                .bind(now)
+                .bind(now);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+        }
     }
     // Keys that were already queued (by an earlier run or an earlier batch): their ids.
     let mut existing = HashMap::new();
     let known: HashSet<&str> =
         items.iter().map(|t| t.item.idempotency_key.as_str()).filter(|key| !created.contains_key(*key)).collect();
-    if !known.is_empty() {
-        let sql = format!(
-            "SELECT id, idempotency_key FROM outbox WHERE idempotency_key IN ({})",
-            placeholders(1, known.len())
-        );
+    let known: Vec<&str> = known.into_iter().collect();
+    for run in runs(&known) {
+        let sql =
+            format!("SELECT id, idempotency_key FROM outbox WHERE idempotency_key IN ({})", placeholders(1, run.len()));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for key in &known {
+        for key in run {
             query = query.bind(*key);
         }
         for row in query.fetch_all(&mut **tx).await? {
@@ -387,25 +396,25 @@ async fn insert_outboxes(
         results.push(enqueued);
     }
     let answered: Vec<i64> = items.iter().filter_map(|t| t.inbound_id).collect();
-    if !answered.is_empty() {
+    for run in runs(&answered) {
         let sql = format!(
             "UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id IN ({})",
-            placeholders(1, answered.len())
+            placeholders(1, run.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in answered {
-            query = query.bind(id);
+        for id in run {
+            query = query.bind(*id);
         }
         query.execute(&mut **tx).await?;
     }
-    if !new_items.is_empty() {
-        super::content::mark_queued(tx, &new_items).await?;
+    for run in runs(&new_items) {
+        super::content::mark_queued(tx, run).await?;
         let sql = format!(
             "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
-            value_rows("(?, 'enqueue', ?, ?, ?, 'pending', NULL)", new_items.len())
+            value_rows("(?, 'enqueue', ?, ?, ?, 'pending', NULL)", run.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for ToEnqueue { item, .. } in &new_items {
+        for ToEnqueue { item, .. } in run {
             query = query.bind(now).bind(&item.persona).bind(&item.platform).bind(&item.idempotency_key);
         }
         query.execute(&mut **tx).await?;
