@@ -270,15 +270,7 @@ pub(super) async fn mark_queued(tx: &mut Tx<'_>, items: &[ToEnqueue<'_>]) -> Sto
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for ToEnqueue { item, inbound_id, log } in items {
         let submitted_by = log.and_then(|log| log.submitted_by.as_deref()).unwrap_or(&item.persona);
-        query = query
-            .bind(&item.idempotency_key)
-            .bind(&item.persona)
-            .bind(&item.platform)
-            .bind(&item.kind)
-            .bind(&item.text)
-            .bind(item.reply_to.as_deref())
-            .bind(item.conversation.as_deref())
-            .bind(*inbound_id)
+        query = super::outbox::bind_item(query, item, *inbound_id)
             .bind(submitted_by)
             .bind(log.and_then(|log| log.flags.as_deref()))
             .bind(now)

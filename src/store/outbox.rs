@@ -312,6 +312,24 @@ async fn mark_sent_run(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sent: &[Sent<'
     Ok(())
 }
 
+/// Binds an item's fields in the order both its outbox row and its content item take them:
+/// key, persona, platform, kind, text, parent, conversation, mention.
+pub(super) fn bind_item<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    item: &'q NewOutbox,
+    inbound_id: Option<i64>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&item.idempotency_key)
+        .bind(&item.persona)
+        .bind(&item.platform)
+        .bind(&item.kind)
+        .bind(&item.text)
+        .bind(item.reply_to.as_deref())
+        .bind(item.conversation.as_deref())
+        .bind(inbound_id)
+}
+
 /// [`Db::enqueue`] inside a caller's transaction (an airlock approval queues in its own).
 pub(super) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -344,18 +362,7 @@ async fn insert_outboxes(
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ToEnqueue { item, inbound_id, .. } in run {
-            query = query
-                .bind(&item.idempotency_key)
-                .bind(&item.persona)
-                .bind(&item.platform)
-                .bind(&item.kind)
-                .bind(&item.text)
-                .bind(item.reply_to.as_deref())
-                .bind(item.conversation.as_deref())
-                .bind(*inbound_id)
-                .bind(now)
-                .bind(now)
-                .bind(now);
+            query = bind_item(query, item, *inbound_id).bind(now).bind(now).bind(now);
         }
         for row in query.fetch_all(&mut **tx).await? {
             created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
