@@ -216,11 +216,7 @@ pub enum MemoryMsg {
 }
 
 impl Memory {
-    /// Adds stored memories and their vectors (of the current model) to the indexes: here while
-    /// the indexes they go to stay exact (a copy each), else on the blocking pool: an insert into
-    /// an HNSW graph, or the one that takes an index past the exact threshold and builds its
-    /// graph (seconds), is for neither the mailbox nor an async worker thread.
-    /// Writes the waiting memories (up to [`MAX_STORE_BATCH`]) in one statement and reports
+    /// Writes the waiting memories (up to [`MAX_STORE_BATCH`]) in one statement a run and reports
     /// `Stored`. Those without a vector are embedded first, together; one whose embedding fails
     /// is stored without (the sweep embeds it later).
     fn start_store(&self, myself: &ActorRef<MemoryMsg>, state: &mut MemoryState) {
@@ -253,6 +249,10 @@ impl Memory {
         state.storing = Some(write.into());
     }
 
+    /// Adds stored memories and their vectors (of the current model) to the indexes: here while
+    /// the indexes they go to stay exact (a copy each), else on the blocking pool: an insert into
+    /// an HNSW graph, or the one that takes an index past the exact threshold and builds its
+    /// graph (seconds), is for neither the mailbox nor an async worker thread.
     fn index(&self, state: &MemoryState, rows: Vec<MemoryRow>, vectors: Vec<Vec<f32>>) {
         let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
         let shared = state.shared.clone();
