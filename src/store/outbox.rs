@@ -368,7 +368,7 @@ async fn insert_outboxes(
             created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
         }
     }
-    // Keys that were already queued (by an earlier run or an earlier batch): their ids.
+    // Keys that were already queued (before this batch, by this process or an earlier one): their ids.
     let mut existing = HashMap::new();
     let known: HashSet<&str> =
         items.iter().map(|t| t.item.idempotency_key.as_str()).filter(|key| !created.contains_key(*key)).collect();
