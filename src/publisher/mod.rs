@@ -145,15 +145,18 @@ impl Actor for Publisher {
             PublisherMsg::Committed { batch, results } => {
                 state.committing = None;
                 let mut failed_for_good = false;
+                let mut accounts = HashSet::new();
                 for (ToCommit { item, reply, .. }, result) in batch.into_iter().zip(results) {
                     if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
                         metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
                     }
                     failed_for_good |= result.as_ref().is_err_and(|err| !err.is_transient());
                     let _ = reply.send(result.map_err(|err| err.to_string()));
-                    // Only this account has a new row: start its worker (no query), or have the
-                    // running one go again.
-                    let account = (item.platform, item.persona);
+                    accounts.insert((item.platform, item.persona));
+                }
+                // Only these accounts have new rows: start each one's worker (no query), or have
+                // the running one go again; once per account, whatever the batch held of it.
+                for account in accounts {
                     if state.busy.contains_key(&account) {
                         state.dirty.insert(account);
                     } else {
