@@ -153,6 +153,18 @@ fn outbox_item(key: &str, kind: &str, text: &str) -> NewOutbox {
     }
 }
 
+/// Marks one row sent (a batch of one).
+async fn mark_sent(db: &Db, row: &chorus::store::OutboxRow, remote_id: &str) {
+    let sent = chorus::store::Sent { row, remote_id, how: "sent" };
+    db.mark_sent_batch(&[sent]).await.unwrap_or_else(|err| panic!("mark_sent {}: {err}", row.idempotency_key));
+}
+
+/// Stores one memory (a batch of one); returns its id.
+async fn insert_memory(db: &Db, memory: &NewMemory, vector: Option<(&str, &[f32])>) -> i64 {
+    let rows = db.insert_memories(&[(memory, vector)]).await;
+    rows.unwrap_or_else(|err| panic!("insert_memory {}: {err}", memory.text))[0].id
+}
+
 fn pairs(trail: &[(&str, &str)]) -> Vec<(String, String)> {
     trail.iter().map(|(action, outcome)| (action.to_string(), outcome.to_string())).collect()
 }
@@ -305,7 +317,7 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
     assert_eq!(row.status, OutboxStatus::Pending, "a retried row stays pending");
     assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 2, sent: 0, failed: 0 });
 
-    db.mark_sent(&row, "remote-1", "sent").await.expect("mark_sent");
+    mark_sent(db, &row, "remote-1").await;
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
     assert_eq!((row.status, row.remote_id.as_deref()), (OutboxStatus::Sent, Some("remote-1")));
     assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 1, sent: 1, failed: 0 });
@@ -419,7 +431,7 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
             author: if kind == MemoryKind::Inbound { "someone".to_owned() } else { persona.to_owned() },
             text: text.to_owned(),
         };
-        db.insert_memory(&memory, None).await.unwrap_or_else(|err| panic!("insert_memory {text}: {err}"));
+        insert_memory(db, &memory, None).await;
     }
     let texts = |rows: &[chorus::store::MemoryRow]| rows.iter().map(|row| row.text.clone()).collect::<Vec<_>>();
 
@@ -467,7 +479,7 @@ async fn memory_vectors_by_model_retention_and_cap(db: &Db) {
     for (n, kind) in
         [MemoryKind::Post, MemoryKind::Inbound, MemoryKind::Reply, MemoryKind::Post].into_iter().enumerate()
     {
-        ids.push(db.insert_memory(&new("alice", kind, &format!("memory {n}")), None).await.expect("insert_memory"));
+        ids.push(insert_memory(db, &new("alice", kind, &format!("memory {n}")), None).await);
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     let facts = vec!["alice is a gardener".to_owned(), "alice talks about soil".to_owned()];
@@ -497,10 +509,8 @@ async fn memory_vectors_by_model_retention_and_cap(db: &Db) {
     assert_eq!(todo.len(), 3, "the unembedded rest");
     assert_eq!(db.memories_to_embed("m2", 100).await.expect("memories_to_embed m2").len(), 6, "all, for a new model");
     // A memory stored with its vector is embedded from the start.
-    let with_vector = db
-        .insert_memory(&new("dora", MemoryKind::Reply, "embedded already"), Some(("m1", &[0.25, 0.5, 1.0])))
-        .await
-        .expect("insert_memory with a vector");
+    let with_vector =
+        insert_memory(db, &new("dora", MemoryKind::Reply, "embedded already"), Some(("m1", &[0.25, 0.5, 1.0]))).await;
     let stored = db.memory_vectors("m1", ids[2], 10).await.expect("memory_vectors after the embedded insert");
     assert_eq!(
         stored.iter().map(|s| (s.row.id, s.vector.clone())).collect::<Vec<_>>(),
@@ -1130,7 +1140,7 @@ async fn inbound_state_of(db: &Db, remote_id: &str, persona: &str) -> Option<Str
 async fn publish(db: &Db, key: &str, remote_id: &str) -> i64 {
     db.enqueue(&outbox_item(key, "post", key), None).await.expect("enqueue");
     let row = db.outbox_row(key).await.expect("outbox_row").expect("the row exists");
-    db.mark_sent(&row, remote_id, "sent").await.expect("mark_sent");
+    mark_sent(db, &row, remote_id).await;
     content_id(db, key).await
 }
 
@@ -1557,7 +1567,7 @@ async fn outbox_moves_content_items_to_queued_published_and_failed(db: &Db) {
 
     let row = db.outbox_row(key).await.expect("outbox_row").expect("queued");
     let before = chorus::store::now_ms();
-    db.mark_sent(&row, "remote-7", "sent").await.expect("mark_sent");
+    mark_sent(db, &row, "remote-7").await;
     let after = chorus::store::now_ms();
     let item = content(db, id).await;
     assert_eq!((item.stage.as_str(), item.remote_id.as_deref(), item.reason), ("published", Some("remote-7"), None));

@@ -115,13 +115,6 @@ pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
 }
 
 impl Db {
-    /// Stores a memory, with its vector of `model` when it is known already (one statement
-    /// instead of an insert and an update), and returns its id.
-    pub async fn insert_memory(&self, memory: &NewMemory, vector: Option<(&str, &[f32])>) -> StoreResult<i64> {
-        let rows = self.insert_memories(&[(memory, vector)]).await?;
-        Ok(rows[0].id)
-    }
-
     /// Stores several memories, each with its vector of a model when known, in one statement a
     /// run (group commit). Returns their rows in the order given.
     pub async fn insert_memories(&self, memories: &[ToInsert<'_>]) -> StoreResult<Vec<MemoryRow>> {

@@ -195,10 +195,6 @@ impl Db {
         Ok(())
     }
 
-    pub async fn mark_sent(&self, row: &OutboxRow, remote_id: &str, how: &str) -> StoreResult<()> {
-        self.mark_sent_batch(&[Sent { row, remote_id, how }]).await
-    }
-
     /// Marks rows sent, with their content items published and an audit entry each, in one
     /// transaction of four statements whatever their number.
     pub async fn mark_sent_batch(&self, sent: &[Sent<'_>]) -> StoreResult<()> {
