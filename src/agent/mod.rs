@@ -299,6 +299,29 @@ impl Actor for Agent {
         message: AgentMsg,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        // Boxed: ractor keeps one boxed processing-loop future per actor for the actor's whole
+        // life, sized by the largest state of this future. With the database calls awaited in
+        // `on_message` inline, that future took 2.4 KB per agent; boxed, 1.2 KB (10,000 idle
+        // agents: 12 MB less), for one allocation per message.
+        Box::pin(self.on_message(myself, message, state)).await
+    }
+}
+
+impl AgentState {
+    /// Stored mentions this agent has not finished with.
+    fn backlog(&self) -> usize {
+        self.queued + self.in_flight.len() + self.retry_at.len()
+    }
+}
+
+impl Agent {
+    /// What a message does (see [`Actor::handle`] for why it is boxed).
+    async fn on_message(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             AgentMsg::Poll => {
                 self.start_poll(&myself, state);
@@ -412,16 +435,7 @@ impl Actor for Agent {
         }
         Ok(())
     }
-}
 
-impl AgentState {
-    /// Stored mentions this agent has not finished with.
-    fn backlog(&self) -> usize {
-        self.queued + self.in_flight.len() + self.retry_at.len()
-    }
-}
-
-impl Agent {
     /// Reads new mentions in a task, unless a poll runs already, the agent drains, or its backlog
     /// is at `agents.max_pending`.
     fn start_poll(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
