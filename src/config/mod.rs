@@ -773,8 +773,8 @@ pub struct Persona {
     /// Daily LLM spend caps of this persona.
     #[serde(default)]
     pub budget: Option<PersonaBudget>,
-    /// The platform accounts, trading and policy sections are boxed: most personas leave most of
-    /// them out, and inline they made every loaded persona 1,168 bytes (10,000 personas: 11 MB).
+    // The platform accounts, trading and policy sections are boxed: most personas leave most of
+    // them out, and inline they made every loaded persona 1,168 bytes (10,000 personas: 11 MB).
     /// The persona's X account (not needed with the simulator).
     #[serde(default)]
     pub x: Option<Box<PersonaX>>,
