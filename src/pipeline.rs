@@ -47,14 +47,29 @@ impl Gatekeeper {
             brand: config.service.team.brand.clone(),
         }
     }
+
+    /// The service's own rules, for every persona that overrides neither `[policy]` nor
+    /// `[airlock]` ([`Gatekeeper::is_shared_by`]): one copy per platform, not one per agent.
+    pub fn service_wide(config: &Config, secrets: Arc<SecretSet>, team: Arc<BTreeSet<String>>) -> Self {
+        Gatekeeper {
+            policy: config.service.policy.with(None),
+            airlock: config.service.airlock.with(None),
+            secrets,
+            team,
+            brand: config.service.team.brand.clone(),
+        }
+    }
+
+    /// Whether `persona` gets the [`Gatekeeper::service_wide`] one.
+    pub fn is_shared_by(persona: &Persona) -> bool {
+        persona.policy.is_none() && persona.airlock.is_none()
+    }
 }
 
 /// Every persona's handle on `platform`.
 pub fn team_handles(config: &Config, platform: PlatformKind) -> BTreeSet<String> {
     config.personas.values().map(|persona| persona.handle_on(platform)).collect()
 }
-
-impl Gatekeeper {}
 
 /// One draft on its way to the outbox.
 pub struct Draft<'a> {
@@ -196,4 +211,51 @@ pub fn review_edit(
 ) -> Review {
     let context = ReviewContext { platform, max_chars, team: &keeper.team, replying_to, secrets: &keeper.secrets };
     policy::review(&keeper.policy, text, &context)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn persona(name: &str, extra: &str) -> String {
+        format!(
+            "name = \"{name}\"\nbio = \"b\"\nvoice = \"v\"\ntopics = [\"rust\"]\nplatforms = [\"local\"]\n\
+             schedule = {{ every = \"90m\" }}\n{extra}"
+        )
+    }
+
+    #[test]
+    fn only_personas_without_their_own_policy_or_airlock_share_the_service_wide_gatekeeper() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "[policy]\nbanned_terms = [\"moon\"]\n\n[airlock]\nposts = \"hold\"\n");
+        write(dir.path(), "personas/ada.toml", &persona("ada", ""));
+        write(dir.path(), "personas/bruno.toml", &persona("bruno", "[policy]\nbanned_terms = [\"sun\"]\n"));
+        write(dir.path(), "personas/carla.toml", &persona("carla", "[airlock]\nreplies = \"hold\"\n"));
+        let config = crate::config::load(&dir.path().join("chorus.toml")).unwrap();
+        let secrets = Arc::new(SecretSet::from_config(&config));
+        let team = Arc::new(team_handles(&config, PlatformKind::Local));
+        let shared = Gatekeeper::service_wide(&config, secrets.clone(), team.clone());
+        let own = |name: &str| Gatekeeper::new(&config, &config.personas[name], secrets.clone(), team.clone());
+
+        // Ada overrides nothing: the shared gatekeeper is exactly the one she would get alone.
+        assert!(Gatekeeper::is_shared_by(&config.personas["ada"]));
+        assert_eq!(shared.policy, own("ada").policy);
+        assert_eq!(shared.airlock, own("ada").airlock);
+        assert_eq!(shared.brand, own("ada").brand);
+        assert_eq!(shared.policy.banned_terms, ["moon"]);
+
+        // Bruno adds a banned term, Carla holds replies: each keeps a gatekeeper of their own.
+        assert!(!Gatekeeper::is_shared_by(&config.personas["bruno"]));
+        assert_eq!(own("bruno").policy.banned_terms, ["moon", "sun"]);
+        assert!(!Gatekeeper::is_shared_by(&config.personas["carla"]));
+        assert_ne!(own("carla").airlock, shared.airlock);
+    }
 }

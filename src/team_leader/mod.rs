@@ -80,15 +80,24 @@ struct FirstStarts {
     pending_inbound: HashMap<(String, String), i64>,
 }
 
-/// Every persona's handle on one platform, and its roster.
-type Team = (Arc<BTreeSet<String>>, Arc<Vec<Member>>);
+/// What the agents on one platform share.
+#[derive(Clone)]
+struct Team {
+    /// Every persona's handle on the platform.
+    handles: Arc<BTreeSet<String>>,
+    roster: Arc<Vec<Member>>,
+    /// The gatekeeper of the personas without their own policy or airlock.
+    keeper: Arc<Gatekeeper>,
+}
 
 impl TeamCache {
-    fn get(&self, config: &Config, platform: PlatformKind) -> Team {
+    fn get(&self, config: &Config, platform: PlatformKind, secrets: &Arc<SecretSet>) -> Team {
         crate::sync::lock(&self.teams)
             .entry(platform)
             .or_insert_with(|| {
-                (Arc::new(crate::pipeline::team_handles(config, platform)), Arc::new(Member::roster(config, platform)))
+                let handles = Arc::new(crate::pipeline::team_handles(config, platform));
+                let keeper = Arc::new(Gatekeeper::service_wide(config, secrets.clone(), handles.clone()));
+                Team { handles, roster: Arc::new(Member::roster(config, platform)), keeper }
             })
             .clone()
     }
@@ -722,13 +731,17 @@ async fn spawn(
         ChildSpec::Agent(key) => {
             let persona = config.personas.get(&key.persona).cloned().ok_or("persona no longer configured")?;
             let platform = args.platforms.get(key.platform).ok_or("platform not available")?;
-            let (team, roster) = args.teams.get(config, key.platform);
-            let keeper = Gatekeeper::new(config, &persona, args.secrets.clone(), team);
+            let team = args.teams.get(config, key.platform, &args.secrets);
+            let keeper = if Gatekeeper::is_shared_by(&persona) {
+                team.keeper
+            } else {
+                Arc::new(Gatekeeper::new(config, &persona, args.secrets.clone(), team.handles))
+            };
             let agent_args = Arc::new(AgentArgs {
                 key: key.clone(),
                 persona,
-                keeper: Arc::new(keeper),
-                roster,
+                keeper,
+                roster: team.roster,
                 platform,
                 db: args.db.clone(),
                 directory: directory.clone(),
