@@ -215,15 +215,8 @@ pub fn review_edit(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    use crate::config::write_test_file as write;
 
     fn persona(name: &str, extra: &str) -> String {
         format!(

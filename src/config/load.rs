@@ -693,13 +693,8 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::write_test_file as write;
     use crate::config::{Mode, Secret};
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
 
     const PERSONA: &str = r#"
 name = "ada"
