@@ -18,14 +18,6 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 pub use load::{ConfigError, ConfigErrors, load};
-
-/// Writes `text` to `name` under `dir`, creating its directories (configuration files for tests).
-#[cfg(test)]
-pub(crate) fn write_test_file(dir: &std::path::Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
 pub use secret::{Secret, SecretRef};
 pub use team::{
     AirlockConfig, AirlockMode, CalendarConfig, Campaign, EffectivePolicy, PersonaAirlock, PolicyConfig, PolicyRule,
@@ -912,4 +904,12 @@ impl<'de> Deserialize<'de> for Dur {
         }
         deserializer.deserialize_str(Visitor)
     }
+}
+
+/// Writes `text` to `name` under `dir`, creating its directories (configuration files for tests).
+#[cfg(test)]
+pub(crate) fn write_test_file(dir: &std::path::Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
 }
