@@ -13,6 +13,22 @@ use chorus::config::{self, Config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its number in `mimalloc.h`, the same in mimalloc 2 and 3;
+/// `libmimalloc-sys` names only some options).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Has mimalloc give freed memory back to the OS at once rather than a second later (its
+/// default). The delayed purge runs only when a thread allocates again, so memory freed by a
+/// burst stayed resident in a service gone idle: 6 MB of 141 MiB with 10,000 idle agents, 3–5 MB
+/// with 1,000, for no measurable CPU at 500 replies/s (2.43 against 2.44 ms a reply, alternated
+/// runs). `MIMALLOC_PURGE_DELAY` in the environment still decides when it is set.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's options, a plain store read by its allocation paths.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for a failure to start or run.
@@ -90,6 +106,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let cli = Cli::parse();
     if let Command::Bench(args) = cli.command {
         return bench(args);
@@ -369,4 +386,24 @@ fn describe_schedule(schedule: &chorus::config::Schedule) -> String {
         parts.push(format!("quiet {quiet}"));
     }
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // The option's number is not exported by `libmimalloc-sys`: an upgrade that renumbered the
+        // options would set another one. `purge_delay` is the option whose default is 1,000 ms.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            eprintln!("skipped: MIMALLOC_PURGE_DELAY is set in the environment");
+            return;
+        }
+        // SAFETY: reads one of mimalloc's options.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 1000);
+        purge_freed_memory_at_once();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 0);
+    }
 }
