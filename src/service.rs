@@ -130,6 +130,7 @@ pub async fn start_with(config: Config, existing_sims: crate::sim::SandboxSims) 
         trading,
         secrets: Arc::new(crate::policy::SecretSet::from_config(&config)),
         teams: Default::default(),
+        poll_clock: crate::agent::clock::PollClock::start(),
     };
     let (team_leader, team_leader_task) =
         Actor::spawn(None, TeamLeader, args).await.context("cannot start the supervision tree")?;

@@ -1,6 +1,7 @@
 //! The Agent actor: one per persona × platform.
 //!
-//! - **Intake.** A poll timer (first poll spread by random jitter, so a start does not burst) reads
+//! - **Intake.** The service's poll clock ([`clock`]; first poll spread by random jitter, so a start
+//!   does not burst) has the agent read
 //!   mentions after the saved cursor in a task. Each mention is stored once (unique platform +
 //!   remote id) before the cursor moves, so nothing is lost or seen twice across restarts.
 //!   On a push platform (Discord) the agent instead opens the account's live connection in
@@ -27,6 +28,7 @@
 //!   row return `Err` ("restart me"); an authentication error fails at once, which opens the
 //!   agent's circuit in the supervisor.
 
+pub mod clock;
 mod prompt;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,7 +36,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rand::Rng;
 
 use crate::config::{AgentKey, Config, Persona};
 use crate::directory::Directory;
@@ -50,6 +51,7 @@ use crate::store::{
 };
 use crate::task::AbortOnDrop;
 use crate::team_leader::coordinate::{self, Candidate, Role as Turn};
+use clock::{PollClock, PollTimer};
 
 pub use prompt::{POST_ABOUT, finish};
 
@@ -92,6 +94,8 @@ pub struct AgentArgs {
     /// This agent's rows as the TeamLeader read them for every agent at once, at the service's
     /// start; `None` on a restart or after a reload, when the agent reads its own.
     pub first_start: Option<FirstStart>,
+    /// The service's poll clock.
+    pub clock: PollClock,
 }
 
 /// What an agent's first start needs from the database, read for the whole team in a few queries
@@ -197,8 +201,8 @@ pub struct AgentState {
     posting: Option<AbortOnDrop>,
     draining: bool,
     drain_waiters: Vec<RpcReplyPort<()>>,
-    /// Poll and schedule timers; dropping them (drain, stop) cancels them.
-    timers: Vec<AbortOnDrop>,
+    /// The poll timer; dropping it (drain, stop) stops the polls.
+    poll: Option<PollTimer>,
     /// The live connection of a push platform, closed on drain and stop.
     live: Option<Box<dyn LiveConnection>>,
 }
@@ -247,7 +251,6 @@ impl Actor for Agent {
         } else {
             VecDeque::new()
         };
-        let timers: Vec<AbortOnDrop> = Vec::new();
         tracing::info!(agent = %args.key, "agent started");
         Ok(AgentState {
             args,
@@ -266,7 +269,7 @@ impl Actor for Agent {
             posting: None,
             draining: false,
             drain_waiters: Vec::new(),
-            timers,
+            poll: None,
             live: None,
         })
     }
@@ -276,7 +279,7 @@ impl Actor for Agent {
         let sink: LiveSink = Arc::new(move |event| events.send_message(AgentMsg::Live(event)).is_ok());
         state.live = state.args.platform.connect(&state.args.persona.name, sink).await?;
         if state.live.is_none() || state.args.platform.polls_while_connected() {
-            state.timers.push(poll_timer(&myself, state.args.settings.poll_every));
+            state.poll = Some(state.args.clock.every(&myself, state.args.settings.poll_every));
         }
         // Mentions stored but not answered before a restart are answered now.
         if state.args.first_start.as_ref().is_none_or(|first| first.pending_inbound > 0) {
@@ -394,7 +397,7 @@ impl Agent {
             }
             AgentMsg::Drain { reply } => {
                 state.draining = true;
-                state.timers.clear();
+                state.poll = None;
                 state.posts.clear();
                 if let Some(live) = state.live.take() {
                     // In a task: closing may take seconds, and in-flight replies must finish.
@@ -1010,24 +1013,6 @@ async fn enqueue(args: &AgentArgs, item: NewOutbox, inbound_id: Option<i64>, log
         .map_err(|err| anyhow::anyhow!("publisher did not answer: {err}"))?
         .map_err(|err| anyhow::anyhow!("outbox write failed: {err}"))?;
     Ok(())
-}
-
-/// Sends `Poll` every `poll_every` (±10 %), the first time after a random part of it.
-fn poll_timer(myself: &ActorRef<AgentMsg>, poll_every: Duration) -> AbortOnDrop {
-    let first_poll = poll_every.mul_f64(rand::rng().random_range(0.0..1.0));
-    let poller = myself.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(first_poll).await;
-        loop {
-            if poller.send_message(AgentMsg::Poll).is_err() {
-                break;
-            }
-            // ±10 % around the interval, so agents started together drift apart.
-            let jitter: f64 = rand::rng().random_range(0.9..1.1);
-            tokio::time::sleep(poll_every.mul_f64(jitter)).await;
-        }
-    })
-    .into()
 }
 
 fn fnv1a(text: &str) -> u64 {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::agent::clock::PollClock;
 use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, FirstStart, Member};
 use crate::config::{AgentKey, Config, Mode, PlatformKind};
 use crate::directory::Directory;
@@ -61,6 +62,8 @@ pub struct TeamLeaderArgs {
     /// Each platform's team (handles and roster), built once and shared by its agents (cleared
     /// on reload).
     pub teams: TeamCache,
+    /// Sends every agent its polls.
+    pub poll_clock: PollClock,
 }
 
 /// The team on each platform, shared by every agent there: one copy, not one per agent (with
@@ -747,6 +750,7 @@ async fn spawn(
                 directory: directory.clone(),
                 settings: AgentSettings::from_config(config, key.platform),
                 first_start: args.teams.first_start(key),
+                clock: args.poll_clock.clone(),
             });
             Agent::spawn_linked(None, Agent, agent_args, supervisor).await?.0.get_cell()
         }
