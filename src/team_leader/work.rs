@@ -32,12 +32,14 @@ const MEASURE_BATCH: i64 = 200;
 /// The team's plan, computed per date and kept until the date is past.
 pub struct Planner {
     inputs: Vec<PlanInput>,
+    /// Positions in `inputs` sorted by persona and platform, to find an agent's input (and its
+    /// grace) by binary search: a map by (persona, platform) held a second copy of every name.
+    by_agent: Vec<u32>,
     calendar: CalendarConfig,
     min_gap: Duration,
     days: BTreeMap<NaiveDate, Vec<PlannedPost>>,
     /// Keys already stored (the insert is idempotent anyway; this keeps rounds quiet).
     stored: HashSet<String>,
-    grace: HashMap<(String, PlatformKind), Duration>,
     /// When this plan was made: posts overdue then (missed while Chorus was down, or the current
     /// slot) go out a few seconds apart instead of all at once.
     started_at: i64,
@@ -50,7 +52,6 @@ impl Planner {
     /// Every agent that posts on its own: its persona's schedule on that platform.
     pub fn new(config: &Config, platforms: &Platforms) -> Planner {
         let mut inputs = Vec::new();
-        let mut grace = HashMap::new();
         for key in config.agent_keys() {
             let Some(persona) = config.personas.get(&key.persona) else { continue };
             let posts = platforms.get(key.platform).is_some_and(|platform| platform.posts_enabled(&persona.name));
@@ -59,7 +60,6 @@ impl Planner {
             if !posts {
                 continue;
             }
-            grace.insert((persona.name.clone(), key.platform), plan::grace(&rule));
             inputs.push(PlanInput {
                 persona: persona.name.clone(),
                 platform: key.platform,
@@ -67,23 +67,23 @@ impl Planner {
                 topics: persona.topics.clone(),
             });
         }
+        inputs.shrink_to_fit();
+        let by_agent = sorted_by_agent(&inputs);
         Planner {
             inputs,
+            by_agent,
             calendar: config.service.calendar.clone(),
             min_gap: config.service.team.min_gap.get(),
             days: BTreeMap::new(),
             stored: HashSet::new(),
-            grace,
             started_at: now_ms(),
         }
     }
 
     /// How late a post of this persona on this platform may still go out.
     pub fn grace(&self, persona: &str, platform: &str) -> Duration {
-        self.grace
-            .iter()
-            .find(|((name, kind), _)| name == persona && kind.as_str() == platform)
-            .map(|(_, grace)| *grace)
+        input_of(&self.inputs, &self.by_agent, persona, platform)
+            .map(|input| plan::grace(&input.rule))
             .unwrap_or(Duration::from_secs(900))
     }
 
@@ -107,7 +107,9 @@ impl Planner {
                 .entry(date)
                 .or_insert_with(|| plan::plan_day(&self.inputs, &self.calendar, self.min_gap, date));
             for post in posts.iter() {
-                let grace = self.grace.get(&(post.persona.clone(), post.platform)).copied().unwrap_or_default();
+                let grace = input_of(&self.inputs, &self.by_agent, &post.persona, post.platform.as_str())
+                    .map(|input| plan::grace(&input.rule))
+                    .unwrap_or_default();
                 let earliest = now - grace.as_millis() as i64;
                 if post.due_at > earliest && post.due_at <= horizon && !self.stored.contains(&post.key) {
                     let due_at = if post.due_at < self.started_at {
@@ -137,6 +139,24 @@ impl Planner {
             self.days.values().flat_map(|posts| posts.iter().map(|post| post.key.as_str())).collect();
         self.stored.retain(|key| live.contains(key.as_str()));
     }
+}
+
+/// The agent an input plans for.
+fn agent_of(input: &PlanInput) -> (&str, &str) {
+    (input.persona.as_str(), input.platform.as_str())
+}
+
+/// Positions of `inputs` sorted by persona and platform.
+fn sorted_by_agent(inputs: &[PlanInput]) -> Vec<u32> {
+    let mut by_agent: Vec<u32> = (0..inputs.len() as u32).collect();
+    by_agent.sort_by(|a, b| agent_of(&inputs[*a as usize]).cmp(&agent_of(&inputs[*b as usize])));
+    by_agent
+}
+
+/// The input of `persona` on `platform`, if it plans anything.
+fn input_of<'a>(inputs: &'a [PlanInput], by_agent: &[u32], persona: &str, platform: &str) -> Option<&'a PlanInput> {
+    let found = by_agent.binary_search_by(|at| agent_of(&inputs[*at as usize]).cmp(&(persona, platform))).ok()?;
+    Some(&inputs[by_agent[found] as usize])
 }
 
 /// One planning round: store what is coming, expire holds, hand due posts to running agents.
@@ -260,4 +280,45 @@ pub async fn report_round(db: &Db) -> StoreResult<()> {
     metrics::counter!(m::REPORTS, "trigger" => "schedule").increment(1);
     tracing::info!(week = %week, "weekly report written");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ScheduleRule;
+
+    #[test]
+    fn an_agents_input_is_found_whatever_the_order_of_the_inputs() {
+        let rule = |minutes: u64| ScheduleRule {
+            every: Some(Duration::from_secs(minutes * 60)),
+            jitter: Duration::ZERO,
+            slots: Vec::new(),
+            timezone: chrono_tz::UTC,
+            quiet: None,
+            max_per_day: None,
+        };
+        let input = |persona: &str, platform, minutes| PlanInput {
+            persona: persona.to_owned(),
+            platform,
+            rule: rule(minutes),
+            topics: Vec::new(),
+        };
+        let inputs = vec![
+            input("zoe", PlatformKind::Local, 10),
+            input("ada", PlatformKind::X, 20),
+            input("zoe", PlatformKind::Reddit, 30),
+            input("ada", PlatformKind::Local, 40),
+        ];
+        let by_agent = sorted_by_agent(&inputs);
+        let every = |persona: &str, platform: &str| {
+            input_of(&inputs, &by_agent, persona, platform).and_then(|input| input.rule.every).map(|d| d.as_secs() / 60)
+        };
+        assert_eq!(every("zoe", "local"), Some(10));
+        assert_eq!(every("ada", "x"), Some(20));
+        assert_eq!(every("zoe", "reddit"), Some(30));
+        assert_eq!(every("ada", "local"), Some(40));
+        assert_eq!(every("ada", "reddit"), None);
+        assert_eq!(every("bob", "local"), None);
+        assert_eq!(input_of(&[], &[], "ada", "local"), None);
+    }
 }
