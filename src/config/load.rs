@@ -661,10 +661,10 @@ fn validate_persona(persona: &Persona, service: &ServiceConfig, report: &mut Rep
     }
     for (key, chain) in [
         ("llm_chain", &persona.llm_chain),
-        ("llm_chains.reply", &persona.llm_chains.reply),
-        ("llm_chains.post", &persona.llm_chains.post),
-        ("llm_chains.trade", &persona.llm_chains.trade),
-        ("llm_chains.review", &persona.llm_chains.review),
+        ("llm_chains.reply", &persona.chains().reply),
+        ("llm_chains.post", &persona.chains().post),
+        ("llm_chains.trade", &persona.chains().trade),
+        ("llm_chains.review", &persona.chains().review),
     ] {
         for provider in chain {
             if !service.llm.providers.contains_key(provider) {

@@ -60,7 +60,7 @@ impl Config {
 
     /// A persona's airlock (the service's `[airlock]` with its overrides).
     pub fn airlock_for(&self, persona: &Persona) -> AirlockConfig {
-        self.service.airlock.with(persona.airlock.as_ref())
+        self.service.airlock.with(persona.airlock.as_deref())
     }
 
     /// Personas with a Trader (`[trading] enabled = true` in their file).
@@ -767,14 +767,15 @@ pub struct Persona {
     /// LLM providers to try in order; the service's `llm.default_chain` when empty.
     #[serde(default)]
     pub llm_chain: Vec<String>,
-    /// Chains for one task (`reply`, `post`, `trade`), overriding `llm_chain` for it.
+    // The sections from here on are boxed: most personas leave most of them out, and inline they
+    // made every loaded persona 1,168 bytes (10,000 personas: 11 MB); boxed, 392.
+    /// Chains for one task (`reply`, `post`, `trade`), overriding `llm_chain` for it (see
+    /// [`Persona::chains`]).
     #[serde(default)]
-    pub llm_chains: TaskChains,
+    pub llm_chains: Option<Box<TaskChains>>,
     /// Daily LLM spend caps of this persona.
     #[serde(default)]
-    pub budget: Option<PersonaBudget>,
-    // The platform accounts, trading and policy sections are boxed: most personas leave most of
-    // them out, and inline they made every loaded persona 1,168 bytes (10,000 personas: 11 MB).
+    pub budget: Option<Box<PersonaBudget>>,
     /// The persona's X account (not needed with the simulator).
     #[serde(default)]
     pub x: Option<Box<PersonaX>>,
@@ -792,10 +793,19 @@ pub struct Persona {
     pub policy: Option<Box<PolicyConfig>>,
     /// Overrides of the service's `[airlock]`.
     #[serde(default)]
-    pub airlock: Option<PersonaAirlock>,
+    pub airlock: Option<Box<PersonaAirlock>>,
 }
 
+/// The chains of a persona without `[llm_chains]`.
+static NO_TASK_CHAINS: TaskChains =
+    TaskChains { reply: Vec::new(), post: Vec::new(), trade: Vec::new(), review: Vec::new() };
+
 impl Persona {
+    /// The persona's chains by task (all empty without `[llm_chains]`).
+    pub fn chains(&self) -> &TaskChains {
+        self.llm_chains.as_deref().unwrap_or(&NO_TASK_CHAINS)
+    }
+
     /// Whether the persona has a Trader.
     pub fn trades(&self) -> bool {
         self.trading.as_ref().is_some_and(|trading| trading.enabled)

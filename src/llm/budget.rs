@@ -129,7 +129,7 @@ mod tests {
             schedule: Schedule::every(Dur::secs(60)),
             llm_chain: vec![],
             llm_chains: Default::default(),
-            budget,
+            budget: budget.map(Box::new),
             x: None,
             reddit: None,
             discord: None,

@@ -197,10 +197,10 @@ impl Pool {
     fn chain(&self, request: &CompletionRequest) -> Result<Vec<Arc<Slot>>, LlmError> {
         let persona = &request.persona;
         let for_task = match request.task {
-            Task::Reply => &persona.llm_chains.reply,
-            Task::Post => &persona.llm_chains.post,
-            Task::Trade => &persona.llm_chains.trade,
-            Task::Review => &persona.llm_chains.review,
+            Task::Reply => &persona.chains().reply,
+            Task::Post => &persona.chains().post,
+            Task::Trade => &persona.chains().trade,
+            Task::Review => &persona.chains().review,
         };
         let names = [for_task, &persona.llm_chain, &self.default_chain]
             .into_iter()
