@@ -86,7 +86,7 @@ pub struct AgentArgs {
     /// platform) also feeds the loop guard.
     pub keeper: Arc<Gatekeeper>,
     /// Every persona on this platform, for coordination.
-    pub roster: Arc<Vec<Member>>,
+    pub roster: Arc<Roster>,
     pub platform: Arc<dyn Platform>,
     pub db: Db,
     pub directory: Arc<Directory>,
@@ -128,26 +128,31 @@ pub struct AgentSettings {
     pub join_wait: Duration,
 }
 
-/// A persona of the team on one platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub handle: String,
-    pub persona: String,
-    pub topics: Vec<String>,
+/// The team on one platform, for coordination: built once per platform and shared by its agents.
+#[derive(Debug, Default)]
+pub struct Roster {
+    /// The personas on the platform, sorted by name.
+    personas: Vec<Arc<Persona>>,
+    handles: coordinate::Handles,
 }
 
-impl Member {
-    pub fn roster(config: &Config, platform: crate::config::PlatformKind) -> Vec<Member> {
-        config
-            .personas
-            .values()
-            .filter(|persona| persona.platforms.contains(&platform))
-            .map(|persona| Member {
-                handle: persona.handle_on(platform),
-                persona: persona.name.clone(),
-                topics: persona.topics.clone(),
-            })
-            .collect()
+impl Roster {
+    pub fn new(config: &Config, platform: crate::config::PlatformKind) -> Roster {
+        // `Config::personas` is ordered by name.
+        let personas: Vec<Arc<Persona>> =
+            config.personas.values().filter(|persona| persona.platforms.contains(&platform)).cloned().collect();
+        let handles: Vec<(String, &str)> =
+            personas.iter().map(|persona| (persona.handle_on(platform), persona.name.as_str())).collect();
+        let handles = coordinate::Handles::new(handles.iter().map(|(handle, name)| (handle.as_str(), *name)));
+        Roster { personas, handles }
+    }
+
+    /// The topics of a persona of the team (none for a stranger).
+    fn topics_of(&self, persona: &str) -> &[String] {
+        match self.personas.binary_search_by(|member| member.name.as_str().cmp(persona)) {
+            Ok(found) => &self.personas[found].topics,
+            Err(_) => &[],
+        }
     }
 }
 
@@ -749,9 +754,7 @@ fn reply_key(platform: &str, persona: &str, remote_id: &str) -> String {
 /// at once end up with the same answer.
 async fn turn(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Turn> {
     let platform = args.key.platform.as_str();
-    let handles: Vec<(String, String)> =
-        args.roster.iter().map(|member| (member.handle.clone(), member.persona.clone())).collect();
-    let mentioned = coordinate::mentioned(&row.text, &handles);
+    let mentioned = coordinate::mentioned(&row.text, &args.roster.handles);
     let me = &args.persona.name;
     let stored = args.db.thread_assignment(platform, &row.remote_id).await?;
     let assignment = match stored {
@@ -767,16 +770,7 @@ async fn turn(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Turn> {
             let loads = args.db.pending_load(platform, &mentioned).await?;
             let candidates: Vec<Candidate> = loads
                 .into_iter()
-                .map(|(persona, load)| Candidate {
-                    topics: args
-                        .roster
-                        .iter()
-                        .find(|member| member.persona == persona)
-                        .map(|member| member.topics.clone())
-                        .unwrap_or_default(),
-                    persona,
-                    load,
-                })
+                .map(|(persona, load)| Candidate { topics: args.roster.topics_of(&persona).to_vec(), persona, load })
                 .collect();
             let decided = coordinate::assign(&row.text, &candidates, args.settings.max_joiners);
             let stored = StoredAssignment {
@@ -1017,4 +1011,33 @@ async fn enqueue(args: &AgentArgs, item: NewOutbox, inbound_id: Option<i64>, log
 
 fn fnv1a(text: &str) -> u64 {
     crate::hash::fnv1a(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PlatformKind, write_test_file as write};
+
+    #[test]
+    fn the_roster_knows_the_teams_handles_and_topics_on_its_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "chorus.toml", "");
+        let persona = |name: &str, topics: &str, platforms: &str| {
+            format!(
+                "name = \"{name}\"\nbio = \"b\"\nvoice = \"v\"\ntopics = [{topics}]\nplatforms = [{platforms}]\n\
+                 schedule = {{ every = \"90m\" }}\n"
+            )
+        };
+        write(dir.path(), "personas/zoe.toml", &persona("zoe", "\"jazz\"", "\"local\""));
+        write(dir.path(), "personas/ada.toml", &persona("ada", "\"rust\", \"compilers\"", "\"local\", \"x\""));
+        write(dir.path(), "personas/bob.toml", &persona("bob", "\"sailing\"", "\"x\""));
+        let config = crate::config::load(&dir.path().join("chorus.toml")).unwrap();
+
+        let local = Roster::new(&config, PlatformKind::Local);
+        assert_eq!(local.topics_of("ada"), ["rust", "compilers"]);
+        assert_eq!(local.topics_of("zoe"), ["jazz"]);
+        assert!(local.topics_of("bob").is_empty(), "bob is not on the local platform");
+        assert!(local.topics_of("nobody").is_empty());
+        assert_eq!(coordinate::mentioned("@Zoe and @ada, and @bob", &local.handles), ["zoe", "ada"]);
+    }
 }

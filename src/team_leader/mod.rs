@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::agent::clock::PollClock;
-use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, FirstStart, Member};
+use crate::agent::{Agent, AgentArgs, AgentMsg, AgentSettings, FirstStart, Roster};
 use crate::config::{AgentKey, Config, Mode, PlatformKind};
 use crate::directory::Directory;
 use crate::health::Health;
@@ -88,7 +88,7 @@ struct FirstStarts {
 struct Team {
     /// Every persona's handle on the platform.
     handles: Arc<BTreeSet<String>>,
-    roster: Arc<Vec<Member>>,
+    roster: Arc<Roster>,
     /// The gatekeeper of the personas without their own policy or airlock.
     keeper: Arc<Gatekeeper>,
 }
@@ -100,7 +100,7 @@ impl TeamCache {
             .or_insert_with(|| {
                 let handles = Arc::new(crate::pipeline::team_handles(config, platform));
                 let keeper = Arc::new(Gatekeeper::service_wide(config, secrets.clone(), handles.clone()));
-                Team { handles, roster: Arc::new(Member::roster(config, platform)), keeper }
+                Team { handles, roster: Arc::new(Roster::new(config, platform)), keeper }
             })
             .clone()
     }
