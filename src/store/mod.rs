@@ -434,9 +434,15 @@ impl Db {
     }
 }
 
-/// The page cache of each SQLite reader: 512 KiB. SQLite's default is 2 MiB a connection, and an
-/// idle fleet of 10,000 agents held 22 MB of page cache over its 9 connections.
-const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -512";
+/// The page cache of each SQLite reader (256 KiB) and of the writer (1 MiB). SQLite's default is
+/// 2 MiB a connection: an idle fleet of 10,000 agents held 22 MB of page cache over its 9
+/// connections, filled by its start-up writes and reads (memory outside the allocator's reach:
+/// SQLite allocates with the C library's malloc). The readers cache the same hot pages, and the
+/// file's pages stay in the OS cache, shared; the writer's hot pages are the right edges of
+/// time-ordered keys and the interior pages. At 500 replies/s the smaller caches cost no
+/// measurable CPU (2.48 ms a reply either way, alternated runs).
+const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -256";
+const WRITER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
 
 /// A pool on `url`; a read-only one (`PRAGMA query_only`) when `read_only`, so a write sent to it
 /// by mistake fails at once.
@@ -458,6 +464,8 @@ async fn connect_pool(url: &str, engine: Engine, max_connections: u32, read_only
                         // Each connection has its own page cache, and the readers cache the same
                         // hot pages; the file's pages stay in the OS cache, shared.
                         conn.execute(READER_CACHE_SIZE).await?;
+                    } else {
+                        conn.execute(WRITER_CACHE_SIZE).await?;
                     }
                 }
                 Ok(())
