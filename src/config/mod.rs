@@ -768,7 +768,7 @@ pub struct Persona {
     #[serde(default)]
     pub llm_chain: Vec<String>,
     // The sections from here on are boxed: most personas leave most of them out, and inline they
-    // made every loaded persona 1,168 bytes (10,000 personas: 11 MB); boxed, 392.
+    // made every loaded persona 1,168 bytes (10,000 personas: 11 MB); boxed, 392 bytes.
     /// Chains for one task (`reply`, `post`, `trade`), overriding `llm_chain` for it (see
     /// [`Persona::chains`]).
     #[serde(default)]

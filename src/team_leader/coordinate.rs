@@ -78,8 +78,9 @@ impl Handles {
 
 /// The personas @-mentioned in `text`, in order of first appearance, each once.
 ///
-/// `handles` maps a handle to its persona ([`Handles`]); a persona may have several handles. A mention counts only as a whole @-mention, ignoring case: `"@ada,"` and
-/// `"(@Ada)"` mention `ada`; `"@adam"`, `"@ada_bot"`, `"@ada.com"`, `"email@ada.com"` and
+/// `handles` maps a handle to its persona ([`Handles`]); a persona may have several handles. A
+/// mention counts only as a whole @-mention, ignoring case: `"@ada,"` and `"(@Ada)"` mention
+/// `ada`; `"@adam"`, `"@ada_bot"`, `"@ada.com"`, `"email@ada.com"` and
 /// `"https://example.social/@ada"` do not. The longest matching handle wins.
 pub fn mentioned(text: &str, handles: &Handles) -> Vec<String> {
     let text = text.to_lowercase();
