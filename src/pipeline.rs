@@ -11,7 +11,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::config::{AirlockConfig, AirlockMode, Config, EffectivePolicy, Persona, PlatformKind, PolicyRule};
+use crate::config::{
+    AirlockConfig, AirlockMode, Config, EffectivePolicy, Persona, PersonaAirlock, PlatformKind, PolicyConfig,
+    PolicyRule,
+};
 use crate::directory::Directory;
 use crate::llm::{CompletionRequest, LlmMsg, Task};
 use crate::metrics as m;
@@ -39,21 +42,26 @@ pub struct Gatekeeper {
 impl Gatekeeper {
     /// `team`: every persona's handle on the platform ([`team_handles`]), shared by its agents.
     pub fn new(config: &Config, persona: &Persona, secrets: Arc<SecretSet>, team: Arc<BTreeSet<String>>) -> Self {
-        Gatekeeper {
-            policy: config.policy_for(persona),
-            airlock: config.airlock_for(persona),
-            secrets,
-            team,
-            brand: config.service.team.brand.clone(),
-        }
+        let overrides = (persona.policy.as_deref(), persona.airlock.as_deref());
+        Gatekeeper::with_overrides(config, overrides, secrets, team)
     }
 
     /// The service's own rules, for every persona that overrides neither `[policy]` nor
     /// `[airlock]` ([`Gatekeeper::is_shared_by`]): one copy per platform, not one per agent.
     pub fn service_wide(config: &Config, secrets: Arc<SecretSet>, team: Arc<BTreeSet<String>>) -> Self {
+        Gatekeeper::with_overrides(config, (None, None), secrets, team)
+    }
+
+    /// The service's `[policy]` and `[airlock]` with a persona's overrides, if any.
+    fn with_overrides(
+        config: &Config,
+        (policy, airlock): (Option<&PolicyConfig>, Option<&PersonaAirlock>),
+        secrets: Arc<SecretSet>,
+        team: Arc<BTreeSet<String>>,
+    ) -> Self {
         Gatekeeper {
-            policy: config.service.policy.with(None),
-            airlock: config.service.airlock.with(None),
+            policy: config.service.policy.with(policy),
+            airlock: config.service.airlock.with(airlock),
             secrets,
             team,
             brand: config.service.team.brand.clone(),

@@ -53,11 +53,6 @@ impl Config {
         self.persona_secrets.get(&(persona.to_owned(), key.to_owned())).cloned()
     }
 
-    /// A persona's effective policy (the service's `[policy]` plus its own).
-    pub fn policy_for(&self, persona: &Persona) -> EffectivePolicy {
-        self.service.policy.with(persona.policy.as_deref())
-    }
-
     /// A persona's airlock (the service's `[airlock]` with its overrides).
     pub fn airlock_for(&self, persona: &Persona) -> AirlockConfig {
         self.service.airlock.with(persona.airlock.as_deref())
