@@ -461,8 +461,6 @@ async fn connect_pool(url: &str, engine: Engine, max_connections: u32, read_only
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     if read_only {
                         conn.execute("PRAGMA query_only = ON").await?;
-                        // Each connection has its own page cache, and the readers cache the same
-                        // hot pages; the file's pages stay in the OS cache, shared.
                         conn.execute(READER_CACHE_SIZE).await?;
                     } else {
                         conn.execute(WRITER_CACHE_SIZE).await?;
