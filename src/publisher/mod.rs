@@ -2,9 +2,11 @@
 //! platform has it".
 //!
 //! - `Enqueue` writes the outbox row (unique idempotency key) before anything is published, and
-//!   in the same transaction marks the inbound event answered; then it starts that account's
-//!   worker, or, when one runs, marks the account dirty so the worker runs again when it is done
-//!   (it may have read the outbox before the row was there).
+//!   in the same transaction marks the inbound event answered (group commit); then it starts that
+//!   account's worker with the rows just committed, or, when one runs, marks the account dirty so
+//!   the worker runs again when it is done (it may have read the outbox before the row was there).
+//!   A worker that read the outbox while the commit was under way may already have published its
+//!   rows: that account's next worker reads the outbox instead of taking them.
 //! - `Kick` (every `publisher.sweep_every`) looks up the accounts with due rows (retries come due
 //!   this way) and starts one worker task per idle account. A worker publishes that account's due rows
 //!   in order (at most `publisher.batch` per run), so one slow or rate-limited account never holds
@@ -54,6 +56,9 @@ pub struct PublisherState {
     /// Busy accounts that got a new row while their worker ran: it runs again when done (its
     /// query may have read the outbox before the row was there).
     dirty: HashSet<Account>,
+    /// Accounts whose worker read the outbox while the commit in flight was under way: it may
+    /// have seen (and published) the commit's rows, so they are not handed on, but read again.
+    overlapped: HashSet<Account>,
     drain_waiters: Vec<RpcReplyPort<OutboxCounts>>,
     /// `Enqueue`s waiting for the next group commit.
     to_commit: Vec<ToCommit>,
@@ -122,6 +127,7 @@ impl Actor for Publisher {
             }),
             busy: HashMap::new(),
             dirty: HashSet::new(),
+            overlapped: HashSet::new(),
             drain_waiters: Vec::new(),
             to_commit: Vec::new(),
             committing: None,
@@ -144,23 +150,33 @@ impl Actor for Publisher {
             }
             PublisherMsg::Committed { batch, results } => {
                 state.committing = None;
+                let overlapped = std::mem::take(&mut state.overlapped);
                 let mut failed_for_good = false;
-                let mut accounts = HashSet::new();
+                let mut accounts: HashMap<Account, Vec<OutboxRow>> = HashMap::new();
                 for (ToCommit { item, reply, .. }, result) in batch.into_iter().zip(results) {
-                    if result.as_ref().is_ok_and(|enqueued| enqueued.created) {
-                        metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
-                    }
                     failed_for_good |= result.as_ref().is_err_and(|err| !err.is_transient());
+                    let created = match &result {
+                        Ok(enqueued) if enqueued.created => Some(enqueued.id),
+                        _ => None,
+                    };
                     let _ = reply.send(result.map_err(|err| err.to_string()));
-                    accounts.insert((item.platform, item.persona));
+                    let rows = accounts.entry((item.platform.clone(), item.persona.clone())).or_default();
+                    if let Some(id) = created {
+                        metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
+                        rows.push(OutboxRow::queued(id, item));
+                    }
                 }
-                // Only these accounts have new rows: start each one's worker (no query), or have
-                // the running one go again; once per account, whatever the batch held of it.
-                for account in accounts {
+                // Only these accounts have new rows: an idle one's worker gets the rows just
+                // committed (no query); a running one goes again, and one that read the outbox
+                // during the commit reads it again. Once per account, whatever the batch held.
+                for (account, mut rows) in accounts {
                     if state.busy.contains_key(&account) {
                         state.dirty.insert(account);
+                    } else if overlapped.contains(&account) || rows.is_empty() {
+                        self.start_worker(&myself, state, account, None);
                     } else {
-                        self.start_worker(&myself, state, account);
+                        rows.sort_by_key(|row| row.id);
+                        self.start_worker(&myself, state, account, Some(rows));
                     }
                 }
                 if failed_for_good {
@@ -177,7 +193,7 @@ impl Actor for Publisher {
                 state.busy.remove(&account);
                 let dirty = state.dirty.remove(&account);
                 if (more || dirty) && state.drain_waiters.is_empty() {
-                    self.start_worker(&myself, state, account);
+                    self.start_worker(&myself, state, account, None);
                 } else if !state.drain_waiters.is_empty() {
                     self.dispatch(&myself, state).await;
                 }
@@ -200,6 +216,8 @@ impl Publisher {
         let batch: Vec<ToCommit> = state.to_commit.drain(..take).collect();
         let db = state.context.db.clone();
         let myself = myself.clone();
+        // A worker running now may read the outbox after this commit lands.
+        state.overlapped.extend(state.busy.keys().cloned());
         let commit = tokio::spawn(async move {
             let results = commit(&db, &batch).await;
             let _ = myself.send_message(PublisherMsg::Committed { batch, results });
@@ -207,13 +225,23 @@ impl Publisher {
         state.committing = Some(commit.into());
     }
 
-    /// Starts `account`'s worker, which publishes its due rows and reports `WorkerDone`.
-    fn start_worker(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState, account: Account) {
+    /// Starts `account`'s worker, which publishes `handed` (rows just committed, in order) or else
+    /// the account's due rows, and reports `WorkerDone`.
+    fn start_worker(
+        &self,
+        myself: &ActorRef<PublisherMsg>,
+        state: &mut PublisherState,
+        account: Account,
+        handed: Option<Vec<OutboxRow>>,
+    ) {
+        if handed.is_none() && state.committing.is_some() {
+            state.overlapped.insert(account.clone());
+        }
         let context = state.context.clone();
         let myself = myself.clone();
         let key = account.clone();
         let worker = tokio::spawn(async move {
-            let more = match context.publish_account(&account).await {
+            let more = match context.publish_account(&account, handed).await {
                 Ok(more) => more,
                 Err(err) => {
                     metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
@@ -239,7 +267,7 @@ impl Publisher {
         };
         for account in accounts {
             if !state.busy.contains_key(&account) {
-                self.start_worker(myself, state, account);
+                self.start_worker(myself, state, account, None);
             }
         }
         if let Ok(pending) = state.context.db.outbox_pending().await {
@@ -256,10 +284,18 @@ impl Publisher {
 }
 
 impl PassContext {
-    /// Publishes one account's due rows in order. Returns true when there may be more.
-    async fn publish_account(&self, (platform, persona): &Account) -> Result<bool, StoreError> {
+    /// Publishes `handed` or else one account's due rows (read from the outbox), in order.
+    /// Returns true when there may be more.
+    async fn publish_account(
+        &self,
+        (platform, persona): &Account,
+        handed: Option<Vec<OutboxRow>>,
+    ) -> Result<bool, StoreError> {
         let batch = i64::from(self.config.batch.max(1));
-        let rows = self.db.due_outbox(platform, persona, batch).await?;
+        let (rows, read) = match handed {
+            Some(rows) => (rows, false),
+            None => (self.db.due_outbox(platform, persona, batch).await?, true),
+        };
         let mut sent = Vec::new();
         let mut result = Ok(());
         for row in &rows {
@@ -271,7 +307,7 @@ impl PassContext {
         // The rows the platform took are marked sent together, in one transaction.
         self.mark_sent(&mut sent).await?;
         result?;
-        Ok(rows.len() as i64 == batch)
+        Ok(read && rows.len() as i64 == batch)
     }
 
     /// Marks the rows the platform took sent, and remembers them. Until this commits, a row is

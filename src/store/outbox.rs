@@ -85,6 +85,24 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
+    /// The row [`Db::enqueue_batch`] just created for `item` as `id`: pending, never attempted.
+    pub fn queued(id: i64, item: NewOutbox) -> Self {
+        let NewOutbox { idempotency_key, persona, platform, kind, text, reply_to, conversation } = item;
+        Self {
+            id,
+            idempotency_key,
+            persona,
+            platform,
+            kind,
+            text,
+            reply_to,
+            conversation,
+            status: OutboxStatus::Pending,
+            attempts: 0,
+            remote_id: None,
+        }
+    }
+
     fn from_row(row: &AnyRow) -> StoreResult<Self> {
         Ok(Self {
             id: row.try_get("id")?,
