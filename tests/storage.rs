@@ -220,6 +220,13 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     assert_eq!(ids(&limited, |row| row.id), vec![first, r2], "limit 2 keeps the two oldest");
     let bob = db.pending_inbound("bob", "local", 10).await.expect("pending_inbound for bob");
     assert_eq!(ids(&bob, |row| row.id), vec![bob_r1, r4], "bob sees his copy of r1 and his own event");
+    // The row an insert answers is the row a read gives back (an agent answers it without reading).
+    let r5 = db.insert_inbound_row(&inbound("local", "r5", "carol", true, "c5")).await.expect("insert r5");
+    let r5 = r5.expect("r5 is new");
+    let read = db.pending_inbound("carol", "local", 10).await.expect("pending_inbound for carol");
+    assert_eq!(read, vec![r5.clone()], "the inserted row as read");
+    assert_eq!(db.insert_inbound_row(&inbound("local", "r5", "carol", true, "c5")).await.expect("again"), None);
+    db.ignore_inbound(r5.id, "test").await.expect("ignore r5");
     let mastodon = db.pending_inbound("alice", "mastodon", 10).await.expect("pending_inbound on mastodon");
     assert_eq!(ids(&mastodon, |row| row.id), vec![other_platform.unwrap()], "per platform");
     assert!(db.pending_inbound("carol", "local", 10).await.expect("pending_inbound").is_empty());

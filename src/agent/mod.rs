@@ -195,6 +195,12 @@ pub struct AgentState {
     last_full_read: Option<Instant>,
     /// New mentions were stored since the last read of pending ones.
     stored_new: bool,
+    /// Pending mentions not handed to a task yet, in id order, when `fresh_complete`: a fill
+    /// takes them from here instead of reading them back.
+    fresh: VecDeque<InboundRow>,
+    /// `fresh` holds every pending mention that is not in flight or waiting for a retry (true
+    /// after a read that saw them all; false when `fresh` would pass `agents.max_pending`).
+    fresh_complete: bool,
     /// Stored mentions not handed to a task yet (with `in_flight` and `retry_at`, the backlog
     /// that `agents.max_pending` bounds).
     queued: usize,
@@ -268,6 +274,8 @@ impl Actor for Agent {
             taken_up_to: 0,
             last_full_read: None,
             stored_new: false,
+            fresh: VecDeque::new(),
+            fresh_complete: false,
             queued,
             held: false,
             posts,
@@ -508,8 +516,14 @@ impl Agent {
                 text: &mention.text,
                 conversation: &mention.conversation,
             };
-            let outcome = match args.db.insert_inbound(&event).await? {
-                Some(_) => {
+            let outcome = match args.db.insert_inbound_row(&event).await? {
+                Some(row) => {
+                    if state.fresh_complete && state.fresh.len() < args.settings.max_pending {
+                        state.fresh.push_back(row);
+                    } else {
+                        state.fresh_complete = false;
+                        state.fresh.clear();
+                    }
                     if let Some(memory) = args.directory.memory() {
                         let _ = memory.send_message(MemoryMsg::Remember(NewMemory {
                             persona: args.persona.name.clone(),
@@ -567,22 +581,36 @@ impl Agent {
             // Nothing new since the last read, and nothing older due: no query.
             return Ok(());
         }
-        let (after, window) = if full {
-            state.last_full_read = Some(now);
-            (0, (state.in_flight.len() + state.retry_at.len() + capacity) as i64)
+        let pending: Vec<InboundRow> = if !full && state.fresh_complete {
+            // Everything pending is in memory already (stored by this agent since the last read).
+            std::mem::take(&mut state.fresh).into()
         } else {
-            (state.taken_up_to, capacity as i64)
+            let (after, window) = if full {
+                state.last_full_read = Some(now);
+                (0, (state.in_flight.len() + state.retry_at.len() + capacity) as i64)
+            } else {
+                (state.taken_up_to, capacity as i64)
+            };
+            let pending =
+                args.db.pending_inbound_after(&args.persona.name, args.key.platform.as_str(), after, window).await?;
+            // A full page: there may be more than was read.
+            let full_page = pending.len() as i64 == window;
+            state.stored_new |= full_page;
+            state.fresh.clear();
+            state.fresh_complete = !full_page;
+            pending
         };
-        let pending =
-            args.db.pending_inbound_after(&args.persona.name, args.key.platform.as_str(), after, window).await?;
-        // A full page: there may be more than was read.
-        state.stored_new |= pending.len() as i64 == window;
-        let fresh: Vec<InboundRow> = pending
+        let mut fresh = pending
             .into_iter()
-            .filter(|row| !state.in_flight.contains_key(&row.id) && !state.retry_at.contains_key(&row.id))
-            .take(capacity)
-            .collect();
-        for row in fresh {
+            .filter(|row| !state.in_flight.contains_key(&row.id) && !state.retry_at.contains_key(&row.id));
+        let taken: Vec<InboundRow> = fresh.by_ref().take(capacity).collect();
+        // What did not fit waits in memory (in order, before anything stored since), if the rest
+        // is there too; otherwise the next fill reads it.
+        for row in fresh.rev() {
+            state.fresh.push_front(row);
+            state.stored_new = true;
+        }
+        for row in taken {
             state.taken_up_to = state.taken_up_to.max(row.id);
             state.queued = state.queued.saturating_sub(1);
             if let Some(reason) = self.loop_guard(&args, &row).await? {
@@ -658,7 +686,18 @@ async fn poll_with_retries(args: &AgentArgs, cursor: Option<&str>) -> Result<Men
 async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Option<Duration>> {
     use anyhow::Context as _;
     let platform = args.key.platform.as_str();
-    match turn(args, row).await? {
+    let mentioned = coordinate::mentioned(&row.text, &args.roster.handles);
+    // A mention naming this persona alone is almost always its own to answer: recall runs beside
+    // the assignment read. Otherwise recall waits for the turn (a skipped or waiting turn recalls
+    // nothing).
+    let (role, recalled) = if mentioned.len() == 1 && mentioned[0] == args.persona.name {
+        let (role, recollection) =
+            tokio::join!(turn(args, row, &mentioned), recall(args, Some(&row.conversation), Some(&row.text)));
+        (role?, Some(recollection))
+    } else {
+        (turn(args, row, &mentioned).await?, None)
+    };
+    match role {
         Turn::First => {}
         Turn::Joiner => {
             if let Some(wait) = joiner_wait(args, row).await? {
@@ -684,7 +723,10 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
         inbound_id: Some(row.id),
         submitted_by: args.persona.name.clone(),
     };
-    let recollection = recall(args, Some(&row.conversation), Some(&row.text)).await;
+    let recollection = match recalled {
+        Some(recollection) => recollection,
+        None => recall(args, Some(&row.conversation), Some(&row.text)).await,
+    };
     let context = prompt::Context {
         recollection: &recollection,
         budget_tokens: args.settings.context_tokens as usize,
@@ -752,9 +794,8 @@ fn reply_key(platform: &str, persona: &str, remote_id: &str) -> String {
 /// assignment decides. The first agent to see such a mention decides for everyone it names, by
 /// topic fit and load ([`coordinate::assign`]); the insert is conditional, so two agents deciding
 /// at once end up with the same answer.
-async fn turn(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Turn> {
+async fn turn(args: &AgentArgs, row: &InboundRow, mentioned: &[String]) -> anyhow::Result<Turn> {
     let platform = args.key.platform.as_str();
-    let mentioned = coordinate::mentioned(&row.text, &args.roster.handles);
     let me = &args.persona.name;
     let stored = args.db.thread_assignment(platform, &row.remote_id).await?;
     let assignment = match stored {
@@ -767,7 +808,7 @@ async fn turn(args: &AgentArgs, row: &InboundRow) -> anyhow::Result<Turn> {
             args.db.assign_thread(platform, &row.remote_id, &claim, "claimed by the first to see it").await?
         }
         None => {
-            let loads = args.db.pending_load(platform, &mentioned).await?;
+            let loads = args.db.pending_load(platform, mentioned).await?;
             let candidates: Vec<Candidate> = loads
                 .into_iter()
                 .map(|(persona, load)| Candidate { topics: args.roster.topics_of(&persona).to_vec(), persona, load })

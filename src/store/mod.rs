@@ -221,6 +221,12 @@ impl Db {
 
     /// Stores an inbound event once. Returns its id when it is new, `None` when it was seen before.
     pub async fn insert_inbound(&self, event: &NewInbound<'_>) -> StoreResult<Option<i64>> {
+        Ok(self.insert_inbound_row(event).await?.map(|row| row.id))
+    }
+
+    /// [`Db::insert_inbound`], answering the new row as [`Db::pending_inbound`] would read it.
+    pub async fn insert_inbound_row(&self, event: &NewInbound<'_>) -> StoreResult<Option<InboundRow>> {
+        let received_at = now_ms();
         let row = sqlx::query(
             "INSERT INTO inbound_events \
              (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
@@ -234,10 +240,18 @@ impl Db {
         .bind(i64::from(event.author_is_persona))
         .bind(event.text)
         .bind(event.conversation)
-        .bind(now_ms())
+        .bind(received_at)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| row.get::<i64, _>(0)))
+        Ok(row.map(|row| InboundRow {
+            id: row.get::<i64, _>(0),
+            remote_id: event.remote_id.to_owned(),
+            author: event.author.to_owned(),
+            author_is_persona: event.author_is_persona,
+            text: event.text.to_owned(),
+            conversation: event.conversation.to_owned(),
+            received_at,
+        }))
     }
 
     /// Inbound events of one agent that are stored but not yet answered, oldest first.
