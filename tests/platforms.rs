@@ -96,6 +96,8 @@ async fn a_mention_on_x_and_on_reddit_gets_exactly_one_threaded_reply() {
 
     let tweet = x.mention("sam", "ada", "@ada what do you think about compilers?", None);
     let comment = reddit.mention("sam", "bob", "u/bob any coffee tips?");
+    // X lists a post of ada's that names ada among her mentions: read, not answered, not stored.
+    let own = x.mention("ada", "ada", "@ada note to self: compilers again", None);
 
     let reply = eventually(WAIT, "ada's reply on x", || async {
         let tweets = x.tweets_by("ada");
@@ -114,6 +116,8 @@ async fn a_mention_on_x_and_on_reddit_gets_exactly_one_threaded_reply() {
     assert_eq!(replies_to(&x.tweets_by("ada"), &tweet).len(), 1);
     assert_eq!(reddit.comments_by("bob").iter().filter(|c| c["parent_id"] == comment.as_str()).count(), 1);
     assert!(reddit.requests().iter().any(|r| r.route().contains("read_message")), "mentions are acknowledged");
+    assert!(replies_to(&x.tweets_by("ada"), &own).is_empty(), "ada does not answer herself");
+    assert_eq!(service.db().inbound_state("x", &own, "ada").await.unwrap(), None, "nor stores her own post");
     service.shutdown().await;
 }
 

@@ -505,14 +505,7 @@ impl Agent {
     async fn store_mentions(&self, state: &mut AgentState, batch: MentionBatch) -> Result<(), ActorProcessingErr> {
         let args = &state.args;
         let platform = args.key.platform.as_str();
-        let own_handle = args.persona.handle_on(args.key.platform);
         for mention in &batch.mentions {
-            if mention.author.eq_ignore_ascii_case(&own_handle) {
-                // Its own post naming itself (a reply quoting the mention it answers): never
-                // answered, so not stored either.
-                metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => "ignored_self").increment(1);
-                continue;
-            }
             let author = mention.author.to_ascii_lowercase();
             let event = NewInbound {
                 platform,
@@ -649,7 +642,6 @@ impl Agent {
 
     /// Why a mention must not be answered, if it must not.
     async fn loop_guard(&self, args: &AgentArgs, row: &InboundRow) -> Result<Option<&'static str>, ActorProcessingErr> {
-        // Not stored any more (see `store_mentions`), but a row stored by an earlier version may be.
         if row.author.eq_ignore_ascii_case(&args.persona.handle_on(args.key.platform)) {
             return Ok(Some("ignored_self"));
         }

@@ -3,6 +3,9 @@
 //! post's text mentions that persona. Agents read their mentions and post through [`Platform`].
 //! Engagement is the number of posts replying to a post (the timeline has no likes or reposts).
 //!
+//! A post mentions the handles it names with `@`, but never its own author's: nobody is notified
+//! of their own post.
+//!
 //! An agent connected to its account ([`Platform::connect`]) is woken the moment a post mentions
 //! it ([`LiveEvent::Wake`]) and reads its mentions at once, instead of waiting for its next poll;
 //! the poll timer keeps running as the backstop (and to catch up after a restart).
@@ -106,7 +109,9 @@ impl LocalPlatform {
         source: &'static str,
     ) -> Result<LocalPost, PlatformError> {
         validate_post(author, text)?;
-        let mentions = extract_mentions(text);
+        // Nobody is notified of their own post (a reply quoting the mention it answers).
+        let own = author.to_ascii_lowercase();
+        let mentions: Vec<String> = extract_mentions(text).into_iter().filter(|handle| *handle != own).collect();
         let post = self
             .db
             .local_post(author, text, reply_to, client_key, &mentions)
