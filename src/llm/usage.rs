@@ -1,5 +1,5 @@
 //! Writes `llm_usage` rows in batches: request tasks hand rows to a bounded channel and one
-//! writer task inserts whatever has queued up in one multi-row statement, so accounting costs the
+//! writer task inserts whatever has queued up within [`LINGER`] in one multi-row statement, so accounting costs the
 //! hot path a channel send, not a database round trip. Budget checks use in-memory counters
 //! (`budget.rs`); these rows are what they restart from.
 
@@ -13,6 +13,10 @@ use crate::store::{Db, LlmUsage};
 const QUEUE: usize = 4096;
 /// Rows per statement at most.
 const BATCH: usize = 256;
+/// How long the first row of a batch waits for others: one insert for the calls of the next
+/// moments instead of one a call, off the single writer connection the replies use. A crash
+/// loses at most this much accounting (a graceful stop writes everything).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The writer task and the way to stop it.
 pub struct UsageWriter {
@@ -32,6 +36,12 @@ impl UsageWriter {
                     received = rx.recv_many(&mut batch, BATCH) => {
                         if received == 0 {
                             return;
+                        }
+                        if batch.len() < BATCH {
+                            tokio::time::sleep(LINGER).await;
+                            while batch.len() < BATCH && let Ok(row) = rx.try_recv() {
+                                batch.push(row);
+                            }
                         }
                         write(&db, &mut batch).await;
                     }

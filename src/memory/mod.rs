@@ -139,13 +139,19 @@ pub struct MemoryState {
     retention: Option<AbortOnDrop>,
     /// Memories waiting for the next group write.
     to_store: Vec<ToStore>,
-    /// The group write in flight (at most one: what arrives meanwhile goes in the next).
+    /// The group write in flight, or the wait before it (at most one: what arrives meanwhile goes
+    /// in the next).
     storing: Option<AbortOnDrop>,
     _sweep: AbortOnDrop,
 }
 
 /// A memory waiting for its group write, with its vector (model, vector) when known.
 pub type ToStore = (NewMemory, Option<(String, Vec<f32>)>);
+
+/// How long a memory to remember waits for others to share its group write: a reply's memories
+/// (the mention's, the reply's) are written a few replies at a time, not one statement each.
+/// Nothing waits on the write; a memory is in recall this much later.
+const STORE_LINGER: Duration = Duration::from_millis(20);
 
 /// Most memories in one group write (9 values each, well under the engines' parameter limits).
 const MAX_STORE_BATCH: usize = 256;
@@ -184,6 +190,8 @@ pub struct Hit {
 pub enum MemoryMsg {
     /// Store one memory with its vector (embedded first when not known).
     Remember(NewMemory),
+    /// The wait before a group write is over ([`STORE_LINGER`]): write what is waiting.
+    StoreDue,
     /// A group write of memories finished: `rows` in the order of `batch`.
     Stored { batch: Vec<ToStore>, rows: Result<Vec<MemoryRow>, StoreError> },
     /// Vectors for stored memories arrived (or their embedding failed).
@@ -347,6 +355,18 @@ impl Actor for Memory {
                 let known = crate::sync::lock(&state.shared.embeddings).get(&memory.text);
                 state.to_store.push((memory, known.map(|vector| (state.shared.model.clone(), vector))));
                 if state.storing.is_none() {
+                    // Nothing waits on the write: what arrives in the next moments joins it.
+                    let myself = myself.clone();
+                    let linger = tokio::spawn(async move {
+                        tokio::time::sleep(STORE_LINGER).await;
+                        let _ = myself.send_message(MemoryMsg::StoreDue);
+                    });
+                    state.storing = Some(linger.into());
+                }
+            }
+            MemoryMsg::StoreDue => {
+                state.storing = None;
+                if !state.to_store.is_empty() {
                     self.start_store(&myself, state);
                 }
             }
