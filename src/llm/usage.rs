@@ -1,7 +1,7 @@
 //! Writes `llm_usage` rows in batches: request tasks hand rows to a bounded channel and one
-//! writer task inserts whatever has queued up within [`LINGER`] in one multi-row statement, so accounting costs the
-//! hot path a channel send, not a database round trip. Budget checks use in-memory counters
-//! (`budget.rs`); these rows are what they restart from.
+//! writer task inserts whatever has queued up within `LINGER` in one multi-row statement, so
+//! accounting costs the hot path a channel send, not a database round trip. Budget checks use
+//! in-memory counters (`budget.rs`); these rows are what they restart from.
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
