@@ -415,6 +415,16 @@ async fn local_platform_posts_mentions_and_timeline(db: &Db) {
     assert_eq!(db.local_post_by_key("key-1").await.expect("local_post_by_key"), Some(p1.clone()));
     assert_eq!(db.local_post_by_key("key-5").await.expect("local_post_by_key"), Some(p5));
     assert_eq!(db.local_post_by_key("no-such-key").await.expect("local_post_by_key"), None);
+
+    // A post that mentions nobody (one statement) is just as idempotent and checks its parent.
+    let p6 = db.local_post("frank", "nobody named", Some(p1.id), Some("key-6"), &[]).await.expect("post p6");
+    let p6 = p6.expect("p1 exists");
+    let again = db.local_post("frank", "changed", Some(p1.id), Some("key-6"), &[]).await.expect("post key-6 again");
+    assert_eq!(again, Some(p6.clone()), "the same client key returns the first post");
+    let orphan = db.local_post("frank", "to nobody", Some(p6.id + 1000), Some("key-orphan-2"), &[]).await;
+    assert_eq!(orphan.expect("post to a missing parent"), None, "a reply to no post is refused");
+    assert_eq!(db.local_post_by_key("key-orphan-2").await.expect("local_post_by_key"), None, "and not stored");
+    assert_eq!(db.local_replies(p1.id).await.expect("local_replies p1"), vec![p2, p4, p6]);
 }
 
 /// 6. Memories: the persona's own posts (never its replies: they stay in their conversation),

@@ -31,6 +31,7 @@ impl LocalPost {
 impl Db {
     /// Adds a post and its mentions; `None` when `reply_to` names no post. With a `client_key`
     /// the call is idempotent: posting the same key again returns the first post and adds nothing.
+    /// A post that mentions nobody is one statement; one with mentions, one transaction.
     pub async fn local_post(
         &self,
         author: &str,
@@ -39,54 +40,36 @@ impl Db {
         client_key: Option<&str>,
         mentions: &[String],
     ) -> StoreResult<Option<LocalPost>> {
+        let mut handles: Vec<&str> = Vec::with_capacity(mentions.len());
+        for handle in mentions {
+            if !handles.contains(&handle.as_str()) {
+                handles.push(handle);
+            }
+        }
+        let post = (author, text, reply_to, client_key);
+        if handles.is_empty() {
+            return match insert_local_post(self.pool(), post).await? {
+                Some(post) => Ok(Some(post)),
+                None => post_by_key(self.pool(), client_key).await,
+            };
+        }
         let mut tx = self.pool().begin().await?;
-        // The parent is checked in the insert itself: no read before it.
-        let inserted = sqlx::query(
-            "INSERT INTO local_posts (author, text, reply_to, client_key, created_at) \
-             SELECT $1, $2, $3, $4, $5 WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $6) \
-             ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at",
-        )
-        .bind(author)
-        .bind(text)
-        .bind(reply_to)
-        .bind(client_key)
-        .bind(now_ms())
-        .bind(reply_to)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let post = match inserted {
-            Some(row) => {
-                let post = LocalPost::from_row(&row)?;
-                let mut handles: Vec<&str> = Vec::with_capacity(mentions.len());
-                for handle in mentions {
-                    if !handles.contains(&handle.as_str()) {
-                        handles.push(handle);
-                    }
+        let post = match insert_local_post(&mut *tx, post).await? {
+            Some(post) => {
+                let values: Vec<String> =
+                    (0..handles.len()).map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2)).collect();
+                let sql = format!(
+                    "INSERT INTO local_mentions (handle, post_id) VALUES {} ON CONFLICT DO NOTHING",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for handle in &handles {
+                    query = query.bind(*handle).bind(post.id);
                 }
-                if !handles.is_empty() {
-                    let values: Vec<String> =
-                        (0..handles.len()).map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2)).collect();
-                    let sql = format!(
-                        "INSERT INTO local_mentions (handle, post_id) VALUES {} ON CONFLICT DO NOTHING",
-                        values.join(", ")
-                    );
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for handle in &handles {
-                        query = query.bind(*handle).bind(post.id);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                query.execute(&mut *tx).await?;
                 Some(post)
             }
-            // The key was posted before, or the parent is missing.
-            None => {
-                let row =
-                    sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE client_key = $1")
-                        .bind(client_key)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                row.as_ref().map(LocalPost::from_row).transpose()?
-            }
+            None => post_by_key(&mut *tx, client_key).await?,
         };
         tx.commit().await?;
         Ok(post)
@@ -127,11 +110,7 @@ impl Db {
     }
 
     pub async fn local_post_by_key(&self, client_key: &str) -> StoreResult<Option<LocalPost>> {
-        let row = sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE client_key = $1")
-            .bind(client_key)
-            .fetch_optional(self.reader())
-            .await?;
-        row.as_ref().map(LocalPost::from_row).transpose()
+        post_by_key(self.reader(), Some(client_key)).await
     }
 
     /// Replies to `post_id`, oldest first.
@@ -144,4 +123,38 @@ impl Db {
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
+}
+
+/// Inserts `(author, text, reply_to, client_key)`; `None` when the key was posted before or the
+/// parent is missing. The parent is checked in the insert itself: no read before it.
+async fn insert_local_post<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    (author, text, reply_to, client_key): (&str, &str, Option<i64>, Option<&str>),
+) -> StoreResult<Option<LocalPost>> {
+    let inserted = sqlx::query(
+        "INSERT INTO local_posts (author, text, reply_to, client_key, created_at) \
+         SELECT $1, $2, $3, $4, $5 WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $6) \
+         ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at",
+    )
+    .bind(author)
+    .bind(text)
+    .bind(reply_to)
+    .bind(client_key)
+    .bind(now_ms())
+    .bind(reply_to)
+    .fetch_optional(executor)
+    .await?;
+    inserted.as_ref().map(LocalPost::from_row).transpose()
+}
+
+/// The post stored under `client_key` (none without a key).
+async fn post_by_key<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    client_key: Option<&str>,
+) -> StoreResult<Option<LocalPost>> {
+    let row = sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE client_key = $1")
+        .bind(client_key)
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(LocalPost::from_row).transpose()
 }
