@@ -187,18 +187,28 @@ async fn migrate_is_idempotent(db: &Db) {
 /// 2. Inbound events: deduplicated on (platform, remote_id, persona) — a message that mentions
 ///    two personas is stored once for each — and listed per persona and platform.
 async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
-    let first = db.insert_inbound(&inbound("local", "r1", "alice", false, "c1")).await.expect("insert r1");
+    let first =
+        db.insert_inbound(&inbound("local", "r1", "alice", false, "c1")).await.expect("insert r1").map(|row| row.id);
     let first = first.expect("the first insert of (local, r1) returns its id");
-    let again = db.insert_inbound(&inbound("local", "r1", "alice", true, "c9")).await.expect("insert r1 again");
+    let again = db
+        .insert_inbound(&inbound("local", "r1", "alice", true, "c9"))
+        .await
+        .expect("insert r1 again")
+        .map(|row| row.id);
     assert_eq!(again, None, "(local, r1) again for the same persona is a duplicate");
-    let bob_r1 = db.insert_inbound(&inbound("local", "r1", "bob", false, "c1")).await.expect("insert r1 for bob");
+    let bob_r1 = db
+        .insert_inbound(&inbound("local", "r1", "bob", false, "c1"))
+        .await
+        .expect("insert r1 for bob")
+        .map(|row| row.id);
     let bob_r1 = bob_r1.expect("the same message for another persona is stored for that persona too");
     let other_platform = db.insert_inbound(&inbound("mastodon", "r1", "alice", true, "c1")).await.expect("insert");
+    let other_platform = other_platform.map(|row| row.id);
     assert!(other_platform.is_some(), "the same remote id on another platform is another event");
 
-    let r2 = db.insert_inbound(&inbound("local", "r2", "alice", true, "c1")).await.expect("insert r2").expect("new");
-    let r3 = db.insert_inbound(&inbound("local", "r3", "alice", true, "c2")).await.expect("insert r3").expect("new");
-    let r4 = db.insert_inbound(&inbound("local", "r4", "bob", true, "c1")).await.expect("insert r4").expect("new");
+    let r2 = db.insert_inbound(&inbound("local", "r2", "alice", true, "c1")).await.expect("insert r2").expect("new").id;
+    let r3 = db.insert_inbound(&inbound("local", "r3", "alice", true, "c2")).await.expect("insert r3").expect("new").id;
+    let r4 = db.insert_inbound(&inbound("local", "r4", "bob", true, "c1")).await.expect("insert r4").expect("new").id;
     assert!(first < r2 && r2 < r3 && r3 < r4, "ids grow: {first} {r2} {r3} {r4}");
 
     let pending = db.pending_inbound("alice", "local", 10).await.expect("pending_inbound");
@@ -221,11 +231,11 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let bob = db.pending_inbound("bob", "local", 10).await.expect("pending_inbound for bob");
     assert_eq!(ids(&bob, |row| row.id), vec![bob_r1, r4], "bob sees his copy of r1 and his own event");
     // The row an insert answers is the row a read gives back (an agent answers it without reading).
-    let r5 = db.insert_inbound_row(&inbound("local", "r5", "carol", true, "c5")).await.expect("insert r5");
+    let r5 = db.insert_inbound(&inbound("local", "r5", "carol", true, "c5")).await.expect("insert r5");
     let r5 = r5.expect("r5 is new");
     let read = db.pending_inbound("carol", "local", 10).await.expect("pending_inbound for carol");
     assert_eq!(read, vec![r5.clone()], "the inserted row as read");
-    assert_eq!(db.insert_inbound_row(&inbound("local", "r5", "carol", true, "c5")).await.expect("again"), None);
+    assert_eq!(db.insert_inbound(&inbound("local", "r5", "carol", true, "c5")).await.expect("again"), None);
     db.ignore_inbound(r5.id, "test").await.expect("ignore r5");
     let mastodon = db.pending_inbound("alice", "mastodon", 10).await.expect("pending_inbound on mastodon");
     assert_eq!(ids(&mastodon, |row| row.id), vec![other_platform.unwrap()], "per platform");
@@ -257,9 +267,9 @@ async fn cursors_are_saved_and_overwritten(db: &Db) {
 /// 4a. Enqueue: once per idempotency key, and it answers the inbound event it replies to.
 async fn enqueue_is_idempotent_and_answers_the_inbound_event(db: &Db) {
     let mention = db.insert_inbound(&inbound("local", "m1", "alice", false, "conv-1")).await.expect("insert");
-    let mention = mention.expect("new inbound event");
+    let mention = mention.expect("new inbound event").id;
     let other = db.insert_inbound(&inbound("local", "m2", "alice", false, "conv-1")).await.expect("insert");
-    let other = other.expect("new inbound event");
+    let other = other.expect("new inbound event").id;
 
     let item = outbox_item("reply:alice:local:m1", "reply", "first text");
     let created = db.enqueue(&item, Some(mention)).await.expect("enqueue");
@@ -1146,7 +1156,7 @@ async fn held(db: &Db, key: &str, submitted_by: &str, inbound_id: Option<i64>, e
 
 async fn inbound_id(db: &Db, remote_id: &str, persona: &str) -> i64 {
     let id = db.insert_inbound(&inbound("local", remote_id, persona, false, "conv-1")).await.expect("insert_inbound");
-    id.unwrap_or_else(|| panic!("({remote_id}, {persona}) is new"))
+    id.unwrap_or_else(|| panic!("({remote_id}, {persona}) is new")).id
 }
 
 async fn inbound_state_of(db: &Db, remote_id: &str, persona: &str) -> Option<String> {

@@ -516,7 +516,7 @@ impl Agent {
                 text: &mention.text,
                 conversation: &mention.conversation,
             };
-            let outcome = match args.db.insert_inbound_row(&event).await? {
+            let outcome = match args.db.insert_inbound(&event).await? {
                 Some(row) => {
                     if state.fresh_complete && state.fresh.len() < args.settings.max_pending {
                         state.fresh.push_back(row);

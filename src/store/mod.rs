@@ -219,13 +219,9 @@ impl Db {
 
     // ----- inbound events and cursors -----
 
-    /// Stores an inbound event once. Returns its id when it is new, `None` when it was seen before.
-    pub async fn insert_inbound(&self, event: &NewInbound<'_>) -> StoreResult<Option<i64>> {
-        Ok(self.insert_inbound_row(event).await?.map(|row| row.id))
-    }
-
-    /// [`Db::insert_inbound`], answering the new row as [`Db::pending_inbound`] would read it.
-    pub async fn insert_inbound_row(&self, event: &NewInbound<'_>) -> StoreResult<Option<InboundRow>> {
+    /// Stores an inbound event once. Returns the new row (as [`Db::pending_inbound`] would read
+    /// it), `None` when the event was seen before.
+    pub async fn insert_inbound(&self, event: &NewInbound<'_>) -> StoreResult<Option<InboundRow>> {
         let received_at = now_ms();
         let row = sqlx::query(
             "INSERT INTO inbound_events \
