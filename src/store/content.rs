@@ -7,9 +7,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use std::collections::HashMap;
-
 use super::outbox::insert_outbox;
+use super::script::Script;
 use super::{Db, NewOutbox, StoreResult, ToEnqueue, now_ms, runs, value_rows};
 use crate::platform::Engagement;
 
@@ -255,47 +254,66 @@ pub(super) async fn event(
 }
 
 /// Moves the items with these keys to `queued` (creating those queued without one) and writes
-/// what the pipeline logged for each, in the outbox transaction: two statements for a run (see
-/// [`super::runs`]). The keys are distinct.
-pub(super) async fn mark_queued(tx: &mut Tx<'_>, items: &[ToEnqueue<'_>]) -> StoreResult<()> {
-    let now = now_ms();
-    let sql = format!(
-        "INSERT INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, conversation, \
-         inbound_id, submitted_by, flags, created_at, updated_at) VALUES {} \
-         ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = excluded.text, \
-         flags = COALESCE(excluded.flags, content_items.flags), updated_at = excluded.updated_at \
-         RETURNING id, idempotency_key",
-        value_rows("(?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)", items.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for ToEnqueue { item, inbound_id, log } in items {
-        let submitted_by = log.and_then(|log| log.submitted_by.as_deref()).unwrap_or(&item.persona);
-        query = super::outbox::bind_item(query, item, *inbound_id)
-            .bind(submitted_by)
-            .bind(log.and_then(|log| log.flags.as_deref()))
-            .bind(now)
-            .bind(now);
-    }
-    let mut ids = HashMap::new();
-    for row in query.fetch_all(&mut **tx).await? {
-        ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-    }
-    let mut entries = Vec::new();
-    let mut queued = Vec::with_capacity(items.len());
-    for ToEnqueue { item, log, .. } in items {
-        let Some(&item_id) = ids.get(&item.idempotency_key) else {
-            return Err(super::StoreError::Query(sqlx::Error::RowNotFound));
-        };
-        for entry in log.iter().flat_map(|log| &log.entries) {
-            entries.push((item_id, entry));
-        }
-        queued.push((
-            item_id,
-            StageEntry { stage: "queue", outcome: "queued".to_owned(), detail: None, actor: item.persona.clone() },
+/// what the pipeline logged for each, in the outbox transaction's script: two statements for a
+/// run (see [`super::runs`]). The keys are distinct.
+pub(super) fn mark_queued(script: &mut Script, items: &[ToEnqueue<'_>], now: i64) {
+    for run in super::runs(items) {
+        script.statement(&format!(
+            "INSERT INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, \
+             conversation, inbound_id, submitted_by, flags, created_at, updated_at) VALUES {} \
+             ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = excluded.text, \
+             flags = COALESCE(excluded.flags, content_items.flags), updated_at = excluded.updated_at",
+            value_rows("(?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
         ));
+        for ToEnqueue { item, inbound_id, log } in run {
+            let submitted_by = log.and_then(|log| log.submitted_by.as_deref()).unwrap_or(&item.persona);
+            super::outbox::bind_item(script, item, *inbound_id);
+            script.bind(submitted_by).bind(log.and_then(|log| log.flags.as_deref())).bind(now).bind(now);
+        }
     }
-    entries.extend(queued.iter().map(|(id, entry)| (*id, entry)));
-    events_of(tx, &entries).await
+    let queued: Vec<StageEntry> = items
+        .iter()
+        .map(|t| StageEntry {
+            stage: "queue",
+            outcome: "queued".to_owned(),
+            detail: None,
+            actor: t.item.persona.clone(),
+        })
+        .collect();
+    let logged = items.iter().flat_map(|t| {
+        let key = t.item.idempotency_key.as_str();
+        t.log.iter().flat_map(|log| &log.entries).map(move |entry| (key, entry))
+    });
+    let entries: Vec<(&str, &StageEntry)> =
+        logged.chain(items.iter().zip(&queued).map(|(t, entry)| (t.item.idempotency_key.as_str(), entry))).collect();
+    events_by_key(script, &entries, now);
+}
+
+/// Appends entries to the stage logs of items known by key, in the caller's script after the
+/// statements that wrote those items (the item's id is looked up in the statement, so no
+/// round trip comes back for it). An entry whose key has no item is left out; the entries keep
+/// their order.
+fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)], now: i64) {
+    let mut order = 0_i64;
+    for run in super::runs(entries) {
+        script.statement(&format!(
+            "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) \
+             SELECT c.id, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES {}) AS v \
+             JOIN content_items c ON c.idempotency_key = v.column1 ORDER BY v.column7",
+            value_rows("(?, ?, ?, ?, ?, ?, ?)", run.len())
+        ));
+        for (key, entry) in run {
+            script
+                .bind(*key)
+                .bind(entry.stage)
+                .bind(entry.outcome.as_str())
+                .bind(entry.detail.as_deref())
+                .bind(entry.actor.as_str())
+                .bind(now)
+                .bind(order);
+            order += 1;
+        }
+    }
 }
 
 /// Appends several entries to an item's stage log in one statement.
@@ -328,45 +346,37 @@ async fn events_of(tx: &mut Tx<'_>, entries: &[(i64, &StageEntry)]) -> StoreResu
 }
 
 /// The items of outbox rows that were published: each moves to `published` with its remote id,
-/// and its log says so, in the outbox transaction: two statements for a run (see
-/// [`super::runs`]).
-pub(super) async fn mark_published(tx: &mut Tx<'_>, published: &[(&str, &str)]) -> StoreResult<()> {
+/// and its stage log says so, in the outbox transaction's script.
+pub(super) fn mark_published(script: &mut Script, published: &[(&str, &str)], now: i64) {
     if published.is_empty() {
-        return Ok(());
+        return;
     }
-    let now = now_ms();
     // $1 the time, then a (key, remote id) pair per item for the CASE, then the keys again.
     let cases: String = (0..published.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
-    let sql = format!(
+    script.statement(&format!(
         "UPDATE content_items SET stage = 'published', remote_id = CASE idempotency_key{cases} END, reason = NULL, \
-         published_at = $1, updated_at = $1 WHERE idempotency_key IN ({}) RETURNING id, remote_id",
+         published_at = $1, updated_at = $1 WHERE idempotency_key IN ({})",
         super::placeholders(2 + 2 * published.len(), published.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    ));
+    script.bind(now);
     for (key, remote_id) in published {
-        query = query.bind(*key).bind(*remote_id);
+        script.bind(*key).bind(*remote_id);
     }
     for (key, _) in published {
-        query = query.bind(*key);
+        script.bind(*key);
     }
-    let mut moved: Vec<(i64, String)> = Vec::with_capacity(published.len());
-    for row in query.fetch_all(&mut **tx).await? {
-        moved.push((row.try_get(0)?, row.try_get(1)?));
-    }
-    let entries: Vec<(i64, StageEntry)> = moved
-        .into_iter()
-        .map(|(id, remote_id)| {
-            let entry = StageEntry {
-                stage: "publish",
-                outcome: "published".to_owned(),
-                detail: Some(remote_id),
-                actor: "publisher".to_owned(),
-            };
-            (id, entry)
+    let entries: Vec<StageEntry> = published
+        .iter()
+        .map(|(_, remote_id)| StageEntry {
+            stage: "publish",
+            outcome: "published".to_owned(),
+            detail: Some((*remote_id).to_owned()),
+            actor: "publisher".to_owned(),
         })
         .collect();
-    let entries: Vec<(i64, &StageEntry)> = entries.iter().map(|(id, entry)| (*id, entry)).collect();
-    events_of(tx, &entries).await
+    let entries: Vec<(&str, &StageEntry)> =
+        published.iter().zip(&entries).map(|((key, _), entry)| (*key, entry)).collect();
+    events_by_key(script, &entries, now);
 }
 
 /// The item of an outbox row was refused for good, in the outbox transaction.

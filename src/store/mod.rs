@@ -13,6 +13,7 @@ mod local;
 mod memory;
 mod outbox;
 mod report;
+mod script;
 mod trading;
 
 use std::path::Path;

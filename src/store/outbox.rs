@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::script::Script;
 use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, value_rows};
 
 /// A post or reply to queue.
@@ -214,16 +215,19 @@ impl Db {
     }
 
     /// Marks rows sent, with their content items published and an audit entry each, in one
-    /// transaction of four statements whatever their number.
+    /// transaction of four statements a run (see [`super::runs`]), sent as one call on SQLite
+    /// while the batch is small (see [`Script`]).
     pub async fn mark_sent_batch(&self, sent: &[Sent<'_>]) -> StoreResult<()> {
         if sent.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
+        let mut script = Script::new(tx.backend_name());
         for sent in runs(sent) {
-            mark_sent_run(&mut tx, sent, now).await?;
+            mark_sent_run(&mut script, sent, now);
         }
+        script.execute(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -287,61 +291,53 @@ impl Db {
     }
 }
 
-/// One run of [`Db::mark_sent_batch`] in its transaction: the rows `sent`, an audit entry each,
+/// One run of [`Db::mark_sent_batch`], added to its script: the rows `sent`, an audit entry each,
 /// their content items `published`.
-async fn mark_sent_run(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sent: &[Sent<'_>], now: i64) -> StoreResult<()> {
+fn mark_sent_run(script: &mut Script, sent: &[Sent<'_>], now: i64) {
     // $1 the time, then an (id, remote id) pair per row for the CASE, then the ids again.
     let cases: String = (0..sent.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
-    let sql = format!(
+    script.statement(&format!(
         "UPDATE outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
          WHERE id IN ({})",
         placeholders(2 + 2 * sent.len(), sent.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    ));
+    script.bind(now);
     for Sent { row, remote_id, .. } in sent {
-        query = query.bind(row.id).bind(*remote_id);
+        script.bind(row.id).bind(*remote_id);
     }
     for Sent { row, .. } in sent {
-        query = query.bind(row.id);
+        script.bind(row.id);
     }
-    query.execute(&mut **tx).await?;
-    let sql = format!(
+    script.statement(&format!(
         "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
         value_rows("(?, 'publish', ?, ?, ?, ?, ?)", sent.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    ));
     for Sent { row, remote_id, how } in sent {
-        query = query
+        script
             .bind(now)
-            .bind(&row.persona)
-            .bind(&row.platform)
-            .bind(&row.idempotency_key)
+            .bind(row.persona.as_str())
+            .bind(row.platform.as_str())
+            .bind(row.idempotency_key.as_str())
             .bind(*how)
             .bind(*remote_id);
     }
-    query.execute(&mut **tx).await?;
     let published: Vec<(&str, &str)> =
         sent.iter().map(|sent| (sent.row.idempotency_key.as_str(), sent.remote_id)).collect();
-    super::content::mark_published(tx, &published).await?;
-    Ok(())
+    super::content::mark_published(script, &published, now);
 }
 
 /// Binds an item's fields in the order both its outbox row and its content item take them:
 /// key, persona, platform, kind, text, parent, conversation, mention.
-pub(super) fn bind_item<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    item: &'q NewOutbox,
-    inbound_id: Option<i64>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    query
-        .bind(&item.idempotency_key)
-        .bind(&item.persona)
-        .bind(&item.platform)
-        .bind(&item.kind)
-        .bind(&item.text)
+pub(super) fn bind_item(script: &mut Script, item: &NewOutbox, inbound_id: Option<i64>) {
+    script
+        .bind(item.idempotency_key.as_str())
+        .bind(item.persona.as_str())
+        .bind(item.platform.as_str())
+        .bind(item.kind.as_str())
+        .bind(item.text.as_str())
         .bind(item.reply_to.as_deref())
         .bind(item.conversation.as_deref())
-        .bind(inbound_id)
+        .bind(inbound_id);
 }
 
 /// [`Db::enqueue`] inside a caller's transaction (an airlock approval queues in its own).
@@ -355,9 +351,10 @@ pub(super) async fn insert_outbox(
     Ok(enqueued[0])
 }
 
-/// [`Db::enqueue_batch`] inside a caller's transaction: the outbox rows, the mentions marked
+/// [`Db::enqueue_batch`] inside a caller's transaction: the outbox rows, then the mentions marked
 /// answered, the new items' content rows moved to `queued` with their stage logs, and an audit
-/// entry per new row; five statements for any number of items (six when a key existed).
+/// entry per new row. Two calls on SQLite (see [`Script`]), three when a key existed; elsewhere
+/// six statements a run.
 async fn insert_outboxes(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     items: &[ToEnqueue<'_>],
@@ -366,21 +363,22 @@ async fn insert_outboxes(
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let mut created = HashMap::new();
+    let mut inserts = Script::new(tx.backend_name());
     for run in runs(items) {
-        let sql = format!(
+        inserts.statement(&format!(
             "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
              inbound_id, status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
             value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", run.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        ));
         for ToEnqueue { item, inbound_id, .. } in run {
-            query = bind_item(query, item, *inbound_id).bind(now).bind(now).bind(now);
+            bind_item(&mut inserts, item, *inbound_id);
+            inserts.bind(now).bind(now).bind(now);
         }
-        for row in query.fetch_all(&mut **tx).await? {
-            created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-        }
+    }
+    let mut created = HashMap::new();
+    for row in inserts.fetch_all(tx).await? {
+        created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
     }
     // Keys that were already queued (before this batch, by this process or an earlier one): their ids.
     let mut existing = HashMap::new();
@@ -416,30 +414,32 @@ async fn insert_outboxes(
         };
         results.push(enqueued);
     }
+    let mut script = Script::new(tx.backend_name());
     let answered: Vec<i64> = items.iter().filter_map(|t| t.inbound_id).collect();
     for run in runs(&answered) {
-        let sql = format!(
+        script.statement(&format!(
             "UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id IN ({})",
             placeholders(1, run.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        ));
         for id in run {
-            query = query.bind(*id);
+            script.bind(*id);
         }
-        query.execute(&mut **tx).await?;
     }
+    super::content::mark_queued(&mut script, &new_items, now);
     for run in runs(&new_items) {
-        super::content::mark_queued(tx, run).await?;
-        let sql = format!(
+        script.statement(&format!(
             "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
             value_rows("(?, 'enqueue', ?, ?, ?, 'pending', NULL)", run.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        ));
         for ToEnqueue { item, .. } in run {
-            query = query.bind(now).bind(&item.persona).bind(&item.platform).bind(&item.idempotency_key);
+            script
+                .bind(now)
+                .bind(item.persona.as_str())
+                .bind(item.platform.as_str())
+                .bind(item.idempotency_key.as_str());
         }
-        query.execute(&mut **tx).await?;
     }
+    script.execute(tx).await?;
     Ok(results)
 }
 
