@@ -1,30 +1,33 @@
-//! Several statements of one transaction sent to the database together where the engine allows.
+//! Several statements sent to the database in one call where the engine allows it.
 //!
 //! sqlx runs SQLite on a thread of its own, so every statement is a hop to that thread and back;
 //! on a small virtual machine the two thread wake-ups cost more than a small insert. SQLite runs
-//! a text of several statements in one call, binding `$N` across the whole text, so a
+//! a text of several statements in one call, binding `$N` across the whole text, so a small
 //! [`Script`] joins its statements into one text (renumbering each one's parameters after the
-//! ones before). Postgres's extended protocol takes one statement with parameters a call, so
+//! ones before); in a transaction they still commit together, outside one each commits alone. Postgres's extended protocol takes one statement with parameters a call, so
 //! there each statement is its own call, as if run one after another.
 
+use sqlx::AnyConnection;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Arguments, Encode, Type};
 
 use super::StoreResult;
 
-/// A call stops taking more statements once it holds this many parameters: the calls of a large
-/// batch are then its statements of runs (see [`super::runs`]), whose few shapes stay in the
-/// statement cache, and a call stays far below SQLite's limit of 32,766 parameters. A joined text
-/// is one entry in the cache too, so only small batches (the usual ones below overload, where a
-/// hop a statement is most of the cost) are joined.
+/// Statements are joined only while the script holds at most this many parameters. A joined text
+/// is one entry in the connection's statement cache (100 entries), so only small scripts are
+/// joined: the usual ones below overload, where a hop a statement is most of their cost, and
+/// whose texts are few. A larger batch runs its statements one by one, each of the few shapes of
+/// its runs (see [`super::runs`]), and shares those hops among its rows.
 const JOIN_UP_TO_PARAMETERS: usize = 256;
 
-/// Statements to run in order in a caller's transaction. Each statement's SQL numbers its
-/// parameters `$1, $2, …` in the order they are then bound with [`Script::bind`].
+/// Statements to run in order on one connection (usually in a caller's transaction). Each
+/// statement's SQL numbers its parameters `$1, $2, …` in the order they are then bound with
+/// [`Script::bind`].
 pub(super) struct Script {
-    join: bool,
-    /// The calls: SQL text and its arguments.
-    calls: Vec<(String, AnyArguments)>,
+    /// Each statement with its arguments.
+    statements: Vec<(String, AnyArguments)>,
+    /// All the statements in one text with all the arguments, while the script may be joined.
+    joined: Option<(String, AnyArguments)>,
     /// The first error of a bind, returned by the run.
     bind_error: Option<sqlx::Error>,
 }
@@ -32,25 +35,34 @@ pub(super) struct Script {
 impl Script {
     /// A script for a connection of `backend` (`AnyConnection::backend_name`).
     pub fn new(backend: &str) -> Self {
-        Script { join: backend == "SQLite", calls: Vec::new(), bind_error: None }
+        let joined =
+            (backend == <sqlx::Sqlite as sqlx::Database>::NAME).then(|| (String::new(), AnyArguments::default()));
+        Script { statements: Vec::new(), joined, bind_error: None }
     }
 
     /// Starts a statement.
     pub fn statement(&mut self, sql: &str) -> &mut Self {
-        match self.calls.last_mut() {
-            Some((text, args)) if self.join && args.len() < JOIN_UP_TO_PARAMETERS => {
+        if let Some((text, args)) = &mut self.joined {
+            if !text.is_empty() {
                 text.push_str(";\n");
-                push_shifted(text, sql, args.len());
             }
-            _ => self.calls.push((sql.to_owned(), AnyArguments::default())),
+            push_shifted(text, sql, args.len());
         }
+        self.statements.push((sql.to_owned(), AnyArguments::default()));
         self
     }
 
     /// Binds the current statement's next parameter.
-    pub fn bind<'t, T: Encode<'t, sqlx::Any> + Type<sqlx::Any>>(&mut self, value: T) -> &mut Self {
-        let (_, args) = self.calls.last_mut().expect("a statement is started before its parameters");
-        if let Err(err) = args.add(value)
+    pub fn bind<'t, T: Encode<'t, sqlx::Any> + Type<sqlx::Any> + Copy>(&mut self, value: T) -> &mut Self {
+        let (_, args) = self.statements.last_mut().expect("a statement is started before its parameters");
+        let mut added = args.add(value);
+        if let Some((_, args)) = &mut self.joined {
+            added = added.and_then(|()| args.add(value));
+            if args.len() > JOIN_UP_TO_PARAMETERS {
+                self.joined = None;
+            }
+        }
+        if let Err(err) = added
             && self.bind_error.is_none()
         {
             self.bind_error = Some(sqlx::Error::Encode(err));
@@ -59,18 +71,22 @@ impl Script {
     }
 
     /// Runs every statement, in order.
-    pub async fn execute(self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> StoreResult<()> {
-        self.fetch_all(tx).await.map(drop)
+    pub async fn execute(self, conn: &mut AnyConnection) -> StoreResult<()> {
+        self.fetch_all(conn).await.map(drop)
     }
 
     /// Runs every statement, in order, and answers the rows they returned, in order.
-    pub async fn fetch_all(self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> StoreResult<Vec<AnyRow>> {
+    pub async fn fetch_all(self, conn: &mut AnyConnection) -> StoreResult<Vec<AnyRow>> {
         if let Some(err) = self.bind_error {
             return Err(err.into());
         }
+        let calls = match self.joined {
+            Some(joined) if self.statements.len() > 1 => vec![joined],
+            _ => self.statements,
+        };
         let mut rows = Vec::new();
-        for (sql, args) in self.calls {
-            rows.extend(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut **tx).await?);
+        for (sql, args) in calls {
+            rows.extend(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?);
         }
         Ok(rows)
     }
@@ -78,7 +94,10 @@ impl Script {
     /// Calls this script makes.
     #[cfg(test)]
     fn calls(&self) -> usize {
-        self.calls.len()
+        match &self.joined {
+            Some(_) if self.statements.len() > 1 => 1,
+            _ => self.statements.len(),
+        }
     }
 }
 
@@ -127,7 +146,8 @@ mod tests {
         };
         assert_eq!(build("SQLite", 1).calls(), 1);
         assert_eq!(build("PostgreSQL", 1).calls(), 3);
-        // A call past the limit takes no more statements.
-        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 2).calls(), 3);
+        // Past the limit (three statements of 2 × rows parameters), each statement is a call.
+        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6).calls(), 1);
+        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6 + 1).calls(), 3);
     }
 }
