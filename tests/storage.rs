@@ -185,7 +185,8 @@ async fn migrate_is_idempotent(db: &Db) {
 }
 
 /// 2. Inbound events: deduplicated on (platform, remote_id, persona) — a message that mentions
-///    two personas is stored once for each — and listed per persona and platform.
+///    two personas is stored once for each — and listed per persona and platform; an agent's
+///    batch is stored with its cursor.
 async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let first =
         db.insert_inbound(&inbound("local", "r1", "alice", false, "c1")).await.expect("insert r1").map(|row| row.id);
@@ -240,6 +241,24 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let mastodon = db.pending_inbound("alice", "mastodon", 10).await.expect("pending_inbound on mastodon");
     assert_eq!(ids(&mastodon, |row| row.id), vec![other_platform.unwrap()], "per platform");
     assert!(db.pending_inbound("carol", "local", 10).await.expect("pending_inbound").is_empty());
+
+    // An agent's batch, with the cursor past it: an event seen before and one repeated in the
+    // batch are `None`, the new rows are answered in order and as read, the cursor is saved.
+    let batch = [
+        inbound("local", "d1", "dave", true, "c7"),
+        inbound("local", "r5", "carol", true, "c5"),
+        inbound("local", "d2", "dave", false, "c7"),
+        inbound("local", "d1", "dave", true, "c7"),
+    ];
+    let stored = db.store_inbound(&batch, Some(("dave", "local", "cur-d2"))).await.expect("store_inbound");
+    let new: Vec<Option<&str>> = stored.iter().map(|row| row.as_ref().map(|row| row.remote_id.as_str())).collect();
+    assert_eq!(new, [Some("d1"), None, Some("d2"), None], "{stored:?}");
+    let read = db.pending_inbound("dave", "local", 10).await.expect("pending_inbound for dave");
+    assert_eq!(read, stored.into_iter().flatten().collect::<Vec<_>>(), "the stored rows as read, oldest first");
+    assert_eq!(db.cursor("dave", "local").await.expect("cursor").as_deref(), Some("cur-d2"));
+    let nothing = db.store_inbound(&[], Some(("dave", "local", "cur-d3"))).await.expect("a cursor alone");
+    assert!(nothing.is_empty());
+    assert_eq!(db.cursor("dave", "local").await.expect("cursor").as_deref(), Some("cur-d3"));
 
     db.ignore_inbound(first, "loop guard").await.expect("ignore_inbound");
     let pending = db.pending_inbound("alice", "local", 10).await.expect("pending_inbound after ignore");

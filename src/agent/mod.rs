@@ -505,18 +505,24 @@ impl Agent {
     async fn store_mentions(&self, state: &mut AgentState, batch: MentionBatch) -> Result<(), ActorProcessingErr> {
         let args = &state.args;
         let platform = args.key.platform.as_str();
-        for mention in &batch.mentions {
-            let author = mention.author.to_ascii_lowercase();
-            let event = NewInbound {
+        let events: Vec<NewInbound> = batch
+            .mentions
+            .iter()
+            .map(|mention| NewInbound {
                 platform,
                 remote_id: &mention.remote_id,
                 persona: &args.persona.name,
                 author: &mention.author,
-                author_is_persona: args.keeper.team.contains(&author) || mention.from_bot,
+                author_is_persona: args.keeper.team.contains(&mention.author.to_ascii_lowercase()) || mention.from_bot,
                 text: &mention.text,
                 conversation: &mention.conversation,
-            };
-            let outcome = match args.db.insert_inbound(&event).await? {
+            })
+            .collect();
+        // The mentions, then the cursor past them: a crash between reads them again (stored once).
+        let cursor = batch.cursor.as_deref().map(|cursor| (args.persona.name.as_str(), platform, cursor));
+        let stored = args.db.store_inbound(&events, cursor).await?;
+        for (mention, row) in batch.mentions.iter().zip(stored) {
+            let outcome = match row {
                 Some(row) => {
                     if state.fresh_complete && state.fresh.len() < args.settings.max_pending {
                         state.fresh.push_back(row);
@@ -542,9 +548,8 @@ impl Agent {
             };
             metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => outcome).increment(1);
         }
-        if let Some(cursor) = batch.cursor {
-            args.db.save_cursor(&args.persona.name, platform, &cursor).await?;
-            state.cursor = Some(cursor);
+        if batch.cursor.is_some() {
+            state.cursor = batch.cursor;
         }
         if !batch.mentions.is_empty() {
             let ids: Vec<String> = batch.mentions.iter().map(|mention| mention.remote_id.clone()).collect();

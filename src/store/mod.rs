@@ -16,6 +16,7 @@ mod report;
 mod script;
 mod trading;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +102,10 @@ pub struct Db {
     reader: AnyPool,
     engine: Engine,
 }
+
+/// Saves an agent's cursor: persona, platform, cursor, time.
+const SAVE_CURSOR: &str = "INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (persona, platform) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at";
 
 /// Milliseconds since the Unix epoch, the time unit of every table.
 pub fn now_ms() -> i64 {
@@ -223,32 +228,65 @@ impl Db {
     /// Stores an inbound event once. Returns the new row (as [`Db::pending_inbound`] would read
     /// it), `None` when the event was seen before.
     pub async fn insert_inbound(&self, event: &NewInbound<'_>) -> StoreResult<Option<InboundRow>> {
+        Ok(self.store_inbound(std::slice::from_ref(event), None).await?.pop().flatten())
+    }
+
+    /// Stores newly read inbound events (an agent's), each once, and then, when given, the cursor
+    /// past them (`(persona, platform, cursor)`, as [`Db::save_cursor`]). Answers, for each event
+    /// in order, its new row or `None` when it was seen before (or earlier in `events`). Each
+    /// statement commits on its own, the cursor last; on SQLite a small batch is one call (see
+    /// [`script::Script`]).
+    pub async fn store_inbound(
+        &self,
+        events: &[NewInbound<'_>],
+        cursor: Option<(&str, &str, &str)>,
+    ) -> StoreResult<Vec<Option<InboundRow>>> {
         let received_at = now_ms();
-        let row = sqlx::query(
-            "INSERT INTO inbound_events \
-             (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') \
-             ON CONFLICT (platform, remote_id, persona) DO NOTHING RETURNING id",
-        )
-        .bind(event.platform)
-        .bind(event.remote_id)
-        .bind(event.persona)
-        .bind(event.author)
-        .bind(i64::from(event.author_is_persona))
-        .bind(event.text)
-        .bind(event.conversation)
-        .bind(received_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| InboundRow {
-            id: row.get::<i64, _>(0),
-            remote_id: event.remote_id.to_owned(),
-            author: event.author.to_owned(),
-            author_is_persona: event.author_is_persona,
-            text: event.text.to_owned(),
-            conversation: event.conversation.to_owned(),
-            received_at,
-        }))
+        let mut conn = self.pool.acquire().await?;
+        let mut script = script::Script::new(conn.backend_name());
+        for run in runs(events) {
+            script.statement(&format!(
+                "INSERT INTO inbound_events \
+                 (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
+                 VALUES {} ON CONFLICT (platform, remote_id, persona) DO NOTHING RETURNING id, platform, remote_id, persona",
+                value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending')", run.len())
+            ));
+            for event in run {
+                script
+                    .bind(event.platform)
+                    .bind(event.remote_id)
+                    .bind(event.persona)
+                    .bind(event.author)
+                    .bind(i64::from(event.author_is_persona))
+                    .bind(event.text)
+                    .bind(event.conversation)
+                    .bind(received_at);
+            }
+        }
+        if let Some((persona, platform, cursor)) = cursor {
+            script.statement(SAVE_CURSOR).bind(persona).bind(platform).bind(cursor).bind(received_at);
+        }
+        // A new row is known by its key: (platform, remote id, persona).
+        let mut ids = HashMap::new();
+        for row in script.fetch_all(&mut conn).await? {
+            let key: (String, String, String) = (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            ids.insert(key, row.try_get::<i64, _>(0)?);
+        }
+        Ok(events
+            .iter()
+            .map(|event| {
+                let key = (event.platform.to_owned(), event.remote_id.to_owned(), event.persona.to_owned());
+                ids.remove(&key).map(|id| InboundRow {
+                    id,
+                    remote_id: event.remote_id.to_owned(),
+                    author: event.author.to_owned(),
+                    author_is_persona: event.author_is_persona,
+                    text: event.text.to_owned(),
+                    conversation: event.conversation.to_owned(),
+                    received_at,
+                })
+            })
+            .collect())
     }
 
     /// Inbound events of one agent that are stored but not yet answered, oldest first.
@@ -323,16 +361,7 @@ impl Db {
     }
 
     pub async fn save_cursor(&self, persona: &str, platform: &str, cursor: &str) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (persona, platform) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-        )
-        .bind(persona)
-        .bind(platform)
-        .bind(cursor)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(SAVE_CURSOR).bind(persona).bind(platform).bind(cursor).bind(now_ms()).execute(&self.pool).await?;
         Ok(())
     }
 
