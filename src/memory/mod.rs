@@ -150,7 +150,8 @@ pub type ToStore = (NewMemory, Option<(String, Vec<f32>)>);
 
 /// How long a memory to remember waits for others to share its group write: a reply's memories
 /// (the mention's, the reply's) are written a few replies at a time, not one statement each.
-/// Nothing waits on the write; a memory is in recall this much later.
+/// Memories that arrive during a write wait again (unless a batch is full). Nothing waits on the
+/// write; a memory is in recall this much later (plus the write before it, if one was running).
 const STORE_LINGER: Duration = Duration::from_millis(20);
 
 /// Most memories in one group write (9 values each, well under the engines' parameter limits).
@@ -355,13 +356,7 @@ impl Actor for Memory {
                 let known = crate::sync::lock(&state.shared.embeddings).get(&memory.text);
                 state.to_store.push((memory, known.map(|vector| (state.shared.model.clone(), vector))));
                 if state.storing.is_none() {
-                    // Nothing waits on the write: what arrives in the next moments joins it.
-                    let myself = myself.clone();
-                    let linger = tokio::spawn(async move {
-                        tokio::time::sleep(STORE_LINGER).await;
-                        let _ = myself.send_message(MemoryMsg::StoreDue);
-                    });
-                    state.storing = Some(linger.into());
+                    linger(&myself, state);
                 }
             }
             MemoryMsg::StoreDue => {
@@ -392,8 +387,11 @@ impl Actor for Memory {
                         tracing::warn!(error = %err, memories = batch.len(), "cannot store memories");
                     }
                 }
-                if !state.to_store.is_empty() {
+                // What arrived during the write waits for company too, unless a batch is full.
+                if state.to_store.len() >= MAX_STORE_BATCH {
                     self.start_store(&myself, state);
+                } else if !state.to_store.is_empty() {
+                    linger(&myself, state);
                 }
             }
             MemoryMsg::Embedded { rows, vectors, sweep } => {
@@ -454,6 +452,17 @@ impl Actor for Memory {
         }
         Ok(())
     }
+}
+
+/// Starts the wait before the next group write ([`STORE_LINGER`]): nothing waits on the write,
+/// so what arrives in the next moments joins it.
+fn linger(myself: &ActorRef<MemoryMsg>, state: &mut MemoryState) {
+    let myself = myself.clone();
+    let wait = tokio::spawn(async move {
+        tokio::time::sleep(STORE_LINGER).await;
+        let _ = myself.send_message(MemoryMsg::StoreDue);
+    });
+    state.storing = Some(wait.into());
 }
 
 /// Deletes what retention says must go, from the database and the indexes. Runs in a task: a
