@@ -16,9 +16,11 @@ use super::StoreResult;
 /// Statements are joined only while the script holds at most this many parameters. A joined text
 /// is one entry in the connection's statement cache (100 entries), so only small scripts are
 /// joined: the usual ones below overload, where a hop a statement is most of their cost, and
-/// whose texts are few. A larger batch runs its statements one by one, each of the few shapes of
-/// its runs (see [`super::runs`]), and shares those hops among its rows.
-const JOIN_UP_TO_PARAMETERS: usize = 256;
+/// whose texts are few (up to 128: a poll of up to 15 mentions with its cursor, an enqueue of one
+/// or two replies, a mark-sent of up to six rows; about 40 texts besides the other statements). A
+/// larger batch runs its statements one by one, each of the few shapes of its runs (see
+/// [`super::runs`]), and shares those hops among its rows.
+const JOIN_UP_TO_PARAMETERS: usize = 128;
 
 /// Statements to run in order on one connection (usually in a caller's transaction). Each
 /// statement's SQL numbers its parameters `$1, $2, …` in the order they are then bound with
