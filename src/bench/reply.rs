@@ -7,7 +7,8 @@
 //!   writes it after the outbox row is committed), from [`LocalPlatform::subscribe`];
 //! - throughput: replies per second over the window, and the highest rate the service sustains
 //!   ([`max_rate`]);
-//! - cost: process CPU per reply, LLM completions (`llm_usage` rows) and embeddings per reply;
+//! - cost: process CPU per reply published; LLM completions (`llm_usage` rows) and embeddings per
+//!   reply written to the outbox (published, or still pending when the run stops);
 //! - durability: the outbox once the service stopped (every reply counted is a `sent` row,
 //!   nothing pending).
 //!
@@ -388,13 +389,20 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
     if !from_due.is_empty() {
         set("p99_from_due_us", percentile(&from_due, 0.99));
     }
-    if replies > 0.0 {
-        if let (Some(before), Some(after)) = (observation.cpu_before, cpu_after) {
-            set("cpu_per_reply_us", after.saturating_sub(before).as_secs_f64() * 1e6 / replies);
-        }
-        set("llm_calls_per_reply", calls as f64 / replies);
+    if replies > 0.0
+        && let (Some(before), Some(after)) = (observation.cpu_before, cpu_after)
+    {
+        set("cpu_per_reply_us", after.saturating_sub(before).as_secs_f64() * 1e6 / replies);
+    }
+    // Completions and embeddings were spent on every reply written to the outbox, published or
+    // still pending at the stop (under overload the outbox holds a backlog): count per those.
+    let written = outbox.map_or(replies, |counts| {
+        (counts.sent - observation.warm_ups as i64 + counts.pending + counts.failed).max(0) as f64
+    });
+    if written > 0.0 {
+        set("llm_calls_per_reply", calls as f64 / written);
         if let (Some(before), Some(after)) = (observation.embeddings_before, embeddings_after) {
-            set("embeddings_per_reply", (after - before) / replies);
+            set("embeddings_per_reply", (after - before) / written);
         }
     }
     match outbox {
@@ -421,8 +429,9 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
     }
     notes.push(
         "latency: mention stored on the local timeline → reply stored there by the Publisher (after its outbox \
-         row is committed); cpu: the whole process (service, load generator and observer); llm calls: llm_usage \
-         rows of the window; embeddings: chorus_llm_embedding_requests_total"
+         row is committed); cpu: the whole process (service, load generator and observer), per reply published; \
+         llm calls (llm_usage rows of the window) and embeddings (chorus_llm_embedding_requests_total): per \
+         reply written to the outbox, published or pending at the stop"
             .to_owned(),
     );
     Run { values, notes }
