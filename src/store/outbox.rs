@@ -353,8 +353,8 @@ pub(super) async fn insert_outbox(
 
 /// [`Db::enqueue_batch`] inside a caller's transaction: the outbox rows, then the mentions marked
 /// answered, the new items' content rows moved to `queued` with their stage logs, and an audit
-/// entry per new row. Two calls on SQLite (see [`Script`]), three when a key existed; elsewhere
-/// six statements a run.
+/// entry per new row: six statements a run (see [`super::runs`]); on SQLite a small batch (one or
+/// two items) is two calls (see [`Script`]), three when a key existed.
 async fn insert_outboxes(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     items: &[ToEnqueue<'_>],

@@ -4,8 +4,9 @@
 //! on a small virtual machine the two thread wake-ups cost more than a small insert. SQLite runs
 //! a text of several statements in one call, binding `$N` across the whole text, so a small
 //! [`Script`] joins its statements into one text (renumbering each one's parameters after the
-//! ones before); in a transaction they still commit together, outside one each commits alone. Postgres's extended protocol takes one statement with parameters a call, so
-//! there each statement is its own call, as if run one after another.
+//! ones before); in a transaction they still commit together, outside one each commits alone.
+//! Postgres's extended protocol takes one statement with parameters a call, so there each
+//! statement is its own call, as if run one after another.
 
 use sqlx::AnyConnection;
 use sqlx::any::{AnyArguments, AnyRow};
