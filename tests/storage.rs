@@ -258,6 +258,7 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     assert_eq!(db.cursor("dave", "local").await.expect("cursor").as_deref(), Some("cur-d2"));
     let nothing = db.store_inbound(&[], Some(("dave", "local", "cur-d3"))).await.expect("a cursor alone");
     assert!(nothing.is_empty());
+    assert!(db.store_inbound(&[], None).await.expect("an empty poll").is_empty());
     assert_eq!(db.cursor("dave", "local").await.expect("cursor").as_deref(), Some("cur-d3"));
 
     db.ignore_inbound(first, "loop guard").await.expect("ignore_inbound");
