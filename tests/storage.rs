@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 mod common;
 
 use chorus::store::{
-    Db, Decided, Engine, LlmUsage, MemoryKind, NewAudit, NewInbound, NewMemory, NewOutbox, NewTrade, OutboxCounts,
-    OutboxStatus, PaperFill, TradeStatus,
+    Db, Decided, Engine, InboundRow, LlmUsage, MemoryKind, NewAudit, NewInbound, NewMemory, NewOutbox, NewTrade,
+    OutboxCounts, OutboxStatus, PaperFill, TradeStatus,
 };
 use common::TestDatabase;
 
@@ -141,6 +141,16 @@ fn inbound<'a>(
     NewInbound { platform, remote_id, persona, author: "someone", author_is_persona, text: remote_id, conversation }
 }
 
+/// One inbound event stored on its own: its new row, `None` when seen before.
+async fn insert_inbound(db: &Db, event: &NewInbound<'_>) -> chorus::store::StoreResult<Option<InboundRow>> {
+    Ok(db.store_inbound(std::slice::from_ref(event), None).await?.pop().flatten())
+}
+
+/// A cursor saved on its own (a poll that read nothing new but moved on).
+async fn save_cursor(db: &Db, persona: &str, platform: &str, cursor: &str) -> chorus::store::StoreResult<()> {
+    db.store_inbound(&[], Some((persona, platform, cursor))).await.map(drop)
+}
+
 fn outbox_item(key: &str, kind: &str, text: &str) -> NewOutbox {
     NewOutbox {
         idempotency_key: key.to_owned(),
@@ -189,27 +199,27 @@ async fn migrate_is_idempotent(db: &Db) {
 ///    batch is stored with its cursor.
 async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let first =
-        db.insert_inbound(&inbound("local", "r1", "alice", false, "c1")).await.expect("insert r1").map(|row| row.id);
+        insert_inbound(db, &inbound("local", "r1", "alice", false, "c1")).await.expect("insert r1").map(|row| row.id);
     let first = first.expect("the first insert of (local, r1) returns its id");
-    let again = db
-        .insert_inbound(&inbound("local", "r1", "alice", true, "c9"))
+    let again = insert_inbound(db, &inbound("local", "r1", "alice", true, "c9"))
         .await
         .expect("insert r1 again")
         .map(|row| row.id);
     assert_eq!(again, None, "(local, r1) again for the same persona is a duplicate");
-    let bob_r1 = db
-        .insert_inbound(&inbound("local", "r1", "bob", false, "c1"))
+    let bob_r1 = insert_inbound(db, &inbound("local", "r1", "bob", false, "c1"))
         .await
         .expect("insert r1 for bob")
         .map(|row| row.id);
     let bob_r1 = bob_r1.expect("the same message for another persona is stored for that persona too");
-    let other_platform = db.insert_inbound(&inbound("mastodon", "r1", "alice", true, "c1")).await.expect("insert");
+    let other_platform = insert_inbound(db, &inbound("mastodon", "r1", "alice", true, "c1")).await.expect("insert");
     let other_platform = other_platform.map(|row| row.id);
     assert!(other_platform.is_some(), "the same remote id on another platform is another event");
 
-    let r2 = db.insert_inbound(&inbound("local", "r2", "alice", true, "c1")).await.expect("insert r2").expect("new").id;
-    let r3 = db.insert_inbound(&inbound("local", "r3", "alice", true, "c2")).await.expect("insert r3").expect("new").id;
-    let r4 = db.insert_inbound(&inbound("local", "r4", "bob", true, "c1")).await.expect("insert r4").expect("new").id;
+    let r2 =
+        insert_inbound(db, &inbound("local", "r2", "alice", true, "c1")).await.expect("insert r2").expect("new").id;
+    let r3 =
+        insert_inbound(db, &inbound("local", "r3", "alice", true, "c2")).await.expect("insert r3").expect("new").id;
+    let r4 = insert_inbound(db, &inbound("local", "r4", "bob", true, "c1")).await.expect("insert r4").expect("new").id;
     assert!(first < r2 && r2 < r3 && r3 < r4, "ids grow: {first} {r2} {r3} {r4}");
 
     let pending = db.pending_inbound("alice", "local", 10).await.expect("pending_inbound");
@@ -232,11 +242,11 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     let bob = db.pending_inbound("bob", "local", 10).await.expect("pending_inbound for bob");
     assert_eq!(ids(&bob, |row| row.id), vec![bob_r1, r4], "bob sees his copy of r1 and his own event");
     // The row an insert answers is the row a read gives back (an agent answers it without reading).
-    let r5 = db.insert_inbound(&inbound("local", "r5", "carol", true, "c5")).await.expect("insert r5");
+    let r5 = insert_inbound(db, &inbound("local", "r5", "carol", true, "c5")).await.expect("insert r5");
     let r5 = r5.expect("r5 is new");
     let read = db.pending_inbound("carol", "local", 10).await.expect("pending_inbound for carol");
     assert_eq!(read, vec![r5.clone()], "the inserted row as read");
-    assert_eq!(db.insert_inbound(&inbound("local", "r5", "carol", true, "c5")).await.expect("again"), None);
+    assert_eq!(insert_inbound(db, &inbound("local", "r5", "carol", true, "c5")).await.expect("again"), None);
     db.ignore_inbound(r5.id, "test").await.expect("ignore r5");
     let mastodon = db.pending_inbound("alice", "mastodon", 10).await.expect("pending_inbound on mastodon");
     assert_eq!(ids(&mastodon, |row| row.id), vec![other_platform.unwrap()], "per platform");
@@ -276,9 +286,9 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
 /// 3. Cursors: none at first, saved per (persona, platform), overwritten by a second save.
 async fn cursors_are_saved_and_overwritten(db: &Db) {
     assert_eq!(db.cursor("alice", "local").await.expect("cursor"), None, "no cursor at first");
-    db.save_cursor("alice", "local", "c-1").await.expect("save_cursor");
+    save_cursor(db, "alice", "local", "c-1").await.expect("save_cursor");
     assert_eq!(db.cursor("alice", "local").await.expect("cursor").as_deref(), Some("c-1"));
-    db.save_cursor("alice", "local", "c-2").await.expect("save_cursor again");
+    save_cursor(db, "alice", "local", "c-2").await.expect("save_cursor again");
     assert_eq!(db.cursor("alice", "local").await.expect("cursor").as_deref(), Some("c-2"), "overwritten");
     assert_eq!(db.cursor("alice", "mastodon").await.expect("cursor"), None, "per platform");
     assert_eq!(db.cursor("bob", "local").await.expect("cursor"), None, "per persona");
@@ -286,9 +296,9 @@ async fn cursors_are_saved_and_overwritten(db: &Db) {
 
 /// 4a. Enqueue: once per idempotency key, and it answers the inbound event it replies to.
 async fn enqueue_is_idempotent_and_answers_the_inbound_event(db: &Db) {
-    let mention = db.insert_inbound(&inbound("local", "m1", "alice", false, "conv-1")).await.expect("insert");
+    let mention = insert_inbound(db, &inbound("local", "m1", "alice", false, "conv-1")).await.expect("insert");
     let mention = mention.expect("new inbound event").id;
-    let other = db.insert_inbound(&inbound("local", "m2", "alice", false, "conv-1")).await.expect("insert");
+    let other = insert_inbound(db, &inbound("local", "m2", "alice", false, "conv-1")).await.expect("insert");
     let other = other.expect("new inbound event").id;
 
     let item = outbox_item("reply:alice:local:m1", "reply", "first text");
@@ -1175,7 +1185,7 @@ async fn held(db: &Db, key: &str, submitted_by: &str, inbound_id: Option<i64>, e
 }
 
 async fn inbound_id(db: &Db, remote_id: &str, persona: &str) -> i64 {
-    let id = db.insert_inbound(&inbound("local", remote_id, persona, false, "conv-1")).await.expect("insert_inbound");
+    let id = insert_inbound(db, &inbound("local", remote_id, persona, false, "conv-1")).await.expect("insert_inbound");
     id.unwrap_or_else(|| panic!("({remote_id}, {persona}) is new")).id
 }
 
@@ -1774,7 +1784,7 @@ async fn thread_assignment_first_wins_and_pending_load_counts_pending_mentions(d
     let alice_m2 = inbound_id(db, "m2", "alice").await;
     let _alice_m3 = inbound_id(db, "m3", "alice").await;
     let bob_m1 = inbound_id(db, "m1", "bob").await;
-    let on_mastodon = db.insert_inbound(&inbound("mastodon", "m9", "bob", false, "c")).await.expect("insert");
+    let on_mastodon = insert_inbound(db, &inbound("mastodon", "m9", "bob", false, "c")).await.expect("insert");
     assert!(on_mastodon.is_some());
     assert_eq!(load("local", personas.clone()).await, counts(&[("alice", 3), ("bob", 1), ("carol", 0)]));
     assert_eq!(load("mastodon", personas.clone()).await, counts(&[("alice", 0), ("bob", 1), ("carol", 0)]));

@@ -56,11 +56,9 @@ impl Db {
         let mut tx = self.pool().begin().await?;
         let post = match insert_local_post(&mut *tx, post).await? {
             Some(post) => {
-                let values: Vec<String> =
-                    (0..handles.len()).map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2)).collect();
                 let sql = format!(
                     "INSERT INTO local_mentions (handle, post_id) VALUES {} ON CONFLICT DO NOTHING",
-                    values.join(", ")
+                    super::value_rows("(?, ?)", handles.len())
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for handle in &handles {

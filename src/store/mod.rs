@@ -103,10 +103,6 @@ pub struct Db {
     engine: Engine,
 }
 
-/// Saves an agent's cursor: persona, platform, cursor, time.
-const SAVE_CURSOR: &str = "INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (persona, platform) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at";
-
 /// Milliseconds since the Unix epoch, the time unit of every table.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
@@ -225,17 +221,11 @@ impl Db {
 
     // ----- inbound events and cursors -----
 
-    /// Stores an inbound event once. Returns the new row (as [`Db::pending_inbound`] would read
-    /// it), `None` when the event was seen before.
-    pub async fn insert_inbound(&self, event: &NewInbound<'_>) -> StoreResult<Option<InboundRow>> {
-        Ok(self.store_inbound(std::slice::from_ref(event), None).await?.pop().flatten())
-    }
-
     /// Stores newly read inbound events (an agent's), each once, and then, when given, the cursor
-    /// past them (`(persona, platform, cursor)`, as [`Db::save_cursor`]). Answers, for each event
-    /// in order, its new row or `None` when it was seen before (or earlier in `events`). Each
-    /// statement commits on its own, the cursor last; on SQLite a small batch is one call (see
-    /// [`script::Script`]).
+    /// past them (`(persona, platform, cursor)`, overwriting the one saved). Answers, for each
+    /// event in order, its new row (as [`Db::pending_inbound`] would read it) or `None` when it
+    /// was seen before (or earlier in `events`). Each statement commits on its own, the cursor
+    /// last; on SQLite a small batch is one call (see [`script::Script`]).
     pub async fn store_inbound(
         &self,
         events: &[NewInbound<'_>],
@@ -268,7 +258,16 @@ impl Db {
             }
         }
         if let Some((persona, platform, cursor)) = cursor {
-            script.statement(SAVE_CURSOR).bind(persona).bind(platform).bind(cursor).bind(received_at);
+            script
+                .statement(
+                    "INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (persona, platform) DO UPDATE SET cursor = excluded.cursor, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(persona)
+                .bind(platform)
+                .bind(cursor)
+                .bind(received_at);
         }
         // A new row is known by its key: (platform, remote id, persona).
         let mut ids = HashMap::new();
@@ -362,11 +361,6 @@ impl Db {
             .fetch_optional(self.reader())
             .await?;
         Ok(row.map(|row| row.get::<String, _>(0)))
-    }
-
-    pub async fn save_cursor(&self, persona: &str, platform: &str, cursor: &str) -> StoreResult<()> {
-        sqlx::query(SAVE_CURSOR).bind(persona).bind(platform).bind(cursor).bind(now_ms()).execute(&self.pool).await?;
-        Ok(())
     }
 
     // ----- LLM usage -----
@@ -652,7 +646,7 @@ mod tests {
         // Many concurrent writers all land (they queue for the one connection) and reads see them.
         let writes = (0..64).map(|n| {
             let db = db.clone();
-            tokio::spawn(async move { db.save_cursor(&format!("p{n}"), "local", "1").await })
+            tokio::spawn(async move { db.store_inbound(&[], Some((&format!("p{n}"), "local", "1"))).await })
         });
         for write in writes {
             write.await.unwrap().unwrap();

@@ -79,27 +79,23 @@ impl Script {
     }
 
     /// Runs every statement, in order, and answers the rows they returned, in order.
-    pub async fn fetch_all(self, conn: &mut AnyConnection) -> StoreResult<Vec<AnyRow>> {
-        if let Some(err) = self.bind_error {
+    pub async fn fetch_all(mut self, conn: &mut AnyConnection) -> StoreResult<Vec<AnyRow>> {
+        if let Some(err) = self.bind_error.take() {
             return Err(err.into());
         }
-        let calls = match self.joined {
-            Some(joined) if self.statements.len() > 1 => vec![joined],
-            _ => self.statements,
-        };
         let mut rows = Vec::new();
-        for (sql, args) in calls {
+        for (sql, args) in self.into_calls() {
             rows.extend(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?);
         }
         Ok(rows)
     }
 
-    /// Calls this script makes.
-    #[cfg(test)]
-    fn calls(&self) -> usize {
-        match &self.joined {
-            Some(_) if self.statements.len() > 1 => 1,
-            _ => self.statements.len(),
+    /// The calls to make: the joined text when there is one for several statements, else each
+    /// statement.
+    fn into_calls(self) -> Vec<(String, AnyArguments)> {
+        match self.joined {
+            Some(joined) if self.statements.len() > 1 => vec![joined],
+            _ => self.statements,
         }
     }
 }
@@ -147,10 +143,10 @@ mod tests {
             }
             script
         };
-        assert_eq!(build("SQLite", 1).calls(), 1);
-        assert_eq!(build("PostgreSQL", 1).calls(), 3);
+        assert_eq!(build("SQLite", 1).into_calls().len(), 1);
+        assert_eq!(build("PostgreSQL", 1).into_calls().len(), 3);
         // Past the limit (three statements of 2 × rows parameters), each statement is a call.
-        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6).calls(), 1);
-        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6 + 1).calls(), 3);
+        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6).into_calls().len(), 1);
+        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6 + 1).into_calls().len(), 3);
     }
 }
