@@ -2,7 +2,10 @@
 //! admin API (content items, their stage log, the airlock, reports) and the database.
 //!
 //! Personas `ada` (compilers, gardening) and `bob` (coffee, cooking) on the local platform; each
-//! plans one post an hour, the current hour's going out a few seconds after the start.
+//! plans one post an hour, the current hour's going out a few seconds after the start. Tests that
+//! wait for ada's post set `min_gap = "0s"`: with the default gap, ada's post of the hour may be
+//! spread a minute past the hour while the previous hour's is already out of its grace, so a test
+//! started in the first minute of an hour would find no post of hers due within its wait.
 
 mod common;
 
@@ -82,7 +85,7 @@ fn posts_by(timeline: &[common::Post], author: &str) -> Vec<common::Post> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_post_is_published_only_after_approval_and_exactly_once() {
-    let sandbox = Sandbox::new("[airlock]\nposts = \"hold\"\n\n[team]\nplan_every = \"100ms\"\n");
+    let sandbox = Sandbox::new("[airlock]\nposts = \"hold\"\n\n[team]\nplan_every = \"100ms\"\nmin_gap = \"0s\"\n");
     let service = sandbox.start().await;
     let admin = Admin::new(&service);
     let held = admin.held("ada").await;
@@ -142,8 +145,9 @@ async fn a_held_post_is_published_only_after_approval_and_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_hold_is_never_published() {
-    let sandbox =
-        Sandbox::new("[airlock]\nposts = \"hold\"\nexpire_after = \"400ms\"\n\n[team]\nplan_every = \"100ms\"\n");
+    let sandbox = Sandbox::new(
+        "[airlock]\nposts = \"hold\"\nexpire_after = \"400ms\"\n\n[team]\nplan_every = \"100ms\"\nmin_gap = \"0s\"\n",
+    );
     let service = sandbox.start().await;
     let admin = Admin::new(&service);
     let held = admin.held("ada").await;
@@ -166,7 +170,7 @@ async fn an_expired_hold_is_never_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edit_then_approve_publishes_the_edited_text_and_an_edit_is_reviewed_too() {
     let sandbox = Sandbox::new(
-        "[airlock]\nposts = \"hold\"\n\n[team]\nplan_every = \"100ms\"\n\n[policy]\nbanned_terms = [\"moon\"]\n",
+        "[airlock]\nposts = \"hold\"\n\n[team]\nplan_every = \"100ms\"\nmin_gap = \"0s\"\n\n[policy]\nbanned_terms = [\"moon\"]\n",
     );
     let service = sandbox.start().await;
     let admin = Admin::new(&service);
@@ -457,7 +461,7 @@ async fn two_personas_scheduled_for_the_same_topic_on_the_same_day_are_spread() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engagement_is_measured_later_and_stored() {
-    let sandbox = Sandbox::new("[team]\nmeasure_after = \"0s\"\nmeasure_every = \"200ms\"\n");
+    let sandbox = Sandbox::new("[team]\nmeasure_after = \"0s\"\nmeasure_every = \"200ms\"\nmin_gap = \"0s\"\n");
     let service = sandbox.start().await;
     let admin = Admin::new(&service);
     let post = eventually(WAIT, "ada's post", || async { posts_by(&admin.api.timeline().await, "ada").pop() }).await;
@@ -485,7 +489,7 @@ async fn engagement_is_measured_later_and_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_weekly_report_on_demand_counts_what_the_database_holds() {
-    let sandbox = Sandbox::new("");
+    let sandbox = Sandbox::new("[team]\nmin_gap = \"0s\"\n");
     let service = sandbox.start().await;
     let admin = Admin::new(&service);
     let mention = admin.api.post("sam", "@ada hello there").await;
