@@ -1,7 +1,8 @@
 //! Where the tree's shared actors are right now. A restarted child gets a new `ActorRef`; the
 //! TeamLeader updates this directory on every (re)spawn, and callers look refs up at call time
 //! instead of keeping one that may be dead. Per service, not the global ractor registry, so
-//! several services can share one process (the tests).
+//! several services can share one process (the tests). It also holds the outbox backlog per
+//! account, which the Publisher counts and agents read (it outlives a Publisher restart).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -10,7 +11,7 @@ use ractor::ActorRef;
 
 use crate::llm::LlmMsg;
 use crate::memory::MemoryMsg;
-use crate::publisher::PublisherMsg;
+use crate::publisher::{OutboxBacklog, PublisherMsg};
 use crate::rate_limit::RateLimiterMsg;
 use crate::trader::TraderMsg;
 
@@ -21,6 +22,8 @@ pub struct Directory {
     publisher: RwLock<Option<ActorRef<PublisherMsg>>>,
     rate_limiters: RwLock<HashMap<String, ActorRef<RateLimiterMsg>>>,
     traders: RwLock<HashMap<String, ActorRef<TraderMsg>>>,
+    /// Rows each account has committed to the outbox and not published yet.
+    pub outbox: OutboxBacklog,
 }
 
 impl Directory {

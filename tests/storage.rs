@@ -16,7 +16,7 @@ mod common;
 
 use chorus::store::{
     Db, Decided, Engine, InboundRow, LlmUsage, MemoryKind, NewAudit, NewInbound, NewMemory, NewOutbox, NewTrade,
-    OutboxCounts, OutboxStatus, PaperFill, TradeStatus,
+    OutboxCounts, OutboxStatus, PaperFill, PendingAccount, TradeStatus,
 };
 use common::TestDatabase;
 
@@ -347,7 +347,8 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
         "limit"
     );
     assert!(db.due_outbox("local", "bob", 10).await.expect("due_outbox bob").is_empty(), "per account");
-    assert_eq!(db.due_accounts().await.expect("due_accounts"), vec![("local".to_owned(), "alice".to_owned())]);
+    let alice = |rows: i64, due: bool| PendingAccount { platform: "local".into(), persona: "alice".into(), rows, due };
+    assert_eq!(db.pending_accounts().await.expect("pending_accounts"), vec![alice(2, true)]);
 
     db.begin_attempt(first.id).await.expect("begin_attempt");
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
@@ -362,6 +363,7 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
     assert_eq!(ids(&due, |row| row.id), vec![second.id], "a row retried later is not due now");
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
     assert_eq!(row.status, OutboxStatus::Pending, "a retried row stays pending");
+    assert_eq!(db.pending_accounts().await.expect("pending_accounts"), vec![alice(2, true)], "k2 is due");
     assert_eq!(db.outbox_counts().await.expect("outbox_counts"), OutboxCounts { pending: 2, sent: 0, failed: 0 });
 
     mark_sent(db, &row, "remote-1").await;
@@ -378,8 +380,7 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
         db.due_outbox("local", "alice", 10).await.expect("due_outbox").is_empty(),
         "sent and failed rows are never due"
     );
-    assert!(db.due_accounts().await.expect("due_accounts").is_empty());
-    assert_eq!(db.outbox_pending().await.expect("outbox_pending"), 0);
+    assert!(db.pending_accounts().await.expect("pending_accounts").is_empty(), "nothing pending");
 
     assert_eq!(
         db.audit_trail("k1").await.expect("audit_trail k1"),
@@ -390,6 +391,15 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
         pairs(&[("enqueue", "pending"), ("publish", "failed")])
     );
     assert!(db.audit_trail("no-such-key").await.expect("audit_trail").is_empty());
+
+    // An account whose only pending row waits for a retry has rows and none due.
+    let third = db.enqueue(&outbox_item("k3", "post", "three"), None).await.expect("enqueue k3");
+    let row3 = db.outbox_row("k3").await.expect("outbox_row").expect("k3 exists");
+    assert_eq!(row3.id, third.id);
+    db.mark_retry(&row3, "timeout", chorus::store::now_ms() + 3_600_000).await.expect("mark_retry k3");
+    assert_eq!(db.pending_accounts().await.expect("pending_accounts"), vec![alice(1, false)]);
+    db.mark_failed(&row3, "given up").await.expect("mark_failed k3");
+    assert!(db.pending_accounts().await.expect("pending_accounts").is_empty());
 }
 
 /// 5. The local platform: idempotent posts, mentions, timeline, replies and look-ups.

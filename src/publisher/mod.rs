@@ -7,8 +7,10 @@
 //!   the worker runs again when it is done (it may have read the outbox before the row was there).
 //!   A worker that read the outbox while the commit was under way may already have published its
 //!   rows: that account's next worker reads the outbox instead of taking them.
-//! - `Kick` (every `publisher.sweep_every`) looks up the accounts with due rows (retries come due
-//!   this way) and starts one worker task per idle account. A worker publishes that account's due rows
+//! - `Kick` (every `publisher.sweep_every`) looks up the accounts with pending rows, sets each
+//!   account's outbox backlog from it (the count agents hold drafting by, `agents.max_unpublished`;
+//!   between sweeps commits count rows in and workers count them out), and starts one worker task
+//!   per idle account with due rows (retries come due this way). A worker publishes that account's due rows
 //!   in order (at most `publisher.batch` per run), so one slow or rate-limited account never holds
 //!   up another, and one account never has two workers. Each row takes a permit from its account's
 //!   RateLimiter, records the attempt, calls the platform, and is marked sent (with the remote
@@ -17,6 +19,8 @@
 //!   first (reconciliation), so it is never posted twice.
 //! - `Drain` (graceful shutdown) keeps dispatching until no row is due and no worker runs, then
 //!   answers with the outbox counts.
+
+mod backlog;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,10 +35,12 @@ use crate::metrics as m;
 use crate::platform::{Outgoing, PlatformError, Platforms};
 use crate::rate_limit::{Permit, RateLimiterMsg};
 use crate::store::{
-    ContentLog, Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, Sent, StoreError, ToEnqueue,
-    now_ms,
+    ContentLog, Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, PendingAccount, Sent,
+    StoreError, ToEnqueue, now_ms,
 };
 use crate::task::AbortOnDrop;
+
+pub use backlog::{AccountBacklog, OutboxBacklog};
 
 pub struct Publisher;
 
@@ -170,6 +176,7 @@ impl Actor for Publisher {
                 // committed (no query); a running one goes again, and one that read the outbox
                 // during the commit reads it again. Once per account, whatever the batch held.
                 for (account, mut rows) in accounts {
+                    state.context.directory.outbox.add(&account.0, &account.1, rows.len() as i64);
                     if state.busy.contains_key(&account) {
                         state.dirty.insert(account);
                     } else if overlapped.contains(&account) || rows.is_empty() {
@@ -257,7 +264,7 @@ impl Publisher {
     /// Starts a worker for every idle account with due rows; answers drain waiters once nothing
     /// is due and no worker runs.
     async fn dispatch(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
-        let accounts = match state.context.db.due_accounts().await {
+        let accounts = match state.context.db.pending_accounts().await {
             Ok(accounts) => accounts,
             Err(err) => {
                 metrics::counter!(m::STORE_ERRORS, "operation" => "outbox").increment(1);
@@ -265,13 +272,19 @@ impl Publisher {
                 return;
             }
         };
-        for account in accounts {
-            if !state.busy.contains_key(&account) {
+        // Rows committed or published while this read ran may be counted twice or not at all:
+        // off by those few, until the next sweep.
+        let backlog = &state.context.directory.outbox;
+        backlog.reconcile(
+            accounts.iter().map(|account| (account.platform.as_str(), account.persona.as_str(), account.rows)),
+        );
+        let pending: i64 = accounts.iter().map(|account| account.rows).sum();
+        metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
+        for PendingAccount { platform, persona, due, .. } in accounts {
+            let account = (platform, persona);
+            if due && !state.busy.contains_key(&account) {
                 self.start_worker(myself, state, account, None);
             }
-        }
-        if let Ok(pending) = state.context.db.outbox_pending().await {
-            metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
         }
         let committing = state.committing.is_some() || !state.to_commit.is_empty();
         if state.busy.is_empty() && !committing && !state.drain_waiters.is_empty() {
@@ -318,6 +331,9 @@ impl PassContext {
         }
         let batch: Vec<Sent> = sent.iter().map(|(row, remote_id, how)| Sent { row, remote_id, how }).collect();
         self.db.mark_sent_batch(&batch).await?;
+        // A worker's rows are all its account's.
+        let (platform, persona) = (&batch[0].row.platform, &batch[0].row.persona);
+        self.directory.outbox.add(platform, persona, -(batch.len() as i64));
         for (row, _, _) in sent.drain(..) {
             self.remember(row);
         }
@@ -332,7 +348,7 @@ impl PassContext {
     ) -> Result<(), StoreError> {
         let platform_name = platform_label(&row.platform);
         let Some(platform) = self.platforms.by_name(&row.platform) else {
-            return self.db.mark_failed(row, "no such platform is configured").await;
+            return self.fail(row, "no such platform is configured").await;
         };
         let outgoing =
             Outgoing { idempotency_key: &row.idempotency_key, text: &row.text, reply_to: row.reply_to.as_deref() };
@@ -353,7 +369,7 @@ impl PassContext {
                     metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed")
                         .increment(1);
                     tracing::warn!(outbox_id = row.id, reason = %reason, "cannot reconcile the item; it is not sent again");
-                    return self.db.mark_failed(row, &reason).await;
+                    return self.fail(row, &reason).await;
                 }
                 Err(err) => return self.retry(row, &err).await,
             }
@@ -391,10 +407,17 @@ impl PassContext {
             Err(PlatformError::Permanent(reason)) => {
                 metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed").increment(1);
                 tracing::warn!(outbox_id = row.id, reason = %reason, "platform refused the item for good");
-                self.db.mark_failed(row, &reason).await
+                self.fail(row, &reason).await
             }
             Err(err) => self.retry(row, &err).await,
         }
+    }
+
+    /// Marks a row failed for good: it leaves the account's backlog.
+    async fn fail(&self, row: &OutboxRow, reason: &str) -> Result<(), StoreError> {
+        self.db.mark_failed(row, reason).await?;
+        self.directory.outbox.add(&row.platform, &row.persona, -1);
+        Ok(())
     }
 
     /// Keeps a rate-limit wait for the weekly report (a failed write is only logged).

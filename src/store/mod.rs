@@ -31,7 +31,7 @@ pub use content::{
 };
 pub use local::LocalPost;
 pub use memory::{MemoryKind, MemoryRow, NewMemory, Recalled, StoredVector, ToInsert};
-pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus, Sent, ToEnqueue};
+pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus, PendingAccount, Sent, ToEnqueue};
 pub use report::{
     ChildTally, ContentTally, EngagementTotals, LlmTally, OpsKind, Rank, RankedPost, RateLimitTally, StoredReport,
 };

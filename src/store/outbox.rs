@@ -129,6 +129,16 @@ pub struct OutboxCounts {
     pub failed: i64,
 }
 
+/// An account's pending rows ([`Db::pending_accounts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAccount {
+    pub platform: String,
+    pub persona: String,
+    pub rows: i64,
+    /// At least one of them is due now.
+    pub due: bool,
+}
+
 const OUTBOX_COLUMNS: &str =
     "id, idempotency_key, persona, platform, kind, text, reply_to, conversation, status, attempts, remote_id";
 
@@ -170,15 +180,25 @@ impl Db {
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
 
-    /// Accounts (platform, persona) with at least one pending row due now.
-    pub async fn due_accounts(&self) -> StoreResult<Vec<(String, String)>> {
+    /// Every account (platform, persona) with pending rows: how many, and whether one is due now.
+    pub async fn pending_accounts(&self) -> StoreResult<Vec<PendingAccount>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT platform, persona FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1",
+            "SELECT platform, persona, COUNT(*), MIN(next_attempt_at) FROM outbox WHERE status = 'pending' \
+             GROUP BY platform, persona ORDER BY platform, persona",
         )
-        .bind(now_ms())
         .fetch_all(self.reader())
         .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+        let now = now_ms();
+        rows.iter()
+            .map(|row| {
+                Ok(PendingAccount {
+                    platform: row.try_get(0)?,
+                    persona: row.try_get(1)?,
+                    rows: row.try_get(2)?,
+                    due: row.try_get::<i64, _>(3)? <= now,
+                })
+            })
+            .collect()
     }
 
     /// One account's pending rows that are due, oldest first.
@@ -259,12 +279,6 @@ impl Db {
         super::content::mark_failed(&mut tx, &row.idempotency_key, error).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Pending rows (an index lookup, cheap enough for every sweep).
-    pub async fn outbox_pending(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetch_one(self.reader()).await?;
-        Ok(row.try_get(0)?)
     }
 
     pub async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {

@@ -1,0 +1,152 @@
+//! How many rows each account has in the outbox, committed and not yet published: the Publisher
+//! counts them, and an agent reads its account's count before it starts a reply
+//! (`agents.max_unpublished`), so drafting never runs far ahead of what the platform takes.
+//!
+//! The counts live in the service's [`crate::directory::Directory`], so they outlive a restart
+//! of the Publisher; its sweep sets them from the database ([`crate::store::Db::pending_accounts`]),
+//! which also covers the rows a previous run left and any change made outside this process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+
+/// The outbox backlog of every account that has had one, by platform, then persona.
+#[derive(Default)]
+pub struct OutboxBacklog {
+    platforms: RwLock<HashMap<String, HashMap<String, Arc<AccountBacklog>>>>,
+}
+
+/// One account's unpublished rows. Signed: a worker may count a row out before its commit's
+/// count comes in; the two meet at the right number.
+#[derive(Default)]
+pub struct AccountBacklog {
+    rows: AtomicI64,
+    fell: Notify,
+}
+
+impl AccountBacklog {
+    pub fn rows(&self) -> i64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, rows: i64) {
+        if self.rows.swap(rows, Ordering::Relaxed) > rows {
+            self.fell.notify_waiters();
+        }
+    }
+
+    fn add(&self, rows: i64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        if rows < 0 {
+            self.fell.notify_waiters();
+        }
+    }
+
+    /// Returns once at most `rows` rows are waiting.
+    pub async fn drained_to(&self, rows: i64) {
+        loop {
+            let fell = self.fell.notified();
+            tokio::pin!(fell);
+            // Registered before the check, so a fall between the two is not missed.
+            fell.as_mut().enable();
+            if self.rows() <= rows {
+                return;
+            }
+            fell.await;
+        }
+    }
+}
+
+impl OutboxBacklog {
+    /// The account's unpublished rows (0 for an account that never had any).
+    pub fn rows(&self, platform: &str, persona: &str) -> i64 {
+        let platforms = self.platforms.read().expect("backlog lock");
+        platforms.get(platform).and_then(|accounts| accounts.get(persona)).map_or(0, |account| account.rows())
+    }
+
+    /// The account's counter, created at 0 if it has none.
+    pub fn account(&self, platform: &str, persona: &str) -> Arc<AccountBacklog> {
+        if let Some(account) =
+            self.platforms.read().expect("backlog lock").get(platform).and_then(|accounts| accounts.get(persona))
+        {
+            return account.clone();
+        }
+        let mut platforms = self.platforms.write().expect("backlog lock");
+        platforms.entry(platform.to_owned()).or_default().entry(persona.to_owned()).or_default().clone()
+    }
+
+    /// `rows` more (committed) or fewer (published or failed for good).
+    pub fn add(&self, platform: &str, persona: &str, rows: i64) {
+        if rows != 0 {
+            self.account(platform, persona).add(rows);
+        }
+    }
+
+    /// Sets every account's count to what the database holds: `pending` lists the accounts with
+    /// pending rows; every other account has none.
+    pub fn reconcile<'a>(&self, pending: impl IntoIterator<Item = (&'a str, &'a str, i64)>) {
+        let mut listed: HashMap<(&str, &str), i64> = HashMap::new();
+        for (platform, persona, rows) in pending {
+            listed.insert((platform, persona), rows);
+        }
+        for (&(platform, persona), &rows) in &listed {
+            self.account(platform, persona).set(rows);
+        }
+        let platforms = self.platforms.read().expect("backlog lock");
+        for (platform, accounts) in platforms.iter() {
+            for (persona, account) in accounts {
+                if !listed.contains_key(&(platform.as_str(), persona.as_str())) {
+                    account.set(0);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn counts_per_account_and_reconciles_to_the_database() {
+        let backlog = OutboxBacklog::default();
+        assert_eq!(backlog.rows("x", "ada"), 0, "an account never seen has none");
+        backlog.add("x", "ada", 3);
+        backlog.add("x", "bob", 1);
+        backlog.add("reddit", "ada", 2);
+        backlog.add("x", "ada", -1);
+        assert_eq!((backlog.rows("x", "ada"), backlog.rows("x", "bob"), backlog.rows("reddit", "ada")), (2, 1, 2));
+        // Counted out before counted in: the two meet at the right number.
+        backlog.add("local", "cy", -1);
+        backlog.add("local", "cy", 1);
+        assert_eq!(backlog.rows("local", "cy"), 0);
+
+        backlog.reconcile([("x", "ada", 5), ("local", "dee", 1)]);
+        assert_eq!(backlog.rows("x", "ada"), 5);
+        assert_eq!(backlog.rows("local", "dee"), 1);
+        assert_eq!(backlog.rows("x", "bob"), 0, "an account the database lists no rows for has none");
+        assert_eq!(backlog.rows("reddit", "ada"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_its_account_drains_to_the_mark_and_not_before() {
+        let backlog = Arc::new(OutboxBacklog::default());
+        backlog.add("x", "ada", 10);
+        let account = backlog.account("x", "ada");
+        let waiter = tokio::spawn(async move { account.drained_to(4).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        backlog.add("x", "ada", -3);
+        backlog.add("x", "bob", -5);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "7 rows are still more than 4");
+        backlog.reconcile([("x", "ada", 4)]);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken at 4").unwrap();
+
+        // Already at the mark: no wait at all.
+        backlog.account("x", "ada").drained_to(4).await;
+    }
+}
