@@ -41,6 +41,7 @@ pub const LLM_EMBEDDINGS: &str = "chorus_llm_embedding_requests_total";
 pub const RATE_LIMIT_WAITS: &str = "chorus_rate_limit_waits_total";
 pub const RATE_LIMIT_REFUSALS: &str = "chorus_rate_limit_refusals_total";
 pub const POLLS_HELD: &str = "chorus_agent_polls_held_total";
+pub const DRAFTING_HELD: &str = "chorus_agent_drafting_held_total";
 // Memory
 pub const MEMORIES_STORED: &str = "chorus_memories_stored_total";
 pub const CONTEXT_SUMMARISED: &str = "chorus_context_turns_summarised_total";
@@ -130,6 +131,10 @@ fn describe() {
     describe_counter!(
         POLLS_HELD,
         "Times an agent stopped reading mentions because its backlog reached agents.max_pending, by platform."
+    );
+    describe_counter!(
+        DRAFTING_HELD,
+        "Times an agent stopped starting replies because its account's outbox backlog reached agents.max_unpublished, by platform."
     );
     describe_counter!(MEMORIES_STORED, "Memories stored, by kind.");
     describe_counter!(MEMORIES_DELETED, "Memories deleted by retention, by kind (or over_cap).");

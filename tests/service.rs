@@ -349,6 +349,79 @@ async fn a_full_backlog_holds_reading_until_it_drains() {
     service.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_holds_drafting_until_the_platform_takes_it() {
+    // ada's account publishes 3 rows a second; she drafts 2 replies at once and may have 4
+    // waiting in the outbox. An hour between polls: mentions are read when they wake her, and
+    // only the outbox draining can start drafting again.
+    const MENTIONS: usize = 18;
+    const MAX_UNPUBLISHED: usize = 4;
+    const MAX_IN_FLIGHT: usize = 2;
+    let sandbox = Sandbox::new(&format!(
+        "[agents]\nmax_in_flight = {MAX_IN_FLIGHT}\nmax_unpublished = {MAX_UNPUBLISHED}\n\n[team]\nplan_every = \"1h\"\n"
+    ));
+    let path = sandbox.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (limit, poll) = ("rate_limit = { burst = 1000, per = \"1s\" }", "poll_every = \"100ms\"");
+    assert!(text.contains(limit) && text.contains(poll), "the sandbox's local rate limit and poll interval");
+    let slow = text.replace(limit, "rate_limit = { burst = 3, per = \"1s\" }").replace(poll, "poll_every = \"1h\"");
+    std::fs::write(&path, slow).unwrap();
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    let db = service.db();
+
+    let mut ids = Vec::new();
+    for n in 0..MENTIONS {
+        ids.push(api.post("sam", &format!("@ada question {n}: which compiler pass matters most?")).await.id);
+    }
+    // Drafted replies waiting in the outbox, watched until every mention is settled. Drafting
+    // freely, the offline model would have all of them drafted in a moment and waiting behind
+    // the platform's 3 a second.
+    let mut most_waiting = 0;
+    let started = std::time::Instant::now();
+    loop {
+        let (mut waiting, mut settled) = (0, 0);
+        for id in &ids {
+            if let Some(row) = db.outbox_row(&format!("reply:local:ada:{id}")).await.unwrap()
+                && row.status == chorus::store::OutboxStatus::Pending
+            {
+                waiting += 1;
+            }
+            if matches!(
+                db.inbound_state("local", &id.to_string(), "ada").await.unwrap().as_deref(),
+                Some("answered" | "ignored")
+            ) {
+                settled += 1;
+            }
+        }
+        most_waiting = most_waiting.max(waiting);
+        if settled == MENTIONS && waiting == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(40), "{settled} of {MENTIONS} settled, {waiting} waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Replies waiting and replies being drafted together stay within the bound.
+    assert!(most_waiting <= MAX_UNPUBLISHED, "{most_waiting} replies waited in the outbox");
+    assert!(most_waiting >= MAX_UNPUBLISHED / 2, "the platform's limit did make replies wait: {most_waiting}");
+    // Drafting resumed each time the outbox drained: every mention answered is published, once
+    // (a near-duplicate draft may be dropped instead).
+    let mut answered = 0;
+    for id in &ids {
+        let replies = api.replies(*id).await;
+        let state = db.inbound_state("local", &id.to_string(), "ada").await.unwrap();
+        assert_eq!(replies.len(), usize::from(state.as_deref() == Some("answered")), "mention {id}: {replies:?}");
+        answered += replies.len();
+    }
+    assert!(answered > MAX_UNPUBLISHED + MAX_IN_FLIGHT, "only {answered} answered");
+    let text = api.text("/metrics").await;
+    assert!(
+        text.lines().any(|line| line.starts_with("chorus_agent_drafting_held_total{platform=\"local\"}")),
+        "the hold is counted"
+    );
+    service.shutdown().await;
+}
+
 /// Concurrent enqueues meet in the Publisher's group commit: every caller is answered, a key
 /// named twice is one row (created once), and every row is published once, in its own account's
 /// order.

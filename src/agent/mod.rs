@@ -14,7 +14,9 @@
 //!   Memory recall → LlmPool (with the platform's typing indicator on while it runs) → finishing →
 //!   Publisher `Enqueue`, which marks the mention answered in the outbox transaction. After a
 //!   crash, pending mentions are simply picked up again. A backlog of `agents.max_pending`
-//!   holds reading: new mentions wait on the platform until it is half drained.
+//!   holds reading: new mentions wait on the platform until it is half drained. Replies drafted
+//!   but not yet published (the account's outbox rows and those in flight) stay within
+//!   `agents.max_unpublished`, so drafting never runs far ahead of what the platform takes.
 //! - **Coordination.** A mention that @-mentions several personas is answered first by the one the
 //!   TeamLeader's rule picks (topic fit, then load; decided once and stored), then by at most
 //!   `team.max_joiners` others, each after the first answer is published; the rest skip it.
@@ -115,6 +117,7 @@ pub struct AgentSettings {
     pub poll_every: Duration,
     pub max_in_flight: usize,
     pub max_pending: usize,
+    pub max_unpublished: usize,
     pub max_bot_turns: u32,
     pub max_poll_failures: u32,
     pub recall_recent: u32,
@@ -163,6 +166,7 @@ impl AgentSettings {
             poll_every: service.poll_every(platform),
             max_in_flight: service.agents.max_in_flight,
             max_pending: service.agents.max_pending,
+            max_unpublished: service.agents.max_unpublished,
             max_bot_turns: service.agents.max_bot_turns,
             max_poll_failures: service.agents.max_poll_failures,
             recall_recent: service.memory.recall_recent,
@@ -206,6 +210,9 @@ pub struct AgentState {
     queued: usize,
     /// A poll was skipped because the backlog was full: poll once it drains.
     held: bool,
+    /// The account's outbox had no room for another reply (`outbox_room`): this task waits for
+    /// the Publisher to take rows, down to the count given, and reports `OutboxDrained`.
+    outbox_wait: Option<(i64, AbortOnDrop)>,
     /// Planned posts handed over by the TeamLeader, to write one at a time.
     posts: VecDeque<ContentItem>,
     /// The post being written, if any.
@@ -230,6 +237,8 @@ pub enum AgentMsg {
     PostDue(Box<ContentItem>),
     /// The post being written finished.
     PostDone,
+    /// The account's outbox has room again for replies (`outbox_room`): start them.
+    OutboxDrained,
     /// Stop intake and schedules; answer once nothing is in flight (graceful shutdown).
     Drain { reply: RpcReplyPort<()> },
     /// An event of the live connection (push platforms).
@@ -278,6 +287,7 @@ impl Actor for Agent {
             fresh_complete: false,
             queued,
             held: false,
+            outbox_wait: None,
             posts,
             posting: None,
             draining: false,
@@ -393,6 +403,10 @@ impl Agent {
                 }
                 self.maybe_finish_drain(state);
             }
+            AgentMsg::OutboxDrained => {
+                state.outbox_wait = None;
+                self.fill(&myself, state).await?;
+            }
             AgentMsg::PostDue(item) => {
                 if state.draining {
                     // Still `dispatched`: written after the next start.
@@ -411,6 +425,7 @@ impl Agent {
             AgentMsg::Drain { reply } => {
                 state.draining = true;
                 state.poll = None;
+                state.outbox_wait = None;
                 state.posts.clear();
                 if let Some(live) = state.live.take() {
                     // In a task: closing may take seconds, and in-flight replies must finish.
@@ -570,6 +585,7 @@ impl Agent {
             return Ok(());
         }
         let capacity = state.args.settings.max_in_flight.saturating_sub(state.in_flight.len());
+        let capacity = if capacity == 0 { 0 } else { capacity.min(self.outbox_room(myself, state)) };
         if capacity == 0 {
             return Ok(());
         }
@@ -643,6 +659,41 @@ impl Agent {
             state.in_flight.insert(inbound_id, task.into());
         }
         Ok(())
+    }
+
+    /// How many more replies may start: `agents.max_unpublished` less the account's rows waiting
+    /// in the outbox (committed, not yet published) and the replies being drafted, which will
+    /// join them. With no room, a task waits until the Publisher has taken an eighth of the
+    /// bound's worth of rows (or all of them) and reports `OutboxDrained`; the mentions wait, and
+    /// past `agents.max_pending` so does reading.
+    fn outbox_room(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) -> usize {
+        let args = &state.args;
+        let (platform, persona) = (args.key.platform.as_str(), args.persona.name.as_str());
+        let limit = args.settings.max_unpublished as i64;
+        let drafting = state.in_flight.len() as i64;
+        let rows = args.directory.outbox.rows(platform, persona);
+        let room = limit - rows - drafting;
+        if room > 0 {
+            return room as usize;
+        }
+        // Wake once there is room for a few; a waiter set for fewer rows (more were being
+        // drafted then) is replaced, so it does not wake late.
+        let wake_at = (limit - drafting - (limit / 8).max(1)).max(0);
+        if state.outbox_wait.as_ref().is_some_and(|(waiting_for, _)| *waiting_for >= wake_at) {
+            return 0;
+        }
+        if state.outbox_wait.is_none() {
+            metrics::counter!(m::DRAFTING_HELD, "platform" => platform).increment(1);
+            tracing::debug!(agent = %args.key, rows, drafting, "outbox full; replies held");
+        }
+        let account = args.directory.outbox.account(platform, persona);
+        let myself = myself.clone();
+        let wait = tokio::spawn(async move {
+            account.drained_to(wake_at).await;
+            let _ = myself.send_message(AgentMsg::OutboxDrained);
+        });
+        state.outbox_wait = Some((wake_at, wait.into()));
+        0
     }
 
     /// Why a mention must not be answered, if it must not.

@@ -482,6 +482,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     if service.agents.max_pending < service.agents.max_in_flight {
         report.push("agents.max_pending", "must be at least agents.max_in_flight");
     }
+    if service.agents.max_unpublished == 0 {
+        report.push("agents.max_unpublished", "must be at least 1");
+    }
     for (key, message) in service.trading.problems() {
         report.push(key, message);
     }
@@ -722,7 +725,7 @@ schedule = { every = "90m" }
         write(
             dir.path(),
             "chorus.toml",
-            "colour = 1\n[store]\nmax_connections = 0\n[agents]\nmax_in_flight = 8\nmax_pending = 4\n",
+            "colour = 1\n[store]\nmax_connections = 0\n[agents]\nmax_in_flight = 8\nmax_pending = 4\nmax_unpublished = 0\n",
         );
         write(
             dir.path(),
@@ -734,6 +737,7 @@ schedule = { every = "90m" }
         assert!(errors.contains("chorus.toml: colour: unknown field"), "{errors}");
         assert!(errors.contains("chorus.toml: store.max_connections: must be at least 1"), "{errors}");
         assert!(errors.contains("chorus.toml: agents.max_pending: must be at least agents.max_in_flight"), "{errors}");
+        assert!(errors.contains("chorus.toml: agents.max_unpublished: must be at least 1"), "{errors}");
         assert!(errors.contains("ada.toml: mood: unknown field"), "{errors}");
         assert!(errors.contains("ada.toml: schedule.every: expected a duration like \"90m\""), "{errors}");
         assert!(errors.contains("bob.toml: name: expected 1 to 32 lowercase"), "{errors}");

@@ -714,6 +714,10 @@ pub struct AgentsConfig {
     /// mentions wait on the platform (a poll platform's cursor stays put) until the backlog
     /// drains. Pushed mentions (Discord) are stored regardless.
     pub max_pending: usize,
+    /// Replies an agent may have drafted and not yet published: its account's rows waiting in the
+    /// outbox plus the replies being written. At the bound it starts no new reply until the
+    /// Publisher has taken an eighth of them.
+    pub max_unpublished: usize,
     /// Turns another persona may take in one conversation before we stop answering it.
     pub max_bot_turns: u32,
     /// Failed polls in a row (each already retried) before the agent asks to be restarted.
@@ -722,7 +726,7 @@ pub struct AgentsConfig {
 
 impl Default for AgentsConfig {
     fn default() -> Self {
-        Self { max_in_flight: 4, max_pending: 1_000, max_bot_turns: 2, max_poll_failures: 3 }
+        Self { max_in_flight: 4, max_pending: 1_000, max_unpublished: 16, max_bot_turns: 2, max_poll_failures: 3 }
     }
 }
 
