@@ -36,6 +36,10 @@ const AUTHOR: &str = "human";
 /// Replies an agent generates at once, and requests the LLM provider serves at once: well above
 /// what `rate × LLM delay` needs, so the benchmark measures the service, not a configured cap.
 const MAX_IN_FLIGHT: usize = 512;
+/// Rows the account may have waiting in the outbox before the agent starts no new reply (under
+/// overload the backlog waits as mentions, not as drafted replies): twice what it drafts at once,
+/// so when it drafts again at half, the Publisher has rows to publish while the drafts come in.
+const MAX_UNPUBLISHED: usize = 1024;
 /// How long the service may take to become ready and answer its first mention.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(30);
 /// After the last mention: stop waiting for replies when none came for this long ...
@@ -85,7 +89,7 @@ pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> an
         None => None,
     };
     let llm_section = sim.as_ref().map(simulated_provider);
-    let extra = format!("[agents]\nmax_in_flight = {MAX_IN_FLIGHT}\n");
+    let extra = format!("[agents]\nmax_in_flight = {MAX_IN_FLIGHT}\nmax_unpublished = {MAX_UNPUBLISHED}\n");
     let mut config = write_config(dir.path(), 1, "10s", llm_section.as_deref(), &extra)?;
     // The admin API is not used here; a token is set directly (no `set_var` in a threaded process).
     config.admin_token = Some(crate::config::Secret::new(format!("bench-{}", std::process::id())));
@@ -111,7 +115,8 @@ pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> an
         .param("seconds", seconds)
         .param("llm_delay_ms", llm_delay.map_or(0, |delay| delay.as_millis() as u64))
         .param("personas", 1)
-        .param("max_in_flight", MAX_IN_FLIGHT as u64);
+        .param("max_in_flight", MAX_IN_FLIGHT as u64)
+        .param("max_unpublished", MAX_UNPUBLISHED as u64);
     measurement.values = std::mem::take(&mut run.values);
     measurement.notes = std::mem::take(&mut run.notes);
 
