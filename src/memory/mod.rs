@@ -87,10 +87,14 @@ struct Meta {
     created_at: i64,
 }
 
+/// Metadata by memory id, looked up for every candidate of an exact search: a fast hash (ids
+/// are ours, not an attacker's), where SipHash cost about as much as the dot product.
+type IdMap<V> = HashMap<i64, V, foldhash::fast::RandomState>;
+
 /// One persona's vectors.
 struct PersonaIndex {
     index: VectorIndex,
-    meta: HashMap<i64, Meta>,
+    meta: IdMap<Meta>,
 }
 
 /// A persona's index, read from the store at the persona's first search: an idle persona holds
@@ -111,7 +115,7 @@ struct Output {
 
 struct Outputs {
     index: VectorIndex,
-    meta: HashMap<i64, Output>,
+    meta: IdMap<Output>,
     next_reservation: i64,
 }
 
@@ -672,7 +676,7 @@ async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
     *write(&shared.dimension) = Some(dimension);
     let count = stored.len();
     let build = move || {
-        let mut index = PersonaIndex { index: VectorIndex::new(dimension), meta: HashMap::new() };
+        let mut index = PersonaIndex { index: VectorIndex::new(dimension), meta: IdMap::default() };
         let items: Vec<_> =
             stored.iter().filter(|stored| stored.vector.len() == dimension && usable(&stored.vector)).collect();
         match index.index.extend(items.iter().map(|stored| (stored.row.id, stored.vector.as_slice()))) {
@@ -747,7 +751,7 @@ fn add_output(shared: &Shared, row: &MemoryRow, vector: &[f32]) {
     let mut outputs = write(&shared.outputs);
     let outputs = outputs.get_or_insert_with(|| Outputs {
         index: VectorIndex::new(vector.len()),
-        meta: HashMap::new(),
+        meta: IdMap::default(),
         next_reservation: -1,
     });
     if outputs.index.insert(row.id, vector).is_ok() {
@@ -986,7 +990,7 @@ async fn check(
     let mut outputs = write(&shared.outputs);
     let outputs = outputs.get_or_insert_with(|| Outputs {
         index: VectorIndex::new(vector.len()),
-        meta: HashMap::new(),
+        meta: IdMap::default(),
         next_reservation: -1,
     });
     let started = Instant::now();
