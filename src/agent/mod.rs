@@ -663,9 +663,9 @@ impl Agent {
 
     /// How many more replies may start: `agents.max_unpublished` less the account's rows waiting
     /// in the outbox (committed, not yet published) and the replies being drafted, which will
-    /// join them. With no room, a task waits until the Publisher has taken an eighth of the
-    /// bound's worth of rows (or all of them) and reports `OutboxDrained`; the mentions wait, and
-    /// past `agents.max_pending` so does reading.
+    /// join them. With no room, a task waits until the Publisher has taken enough rows for an
+    /// eighth of the bound (at least one; or all of them) and reports `OutboxDrained`; the
+    /// mentions wait, and past `agents.max_pending` so does reading.
     fn outbox_room(&self, myself: &ActorRef<AgentMsg>, state: &mut AgentState) -> usize {
         let args = &state.args;
         let (platform, persona) = (args.key.platform.as_str(), args.persona.name.as_str());

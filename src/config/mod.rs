@@ -715,8 +715,8 @@ pub struct AgentsConfig {
     /// drains. Pushed mentions (Discord) are stored regardless.
     pub max_pending: usize,
     /// Replies an agent may have drafted and not yet published: its account's rows waiting in the
-    /// outbox plus the replies being written. At the bound it starts no new reply until the
-    /// Publisher has taken an eighth of them.
+    /// outbox plus the replies being written. At the bound it starts no new reply until there is
+    /// room for an eighth of them again (at least one).
     pub max_unpublished: usize,
     /// Turns another persona may take in one conversation before we stop answering it.
     pub max_bot_turns: u32,
