@@ -87,8 +87,8 @@ struct Meta {
     created_at: i64,
 }
 
-/// Metadata by memory id, looked up for every candidate of an exact search: a fast hash (ids
-/// are ours, not an attacker's), where SipHash cost about as much as the dot product.
+/// Metadata by memory id, looked up by searches for the rows that score high enough: a fast
+/// hash (ids are ours, not an attacker's); with SipHash a lookup cost about a dot product.
 type IdMap<V> = HashMap<i64, V, foldhash::fast::RandomState>;
 
 /// One persona's vectors.
