@@ -31,7 +31,7 @@ impl LocalPost {
 impl Db {
     /// Adds a post and its mentions; `None` when `reply_to` names no post. With a `client_key`
     /// the call is idempotent: posting the same key again returns the first post and adds nothing.
-    /// A post that mentions nobody is one statement; one with mentions, one transaction.
+    /// One statement: the post names its mentions and a trigger indexes them.
     pub async fn local_post(
         &self,
         author: &str,
@@ -46,31 +46,12 @@ impl Db {
                 handles.push(handle);
             }
         }
-        let post = (author, text, reply_to, client_key);
-        if handles.is_empty() {
-            return match insert_local_post(self.pool(), post).await? {
-                Some(post) => Ok(Some(post)),
-                None => post_by_key(self.pool(), client_key).await,
-            };
+        // A JSON array of strings cannot fail to serialize.
+        let handles = (!handles.is_empty()).then(|| serde_json::to_string(&handles).unwrap_or_default());
+        match insert_local_post(self.pool(), (author, text, reply_to, client_key, handles.as_deref())).await? {
+            Some(post) => Ok(Some(post)),
+            None => post_by_key(self.pool(), client_key).await,
         }
-        let mut tx = self.pool().begin().await?;
-        let post = match insert_local_post(&mut *tx, post).await? {
-            Some(post) => {
-                let sql = format!(
-                    "INSERT INTO local_mentions (handle, post_id) VALUES {} ON CONFLICT DO NOTHING",
-                    super::value_rows("(?, ?)", handles.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for handle in &handles {
-                    query = query.bind(*handle).bind(post.id);
-                }
-                query.execute(&mut *tx).await?;
-                Some(post)
-            }
-            None => post_by_key(&mut *tx, client_key).await?,
-        };
-        tx.commit().await?;
-        Ok(post)
     }
 
     /// The timeline, newest first, optionally only posts older than `before`.
@@ -123,21 +104,23 @@ impl Db {
     }
 }
 
-/// Inserts `(author, text, reply_to, client_key)`; `None` when the key was posted before or the
+/// Inserts `(author, text, reply_to, client_key, mentions)` (`mentions` a JSON array of handles,
+/// indexed by the `local_posts_mentions` trigger); `None` when the key was posted before or the
 /// parent is missing. The parent is checked in the insert itself: no read before it.
 async fn insert_local_post<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    (author, text, reply_to, client_key): (&str, &str, Option<i64>, Option<&str>),
+    (author, text, reply_to, client_key, mentions): (&str, &str, Option<i64>, Option<&str>, Option<&str>),
 ) -> StoreResult<Option<LocalPost>> {
     let inserted = sqlx::query(
-        "INSERT INTO local_posts (author, text, reply_to, client_key, created_at) \
-         SELECT $1, $2, $3, $4, $5 WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $6) \
+        "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
+         SELECT $1, $2, $3, $4, $5, $6 WHERE $7 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $7) \
          ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at",
     )
     .bind(author)
     .bind(text)
     .bind(reply_to)
     .bind(client_key)
+    .bind(mentions)
     .bind(now_ms())
     .bind(reply_to)
     .fetch_optional(executor)
