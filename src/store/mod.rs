@@ -488,6 +488,11 @@ async fn connect_pool(url: &str, engine: Engine, max_connections: u32, read_only
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings an idle connection before handing it out. For SQLite that is a round trip
+        // to the connection's thread before every statement, as dear as the statement, and it
+        // tests nothing: a file does not hang up. A Postgres connection can be cut by the
+        // server or the network, so there the ping stays.
+        .test_before_acquire(engine != Engine::Sqlite)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if engine == Engine::Sqlite {
