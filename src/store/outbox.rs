@@ -7,10 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use super::script::Script;
+use super::script::{OwnTransaction, Script};
 use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, value_rows};
 
 /// A post or reply to queue.
@@ -166,10 +166,12 @@ impl Db {
     /// in the batch is created once and the later ones are `created: false`. Nothing is written
     /// when any statement fails.
     pub async fn enqueue_batch(&self, items: &[ToEnqueue<'_>]) -> StoreResult<Vec<Enqueued>> {
-        let mut tx = self.pool().begin().await?;
-        let enqueued = insert_outboxes(&mut tx, items).await?;
-        tx.commit().await?;
-        Ok(enqueued)
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = OwnTransaction::acquire(self.pool()).await?;
+        let enqueued = insert_outboxes(tx.conn(), items, Within::Own).await;
+        tx.finish(enqueued).await
     }
 
     pub async fn outbox_exists(&self, idempotency_key: &str) -> StoreResult<bool> {
@@ -242,14 +244,15 @@ impl Db {
             return Ok(());
         }
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
-        let mut script = Script::new(tx.backend_name());
+        let mut tx = OwnTransaction::acquire(self.pool()).await?;
+        let mut script = Script::new(tx.conn().backend_name());
+        script.begin();
         for sent in runs(sent) {
             mark_sent_run(&mut script, sent, now);
         }
-        script.execute(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        script.commit();
+        let done = script.execute(tx.conn()).await;
+        tx.finish(done).await
     }
     /// Leaves the row pending, to be tried again at `next_attempt_at`.
     pub async fn mark_retry(&self, row: &OutboxRow, error: &str, next_attempt_at: i64) -> StoreResult<()> {
@@ -361,23 +364,37 @@ pub(super) async fn insert_outbox(
     inbound_id: Option<i64>,
     log: Option<&super::ContentLog>,
 ) -> StoreResult<Enqueued> {
-    let enqueued = insert_outboxes(tx, &[ToEnqueue { item, inbound_id, log }]).await?;
+    let enqueued = insert_outboxes(tx, &[ToEnqueue { item, inbound_id, log }], Within::Callers).await?;
     Ok(enqueued[0])
 }
 
-/// [`Db::enqueue_batch`] inside a caller's transaction: the outbox rows, then the mentions marked
-/// answered, the new items' content rows moved to `queued` with their stage logs, and an audit
-/// entry per new row: six statements a run (see [`super::runs`]); on SQLite a small batch (one or
-/// two items) is two calls (see [`Script`]), three when a key existed.
+/// Whose transaction [`insert_outboxes`] writes in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Within {
+    /// An [`OwnTransaction`]: its first script begins it and its last commits it.
+    Own,
+    /// The caller's, open already and committed by the caller.
+    Callers,
+}
+
+/// [`Db::enqueue_batch`] in a transaction: the outbox rows, then the mentions marked answered, the
+/// new items' content rows moved to `queued` with their stage logs, and an audit entry per new
+/// row: six statements a run (see [`super::runs`]); on SQLite a small batch (one or two items) is
+/// two calls (see [`Script`]), three when a key existed, with the `BEGIN` and `COMMIT` of an own
+/// transaction in the first and the last.
 async fn insert_outboxes(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut AnyConnection,
     items: &[ToEnqueue<'_>],
+    within: Within,
 ) -> StoreResult<Vec<Enqueued>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
     let mut inserts = Script::new(tx.backend_name());
+    if within == Within::Own {
+        inserts.begin();
+    }
     for run in runs(items) {
         inserts.statement(&format!(
             "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
@@ -406,7 +423,7 @@ async fn insert_outboxes(
         for key in run {
             query = query.bind(*key);
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        for row in query.fetch_all(&mut *tx).await? {
             existing.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
         }
     }
@@ -452,6 +469,9 @@ async fn insert_outboxes(
                 .bind(item.platform.as_str())
                 .bind(item.idempotency_key.as_str());
         }
+    }
+    if within == Within::Own {
+        script.commit();
     }
     script.execute(tx).await?;
     Ok(results)

@@ -8,9 +8,9 @@
 //! Postgres's extended protocol takes one statement with parameters a call, so there each
 //! statement is its own call, as if run one after another.
 
-use sqlx::AnyConnection;
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Arguments, Encode, Type};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Arguments, Encode, Type};
 
 use super::StoreResult;
 
@@ -53,6 +53,16 @@ impl Script {
         }
         self.statements.push((sql.to_owned(), AnyArguments::default()));
         self
+    }
+
+    /// Starts an [`OwnTransaction`]: a `BEGIN` statement (the script's first).
+    pub fn begin(&mut self) -> &mut Self {
+        self.statement("BEGIN")
+    }
+
+    /// Ends an [`OwnTransaction`]: a `COMMIT` statement (the script's last).
+    pub fn commit(&mut self) -> &mut Self {
+        self.statement("COMMIT")
     }
 
     /// Binds the current statement's next parameter.
@@ -100,6 +110,53 @@ impl Script {
     }
 }
 
+/// A transaction of its own on one pooled connection whose `BEGIN` and `COMMIT` are statements of
+/// its first and last [`Script`]s ([`Script::begin`], [`Script::commit`]), so on SQLite they ride
+/// in those calls: a transaction of one script is one round trip to SQLite's thread, where sqlx's
+/// own transaction makes it three.
+///
+/// [`OwnTransaction::finish`] hands the connection back, rolling back first after an error. A
+/// transaction dropped before that (its future cancelled half-way, when a `BEGIN` may have run
+/// without its `COMMIT`) closes its connection instead of returning it to the pool, and the
+/// database rolls back what a closed connection left open.
+pub(super) struct OwnTransaction {
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl OwnTransaction {
+    /// Takes a connection of `pool`; nothing is sent yet.
+    pub async fn acquire(pool: &AnyPool) -> StoreResult<Self> {
+        Ok(OwnTransaction { conn: Some(pool.acquire().await?) })
+    }
+
+    /// The connection, for the transaction's scripts and statements.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        self.conn.as_mut().expect("the connection is taken only by finish and drop")
+    }
+
+    /// Ends the transaction with the outcome of its work: the connection goes back to the pool,
+    /// after a `ROLLBACK` if `outcome` is an error (closed instead if even that fails: the
+    /// transaction may already have ended, and a closed connection leaves nothing open).
+    pub async fn finish<T>(mut self, outcome: StoreResult<T>) -> StoreResult<T> {
+        if outcome.is_err()
+            && let Some(mut conn) = self.conn.take()
+            && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err()
+        {
+            drop(conn.detach());
+        }
+        self.conn = None;
+        outcome
+    }
+}
+
+impl Drop for OwnTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 /// Appends `sql` to `text` with every parameter `$N` written `$(N + offset)`. The SQL is ours and
 /// has no `$` but its parameters.
 fn push_shifted(text: &mut String, sql: &str, offset: usize) {
@@ -119,7 +176,80 @@ fn push_shifted(text: &mut String, sql: &str, offset: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Db;
     use super::*;
+
+    /// A migrated SQLite file (one writing connection, read-only readers) and a write of cursor
+    /// `n` as a script statement.
+    async fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 2).await.unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    fn write_cursor(script: &mut Script, persona: &str) {
+        script
+            .statement("INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, 'local', '1', 0)")
+            .bind(persona);
+    }
+
+    /// What the readers (other connections) see of cursor `persona`.
+    async fn committed(db: &Db, persona: &str) -> bool {
+        db.cursor(persona, "local").await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn an_own_transaction_commits_in_its_script_and_rolls_back_on_an_error() {
+        let (_dir, db) = sqlite().await;
+        let transaction = |persona: &str| {
+            let mut script = Script::new("SQLite");
+            script.begin();
+            write_cursor(&mut script, persona);
+            script.commit();
+            script
+        };
+        assert_eq!(transaction("a").into_calls().len(), 1, "BEGIN and COMMIT ride in the script's one call");
+        let mut tx = OwnTransaction::acquire(db.pool()).await.unwrap();
+        let done = transaction("a").execute(tx.conn()).await;
+        tx.finish(done).await.unwrap();
+        assert!(committed(&db, "a").await, "committed");
+
+        // A statement fails after BEGIN and a write: the write is rolled back and the connection
+        // goes back to the pool with no transaction open.
+        let mut tx = OwnTransaction::acquire(db.pool()).await.unwrap();
+        let mut script = Script::new(tx.conn().backend_name());
+        script.begin();
+        write_cursor(&mut script, "b");
+        script.statement("INSERT INTO no_such_table VALUES (1)");
+        script.commit();
+        let failed = script.execute(tx.conn()).await;
+        assert!(tx.finish(failed).await.is_err());
+        assert!(!committed(&db, "b").await, "rolled back");
+        // The one writing connection autocommits again: a plain write is seen by the readers.
+        db.store_inbound(&[], Some(("c", "local", "1"))).await.unwrap();
+        assert!(committed(&db, "c").await, "the next write committed on its own");
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_own_transaction_dropped_half_way_leaves_no_transaction_open() {
+        let (_dir, db) = sqlite().await;
+        let mut tx = OwnTransaction::acquire(db.pool()).await.unwrap();
+        let mut script = Script::new(tx.conn().backend_name());
+        script.begin();
+        write_cursor(&mut script, "a");
+        script.execute(tx.conn()).await.unwrap();
+        // Cancelled between its BEGIN and its COMMIT.
+        drop(tx);
+        assert!(!committed(&db, "a").await, "never committed");
+        // Had the connection gone back to the pool mid-transaction, this write would sit in it,
+        // unseen by the readers.
+        db.store_inbound(&[], Some(("b", "local", "1"))).await.unwrap();
+        assert!(committed(&db, "b").await, "the next write committed on its own");
+        assert!(!committed(&db, "a").await, "and did not commit the abandoned one");
+        db.close().await;
+    }
 
     #[test]
     fn parameters_of_a_joined_statement_follow_the_ones_before() {
