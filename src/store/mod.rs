@@ -178,11 +178,19 @@ impl Db {
         // SQLite has one writer at a time. Several connections writing meet in its busy handler,
         // which sleeps (1, 2, 5 … 100 ms) instead of queueing, and each write resets the other
         // connections' page caches. So a file database gets one writing connection (writes wait
-        // for it in order, in process) and `max_connections` read-only ones beside it (WAL).
+        // for it in order, in process) and read-only ones beside it (WAL): `max_connections`, but
+        // no more than the cores. A read runs on its connection's thread, and the pool hands out
+        // its idle connections in turn, so readers beyond the cores only wake colder threads
+        // with colder page caches (at 250 replies/s, 8 readers cost 5 % more CPU a reply than 2).
         let split = engine == Engine::Sqlite;
         let writers = if split { 1 } else { max_connections };
         let pool = connect_pool(&url, engine, writers, false).await?;
-        let reader = if split { connect_pool(&url, engine, max_connections, true).await? } else { pool.clone() };
+        let reader = if split {
+            let cores = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+            connect_pool(&url, engine, max_connections.min(cores), true).await?
+        } else {
+            pool.clone()
+        };
         Ok(Db { pool, reader, engine })
     }
 
