@@ -179,8 +179,7 @@ mod tests {
     use super::super::Db;
     use super::*;
 
-    /// A migrated SQLite file (one writing connection, read-only readers) and a write of cursor
-    /// `n` as a script statement.
+    /// A migrated SQLite file: one writing connection, read-only readers.
     async fn sqlite() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 2).await.unwrap();
@@ -188,6 +187,7 @@ mod tests {
         (dir, db)
     }
 
+    /// A write of `persona`'s cursor, as a statement of `script`.
     fn write_cursor(script: &mut Script, persona: &str) {
         script
             .statement("INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, 'local', '1', 0)")
