@@ -127,6 +127,7 @@ storage_contract!(
     thread_assignment_first_wins_and_pending_load_counts_pending_mentions,
     engagement_is_measured_inside_the_window_and_rescheduled,
     group_commits_write_each_item_as_it_would_alone,
+    a_transaction_cancelled_half_way_is_all_or_nothing_and_the_next_commits,
 );
 
 // ----- helpers -----
@@ -331,6 +332,61 @@ async fn enqueue_is_idempotent_and_answers_the_inbound_event(db: &Db) {
         pairs(&[("enqueue", "pending")]),
         "the duplicate enqueue is not audited"
     );
+}
+
+/// 4c. An enqueue or a mark-sent whose future is dropped half-way (the Publisher aborts its
+/// tasks when it restarts) leaves all of its writes or none, and the transactions after it
+/// commit as usual: no transaction is left open on a pooled connection. A future polled once
+/// stops at a different point from run to run (before its first call, or after it, with BEGIN
+/// sent and no COMMIT), so each case is tried several times.
+async fn a_transaction_cancelled_half_way_is_all_or_nothing_and_the_next_commits(db: &Db) {
+    const TRIES: usize = 16;
+    let once = std::time::Duration::ZERO;
+    for n in 0..TRIES {
+        let remote_id = format!("m{n}");
+        let mention =
+            insert_inbound(db, &inbound("local", &remote_id, "alice", false, "conv-1")).await.expect("insert");
+        let mention = mention.expect("new inbound event").id;
+        let item = outbox_item(&format!("reply:alice:local:{remote_id}"), "reply", "cancelled");
+        let cancelled = tokio::time::timeout(once, db.enqueue(&item, Some(mention))).await;
+        // The next transaction commits, and other connections see it. It waits for the writer,
+        // so by then the cancelled one is settled: committed whole or rolled back.
+        let next = db.enqueue(&outbox_item(&format!("after-enqueue-{n}"), "post", "after"), None).await;
+        assert!(next.expect("the enqueue after a cancelled one").created);
+        let seen = db.outbox_row(&format!("after-enqueue-{n}")).await.expect("outbox_row");
+        assert!(seen.is_some(), "committed and seen by the other connections");
+
+        let row = db.outbox_row(&item.idempotency_key).await.expect("outbox_row");
+        let pending = db.pending_inbound("alice", "local", 100).await.expect("pending_inbound");
+        let answered = !pending.iter().any(|row| row.id == mention);
+        let audited = !db.audit_trail(&item.idempotency_key).await.expect("audit_trail").is_empty();
+        assert_eq!((answered, audited), (row.is_some(), row.is_some()), "cancelled enqueue {n}: all or nothing");
+        if cancelled.is_ok() {
+            assert!(row.is_some(), "an enqueue that answered was committed");
+        }
+    }
+    for n in 0..TRIES {
+        let key = format!("to-mark-{n}");
+        db.enqueue(&outbox_item(&key, "post", "to mark"), None).await.expect("enqueue");
+        let row = db.outbox_row(&key).await.expect("outbox_row").expect("the row");
+        let sent = chorus::store::Sent { row: &row, remote_id: "r", how: "sent" };
+        let cancelled = tokio::time::timeout(once, db.mark_sent_batch(&[sent])).await;
+        let next = db.enqueue(&outbox_item(&format!("after-mark-{n}"), "post", "after"), None).await;
+        assert!(next.expect("the enqueue after a cancelled mark-sent").created);
+
+        let row = db.outbox_row(&key).await.expect("outbox_row").expect("the row");
+        let marked = row.status == OutboxStatus::Sent;
+        let trail = db.audit_trail(&key).await.expect("audit_trail");
+        let audited = trail.contains(&("publish".to_owned(), "sent".to_owned()));
+        assert_eq!((audited, row.remote_id.is_some()), (marked, marked), "cancelled mark-sent {n}: all or nothing");
+        if cancelled.is_ok() {
+            assert!(marked, "a mark-sent that answered was committed");
+        }
+    }
+    let last = db.outbox_row("after-mark-0").await.expect("outbox_row").expect("the row");
+    mark_sent(db, &last, "r-last").await;
+    let last = db.outbox_row("after-mark-0").await.expect("outbox_row").expect("the row");
+    assert_eq!((last.status, last.remote_id.as_deref()), (OutboxStatus::Sent, Some("r-last")));
 }
 
 /// 4b. Outbox rows through due → attempt → retry → sent / failed, with their audit trail.
