@@ -119,6 +119,13 @@ struct Outputs {
     next_reservation: i64,
 }
 
+impl Outputs {
+    /// No output yet, for vectors of `dimension` components.
+    fn empty(dimension: usize) -> Self {
+        Outputs { index: VectorIndex::new(dimension), meta: IdMap::default(), next_reservation: -1 }
+    }
+}
+
 /// The indexes, shared with the tasks that search them.
 struct Shared {
     model: String,
@@ -749,11 +756,7 @@ fn meta_of(row: &MemoryRow) -> Meta {
 
 fn add_output(shared: &Shared, row: &MemoryRow, vector: &[f32]) {
     let mut outputs = write(&shared.outputs);
-    let outputs = outputs.get_or_insert_with(|| Outputs {
-        index: VectorIndex::new(vector.len()),
-        meta: IdMap::default(),
-        next_reservation: -1,
-    });
+    let outputs = outputs.get_or_insert_with(|| Outputs::empty(vector.len()));
     if outputs.index.insert(row.id, vector).is_ok() {
         outputs.meta.insert(row.id, Output { created_at: row.created_at, key: None });
     }
@@ -988,11 +991,7 @@ async fn check(
     };
     let window_start = now_ms() - window.as_millis() as i64;
     let mut outputs = write(&shared.outputs);
-    let outputs = outputs.get_or_insert_with(|| Outputs {
-        index: VectorIndex::new(vector.len()),
-        meta: IdMap::default(),
-        next_reservation: -1,
-    });
+    let outputs = outputs.get_or_insert_with(|| Outputs::empty(vector.len()));
     let started = Instant::now();
     let best = outputs.index.search(&vector, 1, |id| {
         outputs

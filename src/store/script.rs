@@ -144,7 +144,8 @@ impl OwnTransaction {
         {
             drop(conn.detach());
         }
-        self.conn = None;
+        // Committed, or rolled back: back to the pool (dropped in `Drop`, it would be closed).
+        drop(self.conn.take());
         outcome
     }
 }
