@@ -405,7 +405,8 @@ impl Db {
             return Ok(0);
         }
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let mut created = 0;
         for post in posts {
             let row = sqlx::query(
@@ -437,7 +438,8 @@ impl Db {
         let sql = format!(
             "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'planned' AND due_at <= $1 ORDER BY due_at, id LIMIT $2"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(self.reader()).await?;
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
 
@@ -458,7 +460,11 @@ impl Db {
             "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'dispatched' AND kind = 'post' AND persona = $1 AND platform = $2 \
              ORDER BY due_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(platform).fetch_all(self.reader()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(persona)
+            .bind(platform)
+            .fetch_all(&mut *self.read().await?)
+            .await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
 
@@ -471,7 +477,8 @@ impl Db {
         reason: Option<&str>,
         (stage, outcome, detail, actor): (&str, &str, Option<&str>, &str),
     ) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let moved = sqlx::query(
             "UPDATE content_items SET stage = $3, reason = COALESCE($4, reason), updated_at = $5 \
              WHERE id = $1 AND stage = $2",
@@ -511,14 +518,15 @@ impl Db {
         .bind(&item.submitted_by)
         .bind(now)
         .bind(item.stage)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *self.write().await?)
         .await?;
         Ok(row.try_get(0)?)
     }
 
     /// Appends several entries to an item's stage log in one transaction.
     pub async fn content_log(&self, item_id: i64, entries: &[StageEntry]) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         events(&mut tx, item_id, entries).await?;
         tx.commit().await?;
         Ok(())
@@ -533,7 +541,8 @@ impl Db {
         detail: Option<&str>,
         actor: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         event(&mut tx, item_id, stage, outcome, detail, actor).await?;
         tx.commit().await?;
         Ok(())
@@ -541,7 +550,8 @@ impl Db {
 
     /// The generation gave nothing to publish (empty, or a duplicate after every rewrite).
     pub async fn drop_content(&self, item_id: i64, reason: &str, actor: &str) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query("UPDATE content_items SET stage = 'dropped', reason = $2, updated_at = $3 WHERE id = $1")
             .bind(item_id)
             .bind(reason)
@@ -562,7 +572,8 @@ impl Db {
         reasons: &str,
         actor: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let row = sqlx::query(
             "UPDATE content_items SET stage = 'blocked', text = $2, flags = $3, reason = $4, updated_at = $5 \
              WHERE id = $1 RETURNING inbound_id",
@@ -591,7 +602,8 @@ impl Db {
         expires_at: i64,
         actor: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let row = sqlx::query(
             "UPDATE content_items SET stage = 'held', text = $2, flags = $3, reason = $4, expires_at = $5, \
              updated_at = $6 WHERE id = $1 RETURNING inbound_id",
@@ -617,20 +629,23 @@ impl Db {
             .bind(text)
             .bind(flags)
             .bind(now_ms())
-            .execute(self.pool())
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
 
     pub async fn content_item(&self, id: i64) -> StoreResult<Option<ContentItem>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *self.read().await?).await?;
         row.as_ref().map(ContentItem::from_row).transpose()
     }
 
     pub async fn content_by_key(&self, idempotency_key: &str) -> StoreResult<Option<ContentItem>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE idempotency_key = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(idempotency_key).fetch_optional(self.reader()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(idempotency_key)
+            .fetch_optional(&mut *self.read().await?)
+            .await?;
         row.as_ref().map(ContentItem::from_row).transpose()
     }
 
@@ -646,7 +661,7 @@ impl Db {
             .bind(filter.platform.as_deref())
             .bind(filter.kind.as_deref())
             .bind(filter.limit.max(1))
-            .fetch_all(self.reader())
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
@@ -656,7 +671,7 @@ impl Db {
         let rows =
             sqlx::query("SELECT stage, outcome, detail, actor, at FROM content_events WHERE item_id = $1 ORDER BY id")
                 .bind(item_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?;
         rows.iter()
             .map(|row| {
@@ -683,7 +698,8 @@ impl Db {
         two_person: bool,
     ) -> StoreResult<Result<Approval, AirlockRefusal>> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         lock_item(&mut tx, id).await?;
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE id = $1");
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
@@ -749,7 +765,8 @@ impl Db {
     /// Rejects a held item: it is never published.
     pub async fn reject_content(&self, id: i64, by: &str, reason: &str) -> StoreResult<Result<(), AirlockRefusal>> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         lock_item(&mut tx, id).await?;
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE id = $1");
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
@@ -782,11 +799,12 @@ impl Db {
     /// Expires every hold that ran out by `now`. Returns the items expired.
     pub async fn expire_holds(&self, now: i64) -> StoreResult<Vec<i64>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'held' AND expires_at <= $1");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(self.reader()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(&mut *self.read().await?).await?;
         let mut expired = Vec::new();
         for row in &rows {
             let item = ContentItem::from_row(row)?;
-            let mut tx = self.pool().begin().await?;
+            let mut conn = self.write().await?;
+            let mut tx = conn.begin().await?;
             if expire(&mut tx, &item).await? {
                 expired.push(item.id);
             }
@@ -801,7 +819,7 @@ impl Db {
             "SELECT persona, COUNT(*) FROM inbound_events WHERE platform = $1 AND state = 'pending' GROUP BY persona",
         )
         .bind(platform)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut counts = std::collections::BTreeMap::new();
         for row in &rows {
@@ -829,7 +847,7 @@ impl Db {
         .bind(assignment.skipped.join(","))
         .bind(detail)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(self.thread_assignment(platform, remote_id).await?.unwrap_or_else(|| assignment.clone()))
     }
@@ -840,7 +858,7 @@ impl Db {
         )
         .bind(platform)
         .bind(remote_id)
-        .fetch_optional(self.reader())
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.map(|row| {
             Ok(StoredAssignment {
@@ -857,7 +875,7 @@ impl Db {
     pub async fn reply_stage(&self, idempotency_key: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT stage FROM content_items WHERE idempotency_key = $1")
             .bind(idempotency_key)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
@@ -869,7 +887,7 @@ impl Db {
                 .bind(platform)
                 .bind(remote_id)
                 .bind(persona)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
@@ -893,7 +911,7 @@ impl Db {
             .bind(now - measure_after_ms)
             .bind(now - measure_for_ms)
             .bind(limit)
-            .fetch_all(self.reader())
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
@@ -907,7 +925,8 @@ impl Db {
         next_at: i64,
     ) -> StoreResult<()> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         if let Some(engagement) = engagement {
             sqlx::query(
                 "INSERT INTO engagement (item_id, fetched_at, likes, replies, reposts, impressions) \
@@ -951,7 +970,7 @@ impl Db {
              ORDER BY fetched_at DESC, id DESC LIMIT 1",
         )
         .bind(item_id)
-        .fetch_optional(self.reader())
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.map(|row| {
             Ok(Engagement {

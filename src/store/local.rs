@@ -48,9 +48,10 @@ impl Db {
         }
         // A JSON array of strings cannot fail to serialize.
         let handles = (!handles.is_empty()).then(|| serde_json::to_string(&handles).unwrap_or_default());
-        match insert_local_post(self.pool(), (author, text, reply_to, client_key, handles.as_deref())).await? {
+        let mut conn = self.write().await?;
+        match insert_local_post(&mut *conn, (author, text, reply_to, client_key, handles.as_deref())).await? {
             Some(post) => Ok(Some(post)),
-            None => post_by_key(self.pool(), client_key).await,
+            None => post_by_key(&mut *conn, client_key).await,
         }
     }
 
@@ -61,7 +62,7 @@ impl Db {
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
@@ -75,7 +76,7 @@ impl Db {
         .bind(handle)
         .bind(after)
         .bind(limit)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
@@ -83,13 +84,13 @@ impl Db {
     pub async fn local_post_by_id(&self, id: i64) -> StoreResult<Option<LocalPost>> {
         let row = sqlx::query("SELECT id, author, text, reply_to, created_at FROM local_posts WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.as_ref().map(LocalPost::from_row).transpose()
     }
 
     pub async fn local_post_by_key(&self, client_key: &str) -> StoreResult<Option<LocalPost>> {
-        post_by_key(self.reader(), Some(client_key)).await
+        post_by_key(&mut *self.read().await?, Some(client_key)).await
     }
 
     /// Replies to `post_id`, oldest first.
@@ -98,7 +99,7 @@ impl Db {
             "SELECT id, author, text, reply_to, created_at FROM local_posts WHERE reply_to = $1 ORDER BY id",
         )
         .bind(post_id)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }

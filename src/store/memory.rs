@@ -2,8 +2,8 @@
 //! and the model that made it. Vectors of different models are never compared: search loads only
 //! the current model's, and the rest are embedded again.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{Db, StoreResult, now_ms};
 
@@ -124,37 +124,18 @@ impl Db {
         let now = now_ms();
         let runs = super::runs(memories);
         // Several runs (see `runs`) are one transaction: all stored, or none.
-        let mut tx = if runs.len() > 1 { Some(self.pool().begin().await?) } else { None };
+        let mut conn = self.write().await?;
         let mut rows = Vec::with_capacity(memories.len());
-        for run in runs {
-            let sql = format!(
-                "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
-                 embedding_model) VALUES {} RETURNING {COLUMNS}",
-                super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (memory, vector) in run {
-                query = query
-                    .bind(&memory.persona)
-                    .bind(&memory.platform)
-                    .bind(memory.kind.as_str())
-                    .bind(memory.conversation.as_deref())
-                    .bind(&memory.author)
-                    .bind(&memory.text)
-                    .bind(now)
-                    .bind(vector.map(|(_, vector)| encode_vector(vector)))
-                    .bind(vector.map(|(model, _)| model));
+        if runs.len() > 1 {
+            let mut tx = conn.begin().await?;
+            for run in runs {
+                insert_memory_run(&mut tx, run, now, &mut rows).await?;
             }
-            let stored = match tx.as_mut() {
-                Some(tx) => query.fetch_all(&mut **tx).await?,
-                None => query.fetch_all(self.pool()).await?,
-            };
-            for row in &stored {
-                rows.push(MemoryRow::from_row(row)?);
-            }
-        }
-        if let Some(tx) = tx {
             tx.commit().await?;
+        } else {
+            for run in runs {
+                insert_memory_run(&mut conn, run, now, &mut rows).await?;
+            }
         }
         // Statements number their rows in the order of their VALUES, one after the other;
         // RETURNING has no order.
@@ -187,7 +168,8 @@ impl Db {
             query = query.bind(*persona);
         }
         let mut known: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-        for row in query.fetch_all(self.reader()).await? {
+        let found = query.fetch_all(&mut *self.read().await?).await?;
+        for row in found {
             known.insert((row.try_get(0)?, row.try_get(1)?));
         }
         let mut missing: Vec<(&str, &str)> = Vec::new();
@@ -217,7 +199,7 @@ impl Db {
             for (persona, fact) in chunk {
                 query = query.bind(*persona).bind(*persona).bind(*fact).bind(now);
             }
-            let rows = query.fetch_all(self.pool()).await?;
+            let rows = query.fetch_all(&mut *self.write().await?).await?;
             for row in &rows {
                 added.push(MemoryRow::from_row(row)?);
             }
@@ -247,14 +229,18 @@ impl Db {
                     .bind(platform)
                     .bind(conversation)
                     .bind(limit)
-                    .fetch_all(self.reader())
+                    .fetch_all(&mut *self.read().await?)
                     .await?
             }
             None => {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' ORDER BY id DESC LIMIT $2"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(limit).fetch_all(self.reader()).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(persona)
+                    .bind(limit)
+                    .fetch_all(&mut *self.read().await?)
+                    .await?
             }
         };
         rows.iter().map(MemoryRow::from_row).collect()
@@ -304,7 +290,8 @@ impl Db {
             query = query.bind(*id);
         }
         let mut recalled = Recalled::default();
-        for row in query.fetch_all(self.reader()).await? {
+        let found = query.fetch_all(&mut *self.read().await?).await?;
+        for row in found {
             let part: i64 = row.try_get("part")?;
             let memory = MemoryRow::from_row(&row)?;
             match part {
@@ -328,7 +315,7 @@ impl Db {
         for id in ids {
             query = query.bind(*id);
         }
-        query.fetch_all(self.reader()).await?.iter().map(MemoryRow::from_row).collect()
+        query.fetch_all(&mut *self.read().await?).await?.iter().map(MemoryRow::from_row).collect()
     }
 
     /// Records the vectors of `model` for these memories, in one transaction.
@@ -336,10 +323,16 @@ impl Db {
         const UPDATE: &str = "UPDATE memories SET embedding = $1, embedding_model = $2 WHERE id = $3";
         if let [(id, vector)] = vectors {
             // One statement is atomic on its own: no BEGIN and COMMIT round trips.
-            sqlx::query(UPDATE).bind(encode_vector(vector)).bind(model).bind(*id).execute(self.pool()).await?;
+            sqlx::query(UPDATE)
+                .bind(encode_vector(vector))
+                .bind(model)
+                .bind(*id)
+                .execute(&mut *self.write().await?)
+                .await?;
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         for (id, vector) in vectors {
             sqlx::query(UPDATE).bind(encode_vector(vector)).bind(model).bind(*id).execute(&mut *tx).await?;
         }
@@ -354,7 +347,7 @@ impl Db {
             "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(after_id).bind(limit);
-        decode_vectors(&query.fetch_all(self.reader()).await?)
+        decode_vectors(&query.fetch_all(&mut *self.read().await?).await?)
     }
 
     /// [`Db::memory_vectors`] of one persona (its index is loaded at its first search).
@@ -370,7 +363,7 @@ impl Db {
              ORDER BY id LIMIT $4"
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(model).bind(after_id).bind(limit);
-        decode_vectors(&query.fetch_all(self.reader()).await?)
+        decode_vectors(&query.fetch_all(&mut *self.read().await?).await?)
     }
 
     /// [`Db::memory_vectors`] of posts and replies created at or after `since`: the team's recent
@@ -387,7 +380,7 @@ impl Db {
              AND created_at >= $2 AND id > $3 ORDER BY id LIMIT $4"
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(since).bind(after_id).bind(limit);
-        decode_vectors(&query.fetch_all(self.reader()).await?)
+        decode_vectors(&query.fetch_all(&mut *self.read().await?).await?)
     }
 
     /// Up to `limit` memories without a vector of `model` (never embedded, or by another model),
@@ -397,7 +390,8 @@ impl Db {
             "SELECT {COLUMNS} FROM memories \
              WHERE embedding_model IS NULL OR embedding_model < $1 OR embedding_model > $1 ORDER BY id LIMIT $2"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(limit).fetch_all(self.reader()).await?;
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(limit).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(MemoryRow::from_row).collect()
     }
 
@@ -406,7 +400,7 @@ impl Db {
         let rows = sqlx::query("DELETE FROM memories WHERE kind = $1 AND created_at < $2 RETURNING id")
             .bind(kind.as_str())
             .bind(before_ms)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.write().await?)
             .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
@@ -419,35 +413,37 @@ impl Db {
         )
         .bind(persona)
         .bind(keep)
-        .fetch_optional(self.reader())
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         let Some(cutoff) = cutoff else { return Ok(Vec::new()) };
         let cutoff: i64 = cutoff.try_get(0)?;
         let rows = sqlx::query("DELETE FROM memories WHERE persona = $1 AND kind <> 'fact' AND id <= $2 RETURNING id")
             .bind(persona)
             .bind(cutoff)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.write().await?)
             .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     /// Every persona with memories.
     pub async fn memory_personas(&self) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT persona FROM memories").fetch_all(self.reader()).await?;
+        let rows = sqlx::query("SELECT DISTINCT persona FROM memories").fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     /// How many memories have a vector of each model (`None`: not embedded yet).
     pub async fn embedding_models(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
         let rows = sqlx::query("SELECT embedding_model, COUNT(*) FROM memories GROUP BY embedding_model")
-            .fetch_all(self.reader())
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
     /// Memories stored, by kind.
     pub async fn memory_counts(&self) -> StoreResult<Vec<(MemoryKind, i64)>> {
-        let rows = sqlx::query("SELECT kind, COUNT(*) FROM memories GROUP BY kind").fetch_all(self.reader()).await?;
+        let rows = sqlx::query("SELECT kind, COUNT(*) FROM memories GROUP BY kind")
+            .fetch_all(&mut *self.read().await?)
+            .await?;
         let mut counts = Vec::new();
         for row in &rows {
             if let Some(kind) = MemoryKind::parse(&row.try_get::<String, _>(0)?) {
@@ -468,6 +464,37 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
         }
     }
     Ok(vectors)
+}
+
+/// Inserts one run of memories (see [`super::runs`]) on `conn`, adding their rows to `rows`.
+async fn insert_memory_run(
+    conn: &mut AnyConnection,
+    run: &[ToInsert<'_>],
+    now: i64,
+    rows: &mut Vec<MemoryRow>,
+) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
+         embedding_model) VALUES {} RETURNING {COLUMNS}",
+        super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (memory, vector) in run {
+        query = query
+            .bind(&memory.persona)
+            .bind(&memory.platform)
+            .bind(memory.kind.as_str())
+            .bind(memory.conversation.as_deref())
+            .bind(&memory.author)
+            .bind(&memory.text)
+            .bind(now)
+            .bind(vector.map(|(_, vector)| encode_vector(vector)))
+            .bind(vector.map(|(model, _)| model));
+    }
+    for row in &query.fetch_all(conn).await? {
+        rows.push(MemoryRow::from_row(row)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Storage: the only module that imports sqlx.
 //!
-//! [`Db`] is a cheap, cloneable handle on one connection pool. It uses sqlx's `Any` driver so a
+//! [`Db`] is a cheap, cloneable handle on the database's connections (SQLite: one writer and
+//! read-only readers, held in [`conn`]'s pools; Postgres: one sqlx pool). It uses sqlx's `Any` driver so a
 //! single code path serves SQLite (the embedded default, in WAL mode) and Postgres (several nodes).
 //! The Any driver speaks only integers, floats, text and bytes, so times are epoch milliseconds.
 //! The schema lives in `migrations/sqlite` and `migrations/postgres` (same tables, per-engine DDL).
 //!
-//! The [`actor::Store`] actor owns the pool's health in the supervision tree.
+//! The [`actor::Store`] actor owns the database's health in the supervision tree.
 
 pub mod actor;
+mod conn;
 mod content;
 mod local;
 mod memory;
@@ -21,7 +23,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
+
+use self::conn::{Lease, Source};
 
 use crate::config::Secret;
 
@@ -97,9 +101,9 @@ pub enum Engine {
 #[derive(Debug, Clone)]
 pub struct Db {
     /// Writes and transactions (SQLite: the one writing connection).
-    pool: AnyPool,
+    pool: Source,
     /// Plain reads (SQLite: read-only connections; Postgres: `pool`).
-    reader: AnyPool,
+    reader: Source,
     engine: Engine,
 }
 
@@ -179,17 +183,22 @@ impl Db {
         // which sleeps (1, 2, 5 … 100 ms) instead of queueing, and each write resets the other
         // connections' page caches. So a file database gets one writing connection (writes wait
         // for it in order, in process) and read-only ones beside it (WAL): `max_connections`, but
-        // no more than the cores. A read runs on its connection's thread, and the pool hands out
-        // its idle connections in turn, so readers beyond the cores only wake colder threads
-        // with colder page caches (at 250 replies/s, 8 readers cost 5 % more CPU a reply than 2).
-        let split = engine == Engine::Sqlite;
-        let writers = if split { 1 } else { max_connections };
-        let pool = connect_pool(&url, engine, writers, false).await?;
-        let reader = if split {
-            let cores = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
-            connect_pool(&url, engine, max_connections.min(cores), true).await?
-        } else {
-            pool.clone()
+        // no more than the cores. A read runs on its connection's thread, so readers beyond the
+        // cores only wake colder threads with colder page caches (with sqlx's pool, which hands
+        // out its idle connections in turn, 8 readers cost 5 % more CPU a reply than 2 at 250
+        // replies/s). The connections are held in pools of our own (see `conn`): sqlx's pings
+        // every connection it gets back, one more round trip to SQLite's thread a statement.
+        let (pool, reader) = match engine {
+            Engine::Sqlite => {
+                let cores =
+                    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+                let writer = Source::held(&url, 1, false).await?;
+                (writer, Source::held(&url, max_connections.min(cores), true).await?)
+            }
+            Engine::Postgres => {
+                let pool = Source::Pool(connect_pool(&url, max_connections).await?);
+                (pool.clone(), pool)
+            }
         };
         Ok(Db { pool, reader, engine })
     }
@@ -197,8 +206,8 @@ impl Db {
     /// Applies pending migrations of this engine.
     pub async fn migrate(&self) -> StoreResult<()> {
         match self.engine {
-            Engine::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
-            Engine::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
+            Engine::Sqlite => SQLITE_MIGRATOR.run(&mut *self.write().await?).await?,
+            Engine::Postgres => POSTGRES_MIGRATOR.run(&mut *self.write().await?).await?,
         }
         Ok(())
     }
@@ -209,7 +218,7 @@ impl Db {
 
     /// A round trip to the database.
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&mut *self.write().await?).await?;
         Ok(())
     }
 
@@ -222,7 +231,7 @@ impl Db {
     /// Folds the SQLite write-ahead log back into the database file (no-op on Postgres).
     pub async fn checkpoint(&self) -> StoreResult<()> {
         if self.engine == Engine::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *self.write().await?).await?;
         }
         Ok(())
     }
@@ -244,7 +253,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let received_at = now_ms();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.write().await?;
         let mut script = script::Script::new(conn.backend_name());
         for run in runs(events) {
             script.statement(&format!(
@@ -322,7 +331,7 @@ impl Db {
         .bind(platform)
         .bind(after)
         .bind(limit)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(InboundRow::from_row).collect()
     }
@@ -334,7 +343,7 @@ impl Db {
         )
         .bind(persona)
         .bind(platform)
-        .fetch_one(self.reader())
+        .fetch_one(&mut *self.read().await?)
         .await?;
         Ok(row.try_get(0)?)
     }
@@ -344,7 +353,7 @@ impl Db {
         sqlx::query("UPDATE inbound_events SET state = 'ignored', outcome = $2 WHERE id = $1")
             .bind(id)
             .bind(outcome)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -357,7 +366,7 @@ impl Db {
         )
         .bind(platform)
         .bind(conversation)
-        .fetch_one(self.reader())
+        .fetch_one(&mut *self.read().await?)
         .await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
@@ -366,7 +375,7 @@ impl Db {
         let row = sqlx::query("SELECT cursor FROM cursors WHERE persona = $1 AND platform = $2")
             .bind(persona)
             .bind(platform)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         Ok(row.map(|row| row.get::<String, _>(0)))
     }
@@ -412,7 +421,7 @@ impl Db {
                 .bind(usage.cost_usd)
                 .bind(usage.at_ms);
         }
-        query.execute(&self.pool).await?;
+        query.execute(&mut *self.write().await?).await?;
         Ok(())
     }
 
@@ -423,7 +432,7 @@ impl Db {
              CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) FROM llm_usage WHERE created_at >= $1 GROUP BY persona",
         )
         .bind(since_ms)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
     }
@@ -436,7 +445,7 @@ impl Db {
              FROM llm_usage WHERE persona = $1",
         )
         .bind(persona)
-        .fetch_one(self.reader())
+        .fetch_one(&mut *self.read().await?)
         .await?;
         Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?))
     }
@@ -445,7 +454,8 @@ impl Db {
 
     /// Every agent's saved cursor, by `(persona, platform)`.
     pub async fn all_cursors(&self) -> StoreResult<std::collections::HashMap<(String, String), String>> {
-        let rows = sqlx::query("SELECT persona, platform, cursor FROM cursors").fetch_all(self.reader()).await?;
+        let rows =
+            sqlx::query("SELECT persona, platform, cursor FROM cursors").fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
     }
 
@@ -454,7 +464,7 @@ impl Db {
         let rows = sqlx::query(
             "SELECT DISTINCT persona, platform FROM content_items WHERE stage = 'dispatched' AND kind = 'post'",
         )
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
@@ -465,61 +475,28 @@ impl Db {
         let rows = sqlx::query(
             "SELECT persona, platform, COUNT(*) FROM inbound_events WHERE state = 'pending' GROUP BY persona, platform",
         )
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
     }
 
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The writing connection, for writes and transactions (SQLite: the one; Postgres: one of
+    /// the pool's).
+    pub(crate) async fn write(&self) -> StoreResult<Lease> {
+        self.pool.acquire().await
     }
 
-    /// The pool for a plain read (one statement, no transaction).
-    pub(crate) fn reader(&self) -> &AnyPool {
-        &self.reader
+    /// A connection for a plain read (one statement, no transaction).
+    pub(crate) async fn read(&self) -> StoreResult<Lease> {
+        self.reader.acquire().await
     }
 }
 
-/// The page cache of each SQLite reader (256 KiB) and of the writer (1 MiB). SQLite's default is
-/// 2 MiB a connection: an idle fleet of 10,000 agents held 22 MB of page cache over its 9
-/// connections, filled by its start-up writes and reads (memory outside the allocator's reach:
-/// SQLite allocates with the C library's malloc). The readers cache the same hot pages, and the
-/// file's pages stay in the OS cache, shared; the writer's hot pages are the right edges of
-/// time-ordered keys and the interior pages. At 500 replies/s the smaller caches cost no
-/// measurable CPU (2.48 ms a reply either way, alternated runs).
-const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -256";
-const WRITER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
-
-/// A pool on `url`; a read-only one (`PRAGMA query_only`) when `read_only`, so a write sent to it
-/// by mistake fails at once.
-async fn connect_pool(url: &str, engine: Engine, max_connections: u32, read_only: bool) -> StoreResult<AnyPool> {
+/// sqlx's pool of Postgres connections to `url`.
+async fn connect_pool(url: &str, max_connections: u32) -> StoreResult<AnyPool> {
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        // sqlx pings an idle connection before handing it out. For SQLite that is a round trip
-        // to the connection's thread before every statement, as dear as the statement, and it
-        // tests nothing: a file does not hang up. A Postgres connection can be cut by the
-        // server or the network, so there the ping stays.
-        .test_before_acquire(engine != Engine::Sqlite)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                if engine == Engine::Sqlite {
-                    // WAL lets readers run beside the writer; busy_timeout queues writers of
-                    // other processes instead of failing them with "database is locked".
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    if read_only {
-                        conn.execute("PRAGMA query_only = ON").await?;
-                        conn.execute(READER_CACHE_SIZE).await?;
-                    } else {
-                        conn.execute(WRITER_CACHE_SIZE).await?;
-                    }
-                }
-                Ok(())
-            })
-        })
         .connect(url)
         .await
         .map_err(StoreError::Connect)
@@ -653,7 +630,7 @@ mod tests {
         // A write sent to the readers fails at once instead of competing with the writer.
         let refused =
             sqlx::query("INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ('a', 'b', 'c', 0)")
-                .execute(db.reader())
+                .execute(&mut *db.read().await.unwrap())
                 .await;
         assert!(refused.is_err(), "the read pool accepted a write");
         // Many concurrent writers all land (they queue for the one connection) and reads see them.

@@ -169,7 +169,7 @@ impl Db {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = OwnTransaction::acquire(self.pool()).await?;
+        let mut tx = OwnTransaction::new(self.write().await?);
         let enqueued = insert_outboxes(tx.conn(), items, Within::Own).await;
         tx.finish(enqueued).await
     }
@@ -177,7 +177,7 @@ impl Db {
     pub async fn outbox_exists(&self, idempotency_key: &str) -> StoreResult<bool> {
         let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE idempotency_key = $1")
             .bind(idempotency_key)
-            .fetch_one(self.reader())
+            .fetch_one(&mut *self.read().await?)
             .await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
@@ -188,7 +188,7 @@ impl Db {
             "SELECT platform, persona, COUNT(*), MIN(next_attempt_at) FROM outbox WHERE status = 'pending' \
              GROUP BY platform, persona ORDER BY platform, persona",
         )
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let now = now_ms();
         rows.iter()
@@ -214,14 +214,17 @@ impl Db {
             .bind(platform)
             .bind(persona)
             .bind(limit)
-            .fetch_all(self.reader())
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(OutboxRow::from_row).collect()
     }
 
     pub async fn outbox_row(&self, idempotency_key: &str) -> StoreResult<Option<OutboxRow>> {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE idempotency_key = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(idempotency_key).fetch_optional(self.reader()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(idempotency_key)
+            .fetch_optional(&mut *self.read().await?)
+            .await?;
         row.as_ref().map(OutboxRow::from_row).transpose()
     }
 
@@ -231,7 +234,7 @@ impl Db {
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, updated_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now_ms())
-            .execute(self.pool())
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -244,7 +247,7 @@ impl Db {
             return Ok(());
         }
         let now = now_ms();
-        let mut tx = OwnTransaction::acquire(self.pool()).await?;
+        let mut tx = OwnTransaction::new(self.write().await?);
         let mut script = Script::new(tx.conn().backend_name());
         script.begin();
         for sent in runs(sent) {
@@ -256,7 +259,8 @@ impl Db {
     }
     /// Leaves the row pending, to be tried again at `next_attempt_at`.
     pub async fn mark_retry(&self, row: &OutboxRow, error: &str, next_attempt_at: i64) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query("UPDATE outbox SET last_error = $2, next_attempt_at = $3, updated_at = $4 WHERE id = $1")
             .bind(row.id)
             .bind(error)
@@ -271,7 +275,8 @@ impl Db {
 
     /// The platform refused the item for good; it stays in the table for an operator to see.
     pub async fn mark_failed(&self, row: &OutboxRow, error: &str) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, updated_at = $3 WHERE id = $1")
             .bind(row.id)
             .bind(error)
@@ -285,7 +290,9 @@ impl Db {
     }
 
     pub async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetch_all(self.reader()).await?;
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+            .fetch_all(&mut *self.read().await?)
+            .await?;
         let mut counts = OutboxCounts::default();
         for row in rows {
             let count: i64 = row.try_get(1)?;
@@ -302,7 +309,7 @@ impl Db {
     pub async fn audit_trail(&self, subject: &str) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT action, outcome FROM audit_log WHERE subject = $1 ORDER BY id")
             .bind(subject)
-            .fetch_all(self.reader())
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }

@@ -179,7 +179,7 @@ impl Db {
         .bind(platform)
         .bind(subject)
         .bind(value_ms)
-        .execute(self.pool())
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -202,7 +202,7 @@ impl Db {
         ))
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let decisions = sqlx::query(
             "SELECT i.persona, i.platform, \
@@ -219,7 +219,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
 
         let mut tallies: BTreeMap<(String, String), ContentTally> = BTreeMap::new();
@@ -265,7 +265,7 @@ impl Db {
             Rank::Top => sqlx::query(ranked!("score DESC, p.id ASC")),
             Rank::Worst => sqlx::query(ranked!("score ASC, p.id ASC")),
         };
-        let rows = query.bind(from_ms).bind(to_ms).bind(limit).fetch_all(self.reader()).await?;
+        let rows = query.bind(from_ms).bind(to_ms).bind(limit).fetch_all(&mut *self.read().await?).await?;
         rows.iter()
             .map(|row| {
                 Ok(RankedPost {
@@ -290,7 +290,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut tallies = rows
             .iter()
@@ -322,7 +322,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut tallies = rows
             .iter()
@@ -353,7 +353,7 @@ impl Db {
         )
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.reader())
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut tallies = rows
             .iter()
@@ -376,7 +376,7 @@ impl Db {
         .bind(now_ms())
         .bind(markdown)
         .bind(json)
-        .execute(self.pool())
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -385,7 +385,7 @@ impl Db {
     pub async fn report(&self, week_start: &str) -> StoreResult<Option<StoredReport>> {
         let row = sqlx::query("SELECT week_start, generated_at, markdown, json FROM reports WHERE week_start = $1")
             .bind(week_start)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.map(|row| {
             Ok(StoredReport {
@@ -402,7 +402,7 @@ impl Db {
     pub async fn reports(&self, limit: i64) -> StoreResult<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT week_start, generated_at FROM reports ORDER BY week_start DESC LIMIT $1")
             .bind(limit)
-            .fetch_all(self.reader())
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }

@@ -9,10 +9,10 @@
 //! statement is its own call, as if run one after another.
 
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Arguments, Encode, Type};
+use sqlx::{AnyConnection, Arguments, Encode, Type};
 
 use super::StoreResult;
+use super::conn::Lease;
 
 /// Statements are joined only while the script holds at most this many parameters. A joined text
 /// is one entry in the connection's statement cache (100 entries), so only small scripts are
@@ -110,23 +110,23 @@ impl Script {
     }
 }
 
-/// A transaction of its own on one pooled connection whose `BEGIN` and `COMMIT` are statements of
+/// A transaction of its own on one leased connection whose `BEGIN` and `COMMIT` are statements of
 /// its first and last [`Script`]s ([`Script::begin`], [`Script::commit`]), so on SQLite they ride
 /// in those calls: a transaction of one script is one round trip to SQLite's thread, where sqlx's
 /// own transaction makes it three.
 ///
 /// [`OwnTransaction::finish`] hands the connection back, rolling back first after an error. A
 /// transaction dropped before that (its future cancelled half-way, when a `BEGIN` may have run
-/// without its `COMMIT`) closes its connection instead of returning it to the pool, and the
-/// database rolls back what a closed connection left open.
+/// without its `COMMIT`) discards its connection instead of returning it ([`Lease::discard`]),
+/// and the database rolls back what a closed connection left open.
 pub(super) struct OwnTransaction {
-    conn: Option<PoolConnection<Any>>,
+    conn: Option<Lease>,
 }
 
 impl OwnTransaction {
-    /// Takes a connection of `pool`; nothing is sent yet.
-    pub async fn acquire(pool: &AnyPool) -> StoreResult<Self> {
-        Ok(OwnTransaction { conn: Some(pool.acquire().await?) })
+    /// A transaction on `conn` (usually [`super::Db::write`]); nothing is sent yet.
+    pub fn new(conn: Lease) -> Self {
+        OwnTransaction { conn: Some(conn) }
     }
 
     /// The connection, for the transaction's scripts and statements.
@@ -134,17 +134,17 @@ impl OwnTransaction {
         self.conn.as_mut().expect("the connection is taken only by finish and drop")
     }
 
-    /// Ends the transaction with the outcome of its work: the connection goes back to the pool,
-    /// after a `ROLLBACK` if `outcome` is an error (closed instead if even that fails: the
-    /// transaction may already have ended, and a closed connection leaves nothing open).
+    /// Ends the transaction with the outcome of its work: the connection goes back, after a
+    /// `ROLLBACK` if `outcome` is an error (discarded instead if even that fails: the transaction
+    /// may already have ended, and a closed connection leaves nothing open).
     pub async fn finish<T>(mut self, outcome: StoreResult<T>) -> StoreResult<T> {
         if outcome.is_err()
             && let Some(mut conn) = self.conn.take()
             && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err()
         {
-            drop(conn.detach());
+            conn.discard();
         }
-        // Committed, or rolled back: back to the pool (dropped in `Drop`, it would be closed).
+        // Committed, or rolled back: back to its source (dropped in `Drop`, it would be discarded).
         drop(self.conn.take());
         outcome
     }
@@ -153,7 +153,7 @@ impl OwnTransaction {
 impl Drop for OwnTransaction {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
+            conn.discard();
         }
     }
 }
@@ -211,14 +211,14 @@ mod tests {
             script
         };
         assert_eq!(transaction("a").into_calls().len(), 1, "BEGIN and COMMIT ride in the script's one call");
-        let mut tx = OwnTransaction::acquire(db.pool()).await.unwrap();
+        let mut tx = OwnTransaction::new(db.write().await.unwrap());
         let done = transaction("a").execute(tx.conn()).await;
         tx.finish(done).await.unwrap();
         assert!(committed(&db, "a").await, "committed");
 
         // A statement fails after BEGIN and a write: the write is rolled back and the connection
         // goes back to the pool with no transaction open.
-        let mut tx = OwnTransaction::acquire(db.pool()).await.unwrap();
+        let mut tx = OwnTransaction::new(db.write().await.unwrap());
         let mut script = Script::new(tx.conn().backend_name());
         script.begin();
         write_cursor(&mut script, "b");
@@ -236,7 +236,7 @@ mod tests {
     #[tokio::test]
     async fn an_own_transaction_dropped_half_way_leaves_no_transaction_open() {
         let (_dir, db) = sqlite().await;
-        let mut tx = OwnTransaction::acquire(db.pool()).await.unwrap();
+        let mut tx = OwnTransaction::new(db.write().await.unwrap());
         let mut script = Script::new(tx.conn().backend_name());
         script.begin();
         write_cursor(&mut script, "a");

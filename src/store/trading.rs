@@ -292,14 +292,14 @@ impl Db {
         .bind(trade.approval_expires_at)
         .bind(executed_at)
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *self.write().await?)
         .await?;
         Ok(row.try_get(0)?)
     }
 
     pub async fn trade(&self, id: i64) -> StoreResult<Option<TradeRow>> {
         let sql = format!("SELECT {TRADE_COLUMNS} FROM trades WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *self.read().await?).await?;
         row.as_ref().map(TradeRow::from_row).transpose()
     }
 
@@ -330,7 +330,7 @@ impl Db {
         for status in statuses {
             query = query.bind(status.as_str());
         }
-        let rows = query.bind(limit).fetch_all(self.reader()).await?;
+        let rows = query.bind(limit).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(TradeRow::from_row).collect()
     }
 
@@ -369,7 +369,7 @@ impl Db {
         for status in from {
             query = query.bind(status.as_str());
         }
-        Ok(query.execute(self.pool()).await?.rows_affected() == 1)
+        Ok(query.execute(&mut *self.write().await?).await?.rows_affected() == 1)
     }
 
     /// An operator's decision on a trade awaiting approval: approved or rejected, with who and
@@ -378,7 +378,8 @@ impl Db {
     /// so of concurrent decisions exactly one takes effect.
     pub async fn decide_trade(&self, id: i64, approve: bool, by: &str, now_ms: i64) -> StoreResult<Decided> {
         let to = if approve { TradeStatus::Approved } else { TradeStatus::Rejected };
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let sql = format!(
             "UPDATE trades SET \
              status = CASE WHEN approval_expires_at <= $2 THEN 'expired' ELSE $3 END, \
@@ -416,8 +417,11 @@ impl Db {
             "UPDATE trades SET status = 'expired', updated_at = $2 \
              WHERE status = 'awaiting_approval' AND approval_expires_at <= $1 RETURNING {TRADE_COLUMNS}"
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms).bind(super::now_ms()).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms)
+            .bind(super::now_ms())
+            .fetch_all(&mut *self.write().await?)
+            .await?;
         let mut trades = rows.iter().map(TradeRow::from_row).collect::<StoreResult<Vec<_>>>()?;
         trades.sort_by_key(|trade| trade.id);
         Ok(trades)
@@ -442,7 +446,7 @@ impl Db {
         .bind(signed_tx)
         .bind(height)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -463,7 +467,7 @@ impl Db {
         for status in &executed {
             query = query.bind(status.as_str());
         }
-        let row = query.fetch_one(self.reader()).await?;
+        let row = query.fetch_one(&mut *self.read().await?).await?;
         Ok((from_db("SUM(value)", row.try_get(0)?)?, row.try_get(1)?))
     }
 
@@ -478,7 +482,7 @@ impl Db {
         .bind(event.event)
         .bind(event.detail.to_string())
         .bind(now_ms())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *self.write().await?)
         .await?;
         Ok(row.try_get(0)?)
     }
@@ -512,7 +516,7 @@ impl Db {
         if let Some(trade_id) = trade_id {
             query = query.bind(trade_id);
         }
-        let rows = query.bind(limit).fetch_all(self.reader()).await?;
+        let rows = query.bind(limit).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(AuditEvent::from_row).collect()
     }
 
@@ -526,7 +530,8 @@ impl Db {
             .iter()
             .map(|(mint, amount)| Ok((mint, to_db("paper balance", *amount)?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let created = sqlx::query(
             "INSERT INTO paper_accounts (persona, created_at) VALUES ($1, $2) \
              ON CONFLICT (persona) DO NOTHING RETURNING persona",
@@ -552,7 +557,7 @@ impl Db {
     }
 
     pub async fn paper_balances(&self, persona: &str) -> StoreResult<BTreeMap<String, u64>> {
-        balances(self.pool(), persona).await
+        balances(&mut *self.write().await?, persona).await
     }
 
     /// Applies a paper trade in one transaction: the trade must be this persona's and
@@ -574,7 +579,8 @@ impl Db {
         let now = now_ms();
         // The first statement writes, so SQLite takes its write lock up front (a read upgraded to
         // a write can fail at once instead of waiting) and Postgres locks the trade row.
-        let mut tx = self.pool().begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = conn.begin().await?;
         let filled = sqlx::query(
             "UPDATE trades SET status = 'filled', updated_at = $3 WHERE id = $1 AND persona = $2 AND status = 'executing'",
         )
@@ -614,7 +620,7 @@ impl Db {
     pub async fn paper_starting_value(&self, persona: &str) -> StoreResult<Option<u64>> {
         let row = sqlx::query("SELECT starting_value FROM paper_accounts WHERE persona = $1")
             .bind(persona)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         row.try_get::<Option<i64>, _>(0)?.map(|value| from_db("starting_value", value)).transpose()
@@ -627,7 +633,7 @@ impl Db {
             sqlx::query("UPDATE paper_accounts SET starting_value = $2 WHERE persona = $1 AND starting_value IS NULL")
                 .bind(persona)
                 .bind(value)
-                .execute(self.pool())
+                .execute(&mut *self.write().await?)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -645,7 +651,7 @@ impl Db {
         .bind(value)
         .bind(by)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -654,7 +660,7 @@ impl Db {
     pub async fn flag(&self, name: &str) -> StoreResult<Option<(String, String, i64)>> {
         let row = sqlx::query("SELECT value, updated_by, updated_at FROM trading_flags WHERE name = $1")
             .bind(name)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).transpose()
     }
