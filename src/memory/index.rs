@@ -1,9 +1,10 @@
 //! In-process cosine-similarity search over the memory embeddings of one persona and one
 //! embedding model.
 //!
-//! A [`VectorIndex`] starts *exact*: its vectors sit in one contiguous `Vec<f32>` and a search
-//! scores every one of them with an auto-vectorised dot product, which is both exact and fast
-//! while the store is small. When an insert takes it past its threshold ([`EXACT_THRESHOLD`] by
+//! A [`VectorIndex`] starts *exact*: its vectors sit in one contiguous `Vec<f32>`, with a copy in
+//! bfloat16 (half the bytes) beside it, and a search scores every row on the copy, then rescores
+//! in f32 the few rows whose coarse score could reach the best `k` (see [`COARSE_ERROR`]): the
+//! answer is the one a scan of the f32 vectors gives, read from half the memory. When an insert takes it past its threshold ([`EXACT_THRESHOLD`] by
 //! default) it moves its vectors into an HNSW graph ([USearch](https://github.com/unum-cloud/USearch))
 //! and stays approximate from then on, even if removes shrink it again.
 //!
@@ -93,8 +94,20 @@ enum Store {
 struct ExactStore {
     ids: Vec<i64>,
     vectors: Vec<f32>,
+    /// `vectors` rounded to bfloat16 ([`to_bf16`]), row for row: what a search scans first.
+    coarse: Vec<u16>,
     rows: HashMap<i64, usize>,
 }
+
+/// How far a score on the bfloat16 copy ([`dot_coarse`]) may be from the f32 score ([`dot`]) of
+/// the same unit vectors. Rounding to bfloat16 (8 significant bits, to nearest) moves each
+/// component by at most 2⁻⁸ of itself, so the dot product moves by at most 2⁻⁸ Σ|qᵢvᵢ| ≤ 2⁻⁸
+/// (Cauchy–Schwarz on unit vectors); the two f32 sums round by less than 2⁻¹⁶ between them.
+///
+/// So a row whose coarse score is below the `k`-th best coarse score among accepted rows minus
+/// twice this cannot be among the best `k` by f32 score: the `k` rows at or above that coarse
+/// score are all within this of it in f32.
+const COARSE_ERROR: f32 = 1.0 / 256.0 + 1.0 / 65_536.0;
 
 /// The HNSW graph (which holds its own copy of the vectors) and the gate that keeps concurrent
 /// searches within its scratch contexts.
@@ -270,10 +283,14 @@ impl ExactStore {
         let dimension = vector.len();
         if let Some(&row) = self.rows.get(&id) {
             self.vectors[row * dimension..(row + 1) * dimension].copy_from_slice(vector);
+            for (coarse, &x) in self.coarse[row * dimension..(row + 1) * dimension].iter_mut().zip(vector) {
+                *coarse = to_bf16(x);
+            }
         } else {
             self.rows.insert(id, self.ids.len());
             self.ids.push(id);
             self.vectors.extend_from_slice(vector);
+            self.coarse.extend(vector.iter().map(|&x| to_bf16(x)));
         }
     }
 
@@ -289,19 +306,43 @@ impl ExactStore {
             self.ids[row] = moved;
             self.rows.insert(moved, row);
             self.vectors.copy_within(last * dimension..(last + 1) * dimension, row * dimension);
+            self.coarse.copy_within(last * dimension..(last + 1) * dimension, row * dimension);
         }
         self.ids.truncate(last);
         self.vectors.truncate(last * dimension);
+        self.coarse.truncate(last * dimension);
         true
     }
 
-    /// Scores every accepted row against the (normalised) query and keeps the `k` best.
+    /// The `k` best accepted rows for the (normalised) query by f32 score: every row scored on the
+    /// bfloat16 copy, then the rows that could make the best `k` ([`COARSE_ERROR`]) rescored in
+    /// f32, in row order, as a scan of every row in f32 would keep them (ties included: a row
+    /// that could not make the best `k` only ever held a place a better row then took).
     fn search(&self, query: &[f32], k: usize, filter: impl Fn(i64) -> bool) -> Vec<(i64, f32)> {
+        let dimension = query.len();
+        let mut coarse_best = TopK::new(k);
+        // Rows within reach of the best `k` so far; the bar only rises, so a row left out here
+        // is out of reach at the end too.
+        let mut reachable = Vec::new();
+        for (row, (&id, coarse)) in self.ids.iter().zip(self.coarse.chunks_exact(dimension)).enumerate() {
+            let score = dot_coarse(query, coarse);
+            if score >= coarse_best.kth() - 2.0 * COARSE_ERROR {
+                reachable.push((row, score));
+            }
+            // The score first: once `k` are kept, few rows score high enough to be offered, so
+            // the filter (a metadata lookup, as dear as the dot product) runs for those few.
+            if coarse_best.admits(score) && filter(id) {
+                coarse_best.offer(id, score);
+            }
+        }
+        let bar = coarse_best.kth() - 2.0 * COARSE_ERROR;
         let mut best = TopK::new(k);
-        // The score first: once `k` are kept, few rows score high enough to be offered, so the
-        // filter (a metadata lookup, as dear as the dot product) runs for those few.
-        for (&id, row) in self.ids.iter().zip(self.vectors.chunks_exact(query.len())) {
-            let score = dot(query, row);
+        for (row, coarse) in reachable {
+            if coarse < bar {
+                continue;
+            }
+            let id = self.ids[row];
+            let score = dot(query, &self.vectors[row * dimension..(row + 1) * dimension]);
             if best.admits(score) && filter(id) {
                 best.offer(id, score);
             }
@@ -313,6 +354,7 @@ impl ExactStore {
     fn memory_bytes(&self) -> usize {
         // A hashbrown entry is the (key, value) pair plus one control byte.
         self.vectors.capacity() * size_of::<f32>()
+            + self.coarse.capacity() * size_of::<u16>()
             + self.ids.capacity() * size_of::<i64>()
             + self.rows.capacity() * (size_of::<(i64, usize)>() + 1)
     }
@@ -489,6 +531,33 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sums.iter().sum::<f32>() + rest
 }
 
+/// `x` rounded to the nearest bfloat16 (ties to even): the upper half of its f32 bits. For finite
+/// values only, as every stored component is.
+fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of a bfloat16.
+fn from_bf16(x: u16) -> f32 {
+    f32::from_bits(u32::from(x) << 16)
+}
+
+/// [`dot`] of an f32 query and a bfloat16 row (the conversion is a shift, vectorised with the
+/// sums).
+fn dot_coarse(a: &[f32], b: &[u16]) -> f32 {
+    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
+    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
+    let mut sums = [0.0f32; LANES];
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
+        for ((sum, x), y) in sums.iter_mut().zip(x).zip(y) {
+            *sum += x * from_bf16(*y);
+        }
+    }
+    let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * from_bf16(*y)).sum();
+    sums.iter().sum::<f32>() + rest
+}
+
 /// The best `k` (id, score) pairs offered so far, kept in a min-heap on the score.
 struct TopK {
     k: usize,
@@ -525,6 +594,14 @@ impl TopK {
     /// An empty selection of the best `k`.
     fn new(k: usize) -> Self {
         TopK { k, heap: BinaryHeap::with_capacity(k.saturating_add(1).min(1024)) }
+    }
+
+    /// The worst score kept once `k` are kept; minus infinity before.
+    fn kth(&self) -> f32 {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() >= self.k => worst.score,
+            _ => f32::NEG_INFINITY,
+        }
     }
 
     /// Whether `offer` would keep a pair with this score.
@@ -934,6 +1011,91 @@ mod tests {
         index.extend(std::iter::empty()).expect("nothing to add");
         assert!(index.is_empty());
         assert!(index.search(&[], 3, |_| true).is_empty());
+    }
+
+    /// What [`ExactStore::search`] answered before the coarse pass: every row scored in f32, in
+    /// row order.
+    fn full_f32_scan(index: &VectorIndex, query: &[f32], k: usize, filter: impl Fn(i64) -> bool) -> Vec<(i64, f32)> {
+        let Store::Exact(exact) = &index.store else { panic!("an exact index") };
+        let mut normalized = Vec::new();
+        normalize_into(0, query, index.dimension, &mut normalized).unwrap();
+        let mut best = TopK::new(k.min(exact.ids.len()));
+        for (&id, row) in exact.ids.iter().zip(exact.vectors.chunks_exact(index.dimension)) {
+            let score = dot(&normalized, row);
+            if best.admits(score) && filter(id) {
+                best.offer(id, score);
+            }
+        }
+        best.into_sorted().into_iter().map(|(id, similarity)| (id, similarity.clamp(-1.0, 1.0))).collect()
+    }
+
+    /// The ids [`the_coarse_pass_answers_what_a_full_f32_scan_does`] removes: every 7th row's.
+    fn index_has_removed(id: i64) -> bool {
+        ((id - 1) / 3) % 7 == 0
+    }
+
+    #[test]
+    fn the_coarse_pass_answers_what_a_full_f32_scan_does() {
+        let mut rng = StdRng::seed_from_u64(21);
+        let dimension = 384;
+        let mut vectors = clustered(&mut rng, 1_500, dimension, 8);
+        // Exact copies and near copies (closer than the bfloat16 rounding), where the coarse
+        // scores tie or cross and only the f32 rescoring can order them.
+        for n in 0..300 {
+            let mut copy = vectors[n * 3].clone();
+            if n % 2 == 1 {
+                let at = rng.random_range(0..dimension);
+                copy[at] += 1e-4 * gaussian(&mut rng);
+            }
+            vectors.push(copy);
+        }
+        let mut data = numbered(vectors);
+        let mut index = VectorIndex::with_threshold(dimension, usize::MAX);
+        filled(&mut index, &data);
+        // Rows moved by removals, and rows overwritten in place, keep their copies in step.
+        for (id, _) in data.iter().step_by(7) {
+            assert!(index.remove(*id));
+        }
+        data.retain(|(id, _)| !index_has_removed(*id));
+        for (id, vector) in data.iter_mut().step_by(11) {
+            vector.reverse();
+            index.insert(*id, vector).unwrap();
+        }
+        let mut queries: Vec<Vec<f32>> = data.iter().step_by(173).map(|(_, v)| v.clone()).collect();
+        queries.extend(clustered(&mut rng, 10, dimension, 8));
+        let filters: [&dyn Fn(i64) -> bool; 3] = [&|_| true, &|id| id % 2 == 0, &|id| id % 97 == 1];
+        for query in &queries {
+            for filter in filters {
+                for k in [1, 3, 10, 50] {
+                    assert_eq!(index.search(query, k, filter), full_f32_scan(&index, query, k, filter), "k {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bfloat16_rounds_to_nearest_and_the_coarse_score_stays_within_its_bound() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..10_000 {
+            let x = gaussian(&mut rng) * 10f32.powi(rng.random_range(-30..3));
+            let rounded = from_bf16(to_bf16(x));
+            assert!((rounded - x).abs() <= x.abs() / 256.0, "{x} → {rounded}");
+        }
+        // Halfway between 1 and the next bfloat16 (1 + 2⁻⁷): to the even one, 1.
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(from_bf16(to_bf16(-0.5)), -0.5);
+        for _ in 0..1_000 {
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            normalize_into(0, &(0..384).map(|_| gaussian(&mut rng)).collect::<Vec<_>>(), 384, &mut a).unwrap();
+            normalize_into(0, &(0..384).map(|_| gaussian(&mut rng)).collect::<Vec<_>>(), 384, &mut b).unwrap();
+            let coarse: Vec<u16> = b.iter().map(|&x| to_bf16(x)).collect();
+            assert!((dot(&a, &b) - dot_coarse(&a, &coarse)).abs() <= COARSE_ERROR);
+            // A vector against itself: the largest products, all of one sign.
+            let own: Vec<u16> = a.iter().map(|&x| to_bf16(x)).collect();
+            assert!((dot(&a, &a) - dot_coarse(&a, &own)).abs() <= COARSE_ERROR);
+        }
     }
 
     #[test]
