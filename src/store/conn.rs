@@ -2,10 +2,11 @@
 //!
 //! Postgres connections come from sqlx's pool, which tests a connection before handing it out and
 //! again when it comes back, because a server or a network can cut it. SQLite's connections are
-//! held here instead, in a pool of our own that tests nothing. sqlx pings every connection
-//! returned to its pool, unconditionally, and on SQLite that ping is one more round trip to the
-//! connection's thread after every statement, made while the next statement waits for the one
-//! writing connection. A file does not hang up, so there is nothing to test.
+//! held here instead, in a pool of our own that tests nothing and opens a connection when leases
+//! first need it. sqlx pings every connection returned to its pool, unconditionally, and on
+//! SQLite that ping is one more round trip to the connection's thread after every statement,
+//! made while the next statement waits for the one writing connection. A file does not hang up,
+//! so there is nothing to test.
 //!
 //! A SQLite lease goes back to its pool when dropped, whatever the connection was doing: a
 //! statement cancelled half-way ends on the connection's thread before the next one starts there,
@@ -44,27 +45,26 @@ pub(crate) struct Held {
     /// One permit a connection.
     permits: Arc<Semaphore>,
     size: u32,
-    /// The connections not leased. Fewer than the free permits after a discard: the next lease
-    /// opens the missing one.
+    /// The connections not leased. Fewer than the free permits until leases first overlap, and
+    /// after a discard: a lease that finds none opens one.
     idle: Mutex<Vec<AnyConnection>>,
 }
 
 impl Source {
-    /// `size` SQLite connections to `url`, read-only (`PRAGMA query_only`, so a write sent to one by
-    /// mistake fails at once) when `read_only`. They are opened now, so a bad file fails here.
+    /// Up to `size` SQLite connections to `url`, read-only (`PRAGMA query_only`, so a write sent
+    /// to one by mistake fails at once) when `read_only`. One is opened now, so a bad file fails
+    /// here; the others when leases first overlap (each is a thread with its own page cache, and
+    /// a quiet service never needs them).
     pub async fn held(url: &str, size: u32, read_only: bool) -> StoreResult<Source> {
         sqlx::any::install_default_drivers();
         let size = size.max(1);
-        let mut idle = Vec::with_capacity(size as usize);
-        for _ in 0..size {
-            idle.push(open_sqlite(url, read_only).await?);
-        }
+        let first = open_sqlite(url, read_only).await?;
         Ok(Source::Held(Arc::new(Held {
             url: url.to_owned(),
             read_only,
             permits: Arc::new(Semaphore::new(size as usize)),
             size,
-            idle: Mutex::new(idle),
+            idle: Mutex::new(vec![first]),
         })))
     }
 
@@ -80,7 +80,7 @@ impl Source {
                 let conn = held.idle.lock().expect("the idle list is never poisoned").pop();
                 let conn = match conn {
                     Some(conn) => conn,
-                    // A discarded connection's permit: open its replacement.
+                    // A permit with no connection yet, or a discarded one's: open it.
                     None => open_sqlite(&held.url, held.read_only).await?,
                 };
                 Ok(Lease::Held(HeldLease { conn: Some(conn), held: held.clone(), _permit: permit }))
@@ -226,12 +226,13 @@ mod tests {
     async fn a_held_source_leases_each_connection_once_and_the_last_returned_first() {
         let (_dir, url) = file().await;
         let source = Source::held(&url, 2, false).await.unwrap();
+        let Source::Held(held) = &source else { unreachable!() };
+        assert_eq!(held.idle.lock().unwrap().len(), 1, "one connection is opened at start, the other when needed");
         let mut first = source.acquire().await.unwrap();
         let mut second = source.acquire().await.unwrap();
         tag(&mut first, 1001).await;
         tag(&mut second, 1002).await;
         // Both leased: a third waits until one comes back.
-        let Source::Held(held) = &source else { unreachable!() };
         assert_eq!(held.permits.available_permits(), 0);
         let third = tokio::spawn({
             let source = source.clone();
