@@ -546,17 +546,24 @@ fn normalize_into(id: i64, vector: &[f32], dimension: usize, out: &mut Vec<f32>)
 /// registers (4 SSE or 2 AVX registers of f32) without a reassociation it may not do on its own.
 const LANES: usize = 16;
 
-/// The dot product of two equally long slices, written so that LLVM vectorises it.
+/// The dot product of two equally long slices.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_by(a, b, |x| x)
+}
+
+/// The dot product of `a` and the values of `b`, written so that LLVM vectorises it (with the
+/// conversion, when it is a shift).
+#[inline(always)]
+fn dot_by<T: Copy>(a: &[f32], b: &[T], value: impl Fn(T) -> f32) -> f32 {
     let (a_chunks, a_rest) = a.as_chunks::<LANES>();
     let (b_chunks, b_rest) = b.as_chunks::<LANES>();
     let mut sums = [0.0f32; LANES];
     for (x, y) in a_chunks.iter().zip(b_chunks) {
         for ((sum, x), y) in sums.iter_mut().zip(x).zip(y) {
-            *sum += x * y;
+            *sum += x * value(*y);
         }
     }
-    let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+    let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * value(*y)).sum();
     sums.iter().sum::<f32>() + rest
 }
 
@@ -575,16 +582,7 @@ fn from_bf16(x: u16) -> f32 {
 /// [`dot`] of an f32 query and a bfloat16 row (the conversion is a shift, vectorised with the
 /// sums).
 fn dot_coarse(a: &[f32], b: &[u16]) -> f32 {
-    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
-    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
-    let mut sums = [0.0f32; LANES];
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for ((sum, x), y) in sums.iter_mut().zip(x).zip(y) {
-            *sum += x * from_bf16(*y);
-        }
-    }
-    let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * from_bf16(*y)).sum();
-    sums.iter().sum::<f32>() + rest
+    dot_by(a, b, from_bf16)
 }
 
 /// The best `k` (id, score) pairs offered so far, kept in a min-heap on the score.
