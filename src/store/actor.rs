@@ -1,4 +1,4 @@
-//! The Store actor: the database's place in the supervision tree. The pool itself is shared (a
+//! The Store actor: the database's place in the supervision tree. The connections are shared (a
 //! [`Db`] handle is cheap to clone and safe to use from any task); this actor watches it. Every
 //! `store.health_every` it checks the database answers, publishes the result to `/readyz` and the
 //! `chorus_store_up` gauge, and folds the SQLite WAL back into the database file. Three failed

@@ -217,7 +217,7 @@ mod tests {
         assert!(committed(&db, "a").await, "committed");
 
         // A statement fails after BEGIN and a write: the write is rolled back and the connection
-        // goes back to the pool with no transaction open.
+        // goes back with no transaction open.
         let mut tx = OwnTransaction::new(db.write().await.unwrap());
         let mut script = Script::new(tx.conn().backend_name());
         script.begin();
@@ -244,7 +244,7 @@ mod tests {
         // Cancelled between its BEGIN and its COMMIT.
         drop(tx);
         assert!(!committed(&db, "a").await, "never committed");
-        // Had the connection gone back to the pool mid-transaction, this write would sit in it,
+        // Had the connection gone back mid-transaction, this write would sit in it,
         // unseen by the readers.
         db.store_inbound(&[], Some(("b", "local", "1"))).await.unwrap();
         assert!(committed(&db, "b").await, "the next write committed on its own");
