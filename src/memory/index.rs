@@ -548,6 +548,11 @@ const LANES: usize = 16;
 
 /// The dot product of two equally long slices.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU has AVX2 (checked just above).
+        return unsafe { avx2::dot(a, b) };
+    }
     dot_by(a, b, |x| x)
 }
 
@@ -582,7 +587,33 @@ fn from_bf16(x: u16) -> f32 {
 /// [`dot`] of an f32 query and a bfloat16 row (the conversion is a shift, vectorised with the
 /// sums).
 fn dot_coarse(a: &[f32], b: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU has AVX2 (checked just above).
+        return unsafe { avx2::dot_coarse(a, b) };
+    }
     dot_by(a, b, from_bf16)
+}
+
+/// The dot products compiled for AVX2, chosen at run time where the CPU has it (x86-64's baseline
+/// is SSE2, four f32 lanes to AVX2's eight). The scan of the bfloat16 copy is bound by arithmetic,
+/// not memory: on an AMD EPYC, 42 ns a row of 384 with SSE2 and 25 with AVX2, at 5,000 to 40,000
+/// rows. The sums are the same bit for bit: the [`LANES`] partial sums and their order are the
+/// code's, whatever the register width, and without FMA each product is rounded before it is
+/// added, as with SSE2 (FMA measured no faster).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{dot_by, from_bf16};
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_by(a, b, |x| x)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot_coarse(a: &[f32], b: &[u16]) -> f32 {
+        dot_by(a, b, from_bf16)
+    }
 }
 
 /// The best `k` (id, score) pairs offered so far, kept in a min-heap on the score.
@@ -1142,6 +1173,34 @@ mod tests {
             let own: Vec<u16> = a.iter().map(|&x| to_bf16(x)).collect();
             assert!((dot(&a, &a) - dot_coarse(&a, &own)).abs() <= COARSE_ERROR);
         }
+    }
+
+    /// The dot products this CPU runs (AVX2 where it has it) give the portable code's sums, bit
+    /// for bit, so the coarse pass and the rescoring answer alike on every x86-64.
+    #[test]
+    fn the_dispatched_dot_products_give_the_portable_sums() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for len in [0, 1, 15, 16, 17, 100, 383, 384, 385, 1536] {
+            for _ in 0..50 {
+                let a: Vec<f32> = (0..len).map(|_| gaussian(&mut rng)).collect();
+                let b: Vec<f32> = (0..len).map(|_| gaussian(&mut rng)).collect();
+                let coarse: Vec<u16> = b.iter().map(|&x| to_bf16(x)).collect();
+                assert_eq!(dot(&a, &b).to_bits(), portable_dot(&a, &b).to_bits(), "len {len}");
+                assert_eq!(dot_coarse(&a, &coarse).to_bits(), portable_dot_coarse(&a, &coarse).to_bits(), "len {len}");
+            }
+        }
+    }
+
+    /// [`dot`] as the baseline x86-64 (SSE2) or any other target computes it.
+    #[inline(never)]
+    fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_by(a, b, |x| x)
+    }
+
+    /// [`dot_coarse`] as the baseline x86-64 (SSE2) or any other target computes it.
+    #[inline(never)]
+    fn portable_dot_coarse(a: &[f32], b: &[u16]) -> f32 {
+        dot_by(a, b, from_bf16)
     }
 
     #[test]
