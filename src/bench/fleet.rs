@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::{Measurement, ScratchDir, cpu_time, persona_name, rss_bytes, write_config};
+use super::{Measurement, Resident, ScratchDir, cpu_time, persona_name, resident, rss_bytes, write_config};
 use crate::health::Health;
 use crate::platform::local::LocalPlatform;
 use crate::service;
@@ -77,7 +77,8 @@ const AUTHOR: &str = "human";
 /// `start_ms` (`service::start` returned), `ready_ms` (every agent running), `rss_at_ready_bytes`,
 /// `settle_ms` (ready → the first second under [`SETTLED_CPU_PERCENT`] of a core: the start's
 /// background work, such as Memory storing every persona's facts, is over), then over [`IDLE_FOR`]
-/// of idling `rss_bytes` (largest sample), `bytes_per_agent` (over the baseline) and
+/// of idling `rss_bytes` (largest sample; of it `rss_anon_bytes`, the process's own memory, and
+/// `rss_file_bytes`, mapped files such as the binary's code), `bytes_per_agent` (over the baseline) and
 /// `cpu_idle_percent` (of one core); `shutdown_ms`. A fleet that is not ready within
 /// [`READY_LIMIT`] or outgrows the memory cap reports instead how far it got
 /// (`stopped_after_ms`, `agents_running`, `children_running`, `bytes_per_child`) and where it was
@@ -139,9 +140,11 @@ pub async fn idle(agents: usize) -> anyhow::Result<Measurement> {
                 ));
             }
             let idled = idle_for(IDLE_FOR).await;
-            if let Some(peak) = idled.peak_rss {
-                measurement.set("rss_bytes", peak as f64);
-                measurement.set("bytes_per_agent", peak.saturating_sub(baseline) as f64 / agents as f64);
+            if let Some(peak) = idled.peak {
+                measurement.set("rss_bytes", peak.total as f64);
+                measurement.set("rss_anon_bytes", peak.anon as f64);
+                measurement.set("rss_file_bytes", peak.file as f64);
+                measurement.set("bytes_per_agent", peak.total.saturating_sub(baseline) as f64 / agents as f64);
             }
             if let Some(cpu) = idled.cpu {
                 measurement.set("cpu_idle_percent", 100.0 * cpu.as_secs_f64() / idled.wall.as_secs_f64());
@@ -438,7 +441,8 @@ async fn settle(limit: Duration) -> Settled {
 
 /// What idling showed.
 struct Idled {
-    peak_rss: Option<u64>,
+    /// The sample with the largest resident memory.
+    peak: Option<Resident>,
     cpu: Option<Duration>,
     wall: Duration,
 }
@@ -446,15 +450,19 @@ struct Idled {
 /// Lets the service idle for `period`, sampling resident memory and CPU time.
 async fn idle_for(period: Duration) -> Idled {
     let (wall_before, cpu_before) = (Instant::now(), cpu_time());
-    let mut peak_rss = rss_bytes();
+    let mut peak = resident();
     let end = wall_before + period;
     while Instant::now() < end {
         tokio::time::sleep(RSS_SAMPLE_EVERY.min(end.saturating_duration_since(Instant::now()))).await;
-        peak_rss = peak_rss.max(rss_bytes());
+        if let Some(sample) = resident()
+            && peak.is_none_or(|peak| sample.total > peak.total)
+        {
+            peak = Some(sample);
+        }
     }
     let (wall, cpu_after) = (wall_before.elapsed(), cpu_time());
     let cpu = cpu_before.zip(cpu_after).map(|(before, after)| after.saturating_sub(before));
-    Idled { peak_rss, cpu, wall }
+    Idled { peak, cpu, wall }
 }
 
 /// The mentions the platform acknowledged, by persona index and post id.
@@ -619,6 +627,9 @@ mod tests {
         let measurement = idle(3).await.expect("idle fleet");
         assert!(value(&measurement, "ready_ms") > 0.0, "{measurement:?}");
         assert!(value(&measurement, "rss_bytes") > value(&measurement, "baseline_rss_bytes"), "{measurement:?}");
+        let (anon, file) = (value(&measurement, "rss_anon_bytes"), value(&measurement, "rss_file_bytes"));
+        assert!(anon > 0.0 && file > 0.0, "{measurement:?}");
+        assert!(anon + file <= value(&measurement, "rss_bytes"), "{measurement:?}");
         assert!(value(&measurement, "cpu_idle_percent") >= 0.0, "{measurement:?}");
         assert!(measurement.values.contains_key("shutdown_ms"), "{measurement:?}");
     }

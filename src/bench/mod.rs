@@ -70,10 +70,35 @@ impl Drop for ScratchDir {
 
 /// This process's resident memory (VmRSS), in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    resident().map(|resident| resident.total)
+}
+
+/// This process's resident memory and what it is made of, in bytes (`/proc/self/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resident {
+    /// VmRSS: all of it.
+    pub total: u64,
+    /// RssAnon: memory of the process's own (heap, stacks, relocated data), which only exiting or
+    /// freeing gives back.
+    pub anon: u64,
+    /// RssFile: pages of mapped files (the binary's and the libraries' code and read-only data),
+    /// which the kernel can drop and read again.
+    pub file: u64,
+}
+
+/// Reads [`Resident`] for this process.
+pub fn resident() -> Option<Resident> {
+    parse_resident(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// [`Resident`] from the text of a `/proc/PID/status`.
+fn parse_resident(status: &str) -> Option<Resident> {
+    let bytes = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|line| line.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some(Resident { total: bytes("VmRSS")?, anon: bytes("RssAnon")?, file: bytes("RssFile")? })
 }
 
 /// CPU time this process has used (user + system), from `/proc/self/stat` (10 ms resolution).
@@ -530,6 +555,15 @@ fn targets(runs: &[SuiteRun]) -> Vec<TargetRow> {
             &plain,
         ),
         row("idle RSS, 1 agent", "≤ 20 MiB", Goal::AtMost(20.0 * MIB), "idle 1", "rss_bytes", &bytes),
+        row(
+            "… of which anonymous (heap, stacks, relocations)",
+            "—",
+            Goal::Reported,
+            "idle 1",
+            "rss_anon_bytes",
+            &bytes,
+        ),
+        row("… of which mapped files (code, read-only data)", "—", Goal::Reported, "idle 1", "rss_file_bytes", &bytes),
         row("idle RSS, 1,000 agents", "—", Goal::Reported, "idle 1000", "rss_bytes", &bytes),
         row("idle RSS, 10,000 agents", "≤ 128 MiB", Goal::AtMost(128.0 * MIB), "idle 10000", "rss_bytes", &bytes),
         row("idle RSS, 100,000 agents", "≤ 1.5 GiB", Goal::AtMost(1536.0 * MIB), "idle 100000", "rss_bytes", &bytes),
@@ -626,6 +660,17 @@ pub fn to_markdown(report: &SuiteReport, json: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_is_read_with_its_parts() {
+        let status = "Name:\tchorus\nVmRSS:\t   19876 kB\nRssAnon:\t    4268 kB\nRssFile:\t   15608 kB\nRssShmem:\t       0 kB\n";
+        let parsed = parse_resident(status).expect("parsed");
+        assert_eq!(parsed, Resident { total: 19_876 * 1024, anon: 4_268 * 1024, file: 15_608 * 1024 });
+        // A key must match whole: "RssFile" is not read from a "RssFileX" line.
+        assert_eq!(parse_resident("VmRSS: 1 kB\nRssAnon: 1 kB\nRssFileX: 1 kB\n"), None);
+        let own = resident().expect("this process's status");
+        assert!(own.anon > 0 && own.file > 0 && own.anon + own.file <= own.total, "{own:?}");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
