@@ -28,8 +28,10 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 /// over 40,000, while the HNSW search takes 0.9–1.3 ms (p99 1.9 ms) from 100,000 to 1,000,000:
 /// past 20,000 the exact search was the slower one. Scanning the bfloat16 copy (on a 2-core Xeon
 /// VM: 0.38 against 0.55 ms at 10,000, 0.75 against 1.11 at 20,000, 1.47 against 2.51 at
-/// 40,000; HNSW 1.0 ms at 100,000) moves the crossing to about 27,000; the threshold stays, as
-/// the graph's inserts (about 1 ms each) and its build (seconds) come with it.
+/// 40,000; HNSW 1.0 ms at 100,000) moves the crossing to about 27,000, and AVX2 (on a 2-core
+/// EPYC VM: 0.33 against 0.48–0.55 ms at 10,000, 0.65 against 0.95 at 20,000, 1.3 against 2.0 at
+/// 40,000) further out still; the threshold stays, as the graph's inserts (about 1 ms each) and
+/// its build (seconds) come with crossing it.
 pub const EXACT_THRESHOLD: usize = 20_000;
 
 /// HNSW connectivity: neighbours kept per node on the upper layers (twice that on the base one).
