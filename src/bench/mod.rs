@@ -70,7 +70,7 @@ impl Drop for ScratchDir {
 
 /// This process's resident memory (VmRSS), in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    resident().map(|resident| resident.total)
+    status_bytes(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS")
 }
 
 /// This process's resident memory and what it is made of, in bytes (`/proc/self/status`).
@@ -91,14 +91,20 @@ pub fn resident() -> Option<Resident> {
     parse_resident(&std::fs::read_to_string("/proc/self/status").ok()?)
 }
 
-/// [`Resident`] from the text of a `/proc/PID/status`.
+/// [`Resident`] from the text of a `/proc/PID/status` (RssAnon and RssFile since Linux 4.5).
 fn parse_resident(status: &str) -> Option<Resident> {
-    let bytes = |key: &str| -> Option<u64> {
-        let line = status.lines().find(|line| line.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    };
-    Some(Resident { total: bytes("VmRSS")?, anon: bytes("RssAnon")?, file: bytes("RssFile")? })
+    Some(Resident {
+        total: status_bytes(status, "VmRSS")?,
+        anon: status_bytes(status, "RssAnon")?,
+        file: status_bytes(status, "RssFile")?,
+    })
+}
+
+/// The value of `key` in the text of a `/proc/PID/status`, given in kB there, in bytes.
+fn status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// CPU time this process has used (user + system), from `/proc/self/stat` (10 ms resolution).
@@ -668,6 +674,7 @@ mod tests {
         assert_eq!(parsed, Resident { total: 19_876 * 1024, anon: 4_268 * 1024, file: 15_608 * 1024 });
         // A key must match whole: "RssFile" is not read from a "RssFileX" line.
         assert_eq!(parse_resident("VmRSS: 1 kB\nRssAnon: 1 kB\nRssFileX: 1 kB\n"), None);
+        assert_eq!(status_bytes("VmRSSX: 2 kB\nVmRSS: 1 kB\n", "VmRSS"), Some(1024));
         let own = resident().expect("this process's status");
         assert!(own.anon > 0 && own.file > 0 && own.anon + own.file <= own.total, "{own:?}");
     }
