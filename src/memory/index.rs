@@ -4,9 +4,10 @@
 //! A [`VectorIndex`] starts *exact*: its vectors sit in one contiguous `Vec<f32>`, with a copy in
 //! bfloat16 (half the bytes) beside it, and a search scores every row on the copy, then rescores
 //! in f32 the few rows whose coarse score could reach the best `k` (see [`COARSE_ERROR`]): the
-//! answer is the one a scan of the f32 vectors gives, read from half the memory. When an insert takes it past its threshold ([`EXACT_THRESHOLD`] by
-//! default) it moves its vectors into an HNSW graph ([USearch](https://github.com/unum-cloud/USearch))
-//! and stays approximate from then on, even if removes shrink it again.
+//! answer is the one a scan of the f32 vectors gives, read from half the memory (with AVX2 where
+//! the CPU has it). When an insert takes it past its threshold ([`EXACT_THRESHOLD`] by default)
+//! it moves its vectors into an HNSW graph ([USearch](https://github.com/unum-cloud/USearch)) and
+//! stays approximate from then on, even if removes shrink it again.
 //!
 //! Every vector is normalised on the way in, so cosine similarity is a plain dot product in both
 //! modes; results carry the similarity in `[-1, 1]`, best first.

@@ -126,16 +126,14 @@ impl Db {
         // Several runs (see `runs`) are one transaction: all stored, or none.
         let mut conn = self.write().await?;
         let mut rows = Vec::with_capacity(memories.len());
-        if runs.len() > 1 {
+        if let [run] = runs[..] {
+            insert_memory_run(&mut conn, run, now, &mut rows).await?;
+        } else {
             let mut tx = conn.begin().await?;
             for run in runs {
                 insert_memory_run(&mut tx, run, now, &mut rows).await?;
             }
             tx.commit().await?;
-        } else {
-            for run in runs {
-                insert_memory_run(&mut conn, run, now, &mut rows).await?;
-            }
         }
         // Statements number their rows in the order of their VALUES, one after the other;
         // RETURNING has no order.

@@ -1,8 +1,9 @@
 //! Storage: the only module that imports sqlx.
 //!
 //! [`Db`] is a cheap, cloneable handle on the database's connections (SQLite: one writer and
-//! read-only readers, held in [`conn`]'s pools; Postgres: one sqlx pool). It uses sqlx's `Any` driver so a
-//! single code path serves SQLite (the embedded default, in WAL mode) and Postgres (several nodes).
+//! read-only readers, held in [`conn`]'s pools; Postgres: one sqlx pool). It uses sqlx's `Any`
+//! driver so a single code path serves SQLite (the embedded default, in WAL mode) and Postgres
+//! (several nodes).
 //! The Any driver speaks only integers, floats, text and bytes, so times are epoch milliseconds.
 //! The schema lives in `migrations/sqlite` and `migrations/postgres` (same tables, per-engine DDL).
 //!
@@ -100,9 +101,9 @@ pub enum Engine {
 /// A handle on the database. Clone it freely.
 #[derive(Debug, Clone)]
 pub struct Db {
-    /// Writes and transactions (SQLite: the one writing connection).
-    pool: Source,
-    /// Plain reads (SQLite: read-only connections; Postgres: `pool`).
+    /// Writes and transactions (SQLite: the one writing connection; Postgres: sqlx's pool).
+    writer: Source,
+    /// Plain reads (SQLite: read-only connections; Postgres: the same pool as `writer`).
     reader: Source,
     engine: Engine,
 }
@@ -188,7 +189,7 @@ impl Db {
         // out its idle connections in turn, 8 readers cost 5 % more CPU a reply than 2 at 250
         // replies/s). The connections are held in pools of our own (see `conn`): sqlx's pings
         // every connection it gets back, one more round trip to SQLite's thread a statement.
-        let (pool, reader) = match engine {
+        let (writer, reader) = match engine {
             Engine::Sqlite => {
                 let cores =
                     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
@@ -200,7 +201,7 @@ impl Db {
                 (pool.clone(), pool)
             }
         };
-        Ok(Db { pool, reader, engine })
+        Ok(Db { writer, reader, engine })
     }
 
     /// Applies pending migrations of this engine.
@@ -222,10 +223,10 @@ impl Db {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections in use to come back.
+    /// Closes the connections, waiting for those in use to come back.
     pub async fn close(&self) {
         self.reader.close().await;
-        self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Folds the SQLite write-ahead log back into the database file (no-op on Postgres).
@@ -483,7 +484,7 @@ impl Db {
     /// The writing connection, for writes and transactions (SQLite: the one; Postgres: one of
     /// the pool's).
     pub(crate) async fn write(&self) -> StoreResult<Lease> {
-        self.pool.acquire().await
+        self.writer.acquire().await
     }
 
     /// A connection for a plain read (one statement, no transaction).
