@@ -409,7 +409,7 @@ async fn every_rest_request_matches_the_openapi_document() {
         conversation: Some("contract".into()),
     };
     let enqueued = service.db().enqueue(&row, None).await.unwrap();
-    service.db().begin_attempt(enqueued.id).await.unwrap();
+    service.db().begin_attempts(&[enqueued.id]).await.unwrap();
     eventually(WAIT, "the reconciled row is sent", || async {
         let requests = sim.requests();
         requests.iter().any(|r| r.method == "GET" && r.path.ends_with("/messages")).then_some(())

@@ -45,7 +45,7 @@ async fn pending_after_crash(sandbox: &Sandbox, item: &NewOutbox) {
     let db = chorus::store::Db::connect(&format!("sqlite://{}", sandbox.db_path().display()), 1).await.unwrap();
     db.migrate().await.unwrap();
     let enqueued = db.enqueue(item, None).await.unwrap();
-    db.begin_attempt(enqueued.id).await.unwrap();
+    db.begin_attempts(&[enqueued.id]).await.unwrap();
     db.close().await;
 }
 

@@ -406,12 +406,20 @@ async fn outbox_lifecycle_is_audited(db: &Db) {
     let alice = |rows: i64, due: bool| PendingAccount { platform: "local".into(), persona: "alice".into(), rows, due };
     assert_eq!(db.pending_accounts().await.expect("pending_accounts"), vec![alice(2, true)]);
 
-    db.begin_attempt(first.id).await.expect("begin_attempt");
+    db.begin_attempts(&[first.id]).await.expect("begin_attempts");
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
-    assert_eq!(row.attempts, 1, "begin_attempt counts the attempt");
-    db.begin_attempt(first.id).await.expect("begin_attempt again");
+    assert_eq!(row.attempts, 1, "begin_attempts counts the attempt");
+    db.begin_attempts(&[first.id]).await.expect("begin_attempts again");
     let row = db.outbox_row("k1").await.expect("outbox_row").expect("k1 exists");
     assert_eq!((row.attempts, row.status), (2, OutboxStatus::Pending));
+    // A worker's pass records its rows' attempts together, and takes back those it did not try.
+    db.begin_attempts(&[first.id, second.id]).await.expect("begin_attempts of two rows");
+    db.take_back_attempts(&[first.id]).await.expect("take_back_attempts");
+    let attempts =
+        |key: &'static str| async move { db.outbox_row(key).await.expect("outbox_row").expect(key).attempts };
+    assert_eq!((attempts("k1").await, attempts("k2").await), (2, 1), "both counted, k1's taken back");
+    db.take_back_attempts(&[second.id]).await.expect("take_back_attempts of k2");
+    assert_eq!(attempts("k2").await, 0, "k2 was not tried");
 
     let in_an_hour = chorus::store::now_ms() + 3_600_000;
     db.mark_retry(&row, "timeout", in_an_hour).await.expect("mark_retry");

@@ -13,7 +13,8 @@
 //!   per idle account with due rows (retries come due this way). A worker publishes that account's due rows
 //!   in order (at most `publisher.batch` per run), so one slow or rate-limited account never holds
 //!   up another, and one account never has two workers. Each row takes a permit from its account's
-//!   RateLimiter, records the attempt, calls the platform, and is marked sent (with the remote
+//!   RateLimiter; the rows whose permits came at once have their attempts recorded together (one
+//!   statement), then the platform is called for each, and each is marked sent (with the remote
 //!   id), retried later (transient or rate-limited) or failed (refused for good). A row that is
 //!   pending with `attempts > 0` may have landed before a crash: the platform is asked for it
 //!   first (reconciliation), so it is never posted twice.
@@ -22,7 +23,7 @@
 
 mod backlog;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use crate::config::PublisherConfig;
 use crate::directory::{Directory, rate_limiter_key};
 use crate::memory::MemoryMsg;
 use crate::metrics as m;
-use crate::platform::{Outgoing, PlatformError, Platforms};
+use crate::platform::{Outgoing, Platform, PlatformError, Platforms};
 use crate::rate_limit::{Permit, RateLimiterMsg};
 use crate::store::{
     ContentLog, Db, Enqueued, MemoryKind, NewMemory, NewOutbox, OutboxCounts, OutboxRow, PendingAccount, Sent,
@@ -90,6 +91,29 @@ struct PassContext {
     platforms: Platforms,
     directory: Arc<Directory>,
     config: PublisherConfig,
+}
+
+/// Rows the platform took in a worker's pass, each with its remote id and how (`sent`, or
+/// `reconciled` when an earlier attempt had landed), waiting to be marked sent together.
+type SentRows<'r> = Vec<(&'r OutboxRow, String, &'static str)>;
+
+/// What [`PassContext::clear`] made of a row.
+enum Clearance {
+    /// Its permit came at once: publish it there.
+    Now(Arc<dyn Platform>),
+    /// Its permit comes after this wait.
+    After(Duration, Arc<dyn Platform>),
+    /// Nothing to publish now: found on the platform, failed, or put off for later.
+    Settled,
+}
+
+/// How publishing one row went, for the rows cleared after it.
+#[derive(PartialEq, Eq)]
+enum Published {
+    /// Sent, failed or to be retried alone.
+    Done,
+    /// The platform rate-limited the whole account: the rows after it wait for new permits.
+    AccountRateLimited,
 }
 
 pub enum PublisherMsg {
@@ -296,6 +320,11 @@ impl Publisher {
     }
 }
 
+/// The platform's view of a row.
+fn outgoing(row: &OutboxRow) -> Outgoing<'_> {
+    Outgoing { idempotency_key: &row.idempotency_key, text: &row.text, reply_to: row.reply_to.as_deref() }
+}
+
 impl PassContext {
     /// Publishes `handed` or else one account's due rows (read from the outbox), in order.
     /// Returns true when there may be more.
@@ -310,22 +339,52 @@ impl PassContext {
             None => (self.db.due_outbox(platform, persona, batch).await?, true),
         };
         let mut sent = Vec::new();
-        let mut result = Ok(());
-        for row in &rows {
-            result = self.publish_one(row, &mut sent).await;
-            if result.is_err() {
-                break;
-            }
-        }
+        let result = self.publish_rows(&rows, &mut sent).await;
         // The rows the platform took are marked sent together, in one transaction.
         self.mark_sent(&mut sent).await?;
         result?;
         Ok(read && rows.len() as i64 == batch)
     }
 
+    /// Publishes `rows` in order; a row the platform took is added to `sent`. Each row is first
+    /// cleared ([`PassContext::clear`]); the rows cleared at once are published together
+    /// ([`PassContext::publish_cleared`]). A row whose permit means waiting has the rows cleared
+    /// before it published first, then waits.
+    async fn publish_rows<'r>(&self, rows: &'r [OutboxRow], sent: &mut SentRows<'r>) -> Result<(), StoreError> {
+        let mut waiting: VecDeque<&OutboxRow> = rows.iter().collect();
+        let mut cleared = Vec::new();
+        loop {
+            while let Some(row) = waiting.pop_front() {
+                match self.clear(row, sent).await? {
+                    Clearance::Now(platform) => cleared.push((row, platform)),
+                    Clearance::Settled => {}
+                    Clearance::After(wait, platform) => {
+                        let before = waiting.len();
+                        self.publish_cleared(&mut cleared, &mut waiting, sent).await?;
+                        if waiting.len() > before {
+                            // The platform rate-limited the account meanwhile: the permit is stale,
+                            // and the row takes one again after the rows handed back.
+                            waiting.insert(waiting.len() - before, row);
+                            continue;
+                        }
+                        // What was sent is marked before the wait, not after it.
+                        self.mark_sent(sent).await?;
+                        self.record_wait("rate_limit_wait", row, wait).await;
+                        tokio::time::sleep(wait).await;
+                        cleared.push((row, platform));
+                    }
+                }
+            }
+            if cleared.is_empty() {
+                return Ok(());
+            }
+            self.publish_cleared(&mut cleared, &mut waiting, sent).await?;
+        }
+    }
+
     /// Marks the rows the platform took sent, and remembers them. Until this commits, a row is
     /// pending with `attempts > 0`: after a crash it is reconciled, never posted twice.
-    async fn mark_sent(&self, sent: &mut Vec<(&OutboxRow, String, &'static str)>) -> Result<(), StoreError> {
+    async fn mark_sent(&self, sent: &mut SentRows<'_>) -> Result<(), StoreError> {
         if sent.is_empty() {
             return Ok(());
         }
@@ -340,20 +399,18 @@ impl PassContext {
         Ok(())
     }
 
-    /// Publishes one row; a row the platform took is added to `sent` (marked by the caller).
-    async fn publish_one<'r>(
-        &self,
-        row: &'r OutboxRow,
-        sent: &mut Vec<(&'r OutboxRow, String, &'static str)>,
-    ) -> Result<(), StoreError> {
+    /// Readies one row for publishing: a row whose earlier attempt may have landed before a crash
+    /// (`attempts > 0`) is looked for on the platform first (reconciliation), then the row takes a
+    /// permit from its account's RateLimiter. A row found, failed or put off for later is
+    /// `Settled` here.
+    async fn clear<'r>(&self, row: &'r OutboxRow, sent: &mut SentRows<'r>) -> Result<Clearance, StoreError> {
         let platform_name = platform_label(&row.platform);
         let Some(platform) = self.platforms.by_name(&row.platform) else {
-            return self.fail(row, "no such platform is configured").await;
+            self.fail(row, "no such platform is configured").await?;
+            return Ok(Clearance::Settled);
         };
-        let outgoing =
-            Outgoing { idempotency_key: &row.idempotency_key, text: &row.text, reply_to: row.reply_to.as_deref() };
         if row.attempts > 0 {
-            match platform.find_published(&row.persona, outgoing).await {
+            match platform.find_published(&row.persona, outgoing(row)).await {
                 Ok(Some(remote_id)) => {
                     metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "reconciled")
                         .increment(1);
@@ -362,27 +419,25 @@ impl PassContext {
                         "earlier attempt had landed, marking sent without posting again"
                     );
                     sent.push((row, remote_id, "reconciled"));
-                    return Ok(());
+                    return Ok(Clearance::Settled);
                 }
                 Ok(None) => {}
                 Err(PlatformError::Permanent(reason)) => {
                     metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed")
                         .increment(1);
                     tracing::warn!(outbox_id = row.id, reason = %reason, "cannot reconcile the item; it is not sent again");
-                    return self.fail(row, &reason).await;
+                    self.fail(row, &reason).await?;
+                    return Ok(Clearance::Settled);
                 }
-                Err(err) => return self.retry(row, &err).await,
+                Err(err) => {
+                    self.retry(row, &err).await?;
+                    return Ok(Clearance::Settled);
+                }
             }
         }
         match self.permit(row).await {
-            Permit::After(wait) => {
-                if !wait.is_zero() {
-                    // What was sent is marked before the wait, not after it.
-                    self.mark_sent(sent).await?;
-                    self.record_wait("rate_limit_wait", row, wait).await;
-                    tokio::time::sleep(wait).await;
-                }
-            }
+            Permit::After(wait) if wait.is_zero() => Ok(Clearance::Now(platform)),
+            Permit::After(wait) => Ok(Clearance::After(wait, platform)),
             Permit::Refused(retry_after) => {
                 self.record_wait("rate_limit_refused", row, retry_after).await;
                 // Our own budget is spent: come back when it has room (not a platform 429, so the
@@ -390,26 +445,75 @@ impl PassContext {
                 metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "budget_wait")
                     .increment(1);
                 let next = now_ms() + retry_after.as_millis() as i64;
-                return self.db.mark_retry(row, "waiting for the account's publishing budget", next).await;
+                self.db.mark_retry(row, "waiting for the account's publishing budget", next).await?;
+                Ok(Clearance::Settled)
             }
         }
-        self.db.begin_attempt(row.id).await?;
+    }
+
+    /// Publishes the `cleared` rows (emptied), in order: their attempts are recorded first, in
+    /// one statement, then the platform is called for each. When the platform rate-limits the
+    /// whole account, the rows after that one are not tried: their attempts are taken back and
+    /// they go back to the front of `waiting`, to take permits again. After a store error the
+    /// rows not tried keep their attempt, and are looked for on the platform before their next
+    /// try.
+    async fn publish_cleared<'r>(
+        &self,
+        cleared: &mut Vec<(&'r OutboxRow, Arc<dyn Platform>)>,
+        waiting: &mut VecDeque<&'r OutboxRow>,
+        sent: &mut SentRows<'r>,
+    ) -> Result<(), StoreError> {
+        if cleared.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = cleared.iter().map(|(row, _)| row.id).collect();
+        self.db.begin_attempts(&ids).await?;
+        let mut rows = std::mem::take(cleared).into_iter();
+        while let Some((row, platform)) = rows.next() {
+            if self.publish_one(row, platform.as_ref(), sent).await? == Published::AccountRateLimited {
+                let untried: Vec<&OutboxRow> = rows.map(|(row, _)| row).collect();
+                let ids: Vec<i64> = untried.iter().map(|row| row.id).collect();
+                self.db.take_back_attempts(&ids).await?;
+                for row in untried.into_iter().rev() {
+                    waiting.push_front(row);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes one cleared row whose attempt is recorded; a row the platform took is added to
+    /// `sent` (marked by the caller).
+    async fn publish_one<'r>(
+        &self,
+        row: &'r OutboxRow,
+        platform: &dyn Platform,
+        sent: &mut SentRows<'r>,
+    ) -> Result<Published, StoreError> {
+        let platform_name = platform_label(&row.platform);
         let started = Instant::now();
-        let result = platform.publish(&row.persona, outgoing).await;
+        let result = platform.publish(&row.persona, outgoing(row)).await;
         metrics::histogram!(m::PUBLISH_SECONDS, "platform" => platform_name).record(started.elapsed().as_secs_f64());
         match result {
             Ok(remote_id) => {
                 metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "sent").increment(1);
                 tracing::info!(persona = %row.persona, platform = platform_name, kind = %row.kind, remote_id = %remote_id, "published");
                 sent.push((row, remote_id, "sent"));
-                Ok(())
+                Ok(Published::Done)
             }
             Err(PlatformError::Permanent(reason)) => {
                 metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed").increment(1);
                 tracing::warn!(outbox_id = row.id, reason = %reason, "platform refused the item for good");
-                self.fail(row, &reason).await
+                self.fail(row, &reason).await?;
+                Ok(Published::Done)
             }
-            Err(err) => self.retry(row, &err).await,
+            Err(err) => {
+                let account_wide =
+                    matches!(err, PlatformError::RateLimited { .. }) && platform.account_wide_rate_limits();
+                self.retry(row, &err).await?;
+                Ok(if account_wide { Published::AccountRateLimited } else { Published::Done })
+            }
         }
     }
 
@@ -513,5 +617,136 @@ fn kind_label(kind: &str) -> &'static str {
         "reply" => "reply",
         "post" => "post",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::{Dur, PlatformKind, RateLimitConfig};
+    use crate::platform::MentionBatch;
+    use crate::rate_limit::{RateLimiter, RateLimiterArgs};
+    use crate::store::OutboxStatus;
+
+    const KEYS: [&str; 3] = ["k1", "k2", "k3"];
+
+    /// A platform that notes, at each publish, every row's attempts as the database has them,
+    /// and answers a 429 to the publishes numbered in `rate_limited` (from 0).
+    struct Recorder {
+        db: Db,
+        rate_limited: Vec<usize>,
+        /// Each publish: the key published, when, and the attempts of `KEYS` at that moment.
+        publishes: Mutex<Vec<(String, Instant, Vec<i64>)>>,
+        searches: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl Platform for Recorder {
+        fn kind(&self) -> PlatformKind {
+            PlatformKind::X
+        }
+
+        async fn mentions(&self, _account: &str, _cursor: Option<&str>) -> Result<MentionBatch, PlatformError> {
+            Ok(MentionBatch::default())
+        }
+
+        async fn publish(&self, _account: &str, item: Outgoing<'_>) -> Result<String, PlatformError> {
+            let mut attempts = Vec::new();
+            for key in KEYS {
+                attempts.push(self.db.outbox_row(key).await.unwrap().unwrap().attempts);
+            }
+            let mut publishes = self.publishes.lock().unwrap();
+            let number = publishes.len();
+            publishes.push((item.idempotency_key.to_owned(), Instant::now(), attempts));
+            if self.rate_limited.contains(&number) {
+                return Err(PlatformError::RateLimited { retry_after: Duration::from_millis(300) });
+            }
+            Ok(format!("remote-{}", item.idempotency_key))
+        }
+
+        async fn find_published(&self, _account: &str, _item: Outgoing<'_>) -> Result<Option<String>, PlatformError> {
+            *self.searches.lock().unwrap() += 1;
+            Ok(None)
+        }
+    }
+
+    /// Three rows queued for ada on X, a worker's context whose platform is a [`Recorder`], and
+    /// the RateLimiter (ten permits at once).
+    async fn pass(rate_limited: Vec<usize>) -> (tempfile::TempDir, Arc<Recorder>, PassContext) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/chorus.db", dir.path().display()), 2).await.unwrap();
+        db.migrate().await.unwrap();
+        for key in KEYS {
+            let item = NewOutbox {
+                idempotency_key: key.to_owned(),
+                persona: "ada".into(),
+                platform: "x".into(),
+                kind: "post".into(),
+                text: format!("post {key}"),
+                reply_to: None,
+                conversation: None,
+            };
+            db.enqueue(&item, None).await.unwrap();
+        }
+        let recorder = Arc::new(Recorder {
+            db: db.clone(),
+            rate_limited,
+            publishes: Mutex::default(),
+            searches: Mutex::default(),
+        });
+        let mut platforms = Platforms::default();
+        platforms.insert(recorder.clone());
+        let directory = Arc::new(Directory::default());
+        let config = RateLimitConfig { burst: 10, per: Dur::secs(10), max_wait: Dur::secs(60) };
+        let (limiter, _) =
+            Actor::spawn(None, RateLimiter, RateLimiterArgs { platform: "x", config, accounts: HashMap::new() })
+                .await
+                .unwrap();
+        directory.set_rate_limiter("x", Some(limiter));
+        let context = PassContext { db, platforms, directory, config: PublisherConfig::default() };
+        (dir, recorder, context)
+    }
+
+    async fn row(context: &PassContext, key: &str) -> OutboxRow {
+        context.db.outbox_row(key).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pass_records_its_rows_attempts_together_before_the_first_publish() {
+        let (_dir, recorder, context) = pass(Vec::new()).await;
+        let more = context.publish_account(&("x".into(), "ada".into()), None).await.unwrap();
+        assert!(!more, "three rows, fewer than a pass takes");
+        let publishes = recorder.publishes.lock().unwrap().clone();
+        let keys: Vec<&str> = publishes.iter().map(|(key, _, _)| key.as_str()).collect();
+        assert_eq!(keys, KEYS, "published once each, in order");
+        assert_eq!(publishes[0].2, [1, 1, 1], "every row's attempt is recorded before the platform is called");
+        for key in KEYS {
+            assert_eq!(row(&context, key).await.status, OutboxStatus::Sent);
+        }
+        assert_eq!(*recorder.searches.lock().unwrap(), 0, "nothing to reconcile");
+    }
+
+    #[tokio::test]
+    async fn after_a_429_the_rows_after_it_take_their_attempts_back_and_wait_for_new_permits() {
+        let (_dir, recorder, context) = pass(vec![0]).await;
+        context.publish_account(&("x".into(), "ada".into()), None).await.unwrap();
+        let publishes = recorder.publishes.lock().unwrap().clone();
+        let keys: Vec<&str> = publishes.iter().map(|(key, _, _)| key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2", "k3"], "k1 refused, then k2 and k3 after the back-off");
+        // k2 and k3 were recorded with k1 and taken back when k1 was refused; after the back-off
+        // each takes a permit that means waiting, so each is recorded again alone.
+        assert_eq!(publishes[1].2, [1, 1, 0], "k2 counted once, k3 not yet");
+        assert_eq!(publishes[2].2, [1, 1, 1], "k3 counted once");
+        let waited = publishes[1].1.duration_since(publishes[0].1);
+        assert!(waited >= Duration::from_millis(250), "k2 waited out the account's back-off: {waited:?}");
+        let k1 = row(&context, "k1").await;
+        assert_eq!((k1.status, k1.attempts), (OutboxStatus::Pending, 1), "k1 is retried later");
+        assert_eq!(row(&context, "k2").await.status, OutboxStatus::Sent);
+        assert_eq!(row(&context, "k3").await.status, OutboxStatus::Sent);
+        assert_eq!(*recorder.searches.lock().unwrap(), 0, "no search for posts never made");
     }
 }

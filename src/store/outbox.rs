@@ -228,15 +228,41 @@ impl Db {
         row.as_ref().map(OutboxRow::from_row).transpose()
     }
 
-    /// Records that a publish attempt starts, before the platform is called: a row with
+    /// Records that publish attempts start, before the platform is called: a row with
     /// `attempts > 0` that is still pending after a crash may have landed and is reconciled first.
-    pub async fn begin_attempt(&self, id: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_ms())
-            .execute(&mut *self.write().await?)
-            .await?;
-        Ok(())
+    /// A worker records the attempts of the rows it is about to publish together: one statement a
+    /// run (see [`super::runs`]), sent as one call on SQLite while the batch is small.
+    pub async fn begin_attempts(&self, ids: &[i64]) -> StoreResult<()> {
+        self.add_attempts(ids, 1).await
+    }
+
+    /// Takes back attempts [`Db::begin_attempts`] recorded for rows the platform was not called
+    /// for after all, so their next try is not preceded by a search for a post never made.
+    pub async fn take_back_attempts(&self, ids: &[i64]) -> StoreResult<()> {
+        self.add_attempts(ids, -1).await
+    }
+
+    /// Adds `change` to the attempts of the rows `ids`, each statement committing on its own.
+    async fn add_attempts(&self, ids: &[i64], change: i64) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut conn = self.write().await?;
+        let mut script = Script::new(conn.backend_name());
+        for run in runs(ids) {
+            script
+                .statement(&format!(
+                    "UPDATE outbox SET attempts = attempts + $1, updated_at = $2 WHERE id IN ({})",
+                    placeholders(3, run.len())
+                ))
+                .bind(change)
+                .bind(now);
+            for id in run {
+                script.bind(*id);
+            }
+        }
+        script.execute(&mut conn).await
     }
 
     /// Marks rows sent, with their content items published and an audit entry each, in one
