@@ -49,6 +49,7 @@ fn the_bench_command_prints_one_measurement_as_a_json_line() {
         "llm_calls_per_reply",
         "embeddings_per_reply",
         "unanswered",
+        "closed_without_reply",
         "outbox_pending",
     ] {
         assert!(measurement.values.contains_key(name), "no {name} in {measurement:?}");

@@ -275,6 +275,9 @@ async fn inbound_events_are_stored_once_and_listed_per_agent(db: &Db) {
     db.ignore_inbound(first, "loop guard").await.expect("ignore_inbound");
     let pending = db.pending_inbound("alice", "local", 10).await.expect("pending_inbound after ignore");
     assert_eq!(ids(&pending, |row| row.id), vec![r2, r3], "an ignored event is no longer pending");
+    let closed = db.closed_inbound("alice", "local").await.expect("closed_inbound");
+    assert_eq!(closed, ["r1"], "alice's closed mention, by remote id");
+    assert_eq!(db.closed_inbound("carol", "local").await.expect("closed_inbound carol"), ["r5"]);
 
     // c1 on local: r1 (not a persona, stored twice), r2 (persona, alice), r4 (persona, bob); mastodon's
     // c1 does not count.

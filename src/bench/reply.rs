@@ -48,6 +48,8 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(30);
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 /// ... or after this long in any case.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// After the last mention, no reply for this long: look up the mentions closed without one.
+const QUIET_BEFORE_LOOKUP: Duration = Duration::from_millis(500);
 /// Requests of the bare round trip to the LLM simulator.
 const ROUND_TRIPS: usize = 200;
 /// Offered rates [`max_rate`] steps through, lowest first.
@@ -70,14 +72,16 @@ pub struct RoundTrip {
 ///
 /// Values: `offered_rate`, `achieved_rate` (replies per second, from the first mention due to the
 /// last reply, at least `seconds`), `mentions`, `mentions_stored`, `post_errors`, `replies`,
-/// `unanswered`, `duplicate_replies`, latencies `p50_us`, `p99_us`, `p999_us`, `max_us`, `mean_us`
+/// `unanswered`, `closed_without_reply`, `duplicate_replies`, latencies `p50_us`, `p99_us`, `p999_us`, `max_us`, `mean_us`
 /// (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
 /// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`,
 /// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`; with a
 /// delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
 /// `ratio_p50`, `ratio_p99` (reply latency ÷ bare round trip). When replies fall behind, waiting
 /// stops after 5 s without a reply or 30 s after the last mention; what the shutdown drains is
-/// still counted.
+/// still counted. A mention the service closed without a reply (the persona's duplicate guard
+/// dropped every draft: `memory.dedup_attempts`) is `closed_without_reply`, not `unanswered`, and
+/// is not waited for.
 pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> anyhow::Result<Measurement> {
     anyhow::ensure!(rate > 0, "the offered rate must be at least 1 mention per second");
     anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "the duration must be a positive number of seconds");
@@ -104,8 +108,11 @@ pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> an
     observation.drain();
     // Completions: `llm_usage` rows of the window, all written by now (the writer flushes at stop).
     let db = Db::connect(&store_url, 1).await.context("cannot reopen the database")?;
+    // Mentions closed while the service shut down count as closed too.
+    let closed = observation.look_up_closed(&db).await;
     let calls = db.llm_tally(observation.window_ms, i64::MAX).await;
     db.close().await;
+    closed?;
     let calls: i64 = calls.context("cannot count the llm calls")?.iter().map(|tally| tally.calls).sum();
     let mut run = summarise(&mut observation, shutdown.outbox, calls);
     if shutdown.tree.is_none() {
@@ -179,12 +186,13 @@ pub async fn max_rate_up_to(seconds_per_step: f64, highest: u32) -> anyhow::Resu
         let held = kept_up && fast && answered && durable;
         measurement.notes.push(format!(
             "offered {rate}/s: achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, unanswered {}, \
-             outbox sent {} pending {}, cpu/reply {:.0} µs → {}",
+             closed without a reply {}, outbox sent {} pending {}, cpu/reply {:.0} µs → {}",
             value("achieved_rate"),
             value("p50_us"),
             value("p99_us"),
             value("max_us"),
             value("unanswered"),
+            value("closed_without_reply"),
             value("outbox_sent"),
             value("outbox_pending"),
             value("cpu_per_reply_us"),
@@ -237,6 +245,8 @@ struct Observation {
     /// Mentions seen on the timeline, by id, with when they were stored.
     mentions: HashMap<i64, Instant>,
     answered: HashSet<i64>,
+    /// Stored mentions the service closed without a reply, as far as looked up.
+    closed: HashSet<i64>,
     latencies_us: Vec<f64>,
     replies_at: Vec<(i64, Instant)>,
     duplicates: u64,
@@ -249,6 +259,41 @@ struct Observation {
 }
 
 impl Observation {
+    /// An observation of `offered` mentions at `rate` for `seconds`, the first due at `start`,
+    /// from `posted` (subscribed before the first is offered); its CPU and embedding counts start
+    /// now.
+    fn new(
+        rate: u32,
+        seconds: f64,
+        posted: broadcast::Receiver<Posted>,
+        warm_ups: usize,
+        offered: u64,
+        start: Instant,
+    ) -> Self {
+        Observation {
+            rate,
+            seconds,
+            posted,
+            warm_ups,
+            window_ms: crate::store::now_ms(),
+            start,
+            offered,
+            stored: Vec::new(),
+            post_errors: 0,
+            mentions: HashMap::with_capacity(offered as usize),
+            answered: HashSet::with_capacity(offered as usize),
+            closed: HashSet::new(),
+            latencies_us: Vec::with_capacity(offered as usize),
+            replies_at: Vec::with_capacity(offered as usize),
+            duplicates: 0,
+            lagged: 0,
+            last_reply: start,
+            cpu_before: cpu_time(),
+            cpu_all_answered: None,
+            embeddings_before: metric_total(crate::metrics::LLM_EMBEDDINGS),
+        }
+    }
+
     /// Takes one timeline event into account.
     fn record(&mut self, posted: Posted) {
         match posted {
@@ -281,7 +326,15 @@ impl Observation {
     }
 
     fn unanswered(&self) -> usize {
-        self.stored.iter().filter(|(id, _)| !self.answered.contains(id)).count()
+        self.stored.iter().filter(|(id, _)| !self.answered.contains(id) && !self.closed.contains(id)).count()
+    }
+
+    /// Looks up which of the stored mentions the service closed without a reply.
+    async fn look_up_closed(&mut self, db: &Db) -> anyhow::Result<()> {
+        let closed = db.closed_inbound(&persona_name(0), "local").await.context("cannot read the closed mentions")?;
+        let stored: HashSet<i64> = self.stored.iter().map(|(id, _)| *id).collect();
+        self.closed = closed.iter().filter_map(|id| id.parse().ok()).filter(|id| stored.contains(id)).collect();
+        Ok(())
     }
 }
 
@@ -294,27 +347,7 @@ async fn observe(service: &Service, rate: u32, seconds: f64) -> anyhow::Result<O
     tokio::time::sleep(Duration::from_millis(2)).await;
     let offered = ((f64::from(rate) * seconds).round() as u64).max(1);
     let start = Instant::now() + Duration::from_millis(5);
-    let mut observation = Observation {
-        rate,
-        seconds,
-        posted: local.subscribe(),
-        warm_ups,
-        window_ms: crate::store::now_ms(),
-        start,
-        offered,
-        stored: Vec::new(),
-        post_errors: 0,
-        mentions: HashMap::with_capacity(offered as usize),
-        answered: HashSet::with_capacity(offered as usize),
-        latencies_us: Vec::with_capacity(offered as usize),
-        replies_at: Vec::with_capacity(offered as usize),
-        duplicates: 0,
-        lagged: 0,
-        last_reply: start,
-        cpu_before: cpu_time(),
-        cpu_all_answered: None,
-        embeddings_before: metric_total(crate::metrics::LLM_EMBEDDINGS),
-    };
+    let mut observation = Observation::new(rate, seconds, local.subscribe(), warm_ups, offered, start);
     let failures = Arc::new(AtomicU64::new(0));
     let mut sender = tokio::spawn(offer(local, rate, offered, start, failures.clone()));
     let mut sent = false;
@@ -323,13 +356,16 @@ async fn observe(service: &Service, rate: u32, seconds: f64) -> anyhow::Result<O
     loop {
         if sent {
             let now = Instant::now();
-            if observation.answered.len() >= observation.stored.len() {
+            let quiet = now.duration_since(observation.last_reply.max(sending_done_at));
+            if observation.answered.len() < observation.stored.len() && quiet > QUIET_BEFORE_LOOKUP {
+                // Replies stopped coming: the service may have closed the rest without one.
+                observation.look_up_closed(service.db()).await?;
+            }
+            if observation.unanswered() == 0 {
                 observation.cpu_all_answered = cpu_time();
                 break;
             }
-            if now.duration_since(observation.last_reply.max(sending_done_at)) > STALL_LIMIT
-                || now.duration_since(sending_done_at) > DRAIN_LIMIT
-            {
+            if quiet > STALL_LIMIT || now.duration_since(sending_done_at) > DRAIN_LIMIT {
                 break;
             }
         }
@@ -368,6 +404,7 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
     set("post_errors", observation.post_errors as f64);
     set("replies", replies);
     set("unanswered", observation.unanswered() as f64);
+    set("closed_without_reply", observation.closed.len() as f64);
     set("duplicate_replies", observation.duplicates as f64);
     set("warm_up_mentions", observation.warm_ups as f64);
     let window = observation.last_reply.duration_since(observation.start).as_secs_f64().max(observation.seconds);
@@ -602,4 +639,48 @@ async fn round_trip_on(sim: &LlmSim, body: &Value) -> anyhow::Result<RoundTrip> 
     }
     samples.sort_by(f64::total_cmp);
     Ok(RoundTrip { p50_us: percentile(&samples, 0.50), p99_us: percentile(&samples, 0.99) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewInbound;
+
+    #[tokio::test]
+    async fn a_mention_closed_without_a_reply_is_neither_answered_nor_unanswered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/chorus.db", dir.path().display()), 1).await.unwrap();
+        db.migrate().await.unwrap();
+        let persona = persona_name(0);
+        let mention = |remote_id| NewInbound {
+            platform: "local",
+            remote_id,
+            persona: &persona,
+            author: AUTHOR,
+            author_is_persona: false,
+            text: "a question",
+            conversation: remote_id,
+        };
+        // Timeline posts 7 and 8 mention the persona; the agent closes 8 without a reply.
+        let stored = db.store_inbound(&[mention("7"), mention("8")], None).await.unwrap();
+        db.ignore_inbound(stored[1].as_ref().unwrap().id, "dedup_dropped").await.unwrap();
+
+        let start = Instant::now();
+        let (sender, posted) = broadcast::channel(4);
+        let mut observation = Observation::new(10, 1.0, posted, 1, 2, start);
+        observation.stored = vec![(7, start), (8, start)];
+        for id in [7, 8] {
+            observation.record(Posted { id, author: AUTHOR.to_owned(), reply_to: None, at: start });
+        }
+        assert_eq!(observation.unanswered(), 2);
+        observation.look_up_closed(&db).await.unwrap();
+        assert_eq!(observation.unanswered(), 1, "8 was closed, 7 waits for its reply");
+        observation.record(Posted { id: 9, author: persona.clone(), reply_to: Some(7), at: Instant::now() });
+        assert_eq!(observation.unanswered(), 0);
+        let run = summarise(&mut observation, None, 1);
+        assert_eq!((run.values["replies"], run.values["closed_without_reply"]), (1.0, 1.0));
+        assert_eq!(run.values["unanswered"], 0.0);
+        drop(sender);
+        db.close().await;
+    }
 }

@@ -349,6 +349,18 @@ impl Db {
         Ok(row.try_get(0)?)
     }
 
+    /// The remote ids of the agent's mentions closed without a reply ([`Db::ignore_inbound`]).
+    pub async fn closed_inbound(&self, persona: &str, platform: &str) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT remote_id FROM inbound_events WHERE persona = $1 AND platform = $2 AND state = 'ignored'",
+        )
+        .bind(persona)
+        .bind(platform)
+        .fetch_all(&mut *self.read().await?)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
     /// Closes an inbound event without a reply (loop guard, empty generation…).
     pub async fn ignore_inbound(&self, id: i64, outcome: &str) -> StoreResult<()> {
         sqlx::query("UPDATE inbound_events SET state = 'ignored', outcome = $2 WHERE id = $1")
