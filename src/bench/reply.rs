@@ -52,8 +52,11 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const QUIET_BEFORE_LOOKUP: Duration = Duration::from_millis(500);
 /// Requests of the bare round trip to the LLM simulator.
 const ROUND_TRIPS: usize = 200;
-/// Offered rates [`max_rate`] steps through, lowest first.
-pub const MAX_RATE_STEPS: &[u32] = &[250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000];
+/// Offered rates [`max_rate`] steps through, lowest first, a half or a third apart: the ceiling it
+/// reports is within a third of where latency runs away (doubling steps put 500/s and 1,000/s
+/// next to each other, and a service sustaining 750/s read 500).
+pub const MAX_RATE_STEPS: &[u32] =
+    &[250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000];
 /// A step of [`max_rate`] is sustained when replies keep up with at least this share of the
 /// offered rate ...
 const SUSTAINED_SHARE: f64 = 0.95;
