@@ -815,12 +815,21 @@ impl Db {
 
     /// Pending mentions of each persona on a platform (the coordination's load).
     pub async fn pending_load(&self, platform: &str, personas: &[String]) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT persona, COUNT(*) FROM inbound_events WHERE platform = $1 AND state = 'pending' GROUP BY persona",
-        )
-        .bind(platform)
-        .fetch_all(&mut *self.read().await?)
-        .await?;
+        if personas.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Per persona, so the pending-only index answers (by platform alone, the plan walked every
+        // mention the platform ever had).
+        let sql = format!(
+            "SELECT persona, COUNT(*) FROM inbound_events WHERE persona IN ({}) AND platform = $1 \
+             AND state = 'pending' GROUP BY persona",
+            super::placeholders(2, personas.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(platform);
+        for persona in personas {
+            query = query.bind(persona);
+        }
+        let rows = query.fetch_all(&mut *self.read().await?).await?;
         let mut counts = std::collections::BTreeMap::new();
         for row in &rows {
             counts.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
