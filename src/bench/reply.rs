@@ -75,8 +75,8 @@ pub struct RoundTrip {
 ///
 /// Values: `offered_rate`, `achieved_rate` (replies per second, from the first mention due to the
 /// last reply, at least `seconds`), `mentions`, `mentions_stored`, `post_errors`, `replies`,
-/// `unanswered`, `closed_without_reply`, `duplicate_replies`, latencies `p50_us`, `p99_us`, `p999_us`, `max_us`, `mean_us`
-/// (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
+/// `unanswered`, `closed_without_reply`, `duplicate_replies`, latencies `p50_us`, `p99_us`,
+/// `p999_us`, `max_us`, `mean_us` (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
 /// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`,
 /// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`; with a
 /// delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
