@@ -48,7 +48,8 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(30);
 const STALL_LIMIT: Duration = Duration::from_secs(5);
 /// ... or after this long in any case.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-/// After the last mention, no reply for this long: look up the mentions closed without one.
+/// After the last mention, no reply for this long: look up the mentions closed without one (and
+/// again at most this often: the query walks the platform's mentions).
 const QUIET_BEFORE_LOOKUP: Duration = Duration::from_millis(500);
 /// Requests of the bare round trip to the LLM simulator.
 const ROUND_TRIPS: usize = 200;
@@ -355,14 +356,17 @@ async fn observe(service: &Service, rate: u32, seconds: f64) -> anyhow::Result<O
     let mut sender = tokio::spawn(offer(local, rate, offered, start, failures.clone()));
     let mut sent = false;
     let mut sending_done_at = start;
+    let mut looked_up_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         if sent {
             let now = Instant::now();
             let quiet = now.duration_since(observation.last_reply.max(sending_done_at));
-            if observation.answered.len() < observation.stored.len() && quiet > QUIET_BEFORE_LOOKUP {
+            let due = looked_up_at.is_none_or(|at| now.duration_since(at) > QUIET_BEFORE_LOOKUP);
+            if observation.answered.len() < observation.stored.len() && quiet > QUIET_BEFORE_LOOKUP && due {
                 // Replies stopped coming: the service may have closed the rest without one.
                 observation.look_up_closed(service.db()).await?;
+                looked_up_at = Some(now);
             }
             if observation.unanswered() == 0 {
                 observation.cpu_all_answered = cpu_time();
