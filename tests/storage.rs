@@ -594,6 +594,8 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     assert_eq!(texts(&recalled.recent), ["post 2"], "own posts, newest first, limited");
     assert_eq!(texts(&recalled.conversation), texts(&c1), "the conversation, as recent_memories reads it");
     assert_eq!(texts(&recalled.by_id), ["post 1", "inbound 1"], "by id, in id order, the missing id skipped");
+    let latest_turn = db.recall_memories("alice", (0, 1), Some(("local", "c1")), &[]).await.expect("recall, 1 turn");
+    assert_eq!((latest_turn.recent.len(), texts(&latest_turn.conversation)), (0, vec!["reply 1".to_owned()]));
     let alone = db.recall_memories("alice", (10, 10), None, &[]).await.expect("recall_memories, no thread or ids");
     assert_eq!((texts(&alone.recent), alone.conversation.len(), alone.by_id.len()), (texts(&own), 0, 0));
 }

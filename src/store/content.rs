@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 
 use super::outbox::insert_outbox;
 use super::script::Script;
-use super::{Db, NewOutbox, StoreResult, ToEnqueue, now_ms, runs, value_rows};
+use super::{Db, NewOutbox, StoreResult, ToEnqueue, now_ms, runs, sql_limit, value_rows};
 use crate::platform::Engagement;
 
 /// Where an item is. `planned` and `dispatched` are planned posts before and while they are
@@ -436,10 +436,10 @@ impl Db {
     /// Planned posts due by `now`, oldest first.
     pub async fn due_planned(&self, now: i64, limit: i64) -> StoreResult<Vec<ContentItem>> {
         let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'planned' AND due_at <= $1 ORDER BY due_at, id LIMIT $2"
+            "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'planned' AND due_at <= $1 ORDER BY due_at, id {}",
+            sql_limit(limit)
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&mut *self.read().await?).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(ContentItem::from_row).collect()
     }
 
@@ -653,14 +653,14 @@ impl Db {
     pub async fn content_items(&self, filter: &ContentFilter) -> StoreResult<Vec<ContentItem>> {
         let sql = format!(
             "SELECT {ITEM_COLUMNS} FROM content_items WHERE ($1 IS NULL OR stage = $1) AND ($2 IS NULL OR persona = $2) \
-             AND ($3 IS NULL OR platform = $3) AND ($4 IS NULL OR kind = $4) ORDER BY id DESC LIMIT $5"
+             AND ($3 IS NULL OR platform = $3) AND ($4 IS NULL OR kind = $4) ORDER BY id DESC {}",
+            sql_limit(filter.limit.max(1))
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(filter.stage.as_deref())
             .bind(filter.persona.as_deref())
             .bind(filter.platform.as_deref())
             .bind(filter.kind.as_deref())
-            .bind(filter.limit.max(1))
             .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(ContentItem::from_row).collect()
@@ -913,13 +913,13 @@ impl Db {
         let sql = format!(
             "SELECT {ITEM_COLUMNS} FROM content_items WHERE stage = 'published' AND remote_id IS NOT NULL \
              AND published_at <= $2 AND published_at >= $3 AND (measure_at IS NULL OR measure_at <= $1) \
-             ORDER BY published_at LIMIT $4"
+             ORDER BY published_at {}",
+            sql_limit(limit)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(now - measure_after_ms)
             .bind(now - measure_for_ms)
-            .bind(limit)
             .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(ContentItem::from_row).collect()

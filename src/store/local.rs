@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreResult, now_ms};
+use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// A post on the local timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,27 +57,26 @@ impl Db {
 
     /// The timeline, newest first, optionally only posts older than `before`.
     pub async fn local_timeline(&self, before: Option<i64>, limit: i64) -> StoreResult<Vec<LocalPost>> {
-        let rows = sqlx::query(
-            "SELECT id, author, text, reply_to, created_at FROM local_posts WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&mut *self.read().await?)
-        .await?;
+        let sql = format!(
+            "SELECT id, author, text, reply_to, created_at FROM local_posts WHERE id < $1 ORDER BY id DESC {}",
+            sql_limit(limit)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before.unwrap_or(i64::MAX))
+            .fetch_all(&mut *self.read().await?)
+            .await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
 
     /// Posts mentioning `handle` after post id `after`, oldest first.
     pub async fn local_mentions(&self, handle: &str, after: i64, limit: i64) -> StoreResult<Vec<LocalPost>> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT p.id, p.author, p.text, p.reply_to, p.created_at FROM local_mentions m \
-             JOIN local_posts p ON p.id = m.post_id WHERE m.handle = $1 AND m.post_id > $2 ORDER BY m.post_id LIMIT $3",
-        )
-        .bind(handle)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&mut *self.read().await?)
-        .await?;
+             JOIN local_posts p ON p.id = m.post_id WHERE m.handle = $1 AND m.post_id > $2 ORDER BY m.post_id {}",
+            sql_limit(limit)
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(handle).bind(after).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(LocalPost::from_row).collect()
     }
 

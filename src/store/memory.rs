@@ -5,7 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::{Db, StoreResult, now_ms};
+use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// What a memory records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,25 +220,22 @@ impl Db {
             Some((platform, conversation)) => {
                 let sql = format!(
                     "SELECT {COLUMNS} FROM memories \
-                     WHERE persona = $1 AND platform = $2 AND conversation = $3 ORDER BY id DESC LIMIT $4"
+                     WHERE persona = $1 AND platform = $2 AND conversation = $3 ORDER BY id DESC {}",
+                    sql_limit(limit)
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(persona)
                     .bind(platform)
                     .bind(conversation)
-                    .bind(limit)
                     .fetch_all(&mut *self.read().await?)
                     .await?
             }
             None => {
                 let sql = format!(
-                    "SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' ORDER BY id DESC LIMIT $2"
+                    "SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' ORDER BY id DESC {}",
+                    sql_limit(limit)
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(persona)
-                    .bind(limit)
-                    .fetch_all(&mut *self.read().await?)
-                    .await?
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).fetch_all(&mut *self.read().await?).await?
             }
         };
         rows.iter().map(MemoryRow::from_row).collect()
@@ -258,19 +255,20 @@ impl Db {
         // Each part is a subquery: SQLite allows ORDER BY and LIMIT only on a whole compound.
         let mut parts = vec![format!(
             "SELECT CAST(0 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' \
-             ORDER BY id DESC LIMIT $2) own"
+             ORDER BY id DESC {}) own",
+            sql_limit(recent)
         )];
-        let mut next = 3;
+        let mut next = 2;
         if conversation.is_some() {
             parts.push(format!(
                 "SELECT CAST(1 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = ${} \
-                 AND platform = ${} AND conversation = ${} ORDER BY id DESC LIMIT ${}) thread",
+                 AND platform = ${} AND conversation = ${} ORDER BY id DESC {}) thread",
                 next,
                 next + 1,
                 next + 2,
-                next + 3
+                sql_limit(in_conversation)
             ));
-            next += 4;
+            next += 3;
         }
         if !ids.is_empty() {
             let placeholders: Vec<String> = (next..next + ids.len()).map(|n| format!("${n}")).collect();
@@ -280,9 +278,9 @@ impl Db {
             ));
         }
         let sql = format!("{} ORDER BY part, id DESC", parts.join(" UNION ALL "));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(recent);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona);
         if let Some((platform, conversation)) = conversation {
-            query = query.bind(persona).bind(platform).bind(conversation).bind(in_conversation);
+            query = query.bind(persona).bind(platform).bind(conversation);
         }
         for id in ids {
             query = query.bind(*id);
@@ -342,9 +340,10 @@ impl Db {
     /// index page by page). A stored vector that does not decode is skipped.
     pub async fn memory_vectors(&self, model: &str, after_id: i64, limit: i64) -> StoreResult<Vec<StoredVector>> {
         let sql = format!(
-            "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND id > $2 ORDER BY id {}",
+            sql_limit(limit)
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(after_id).bind(limit);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(after_id);
         decode_vectors(&query.fetch_all(&mut *self.read().await?).await?)
     }
 
@@ -358,9 +357,10 @@ impl Db {
     ) -> StoreResult<Vec<StoredVector>> {
         let sql = format!(
             "SELECT {COLUMNS}, embedding FROM memories WHERE persona = $1 AND embedding_model = $2 AND id > $3 \
-             ORDER BY id LIMIT $4"
+             ORDER BY id {}",
+            sql_limit(limit)
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(model).bind(after_id).bind(limit);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona).bind(model).bind(after_id);
         decode_vectors(&query.fetch_all(&mut *self.read().await?).await?)
     }
 
@@ -375,9 +375,10 @@ impl Db {
     ) -> StoreResult<Vec<StoredVector>> {
         let sql = format!(
             "SELECT {COLUMNS}, embedding FROM memories WHERE embedding_model = $1 AND kind IN ('post', 'reply') \
-             AND created_at >= $2 AND id > $3 ORDER BY id LIMIT $4"
+             AND created_at >= $2 AND id > $3 ORDER BY id {}",
+            sql_limit(limit)
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(since).bind(after_id).bind(limit);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(since).bind(after_id);
         decode_vectors(&query.fetch_all(&mut *self.read().await?).await?)
     }
 
@@ -386,10 +387,10 @@ impl Db {
     pub async fn memories_to_embed(&self, model: &str, limit: i64) -> StoreResult<Vec<MemoryRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM memories \
-             WHERE embedding_model IS NULL OR embedding_model < $1 OR embedding_model > $1 ORDER BY id LIMIT $2"
+             WHERE embedding_model IS NULL OR embedding_model < $1 OR embedding_model > $1 ORDER BY id {}",
+            sql_limit(limit)
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).bind(limit).fetch_all(&mut *self.read().await?).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(MemoryRow::from_row).collect()
     }
 

@@ -118,6 +118,15 @@ fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `LIMIT n`, written into the statement's text instead of bound. SQLite's planner reads a bound
+/// LIMIT's value when it compiles a statement, and a statement whose plan read a parameter is
+/// expired whenever that parameter is bound again: each call compiled it anew, cached or not
+/// (recall's read and the poll's, every reply). With the number in the text a statement is
+/// compiled once for each limit, and the limits are few (constants and configuration).
+fn sql_limit(n: i64) -> String {
+    format!("LIMIT {n}")
+}
+
 /// `items` in runs of 64, 16, 4 and 1, largest first. A multi-row statement over one run has one
 /// of four shapes, each parsed once and kept in the connection's statement cache; a shape per
 /// batch size would be parsed again for almost every batch (SQLite's parser was a third of the
@@ -324,16 +333,17 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<InboundRow>> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT id, remote_id, author, author_is_persona, text, conversation, received_at FROM inbound_events \
-             WHERE persona = $1 AND platform = $2 AND state = 'pending' AND id > $3 ORDER BY id LIMIT $4",
-        )
-        .bind(persona)
-        .bind(platform)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&mut *self.read().await?)
-        .await?;
+             WHERE persona = $1 AND platform = $2 AND state = 'pending' AND id > $3 ORDER BY id {}",
+            sql_limit(limit)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(persona)
+            .bind(platform)
+            .bind(after)
+            .fetch_all(&mut *self.read().await?)
+            .await?;
         rows.iter().map(InboundRow::from_row).collect()
     }
 
@@ -598,6 +608,25 @@ mod tests {
     fn placeholders_are_numbered_from_first() {
         assert_eq!(placeholders(3, 2), "$3, $4");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    /// A bound LIMIT has SQLite compile its statement again on every call ([`sql_limit`]); the
+    /// store writes its limits into the text.
+    #[test]
+    fn no_statement_binds_its_limit() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut bound = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("src/store is readable") {
+            let path = entry.expect("a directory entry").path();
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            for (number, line) in text.lines().enumerate() {
+                if line.contains("LIMIT $") && !line.contains("line.contains") {
+                    bound.push(format!("{}:{}", path.display(), number + 1));
+                }
+            }
+        }
+        assert!(bound.is_empty(), "a LIMIT bound as a parameter (write it with sql_limit): {bound:?}");
+        assert_eq!(sql_limit(16), "LIMIT 16");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::script::{OwnTransaction, Script};
-use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, value_rows};
+use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, sql_limit, value_rows};
 
 /// A post or reply to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,13 +207,13 @@ impl Db {
     pub async fn due_outbox(&self, platform: &str, persona: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-             AND platform = $2 AND persona = $3 ORDER BY id LIMIT $4"
+             AND platform = $2 AND persona = $3 ORDER BY id {}",
+            sql_limit(limit)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now_ms())
             .bind(platform)
             .bind(persona)
-            .bind(limit)
             .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter().map(OutboxRow::from_row).collect()

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreResult, now_ms};
+use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// The kinds of `ops_events` rows the weekly report counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,15 +257,17 @@ impl Db {
                      FROM published p LEFT JOIN latest l ON l.item_id = p.id AND l.n = 1 \
                      WHERE p.kind = 'post' ORDER BY ",
                     $order,
-                    " LIMIT $3"
+                    " "
                 )
             };
         }
-        let query = match rank {
-            Rank::Top => sqlx::query(ranked!("score DESC, p.id ASC")),
-            Rank::Worst => sqlx::query(ranked!("score ASC, p.id ASC")),
+        let order = match rank {
+            Rank::Top => ranked!("score DESC, p.id ASC"),
+            Rank::Worst => ranked!("score ASC, p.id ASC"),
         };
-        let rows = query.bind(from_ms).bind(to_ms).bind(limit).fetch_all(&mut *self.read().await?).await?;
+        let sql = format!("{order}{}", sql_limit(limit));
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(from_ms).bind(to_ms).fetch_all(&mut *self.read().await?).await?;
         rows.iter()
             .map(|row| {
                 Ok(RankedPost {
@@ -400,10 +402,8 @@ impl Db {
 
     /// The stored reports, newest week first: (week start, generated at).
     pub async fn reports(&self, limit: i64) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT week_start, generated_at FROM reports ORDER BY week_start DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&mut *self.read().await?)
-            .await?;
+        let sql = format!("SELECT week_start, generated_at FROM reports ORDER BY week_start DESC {}", sql_limit(limit));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 }

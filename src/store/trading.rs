@@ -18,7 +18,7 @@ use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreError, StoreResult, now_ms, placeholders};
+use super::{Db, StoreError, StoreResult, now_ms, placeholders, sql_limit};
 
 /// Where a trade is in its life. `awaiting_approval → approved | rejected | expired`;
 /// `approved → executing`; `executing → filled (paper) | signed (live) | failed`;
@@ -310,19 +310,17 @@ impl Db {
         statuses: &[TradeStatus],
         limit: i64,
     ) -> StoreResult<Vec<TradeRow>> {
-        // Only generated `$n` placeholders are interpolated; every value is bound.
+        // Only generated `$n` placeholders and the limit (a number) are interpolated; every
+        // value is bound.
         let mut conditions = Vec::new();
-        let mut next = 1;
         if persona.is_some() {
-            conditions.push(format!("persona = ${next}"));
-            next += 1;
+            conditions.push("persona = $1".to_owned());
         }
         if !statuses.is_empty() {
-            conditions.push(format!("status IN ({})", placeholders(next, statuses.len())));
-            next += statuses.len();
+            conditions.push(format!("status IN ({})", placeholders(conditions.len() + 1, statuses.len())));
         }
         let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-        let sql = format!("SELECT {TRADE_COLUMNS} FROM trades {filter} ORDER BY id DESC LIMIT ${next}");
+        let sql = format!("SELECT {TRADE_COLUMNS} FROM trades {filter} ORDER BY id DESC {}", sql_limit(limit));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         if let Some(persona) = persona {
             query = query.bind(persona);
@@ -330,7 +328,7 @@ impl Db {
         for status in statuses {
             query = query.bind(status.as_str());
         }
-        let rows = query.bind(limit).fetch_all(&mut *self.read().await?).await?;
+        let rows = query.fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(TradeRow::from_row).collect()
     }
 
@@ -494,20 +492,19 @@ impl Db {
         trade_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<AuditEvent>> {
-        // Only generated `$n` placeholders are interpolated; every value is bound.
+        // Only generated `$n` placeholders and the limit (a number) are interpolated; every
+        // value is bound.
         let mut conditions = Vec::new();
-        let mut next = 1;
         if persona.is_some() {
-            conditions.push(format!("persona = ${next}"));
-            next += 1;
+            conditions.push("persona = $1".to_owned());
         }
         if trade_id.is_some() {
-            conditions.push(format!("trade_id = ${next}"));
-            next += 1;
+            conditions.push(format!("trade_id = ${}", conditions.len() + 1));
         }
         let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
         let sql = format!(
-            "SELECT id, persona, trade_id, event, detail, at FROM trade_audit {filter} ORDER BY id DESC LIMIT ${next}"
+            "SELECT id, persona, trade_id, event, detail, at FROM trade_audit {filter} ORDER BY id DESC {}",
+            sql_limit(limit)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         if let Some(persona) = persona {
@@ -516,7 +513,7 @@ impl Db {
         if let Some(trade_id) = trade_id {
             query = query.bind(trade_id);
         }
-        let rows = query.bind(limit).fetch_all(&mut *self.read().await?).await?;
+        let rows = query.fetch_all(&mut *self.read().await?).await?;
         rows.iter().map(AuditEvent::from_row).collect()
     }
 
