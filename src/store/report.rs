@@ -248,24 +248,21 @@ impl Db {
     /// The `limit` best or worst posts (kind `post`) published in `[from_ms, to_ms)`, by
     /// engagement score; ties go to the lower id.
     pub async fn ranked_posts(&self, from_ms: i64, to_ms: i64, rank: Rank, limit: i64) -> StoreResult<Vec<RankedPost>> {
-        macro_rules! ranked {
-            ($order:literal) => {
-                concat!(
-                    published_with_engagement!(),
-                    "SELECT p.id, p.persona, p.platform, p.remote_id, p.published_at, COALESCE(p.text, '') AS text, \
-                         CAST(COALESCE(l.likes + l.replies + l.reposts, 0) AS BIGINT) AS score \
-                     FROM published p LEFT JOIN latest l ON l.item_id = p.id AND l.n = 1 \
-                     WHERE p.kind = 'post' ORDER BY ",
-                    $order,
-                    " "
-                )
-            };
-        }
         let order = match rank {
-            Rank::Top => ranked!("score DESC, p.id ASC"),
-            Rank::Worst => ranked!("score ASC, p.id ASC"),
+            Rank::Top => "score DESC, p.id ASC",
+            Rank::Worst => "score ASC, p.id ASC",
         };
-        let sql = format!("{order}{}", sql_limit(limit));
+        let sql = format!(
+            concat!(
+                published_with_engagement!(),
+                "SELECT p.id, p.persona, p.platform, p.remote_id, p.published_at, COALESCE(p.text, '') AS text, \
+                     CAST(COALESCE(l.likes + l.replies + l.reposts, 0) AS BIGINT) AS score \
+                 FROM published p LEFT JOIN latest l ON l.item_id = p.id AND l.n = 1 \
+                 WHERE p.kind = 'post' ORDER BY {} {}"
+            ),
+            order,
+            sql_limit(limit)
+        );
         let rows =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(from_ms).bind(to_ms).fetch_all(&mut *self.read().await?).await?;
         rows.iter()
