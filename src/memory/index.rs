@@ -612,21 +612,29 @@ fn dot_by(a: &[f32], b: &[f32]) -> f32 {
 /// The largest magnitude of a row's i8 code.
 const ROW_CODE_MAX: f32 = 127.0;
 
-/// Codes a normalised vector in i8 into `codes`: each component over the row's scale (its
-/// largest magnitude over [`ROW_CODE_MAX`]), rounded to the nearest integer. Returns the scale and
-/// the residual `‖vector − scale × codes‖`, computed in f64 and rounded up.
+/// Codes a normalised vector in i8 into `codes` ([`quantize`] to [`ROW_CODE_MAX`]). Returns the
+/// scale and the residual.
 fn code_row(vector: &[f32], codes: &mut [i8]) -> (f32, f32) {
+    quantize(vector, ROW_CODE_MAX, codes, |code| code as i8)
+}
+
+/// Codes `vector` into `codes` as integers of at most `limit` in magnitude: each component over
+/// the scale (its largest magnitude over `limit`), rounded to the nearest integer, stored with
+/// `cast` (exact: the value is a whole number within `limit`). Returns the scale and the
+/// residual `‖vector − scale × codes‖`, computed in f64 and rounded up.
+fn quantize<T: Default>(vector: &[f32], limit: f32, codes: &mut [T], cast: impl Fn(f32) -> T) -> (f32, f32) {
     let largest = vector.iter().fold(0.0f32, |largest, x| largest.max(x.abs()));
-    let scale = largest / ROW_CODE_MAX;
+    let scale = largest / limit;
     if scale == 0.0 {
-        codes.fill(0);
+        codes.fill_with(T::default);
         return (0.0, 0.0);
     }
     let mut residual = 0.0f64;
-    for (code, &x) in codes.iter_mut().zip(vector) {
-        *code = (x / scale).round().clamp(-ROW_CODE_MAX, ROW_CODE_MAX) as i8;
-        let off = f64::from(x) - f64::from(scale) * f64::from(*code);
+    for (stored, &x) in codes.iter_mut().zip(vector) {
+        let code = (x / scale).round().clamp(-limit, limit);
+        let off = f64::from(x) - f64::from(scale) * f64::from(code);
         residual += off * off;
+        *stored = cast(code);
     }
     (scale, round_up(residual.sqrt()))
 }
@@ -659,22 +667,9 @@ impl CodedQuery {
     fn new(query: &[f32]) -> Self {
         let limit =
             (i32::MAX as usize / (ROW_CODE_MAX as usize * query.len().max(1))).clamp(1, i16::MAX as usize) as f32;
-        let largest = query.iter().fold(0.0f32, |largest, x| largest.max(x.abs()));
-        let scale = largest / limit;
-        if scale == 0.0 {
-            return CodedQuery { codes: vec![0; query.len()], scale: 0.0, residual: 0.0 };
-        }
-        let mut residual = 0.0f64;
-        let codes = query
-            .iter()
-            .map(|&x| {
-                let code = (x / scale).round().clamp(-limit, limit) as i16;
-                let off = f64::from(x) - f64::from(scale) * f64::from(code);
-                residual += off * off;
-                code
-            })
-            .collect();
-        CodedQuery { codes, scale, residual: round_up(residual.sqrt()) }
+        let mut codes = vec![0; query.len()];
+        let (scale, residual) = quantize(query, limit, &mut codes, |code| code as i16);
+        CodedQuery { codes, scale, residual }
     }
 }
 
