@@ -331,3 +331,54 @@ async fn the_admin_search_needs_the_token_and_finds_by_meaning() {
     assert!(later["hits"].as_array().unwrap().is_empty(), "nothing is that new: {later}");
     service.shutdown().await;
 }
+
+/// The value of a counter sample on the admin `/metrics` page (0 when absent).
+async fn counter(service: &Service, sample: &str) -> f64 {
+    let text = Api::new(service.admin_addr()).text("/metrics").await;
+    text.lines().find_map(|line| line.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_exact_threshold_a_graph_is_built_in_the_background_with_everything_stored_meanwhile() {
+    let sandbox = Sandbox::new("[memory]\nexact_threshold = 300\n");
+    let service = sandbox.start().await;
+    let built = r#"chorus_memory_graph_builds_total{outcome="built"}"#;
+    let first = "The harbour master keeps the tide tables by the door.";
+    remember(&service, memory("ada", "local", MemoryKind::Post, None, first)).await;
+    indexed(&service, "ada", first).await;
+    assert_eq!(counter(&service, built).await, 0.0);
+    let words = ["kettle", "violin", "glacier", "pigeon", "ledger", "lantern", "meadow", "saddle", "orchard", "marble"];
+    let notes: Vec<String> = (0..600usize)
+        .map(|n| {
+            format!(
+                "Note {n}: a {} and a {} beside the {}.",
+                words[n % 10],
+                words[(n / 10) % 10],
+                words[(n / 100) % 10]
+            )
+        })
+        .collect();
+    // The 301st post starts two builds, of ada's index and of the team's outputs; the rest arrive
+    // while they run (or after).
+    for note in &notes {
+        remember(&service, memory("ada", "local", MemoryKind::Post, None, note)).await;
+    }
+    eventually(WAIT, "both graphs built", || async { (counter(&service, built).await >= 2.0).then_some(()) }).await;
+    eventually(WAIT, "every note embedded", || async {
+        let models = service.db().embedding_models().await.unwrap();
+        let embedded: i64 = models.iter().filter(|(model, _)| model.is_some()).map(|(_, n)| n).sum();
+        (embedded >= 601).then_some(())
+    })
+    .await;
+    // Every note is found by its own text, those stored before, during and after the build.
+    for note in std::iter::once(&first.to_owned()).chain(notes.iter().step_by(7)).chain(&notes[550..]) {
+        eventually(WAIT, "the note found", || async {
+            search(&service, "ada", note, 5).await.iter().any(|hit| &hit.text == note).then_some(())
+        })
+        .await;
+    }
+    // The outputs' graph still catches a repeated post.
+    assert!(matches!(check(&service, "draft-1", &notes[123]).await, Verdict::Duplicate { .. }));
+    assert_eq!(counter(&service, built).await, 2.0, "a build each: an index stays a graph");
+    service.shutdown().await;
+}

@@ -670,6 +670,9 @@ pub struct MemoryConfig {
     pub retention: RetentionConfig,
     /// How often retention runs and memories without a vector of the current model are embedded.
     pub sweep_every: Dur,
+    /// Vectors a persona's index (and the team's outputs index) searches exactly; past it, an
+    /// HNSW graph is built from them in the background and searched instead.
+    pub exact_threshold: u32,
 }
 
 impl Default for MemoryConfig {
@@ -684,6 +687,7 @@ impl Default for MemoryConfig {
             dedup_attempts: 2,
             retention: RetentionConfig::default(),
             sweep_every: Dur::secs(60),
+            exact_threshold: crate::memory::index::EXACT_THRESHOLD as u32,
         }
     }
 }

@@ -8,7 +8,11 @@
 //! scan of the f32 vectors gives (with AVX2 where the CPU has it). When an insert takes it past
 //! its threshold ([`EXACT_THRESHOLD`] by default) it moves its vectors into an HNSW graph
 //! ([USearch](https://github.com/unum-cloud/USearch)) and stays approximate from then on, even if
-//! removes shrink it again.
+//! removes shrink it again. An index shared behind a lock is made [`deferring_graph`]: its inserts
+//! past the threshold stay exact, and its owner builds the graph from a copy of the vectors with
+//! the lock released ([`VectorIndex::start_graph`]), then swaps it in with what changed meanwhile.
+//!
+//! [`deferring_graph`]: VectorIndex::deferring_graph
 //!
 //! Every vector is normalised on the way in, so cosine similarity is a plain dot product in both
 //! modes; results carry the similarity in `[-1, 1]`, best first.
@@ -19,6 +23,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -93,7 +98,59 @@ fn ann_error(error: impl std::fmt::Display) -> IndexError {
 pub struct VectorIndex {
     dimension: usize,
     threshold: usize,
+    /// Whether the insert past the threshold leaves the graph to the owner ([`Self::start_graph`]).
+    deferred: bool,
+    /// The graph build under way, if any: the ids changed since its copy was taken.
+    pending: Option<Box<PendingGraph>>,
     store: Store,
+}
+
+/// A graph build started by [`VectorIndex::start_graph`] and not yet finished.
+struct PendingGraph {
+    token: u64,
+    /// Ids inserted, overwritten or removed since the copy (or the last catch-up) was taken.
+    changed: Vec<i64>,
+}
+
+/// Tells builds apart, so a build is only ever finished into the index that started it.
+static GRAPH_BUILDS: AtomicU64 = AtomicU64::new(1);
+
+/// An HNSW graph being built from a copy of an index's vectors, owned by the caller so that the
+/// slow part ([`GraphBuild::build`]) runs with no lock on the index held; see
+/// [`VectorIndex::start_graph`].
+pub struct GraphBuild {
+    token: u64,
+    dimension: usize,
+    /// The copy to build from, until [`GraphBuild::build`] turns it into `graph`.
+    copy: Option<(Vec<i64>, Vec<f32>)>,
+    graph: Option<AnnStore>,
+}
+
+/// How a [`GraphBuild::run`] ended.
+#[derive(Debug, PartialEq)]
+pub enum GraphOutcome {
+    /// The graph is the index's store now; it holds this many vectors.
+    Built { vectors: usize },
+    /// The index went away, or no longer waits for this build: nothing was swapped in.
+    Gone,
+    /// The HNSW library failed: the index stays exact and wants a graph again.
+    Failed(IndexError),
+}
+
+/// Changes to an index left for the swap under its lock ([`GraphBuild::run`]): this few or
+/// fewer, and the build stops catching up off the lock. A graph insert costs about 1.25 ms.
+pub const GRAPH_CATCH_UP_UNDER_LOCK: usize = 64;
+
+/// Catch-up rounds off the lock before the swap takes whatever is left: when vectors arrive
+/// faster than the graph takes them, the index would otherwise never switch.
+pub const GRAPH_CATCH_UP_ROUNDS: usize = 16;
+
+/// What changed in an index since its graph build's copy or last catch-up: the current vectors of
+/// the ids inserted or overwritten, and the ids removed.
+pub struct GraphChanges {
+    ids: Vec<i64>,
+    vectors: Vec<f32>,
+    removed: Vec<i64>,
 }
 
 /// Where the vectors live: first exact, then (past the threshold, for good) the HNSW graph.
@@ -133,7 +190,17 @@ impl VectorIndex {
     /// An empty index that stays exact up to `threshold` vectors (tests use a small one;
     /// `usize::MAX` keeps it exact for good, as a reference).
     pub fn with_threshold(dimension: usize, threshold: usize) -> Self {
-        VectorIndex { dimension, threshold, store: Store::Exact(ExactStore::default()) }
+        VectorIndex { dimension, threshold, deferred: false, pending: None, store: Store::Exact(ExactStore::default()) }
+    }
+
+    /// This index, with its inserts past the threshold left exact (a copy each) until its owner
+    /// moves the vectors into a graph: [`wants_graph`](Self::wants_graph) says when,
+    /// [`start_graph`](Self::start_graph) takes the copy to build from (under the owner's lock),
+    /// [`GraphBuild::build`] builds it (without), and [`finish_graph`](Self::finish_graph) swaps
+    /// it in (under the lock again). Searches stay exact, and inserts cheap, meanwhile.
+    pub fn deferring_graph(mut self) -> Self {
+        self.deferred = true;
+        self
     }
 
     /// Adds (or replaces) the vector of memory `id`. Vectors are normalised here; a vector of the
@@ -146,6 +213,9 @@ impl VectorIndex {
     pub fn insert(&mut self, id: i64, vector: &[f32]) -> Result<(), IndexError> {
         let mut normalized = Vec::with_capacity(self.dimension);
         normalize_into(id, vector, self.dimension, &mut normalized)?;
+        if let Some(pending) = &mut self.pending {
+            pending.changed.push(id);
+        }
         match &mut self.store {
             Store::Exact(_) => self.insert_exact(&[id], &normalized),
             Store::Ann(ann) => ann.insert(id, &normalized),
@@ -173,6 +243,9 @@ impl VectorIndex {
                 }
             }
             let done = ids.len() < BATCH;
+            if let Some(pending) = &mut self.pending {
+                pending.changed.extend_from_slice(&ids);
+            }
             match &mut self.store {
                 Store::Exact(_) => self.insert_exact(&ids, &vectors)?,
                 Store::Ann(ann) => ann.extend(&ids, &vectors)?,
@@ -194,12 +267,13 @@ impl VectorIndex {
         };
         // A batch that may take the store past the threshold (a large load) skips the i8 copy of
         // its rows: the graph will not need it. If the store stays exact after all (ids replaced
-        // rather than added, or the graph failed to build), the copy is made whole.
-        let crossing = exact.ids.len() + ids.len() > self.threshold;
+        // rather than added, or the graph failed to build), the copy is made whole. A deferring
+        // index goes on searching exactly until its owner builds the graph: it keeps the copy.
+        let crossing = !self.deferred && exact.ids.len() + ids.len() > self.threshold;
         for (row, &id) in ids.iter().enumerate() {
             exact.insert(id, &vectors[row * self.dimension..(row + 1) * self.dimension], !crossing);
         }
-        if exact.ids.len() > self.threshold {
+        if !self.deferred && exact.ids.len() > self.threshold {
             match AnnStore::build(self.dimension, &exact.ids, &exact.vectors) {
                 Ok(ann) => {
                     self.store = Store::Ann(ann);
@@ -219,9 +293,93 @@ impl VectorIndex {
 
     /// Removes the vector of memory `id`; `false` if there was none.
     pub fn remove(&mut self, id: i64) -> bool {
-        match &mut self.store {
+        let removed = match &mut self.store {
             Store::Exact(exact) => exact.remove(id),
             Store::Ann(ann) => ann.remove(id),
+        };
+        if let (true, Some(pending)) = (removed, &mut self.pending) {
+            pending.changed.push(id);
+        }
+        removed
+    }
+
+    /// Whether this [deferring](Self::deferring_graph) index is past its threshold, still exact,
+    /// with no graph build under way: its owner should [start one](Self::start_graph).
+    pub fn wants_graph(&self) -> bool {
+        self.deferred && self.pending.is_none() && self.is_exact() && self.len() > self.threshold
+    }
+
+    /// Starts moving the vectors into an HNSW graph if [`wants_graph`](Self::wants_graph): takes
+    /// a copy of them (a memory copy, under whatever lock guards the index) and from then on
+    /// records which ids change. The caller builds the graph from the copy with no lock held
+    /// ([`GraphBuild::build`], seconds), may catch it up with what changed meanwhile
+    /// ([`graph_changes`](Self::graph_changes), then [`GraphBuild::catch_up`] without the lock),
+    /// and swaps it in with [`finish_graph`](Self::finish_graph), or gives up with
+    /// [`abandon_graph`](Self::abandon_graph).
+    pub fn start_graph(&mut self) -> Option<GraphBuild> {
+        if !self.wants_graph() {
+            return None;
+        }
+        let Store::Exact(exact) = &self.store else { return None };
+        let token = GRAPH_BUILDS.fetch_add(1, AtomicOrdering::Relaxed);
+        self.pending = Some(Box::new(PendingGraph { token, changed: Vec::new() }));
+        let copy = (exact.ids.clone(), exact.vectors.clone());
+        Some(GraphBuild { token, dimension: self.dimension, copy: Some(copy), graph: None })
+    }
+
+    /// What changed since `build`'s copy or last catch-up (and from now on, what changes after
+    /// this call); `None` if `build` is not this index's build under way (another index's, or
+    /// finished or abandoned since).
+    pub fn graph_changes(&mut self, build: &GraphBuild) -> Option<GraphChanges> {
+        let pending = self.pending.as_mut().filter(|pending| pending.token == build.token)?;
+        let mut changed = std::mem::take(&mut pending.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let Store::Exact(exact) = &self.store else { return None };
+        let mut changes = GraphChanges { ids: Vec::new(), vectors: Vec::new(), removed: Vec::new() };
+        for id in changed {
+            match exact.rows.get(&id) {
+                Some(&row) => {
+                    changes.ids.push(id);
+                    changes.vectors.extend_from_slice(&exact.vectors[row * self.dimension..(row + 1) * self.dimension]);
+                }
+                None => changes.removed.push(id),
+            }
+        }
+        Some(changes)
+    }
+
+    /// Catches `build` up with the last changes (building it first if that was not done) and
+    /// makes its graph this index's store: from now on searches are approximate and the exact
+    /// vectors are freed. Returns `Ok(false)` (and leaves the index as it is) if `build` is not
+    /// this index's build under way. If the HNSW library fails, the index stays exact and
+    /// [wants a graph](Self::wants_graph) again.
+    pub fn finish_graph(&mut self, mut build: GraphBuild) -> Result<bool, IndexError> {
+        let Some(changes) = self.graph_changes(&build) else { return Ok(false) };
+        self.pending = None;
+        build.build()?;
+        build.catch_up(changes)?;
+        if let Some(graph) = build.graph.take() {
+            self.store = Store::Ann(graph);
+        }
+        Ok(true)
+    }
+
+    /// Gives up `build` (its graph failed): the index stays exact, stops recording changes and
+    /// [wants a graph](Self::wants_graph) again. Nothing happens if `build` is not its build.
+    pub fn abandon_graph(&mut self, build: &GraphBuild) {
+        if self.pending.as_ref().is_some_and(|pending| pending.token == build.token) {
+            self.pending = None;
+        }
+    }
+
+    /// Builds and swaps in the graph of a [deferring](Self::deferring_graph) index past its
+    /// threshold right here, for an index the caller holds alone (being loaded, say). Does
+    /// nothing if it does not [want a graph](Self::wants_graph).
+    pub fn build_graph_now(&mut self) -> Result<(), IndexError> {
+        match self.start_graph() {
+            Some(build) => self.finish_graph(build).map(drop),
+            None => Ok(()),
         }
     }
 
@@ -270,9 +428,9 @@ impl VectorIndex {
     }
 
     /// Whether `more` inserts keep the index exact: each is a copy into its vectors, with no graph
-    /// to build or update.
+    /// to build or update (always, while a [deferring](Self::deferring_graph) index is exact).
     pub fn stays_exact_with(&self, more: usize) -> bool {
-        self.is_exact() && self.len().saturating_add(more) <= self.threshold
+        self.is_exact() && (self.deferred || self.len().saturating_add(more) <= self.threshold)
     }
 
     /// Whether searches are exact (`false` once the index has switched to HNSW).
@@ -286,6 +444,83 @@ impl VectorIndex {
             Store::Exact(exact) => exact.memory_bytes(),
             Store::Ann(ann) => ann.memory_bytes(),
         }
+    }
+}
+
+impl GraphBuild {
+    /// Builds the graph from the copy [`VectorIndex::start_graph`] took, adding from every core
+    /// (about 16 s for 40,000 vectors of 384 on 2 cores), and frees the copy. Holds no lock: the
+    /// index goes on being searched and changed meanwhile.
+    pub fn build(&mut self) -> Result<(), IndexError> {
+        let Some((ids, vectors)) = self.copy.take() else { return Ok(()) };
+        self.graph = Some(AnnStore::build(self.dimension, &ids, &vectors)?);
+        Ok(())
+    }
+
+    /// Runs this build to its end, with the index's lock held only inside `locked`, which runs
+    /// the closure it is given on the index under its lock and returns `false` if the index is
+    /// gone. Builds the graph (seconds, no lock), catches it up in rounds with what changed
+    /// meanwhile (each round's changes taken under the lock, added to the graph without it)
+    /// until a round brings [`GRAPH_CATCH_UP_UNDER_LOCK`] or fewer, or after
+    /// [`GRAPH_CATCH_UP_ROUNDS`], then swaps it in under the lock with the last changes
+    /// ([`VectorIndex::finish_graph`]); on a failure it gives the build up
+    /// ([`VectorIndex::abandon_graph`]).
+    pub fn run(mut self, mut locked: impl FnMut(&mut dyn FnMut(&mut VectorIndex)) -> bool) -> GraphOutcome {
+        let caught_up = self.build().and_then(|()| {
+            for _ in 0..GRAPH_CATCH_UP_ROUNDS {
+                let mut changes = None;
+                if !locked(&mut |index| changes = index.graph_changes(&self)) {
+                    break;
+                }
+                let Some(changes) = changes else { break };
+                let last = changes.len() <= GRAPH_CATCH_UP_UNDER_LOCK;
+                self.catch_up(changes)?;
+                if last {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        if let Err(err) = caught_up {
+            locked(&mut |index| index.abandon_graph(&self));
+            return GraphOutcome::Failed(err);
+        }
+        let mut build = Some(self);
+        let mut outcome = GraphOutcome::Gone;
+        locked(&mut |index| {
+            if let Some(build) = build.take() {
+                outcome = match index.finish_graph(build) {
+                    Ok(true) => GraphOutcome::Built { vectors: index.len() },
+                    Ok(false) => GraphOutcome::Gone,
+                    Err(err) => GraphOutcome::Failed(err),
+                };
+            }
+        });
+        outcome
+    }
+
+    /// Applies changes taken from the index ([`VectorIndex::graph_changes`]) to the built graph:
+    /// removals, then the current vectors of the ids inserted or overwritten.
+    pub fn catch_up(&mut self, changes: GraphChanges) -> Result<(), IndexError> {
+        let Some(graph) = &mut self.graph else {
+            return Err(IndexError::Ann("the graph is not built yet".into()));
+        };
+        for id in changes.removed {
+            graph.remove(id);
+        }
+        graph.extend(&changes.ids, &changes.vectors)
+    }
+}
+
+impl GraphChanges {
+    /// How many ids changed.
+    pub fn len(&self) -> usize {
+        self.ids.len() + self.removed.len()
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -1279,6 +1514,116 @@ mod tests {
         for (_, query) in &data {
             assert_eq!(index.search(query, 3, |_| true), full_f32_scan(&index, query, 3, |_| true));
         }
+    }
+
+    /// `data` as a map, with `changes` applied: `Some` inserts or overwrites, `None` removes.
+    fn applied(data: &mut HashMap<i64, Vec<f32>>, index: &mut VectorIndex, changes: Vec<(i64, Option<Vec<f32>>)>) {
+        for (id, vector) in changes {
+            match vector {
+                Some(vector) => {
+                    index.insert(id, &vector).unwrap();
+                    data.insert(id, vector);
+                }
+                None => {
+                    assert_eq!(index.remove(id), data.remove(&id).is_some());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_deferring_index_builds_its_graph_off_the_lock_and_keeps_what_changed_meanwhile() {
+        fn send_static<T: Send + 'static>() {}
+        // The build owns its copy: nothing ties it to the index (or to a lock's guard).
+        send_static::<GraphBuild>();
+        let dimension = 32;
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut fresh = clustered(&mut rng, 1_000, dimension, 12).into_iter();
+        let mut index = VectorIndex::with_threshold(dimension, 500).deferring_graph();
+        let mut data: HashMap<i64, Vec<f32>> = HashMap::new();
+        let first: Vec<_> = (0..600).map(|id| (id, fresh.next())).collect();
+        applied(&mut data, &mut index, first);
+        assert!(index.is_exact() && index.stays_exact_with(1_000), "past the threshold, still exact");
+        assert!(index.wants_graph());
+
+        let mut build = index.start_graph().expect("a build");
+        assert!(!index.wants_graph() && index.start_graph().is_none(), "one build at a time");
+        // While the graph is built: new ids, overwritten ones, removed old and new ones.
+        let mut meanwhile: Vec<_> = (600..800).map(|id| (id, fresh.next())).collect();
+        meanwhile.extend((0..40).map(|id| (id * 7, fresh.next())));
+        meanwhile.extend((0..30).map(|id| (id * 11 + 1, None)));
+        meanwhile.extend((0..10).map(|id| (600 + id * 3, None)));
+        applied(&mut data, &mut index, meanwhile);
+        build.build().unwrap();
+        assert!(index.is_exact(), "searched exactly until the swap");
+        let changes = index.graph_changes(&build).expect("this index's build");
+        // 600..800 (ten of them removed again), 40 overwritten, 30 removed (three of those
+        // overwritten first): each changed id once.
+        assert_eq!(changes.len(), 200 + 40 + 30 - 3);
+        build.catch_up(changes).unwrap();
+        // After the catch-up, before the swap.
+        let mut late: Vec<_> = (800..850).map(|id| (id, fresh.next())).collect();
+        late.extend([(5, None), (610, None), (14, fresh.next())]);
+        applied(&mut data, &mut index, late);
+        assert_eq!(index.finish_graph(build), Ok(true));
+        assert!(!index.is_exact() && !index.wants_graph());
+        assert_eq!(index.len(), data.len());
+
+        let data: Vec<(i64, Vec<f32>)> = data.into_iter().collect();
+        for (id, vector) in &data {
+            let found = index.search(vector, 10, |_| true);
+            assert!(
+                found.iter().any(|(hit, similarity)| hit == id && *similarity > 0.999),
+                "{id} by its latest vector"
+            );
+        }
+        let gone = [5, 610, 1, 12, 600, 603];
+        let everything = index.search(&data[0].1, index.len(), |_| true);
+        assert!(everything.iter().all(|(id, _)| !gone.contains(id)), "removed ids stay removed");
+        let queries = clustered(&mut rng, 50, dimension, 12);
+        let recall = recall_at_10(&index, &data, &queries);
+        assert!(recall >= 0.95, "recall@10 = {recall}");
+    }
+
+    #[test]
+    fn a_graph_build_is_finished_only_into_the_index_that_started_it() {
+        let dimension = 16;
+        let mut rng = StdRng::seed_from_u64(12);
+        let data = numbered(clustered(&mut rng, 60, dimension, 4));
+        let mut one = VectorIndex::with_threshold(dimension, 50).deferring_graph();
+        let mut other = VectorIndex::with_threshold(dimension, 50).deferring_graph();
+        filled(&mut one, &data);
+        filled(&mut other, &data);
+        let mut build = one.start_graph().unwrap();
+        let mut foreign = build_of(&data, dimension);
+        foreign.build().unwrap();
+        assert_eq!(one.finish_graph(foreign), Ok(false));
+        assert!(one.is_exact(), "a build of another index is not swapped in");
+        build.build().unwrap();
+        assert!(other.graph_changes(&build).is_none());
+        other.abandon_graph(&build);
+        assert!(other.wants_graph(), "another index's build leaves it alone");
+        one.abandon_graph(&build);
+        assert!(one.wants_graph(), "abandoned: it wants a graph again");
+        assert_eq!(one.finish_graph(build), Ok(false), "an abandoned build is not swapped in");
+        assert!(one.is_exact());
+        // Finished without a build first: built then, under the caller's lock.
+        let unbuilt = one.start_graph().unwrap();
+        assert_eq!(one.finish_graph(unbuilt), Ok(true));
+        assert!(!one.is_exact() && one.len() == data.len());
+        other.build_graph_now().unwrap();
+        assert!(!other.is_exact() && other.len() == data.len());
+        // A plain index builds at the insert that crosses: nothing to start.
+        let mut plain = VectorIndex::with_threshold(dimension, 50);
+        filled(&mut plain, &data);
+        assert!(!plain.is_exact() && !plain.wants_graph() && plain.start_graph().is_none());
+    }
+
+    /// A started (not built) build of a fresh deferring index holding `data`.
+    fn build_of(data: &[(i64, Vec<f32>)], dimension: usize) -> GraphBuild {
+        let mut index = VectorIndex::with_threshold(dimension, 1).deferring_graph();
+        filled(&mut index, data);
+        index.start_graph().unwrap()
     }
 
     /// A row's coarse score as [`ExactStore::search`] makes it, and its bound.

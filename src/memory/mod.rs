@@ -40,7 +40,7 @@ use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, StoreError, ToInsert, n
 use crate::sync::{read, try_read, write};
 use crate::task::AbortOnDrop;
 use cache::{EmbeddingCache, Lookup};
-pub use index::{IndexError, VectorIndex};
+pub use index::{GraphBuild, GraphOutcome, IndexError, VectorIndex};
 
 /// How long an embedding call may take before the memory waits for the next sweep ...
 const EMBED_TIMEOUT_MS: u64 = 30_000;
@@ -102,7 +102,7 @@ struct PersonaIndex {
 enum PersonaSlot {
     /// Being read; vectors stored meanwhile wait here and are added when it is ready.
     Loading(Vec<(MemoryRow, Vec<f32>)>),
-    Ready(PersonaIndex),
+    Ready(Box<PersonaIndex>),
 }
 
 /// A recent output of the team, for dedup.
@@ -121,14 +121,31 @@ struct Outputs {
 
 impl Outputs {
     /// No output yet, for vectors of `dimension` components.
-    fn empty(dimension: usize) -> Self {
-        Outputs { index: VectorIndex::new(dimension), meta: IdMap::default(), next_reservation: -1 }
+    fn empty(shared: &Shared, dimension: usize) -> Self {
+        Outputs { index: shared.new_index(dimension), meta: IdMap::default(), next_reservation: -1 }
+    }
+}
+
+/// An index that [`build_graph`] works on: a persona's, or the team's outputs.
+#[derive(Debug, Clone)]
+enum Which {
+    Persona(String),
+    Outputs,
+}
+
+impl Shared {
+    /// An empty index for this run's vectors: exact up to `memory.exact_threshold`, its graph
+    /// then built off its lock ([`build_graph`]).
+    fn new_index(&self, dimension: usize) -> VectorIndex {
+        VectorIndex::with_threshold(dimension, self.exact_threshold).deferring_graph()
     }
 }
 
 /// The indexes, shared with the tasks that search them.
 struct Shared {
     model: String,
+    /// Vectors an index holds before its graph is built (`memory.exact_threshold`).
+    exact_threshold: usize,
     /// Vector length of the current model, known from the first vector.
     dimension: RwLock<Option<usize>>,
     /// The personas searched since the start (the others are in the store only).
@@ -270,9 +287,9 @@ impl Memory {
     }
 
     /// Adds stored memories and their vectors (of the current model) to the indexes: here while
-    /// the indexes they go to stay exact (a copy each), else on the blocking pool: an insert into
-    /// an HNSW graph, or the one that takes an index past the exact threshold and builds its
-    /// graph (seconds), is for neither the mailbox nor an async worker thread.
+    /// the indexes they go to are exact (a copy each, past the threshold too: the graph is then
+    /// built off the index's lock, [`build_graph`]), else on the blocking pool: an insert into an
+    /// HNSW graph (about a millisecond) is for neither the mailbox nor an async worker thread.
     fn index(&self, state: &MemoryState, rows: Vec<MemoryRow>, vectors: Vec<Vec<f32>>) {
         let window_start = now_ms() - state.config.dedup_window.get().as_millis() as i64;
         let shared = state.shared.clone();
@@ -303,6 +320,7 @@ impl Actor for Memory {
     ) -> Result<MemoryState, ActorProcessingErr> {
         let shared = Arc::new(Shared {
             model: args.model,
+            exact_threshold: args.config.exact_threshold as usize,
             dimension: RwLock::new(None),
             personas: RwLock::new(HashMap::new()),
             outputs: RwLock::new(None),
@@ -589,7 +607,7 @@ async fn embed_with(directory: &Directory, texts: &[String], timeout_ms: u64) ->
 }
 
 /// Adds a memory's vector to its persona's index and, for a recent output, to the team's.
-fn add(shared: &Shared, row: &MemoryRow, vector: &[f32], window_start: i64) {
+fn add(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32], window_start: i64) {
     {
         let mut dimension = write(&shared.dimension);
         match *dimension {
@@ -605,7 +623,10 @@ fn add(shared: &Shared, row: &MemoryRow, vector: &[f32], window_start: i64) {
         // Not searched yet: the vector is read from the store with the rest at the first search.
         None => {}
         Some(PersonaSlot::Loading(waiting)) => waiting.push((row.clone(), vector.to_vec())),
-        Some(PersonaSlot::Ready(persona)) => insert_into(persona, row, vector),
+        Some(PersonaSlot::Ready(persona)) => {
+            insert_into(persona, row, vector);
+            start_graph(shared, &mut persona.index, || Which::Persona(row.persona.clone()));
+        }
     }
     if matches!(row.kind, MemoryKind::Post | MemoryKind::Reply) && row.created_at >= window_start {
         add_output(shared, row, vector);
@@ -618,6 +639,49 @@ fn insert_into(persona: &mut PersonaIndex, row: &MemoryRow, vector: &[f32]) {
             persona.meta.insert(row.id, meta_of(row));
         }
         Err(err) => tracing::debug!(id = row.id, error = %err, "memory vector not indexed"),
+    }
+}
+
+/// Starts building the graph of an index past the exact threshold, on the blocking pool
+/// ([`build_graph`]); called with the index's lock held, right after an insert.
+fn start_graph(shared: &Arc<Shared>, index: &mut VectorIndex, which: impl FnOnce() -> Which) {
+    if let Some(build) = index.start_graph() {
+        let (shared, which) = (shared.clone(), which());
+        tokio::task::spawn_blocking(move || build_graph(&shared, &which, build));
+    }
+}
+
+/// Runs `f` on `which`'s index under its write lock; `None` if it is not there (any more).
+fn with_index<R>(shared: &Shared, which: &Which, f: impl FnOnce(&mut VectorIndex) -> R) -> Option<R> {
+    match which {
+        Which::Persona(persona) => match write(&shared.personas).get_mut(persona) {
+            Some(PersonaSlot::Ready(persona)) => Some(f(&mut persona.index)),
+            _ => None,
+        },
+        Which::Outputs => write(&shared.outputs).as_mut().map(|outputs| f(&mut outputs.index)),
+    }
+}
+
+/// Moves an index past the exact threshold into an HNSW graph without holding its lock while
+/// the graph is built (about 16 s for 40,000 vectors on 2 cores; [`GraphBuild::run`]): searches
+/// go on exactly and inserts into the exact store meanwhile. A failed build leaves the index
+/// exact; its next insert starts another.
+fn build_graph(shared: &Shared, which: &Which, build: GraphBuild) {
+    let started = Instant::now();
+    let outcome = build.run(|locked| with_index(shared, which, |index| locked(index)).is_some());
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        GraphOutcome::Built { vectors } => {
+            metrics::counter!(m::MEMORY_GRAPH_BUILDS, "outcome" => "built").increment(1);
+            tracing::info!(index = ?which, vectors, elapsed_ms, "memory index moved to an HNSW graph");
+            publish_sizes(shared);
+        }
+        // The index went away (or was replaced) during the build: nothing to swap.
+        GraphOutcome::Gone => tracing::debug!(index = ?which, "memory index gone during its graph build"),
+        GraphOutcome::Failed(err) => {
+            metrics::counter!(m::MEMORY_GRAPH_BUILDS, "outcome" => "failed").increment(1);
+            tracing::warn!(index = ?which, error = %err, elapsed_ms, "memory index graph not built; it stays exact and tries again at its next insert");
+        }
     }
 }
 
@@ -682,18 +746,23 @@ async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
     };
     *write(&shared.dimension) = Some(dimension);
     let count = stored.len();
+    let empty = shared.new_index(dimension);
     let build = move || {
-        let mut index = PersonaIndex { index: VectorIndex::new(dimension), meta: IdMap::default() };
+        let mut index = PersonaIndex { index: empty, meta: IdMap::default() };
         let items: Vec<_> =
             stored.iter().filter(|stored| stored.vector.len() == dimension && usable(&stored.vector)).collect();
         match index.index.extend(items.iter().map(|stored| (stored.row.id, stored.vector.as_slice()))) {
             Ok(()) => index.meta.extend(items.iter().map(|stored| (stored.row.id, meta_of(&stored.row)))),
             Err(err) => tracing::warn!(error = %err, "memory vectors not indexed"),
         }
+        // Not shared yet: its graph is built here, with no lock to keep short.
+        if let Err(err) = index.index.build_graph_now() {
+            tracing::warn!(error = %err, "memory index graph not built; it stays exact and tries again at its next insert");
+        }
         index
     };
     // Past the exact threshold the load builds an HNSW graph (seconds): on the blocking pool.
-    let mut index = if VectorIndex::new(dimension).stays_exact_with(count) {
+    let mut index = if count <= shared.exact_threshold {
         build()
     } else {
         match tokio::task::spawn_blocking(build).await {
@@ -707,7 +776,7 @@ async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
             insert_into(&mut index, row, vector);
         }
     }
-    personas.insert(persona.to_owned(), PersonaSlot::Ready(index));
+    personas.insert(persona.to_owned(), PersonaSlot::Ready(Box::new(index)));
     drop(personas);
     guard.done = true;
     publish_sizes(shared);
@@ -754,12 +823,13 @@ fn meta_of(row: &MemoryRow) -> Meta {
     }
 }
 
-fn add_output(shared: &Shared, row: &MemoryRow, vector: &[f32]) {
+fn add_output(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32]) {
     let mut outputs = write(&shared.outputs);
-    let outputs = outputs.get_or_insert_with(|| Outputs::empty(vector.len()));
+    let outputs = outputs.get_or_insert_with(|| Outputs::empty(shared, vector.len()));
     if outputs.index.insert(row.id, vector).is_ok() {
         outputs.meta.insert(row.id, Output { created_at: row.created_at, key: None });
     }
+    start_graph(shared, &mut outputs.index, || Which::Outputs);
 }
 
 /// Drops outputs (and reservations) older than the dedup window.
@@ -802,7 +872,7 @@ async fn load(db: &Db, shared: &Arc<Shared>, window: Duration) -> Result<(), cra
         after = last.row.id;
         loaded += page.len();
         let full = page.len() as i64 == LOAD_PAGE;
-        // Past the exact threshold an insert builds or extends an HNSW graph: on the blocking pool.
+        // Past the exact threshold an insert goes into an HNSW graph: on the blocking pool.
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for stored in page.iter().filter(|stored| usable(&stored.vector)) {
@@ -978,7 +1048,7 @@ struct RecallAsk {
 }
 
 async fn check(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     directory: &Directory,
     key: &str,
     text: &str,
@@ -991,7 +1061,7 @@ async fn check(
     };
     let window_start = now_ms() - window.as_millis() as i64;
     let mut outputs = write(&shared.outputs);
-    let outputs = outputs.get_or_insert_with(|| Outputs::empty(vector.len()));
+    let outputs = outputs.get_or_insert_with(|| Outputs::empty(shared, vector.len()));
     let started = Instant::now();
     let best = outputs.index.search(&vector, 1, |id| {
         outputs
@@ -1008,6 +1078,7 @@ async fn check(
     if outputs.index.insert(id, &vector).is_ok() {
         outputs.meta.insert(id, Output { created_at: now_ms(), key: Some(key.to_owned()) });
     }
+    start_graph(shared, &mut outputs.index, || Which::Outputs);
     // Its reply's memory is stored with this vector, however long publishing takes.
     crate::sync::lock(&shared.embeddings).pin(text, vector);
     Verdict::Unique
