@@ -15,7 +15,14 @@
 //!   (the generated vectors are already resident then), next to `memory_bytes()` and the raw size
 //!   `N × 384 × 4 B`.
 //! - A second table times the exact search at small sizes, which sets `EXACT_THRESHOLD`.
+//! - A third follows an index across `EXACT_THRESHOLD` behind an `RwLock`, as the Memory actor
+//!   shares its indexes: one thread inserts 500 vectors a second, another searches in a loop,
+//!   once with the graph built inside the insert that crosses (the lock held throughout) and
+//!   once built off the lock (`deferring_graph`, `GraphBuild::run`). It reports the longest
+//!   insert and search, each including its wait for the lock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chorus::memory::index::{EXACT_THRESHOLD, VectorIndex};
@@ -258,6 +265,104 @@ fn run(mixture: &Mixture, n: usize) -> Row {
     }
 }
 
+/// Vectors inserted a second, one at a time, while an index crosses its threshold.
+const CROSSING_RATE: u64 = 500;
+/// How long the crossing measurement goes on once the index is a graph.
+const CROSSING_AFTER: Duration = Duration::from_secs(2);
+
+/// One index crossing the threshold, see the module docs.
+struct Crossing {
+    mode: &'static str,
+    /// From the insert that crossed to the index being a graph.
+    switch_secs: f64,
+    inserts: usize,
+    insert_p99_ms: f64,
+    insert_max_ms: f64,
+    /// Searches answered from the crossing to the switch.
+    searches_meanwhile: usize,
+    search_p99_ms: f64,
+    search_max_ms: f64,
+}
+
+/// Fills an index to `EXACT_THRESHOLD` and times inserts and searches through its crossing.
+fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
+    let data = mixture.sample(EXACT_THRESHOLD + 30_000, 5);
+    let queries = mixture.sample(200, 6);
+    let mut index = VectorIndex::with_threshold(DIMENSION, EXACT_THRESHOLD);
+    if deferred {
+        index = index.deferring_graph();
+    }
+    let mut rows = data.chunks_exact(DIMENSION).enumerate().map(|(id, v)| (id as i64, v));
+    index.extend(rows.by_ref().take(EXACT_THRESHOLD)).expect("extend");
+    let shared = Arc::new(RwLock::new(index));
+    let done = AtomicBool::new(false);
+    let crossed = std::sync::OnceLock::<Instant>::new();
+    let switched = std::sync::OnceLock::<Instant>::new();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut latencies = Vec::new();
+            let mut meanwhile = 0;
+            for query in queries.chunks_exact(DIMENSION).cycle() {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let start = Instant::now();
+                std::hint::black_box(shared.read().expect("lock").search(query, K, |_| true));
+                latencies.push(start.elapsed());
+                meanwhile += usize::from(crossed.get().is_some() && switched.get().is_none());
+            }
+            (latencies, meanwhile)
+        });
+        let mut inserts = Vec::new();
+        let started = Instant::now();
+        for (n, (id, vector)) in rows.enumerate() {
+            let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let start = Instant::now();
+            let mut index = shared.write().expect("lock");
+            index.insert(id, vector).expect("insert");
+            let build = index.start_graph();
+            let exact = index.is_exact();
+            drop(index);
+            inserts.push(start.elapsed());
+            crossed.get_or_init(|| start);
+            if let Some(build) = build {
+                let shared = shared.clone();
+                scope.spawn(move || {
+                    build.run(|locked| {
+                        locked(&mut shared.write().expect("lock"));
+                        true
+                    })
+                });
+            }
+            if !exact {
+                let at = *switched.get_or_init(Instant::now);
+                if at.elapsed() >= CROSSING_AFTER {
+                    break;
+                }
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        let (mut searches, searches_meanwhile) = reader.join().expect("reader");
+        inserts.sort_unstable();
+        searches.sort_unstable();
+        let switch_secs = switched
+            .get()
+            .zip(crossed.get())
+            .map_or(f64::NAN, |(switched, crossed)| switched.duration_since(*crossed).as_secs_f64());
+        Crossing {
+            mode: if deferred { "off the lock" } else { "in the insert" },
+            switch_secs,
+            inserts: inserts.len(),
+            insert_p99_ms: percentile(&inserts, 0.99),
+            insert_max_ms: percentile(&inserts, 1.0),
+            searches_meanwhile,
+            search_p99_ms: percentile(&searches, 0.99),
+            search_max_ms: percentile(&searches, 1.0),
+        }
+    })
+}
+
 /// Exact-search latency at small sizes, to place the exact/HNSW threshold.
 fn exact_latencies(mixture: &Mixture) -> Vec<(usize, f64, f64)> {
     let queries = mixture.sample(200, 3);
@@ -288,6 +393,30 @@ fn main() {
     println!("| vectors | p50 ms | p99 ms |\n|---:|---:|---:|");
     for (n, p50, p99) in &exact {
         println!("| {n} | {p50:.3} | {p99:.3} |");
+    }
+
+    eprintln!("memory_index: crossing {EXACT_THRESHOLD}…");
+    let crossings = [crossing(&mixture, false), crossing(&mixture, true)];
+    println!(
+        "\nCrossing {EXACT_THRESHOLD} behind an RwLock, {CROSSING_RATE} inserts/s and a search loop \
+         (each timed with its wait for the lock):\n"
+    );
+    println!(
+        "| graph built | crossing → graph s | inserts | insert p99 ms | insert max ms | searches meanwhile | \
+         search p99 ms | search max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for c in &crossings {
+        println!(
+            "| {} | {:.1} | {} | {:.3} | {:.1} | {} | {:.3} | {:.1} |",
+            c.mode,
+            c.switch_secs,
+            c.inserts,
+            c.insert_p99_ms,
+            c.insert_max_ms,
+            c.searches_meanwhile,
+            c.search_p99_ms,
+            c.search_max_ms
+        );
     }
 
     let mut rows = Vec::new();
@@ -352,9 +481,26 @@ fn main() {
             )
         })
         .collect();
+    let crossing_json: Vec<String> = crossings
+        .iter()
+        .map(|c| {
+            format!(
+                r#"{{"mode":"{}","switch_s":{:.2},"inserts":{},"insert_p99_ms":{:.3},"insert_max_ms":{:.1},"searches_meanwhile":{},"search_p99_ms":{:.3},"search_max_ms":{:.1}}}"#,
+                c.mode,
+                c.switch_secs,
+                c.inserts,
+                c.insert_p99_ms,
+                c.insert_max_ms,
+                c.searches_meanwhile,
+                c.search_p99_ms,
+                c.search_max_ms
+            )
+        })
+        .collect();
     println!(
-        "\n{{\"bench\":\"memory_index\",\"dimension\":{DIMENSION},\"k\":{K},\"threshold\":{EXACT_THRESHOLD},\"exact\":[{}],\"results\":[{}]}}",
+        "\n{{\"bench\":\"memory_index\",\"dimension\":{DIMENSION},\"k\":{K},\"threshold\":{EXACT_THRESHOLD},\"exact\":[{}],\"crossing\":[{}],\"results\":[{}]}}",
         exact_json.join(","),
+        crossing_json.join(","),
         rows_json.join(",")
     );
 }
