@@ -16,7 +16,7 @@
 //!   `N × 384 × 4 B`.
 //! - A second table times the exact search at small sizes, which sets `EXACT_THRESHOLD`.
 //! - A third follows an index across `EXACT_THRESHOLD` behind an `RwLock`, as the Memory actor
-//!   shares its indexes: one thread inserts 500 vectors a second, another searches in a loop,
+//!   shares its indexes: one thread inserts 500 vectors a second, another searches as often,
 //!   once with the graph built inside the insert that crosses (the lock held throughout) and
 //!   once built off the lock (`deferring_graph`, `GraphBuild::run`). It reports the longest
 //!   insert and search, each including its wait for the lock.
@@ -265,7 +265,8 @@ fn run(mixture: &Mixture, n: usize) -> Row {
     }
 }
 
-/// Vectors inserted a second, one at a time, while an index crosses its threshold.
+/// Vectors inserted a second, one at a time, while an index crosses its threshold, and searches
+/// made a second meanwhile (about a reply's worth of each).
 const CROSSING_RATE: u64 = 500;
 /// How long the crossing measurement goes on once the index is a graph.
 const CROSSING_AFTER: Duration = Duration::from_secs(2);
@@ -286,7 +287,9 @@ struct Crossing {
 
 /// Fills an index to `EXACT_THRESHOLD` and times inserts and searches through its crossing.
 fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
-    let data = mixture.sample(EXACT_THRESHOLD + 30_000, 5);
+    // Enough for three minutes of inserts: the graph built off the lock swaps in once it has
+    // caught up with them.
+    let data = mixture.sample(EXACT_THRESHOLD + 3 * 60 * CROSSING_RATE as usize, 5);
     let queries = mixture.sample(200, 6);
     let mut index = VectorIndex::with_threshold(DIMENSION, EXACT_THRESHOLD);
     if deferred {
@@ -302,10 +305,13 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
         let reader = scope.spawn(|| {
             let mut latencies = Vec::new();
             let mut meanwhile = 0;
-            for query in queries.chunks_exact(DIMENSION).cycle() {
+            let started = Instant::now();
+            for (n, query) in queries.chunks_exact(DIMENSION).cycle().enumerate() {
                 if done.load(Ordering::Relaxed) {
                     break;
                 }
+                let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let start = Instant::now();
                 std::hint::black_box(shared.read().expect("lock").search(query, K, |_| true));
                 latencies.push(start.elapsed());
@@ -325,6 +331,9 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
             let exact = index.is_exact();
             drop(index);
             inserts.push(start.elapsed());
+            if inserts.last().is_some_and(|took| *took > Duration::from_millis(50)) {
+                eprintln!("memory_index: insert {n} of the crossing took {:?}", inserts.last().unwrap());
+            }
             crossed.get_or_init(|| start);
             if let Some(build) = build {
                 let shared = shared.clone();
@@ -398,8 +407,8 @@ fn main() {
     eprintln!("memory_index: crossing {EXACT_THRESHOLD}…");
     let crossings = [crossing(&mixture, false), crossing(&mixture, true)];
     println!(
-        "\nCrossing {EXACT_THRESHOLD} behind an RwLock, {CROSSING_RATE} inserts/s and a search loop \
-         (each timed with its wait for the lock):\n"
+        "\nCrossing {EXACT_THRESHOLD} behind an RwLock, {CROSSING_RATE} inserts/s and {CROSSING_RATE} \
+         searches/s (each timed with its wait for the lock):\n"
     );
     println!(
         "| graph built | crossing → graph s | inserts | insert p99 ms | insert max ms | searches meanwhile | \
