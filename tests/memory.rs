@@ -370,13 +370,16 @@ async fn past_the_exact_threshold_a_graph_is_built_in_the_background_with_everyt
         (embedded >= 601).then_some(())
     })
     .await;
-    // Every note is found by its own text, those stored before, during and after the build.
-    for note in std::iter::once(&first.to_owned()).chain(notes.iter().step_by(7)).chain(&notes[550..]) {
-        eventually(WAIT, "the note found", || async {
-            search(&service, "ada", note, 5).await.iter().any(|hit| &hit.text == note).then_some(())
-        })
-        .await;
+    // The notes are found by their own text, those stored before, during and after the build.
+    // (An HNSW graph may leave a node or two unreachable; a lost catch-up loses every note
+    // stored during the build.)
+    let mut missed = Vec::new();
+    for note in std::iter::once(&first.to_owned()).chain(&notes) {
+        if !search(&service, "ada", note, 5).await.iter().any(|hit| &hit.text == note) {
+            missed.push(note.clone());
+        }
     }
+    assert!(missed.len() <= 6, "{} of 601 not found: {missed:?}", missed.len());
     // The outputs' graph still catches a repeated post.
     assert!(matches!(check(&service, "draft-1", &notes[123]).await, Verdict::Duplicate { .. }));
     assert_eq!(counter(&service, built).await, 2.0, "a build each: an index stays a graph");

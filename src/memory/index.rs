@@ -1570,13 +1570,17 @@ mod tests {
         assert_eq!(index.len(), data.len());
 
         let data: Vec<(i64, Vec<f32>)> = data.into_iter().collect();
+        // Each id is in the graph with its latest vector: a search that accepts that id only walks
+        // the graph until it meets it. (An HNSW graph may leave a node or two unreachable, more so
+        // after removals and concurrent inserts; one missed catch-up round would lose 200.)
+        let mut unreachable = 0;
         for (id, vector) in &data {
-            let found = index.search(vector, 10, |_| true);
-            assert!(
-                found.iter().any(|(hit, similarity)| hit == id && *similarity > 0.999),
-                "{id} by its latest vector"
-            );
+            match index.search(vector, 1, |hit| hit == *id).first() {
+                Some((_, similarity)) => assert!(*similarity > 0.999, "{id} has its latest vector: {similarity}"),
+                None => unreachable += 1,
+            }
         }
+        assert!(unreachable <= data.len() / 100, "{unreachable} of {} not found", data.len());
         let gone = [5, 610, 1, 12, 600, 603];
         let everything = index.search(&data[0].1, index.len(), |_| true);
         assert!(everything.iter().all(|(id, _)| !gone.contains(id)), "removed ids stay removed");
