@@ -203,7 +203,8 @@ impl VectorIndex {
     /// wrong dimension or with a zero/NaN norm is refused with an error (never a panic).
     ///
     /// The insert that takes the index past its threshold builds the HNSW graph from all the
-    /// vectors, on every core (about 16 s at the default threshold on 2 cores). If the HNSW
+    /// vectors, on every core (about 16 s at the default threshold on 2 cores), unless the index
+    /// is [deferring](Self::deferring_graph): then it stays exact until its owner moves it. If the HNSW
     /// library fails (out of memory), the vector of `id` may be gone; if it fails to build the
     /// graph, the index stays exact, keeps the vector, and tries again at the next insert.
     pub fn insert(&mut self, id: i64, vector: &[f32]) -> Result<(), IndexError> {
