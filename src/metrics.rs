@@ -50,6 +50,7 @@ pub const MEMORY_SEARCH_SECONDS: &str = "chorus_memory_search_duration_seconds";
 pub const MEMORY_INDEX_VECTORS: &str = "chorus_memory_index_vectors";
 pub const MEMORY_INDEX_BYTES: &str = "chorus_memory_index_bytes";
 pub const MEMORY_GRAPH_BUILDS: &str = "chorus_memory_graph_builds_total";
+pub const MEMORY_OUTPUTS_VECTORS: &str = "chorus_memory_outputs_vectors";
 pub const DEDUP_CHECKS: &str = "chorus_dedup_checks_total";
 pub const DEDUP_OUTCOMES: &str = "chorus_dedup_outcomes_total";
 // Trader
@@ -146,6 +147,10 @@ fn describe() {
     );
     describe_gauge!(MEMORY_INDEX_VECTORS, "Vectors in the personas' memory indexes.");
     describe_gauge!(MEMORY_INDEX_BYTES, Unit::Bytes, "Bytes held by the personas' memory indexes.");
+    describe_gauge!(
+        MEMORY_OUTPUTS_VECTORS,
+        "Vectors in the team's index of recent outputs for dedup, drafts checked but not yet stored included."
+    );
     describe_counter!(
         MEMORY_GRAPH_BUILDS,
         "Memory indexes moved to an HNSW graph past memory.exact_threshold, by outcome (built, failed)."

@@ -117,12 +117,26 @@ struct Outputs {
     index: VectorIndex,
     meta: IdMap<Output>,
     next_reservation: i64,
+    /// The reservation of each draft text not stored as a memory yet: its memory, when it comes
+    /// (with the same vector), takes the reservation's place.
+    reserved: HashMap<String, i64>,
 }
 
 impl Outputs {
+    /// Drops an output or reservation from the index.
+    fn remove(&mut self, id: i64) {
+        self.meta.remove(&id);
+        self.index.remove(id);
+    }
+
     /// No output yet, for vectors of `dimension` components.
     fn empty(shared: &Shared, dimension: usize) -> Self {
-        Outputs { index: shared.new_index(dimension), meta: IdMap::default(), next_reservation: -1 }
+        Outputs {
+            index: shared.new_index(dimension),
+            meta: IdMap::default(),
+            next_reservation: -1,
+            reserved: HashMap::new(),
+        }
     }
 }
 
@@ -826,9 +840,13 @@ fn meta_of(row: &MemoryRow) -> Meta {
 fn add_output(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32]) {
     let mut outputs = write(&shared.outputs);
     let outputs = outputs.get_or_insert_with(|| Outputs::empty(shared, vector.len()));
+    if let Some(reservation) = outputs.reserved.remove(&row.text) {
+        outputs.remove(reservation);
+    }
     if outputs.index.insert(row.id, vector).is_ok() {
         outputs.meta.insert(row.id, Output { created_at: row.created_at, key: None });
     }
+    metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
     start_graph(shared, &mut outputs.index, || Which::Outputs);
 }
 
@@ -838,9 +856,11 @@ fn prune_outputs(shared: &Shared, window_start: i64) {
         let old: Vec<i64> =
             outputs.meta.iter().filter(|(_, output)| output.created_at < window_start).map(|(id, _)| *id).collect();
         for id in old {
-            outputs.meta.remove(&id);
-            outputs.index.remove(id);
+            outputs.remove(id);
         }
+        let Outputs { reserved, meta, index, .. } = outputs;
+        reserved.retain(|_, id| meta.contains_key(id));
+        metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(index.len() as f64);
     }
 }
 
@@ -1077,7 +1097,12 @@ async fn check(
     outputs.next_reservation -= 1;
     if outputs.index.insert(id, &vector).is_ok() {
         outputs.meta.insert(id, Output { created_at: now_ms(), key: Some(key.to_owned()) });
+        // The same text checked again for the same draft: the newer reservation stands for both.
+        if let Some(earlier) = outputs.reserved.insert(text.to_owned(), id) {
+            outputs.remove(earlier);
+        }
     }
+    metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
     start_graph(shared, &mut outputs.index, || Which::Outputs);
     // Its reply's memory is stored with this vector, however long publishing takes.
     crate::sync::lock(&shared.embeddings).pin(text, vector);
