@@ -555,10 +555,9 @@ async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
         drop(personas);
         if let Some(outputs) = write(&shared.outputs).as_mut() {
             for id in &deleted {
-                if outputs.meta.remove(id).is_some() {
-                    outputs.index.remove(*id);
-                }
+                outputs.remove(*id);
             }
+            metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
         }
     }
     prune_outputs(&shared, now_ms() - config.dedup_window.get().as_millis() as i64);
