@@ -285,6 +285,21 @@ struct Crossing {
     search_max_ms: f64,
 }
 
+impl Crossing {
+    /// The numbers, as (JSON key, value), in the Markdown table's column order.
+    fn cells(&self) -> [(&'static str, String); 7] {
+        [
+            ("switch_s", format!("{:.2}", self.switch_secs)),
+            ("inserts", self.inserts.to_string()),
+            ("insert_p99_ms", format!("{:.3}", self.insert_p99_ms)),
+            ("insert_max_ms", format!("{:.1}", self.insert_max_ms)),
+            ("searches_meanwhile", self.searches_meanwhile.to_string()),
+            ("search_p99_ms", format!("{:.3}", self.search_p99_ms)),
+            ("search_max_ms", format!("{:.1}", self.search_max_ms)),
+        ]
+    }
+}
+
 /// Fills an index to `EXACT_THRESHOLD` and times inserts and searches through its crossing.
 fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
     // Enough for three minutes of inserts: the graph built off the lock swaps in once it has
@@ -415,17 +430,8 @@ fn main() {
          search p99 ms | search max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for c in &crossings {
-        println!(
-            "| {} | {:.1} | {} | {:.3} | {:.1} | {} | {:.3} | {:.1} |",
-            c.mode,
-            c.switch_secs,
-            c.inserts,
-            c.insert_p99_ms,
-            c.insert_max_ms,
-            c.searches_meanwhile,
-            c.search_p99_ms,
-            c.search_max_ms
-        );
+        let values: Vec<String> = c.cells().into_iter().map(|(_, value)| value).collect();
+        println!("| {} | {} |", c.mode, values.join(" | "));
     }
 
     let mut rows = Vec::new();
@@ -493,17 +499,8 @@ fn main() {
     let crossing_json: Vec<String> = crossings
         .iter()
         .map(|c| {
-            format!(
-                r#"{{"mode":"{}","switch_s":{:.2},"inserts":{},"insert_p99_ms":{:.3},"insert_max_ms":{:.1},"searches_meanwhile":{},"search_p99_ms":{:.3},"search_max_ms":{:.1}}}"#,
-                c.mode,
-                c.switch_secs,
-                c.inserts,
-                c.insert_p99_ms,
-                c.insert_max_ms,
-                c.searches_meanwhile,
-                c.search_p99_ms,
-                c.search_max_ms
-            )
+            let fields: Vec<String> = c.cells().into_iter().map(|(key, value)| format!(r#""{key}":{value}"#)).collect();
+            format!(r#"{{"mode":"{}",{}}}"#, c.mode, fields.join(","))
         })
         .collect();
     println!(

@@ -334,8 +334,7 @@ async fn the_admin_search_needs_the_token_and_finds_by_meaning() {
 
 /// The value of a counter sample on the admin `/metrics` page (0 when absent).
 async fn counter(service: &Service, sample: &str) -> f64 {
-    let text = Api::new(service.admin_addr()).text("/metrics").await;
-    text.lines().find_map(|line| line.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0.0)
+    Api::new(service.admin_addr()).sample(sample).await.unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

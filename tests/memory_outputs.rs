@@ -19,8 +19,7 @@ async fn check(service: &Service, key: &str, text: &str) -> Verdict {
 }
 
 async fn gauge(service: &Service, name: &str) -> Option<f64> {
-    let text = Api::new(service.admin_addr()).text("/metrics").await;
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    Api::new(service.admin_addr()).sample(name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

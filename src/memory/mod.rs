@@ -40,7 +40,8 @@ use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, StoreError, ToInsert, n
 use crate::sync::{read, try_read, write};
 use crate::task::AbortOnDrop;
 use cache::{EmbeddingCache, Lookup};
-pub use index::{GraphBuild, GraphOutcome, IndexError, VectorIndex};
+use index::{GraphBuild, GraphOutcome};
+pub use index::{IndexError, VectorIndex};
 
 /// How long an embedding call may take before the memory waits for the next sweep ...
 const EMBED_TIMEOUT_MS: u64 = 30_000;
@@ -141,7 +142,7 @@ impl Outputs {
 }
 
 /// An index that [`build_graph`] works on: a persona's, or the team's outputs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Which {
     Persona(String),
     Outputs,

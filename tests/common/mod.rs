@@ -177,6 +177,13 @@ impl Api {
     pub async fn text(&self, path: &str) -> String {
         self.http.get(format!("{}{path}", self.base)).send().await.expect("get").text().await.expect("text")
     }
+
+    /// The value of one sample on `/metrics`: its name with its labels as exposed, e.g.
+    /// `chorus_memory_graph_builds_total{outcome="built"}`; `None` if it is not there.
+    pub async fn sample(&self, sample: &str) -> Option<f64> {
+        let text = self.text("/metrics").await;
+        text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    }
 }
 
 /// Polls `check` every 25 ms until it returns `Some`, or panics with `what` after `timeout`.
