@@ -103,7 +103,10 @@ struct PersonaIndex {
 enum PersonaSlot {
     /// Being read; vectors stored meanwhile wait here and are added when it is ready.
     Loading(Vec<(MemoryRow, Vec<f32>)>),
-    Ready(Box<PersonaIndex>),
+    /// Behind a lock of its own: one persona's inserts into an HNSW graph (about a millisecond
+    /// each) hold up that persona's searches, not the others'. The map's lock is only held to
+    /// find a slot.
+    Ready(Arc<RwLock<PersonaIndex>>),
 }
 
 /// A recent output of the team, for dedup.
@@ -149,6 +152,25 @@ enum Which {
 }
 
 impl Shared {
+    /// `persona`'s index if it is loaded (the map's lock is released before the index is locked).
+    fn ready(&self, persona: &str) -> Option<Arc<RwLock<PersonaIndex>>> {
+        match read(&self.personas).get(persona) {
+            Some(PersonaSlot::Ready(index)) => Some(index.clone()),
+            Some(PersonaSlot::Loading(_)) | None => None,
+        }
+    }
+
+    /// Every loaded persona's index.
+    fn ready_all(&self) -> Vec<Arc<RwLock<PersonaIndex>>> {
+        read(&self.personas)
+            .values()
+            .filter_map(|slot| match slot {
+                PersonaSlot::Ready(index) => Some(index.clone()),
+                PersonaSlot::Loading(_) => None,
+            })
+            .collect()
+    }
+
     /// An empty index for this run's vectors: exact up to `memory.exact_threshold`, its graph
     /// then built off its lock ([`build_graph`]).
     fn new_index(&self, dimension: usize) -> VectorIndex {
@@ -544,16 +566,14 @@ async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
         Err(err) => tracing::warn!(error = %err, "retention cannot list personas"),
     }
     if !deleted.is_empty() {
-        let mut personas = write(&shared.personas);
-        for slot in personas.values_mut() {
-            let PersonaSlot::Ready(persona) = slot else { continue };
+        for persona in shared.ready_all() {
+            let mut persona = write(&persona);
             for id in &deleted {
                 if persona.meta.remove(id).is_some() {
                     persona.index.remove(*id);
                 }
             }
         }
-        drop(personas);
         if let Some(outputs) = write(&shared.outputs).as_mut() {
             for id in &deleted {
                 outputs.remove(*id);
@@ -633,14 +653,19 @@ fn add(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32], window_start: i64)
             None => *dimension = Some(vector.len()),
         }
     }
-    match write(&shared.personas).get_mut(&row.persona) {
+    let ready = match write(&shared.personas).get_mut(&row.persona) {
         // Not searched yet: the vector is read from the store with the rest at the first search.
-        None => {}
-        Some(PersonaSlot::Loading(waiting)) => waiting.push((row.clone(), vector.to_vec())),
-        Some(PersonaSlot::Ready(persona)) => {
-            insert_into(persona, row, vector);
-            start_graph(shared, &mut persona.index, || Which::Persona(row.persona.clone()));
+        None => None,
+        Some(PersonaSlot::Loading(waiting)) => {
+            waiting.push((row.clone(), vector.to_vec()));
+            None
         }
+        Some(PersonaSlot::Ready(persona)) => Some(persona.clone()),
+    };
+    if let Some(persona) = ready {
+        let mut persona = write(&persona);
+        insert_into(&mut persona, row, vector);
+        start_graph(shared, &mut persona.index, || Which::Persona(row.persona.clone()));
     }
     if matches!(row.kind, MemoryKind::Post | MemoryKind::Reply) && row.created_at >= window_start {
         add_output(shared, row, vector);
@@ -668,10 +693,7 @@ fn start_graph(shared: &Arc<Shared>, index: &mut VectorIndex, which: impl FnOnce
 /// Runs `f` on `which`'s index under its write lock; `None` if it is not there (any more).
 fn with_index<R>(shared: &Shared, which: &Which, f: impl FnOnce(&mut VectorIndex) -> R) -> Option<R> {
     match which {
-        Which::Persona(persona) => match write(&shared.personas).get_mut(persona) {
-            Some(PersonaSlot::Ready(persona)) => Some(f(&mut persona.index)),
-            _ => None,
-        },
+        Which::Persona(persona) => shared.ready(persona).map(|persona| f(&mut write(&persona).index)),
         Which::Outputs => write(&shared.outputs).as_mut().map(|outputs| f(&mut outputs.index)),
     }
 }
@@ -790,7 +812,7 @@ async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
             insert_into(&mut index, row, vector);
         }
     }
-    personas.insert(persona.to_owned(), PersonaSlot::Ready(Box::new(index)));
+    personas.insert(persona.to_owned(), PersonaSlot::Ready(Arc::new(RwLock::new(index))));
     drop(personas);
     guard.done = true;
     publish_sizes(shared);
@@ -812,19 +834,18 @@ impl Drop for LoadGuard<'_> {
     }
 }
 
-/// Whether adding `rows` keeps every index they go to exact (a persona without an index yet gets
-/// an exact one).
+/// Whether adding `rows` keeps every persona index they go to exact and free to lock now (a
+/// persona without an index yet gets an exact one). A persona's index held by a writer (a batch of
+/// graph inserts on the blocking pool) sends the rows there too, so the handler does not wait
+/// behind it.
 fn stays_exact(shared: &Shared, rows: &[MemoryRow]) -> bool {
-    let personas = read(&shared.personas);
     let persona_indexes = rows.iter().all(|row| {
         let more = rows.iter().filter(|other| other.persona == row.persona).count();
-        match personas.get(&row.persona) {
-            Some(PersonaSlot::Ready(persona)) => persona.index.stays_exact_with(more),
-            // Not loaded, or loading: the vector waits; nothing is inserted now.
-            Some(PersonaSlot::Loading(_)) | None => true,
-        }
+        // Not loaded, or loading: the vector waits; nothing is inserted now.
+        shared
+            .ready(&row.persona)
+            .is_none_or(|persona| try_read(&persona).is_some_and(|persona| persona.index.stays_exact_with(more)))
     });
-    drop(personas);
     persona_indexes && read(&shared.outputs).as_ref().is_none_or(|outputs| outputs.index.stays_exact_with(rows.len()))
 }
 
@@ -865,16 +886,12 @@ fn prune_outputs(shared: &Shared, window_start: i64) {
 }
 
 fn publish_sizes(shared: &Shared) {
-    let personas = read(&shared.personas);
-    let ready = || {
-        personas.values().filter_map(|slot| match slot {
-            PersonaSlot::Ready(persona) => Some(&persona.index),
-            PersonaSlot::Loading(_) => None,
-        })
-    };
-    let vectors: usize = ready().map(VectorIndex::len).sum();
-    let bytes: usize = ready().map(VectorIndex::memory_bytes).sum();
-    drop(personas);
+    let (mut vectors, mut bytes) = (0, 0);
+    for persona in shared.ready_all() {
+        let persona = read(&persona);
+        vectors += persona.index.len();
+        bytes += persona.index.memory_bytes();
+    }
     metrics::gauge!(m::MEMORY_INDEX_VECTORS).set(vectors as f64);
     metrics::gauge!(m::MEMORY_INDEX_BYTES).set(bytes as f64);
 }
@@ -993,14 +1010,24 @@ async fn similar_ids(
         tokio::join!(query_vector(shared, directory, query, timeout_ms), ensure_loaded(db, shared, persona));
     let (Some(vector), true) = (vector, loaded) else { return Vec::new() };
     let started = Instant::now();
-    let hits = {
-        let personas = if wait { Some(read(&shared.personas)) } else { try_read(&shared.personas) };
-        let Some(personas) = personas else { return Vec::new() };
-        let Some(PersonaSlot::Ready(index)) = personas.get(persona) else { return Vec::new() };
-        index.index.search(&vector, k, |id| index.meta.get(&id).is_some_and(&accept))
-    };
+    let Some(hits) = search_ready(shared, persona, &vector, k, wait, accept) else { return Vec::new() };
     metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
     hits
+}
+
+/// Searches `persona`'s loaded index; `None` if it is not loaded, or if `wait` is false and a
+/// writer holds it (another persona's writer never does).
+fn search_ready(
+    shared: &Shared,
+    persona: &str,
+    vector: &[f32],
+    k: usize,
+    wait: bool,
+    accept: impl Fn(&Meta) -> bool,
+) -> Option<Vec<(i64, f32)>> {
+    let index = shared.ready(persona)?;
+    let index = if wait { read(&index) } else { try_read(&index)? };
+    Some(index.index.search(vector, k, |id| index.meta.get(&id).is_some_and(&accept)))
 }
 
 /// `rows` in the order of `hits`, with their similarity (a row that is gone is skipped).
@@ -1130,4 +1157,100 @@ async fn search(
             similarity,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIMENSION: usize = 8;
+
+    fn shared() -> Shared {
+        Shared {
+            model: "test".to_owned(),
+            exact_threshold: 1_000,
+            dimension: RwLock::new(Some(DIMENSION)),
+            personas: RwLock::new(HashMap::new()),
+            outputs: RwLock::new(None),
+            embeddings: std::sync::Mutex::new(EmbeddingCache::new(cache::CAPACITY)),
+        }
+    }
+
+    fn row(id: i64, persona: &str) -> MemoryRow {
+        MemoryRow {
+            id,
+            persona: persona.to_owned(),
+            kind: MemoryKind::Inbound,
+            platform: "local".to_owned(),
+            conversation: None,
+            author: "someone".to_owned(),
+            text: format!("memory {id}"),
+            created_at: 0,
+        }
+    }
+
+    fn vector(id: i64) -> Vec<f32> {
+        (0..DIMENSION).map(|i| if i as i64 == id % DIMENSION as i64 { 1.0 } else { 0.1 }).collect()
+    }
+
+    /// Loads `persona` with `ids`, as a first search would.
+    fn load(shared: &Shared, persona: &str, ids: std::ops::Range<i64>) -> Arc<RwLock<PersonaIndex>> {
+        let mut index = PersonaIndex { index: shared.new_index(DIMENSION), meta: IdMap::default() };
+        for id in ids {
+            insert_into(&mut index, &row(id, persona), &vector(id));
+        }
+        let index = Arc::new(RwLock::new(index));
+        write(&shared.personas).insert(persona.to_owned(), PersonaSlot::Ready(index.clone()));
+        index
+    }
+
+    #[test]
+    fn a_persona_whose_index_is_being_written_does_not_hold_up_another_personas_search() {
+        let shared = shared();
+        let ada = load(&shared, "ada", 1..20);
+        load(&shared, "bo", 100..120);
+        let held = write(&ada);
+        let bo = search_ready(&shared, "bo", &vector(101), 3, false, |_| true).expect("bo's index is free");
+        assert_eq!(bo.first().map(|hit| hit.0 % DIMENSION as i64), Some(101 % DIMENSION as i64));
+        assert!(bo.iter().all(|(id, _)| (100..120).contains(id)), "{bo:?}");
+        // The persona being written goes without, rather than wait, unless asked to wait.
+        assert_eq!(search_ready(&shared, "ada", &vector(1), 3, false, |_| true), None);
+        drop(held);
+        let ada = search_ready(&shared, "ada", &vector(1), 3, true, |_| true).expect("ada's index is free again");
+        assert_eq!(ada.len(), 3);
+        assert_eq!(search_ready(&shared, "cy", &vector(1), 3, true, |_| true), None, "cy is not loaded");
+    }
+
+    #[test]
+    fn rows_for_an_index_held_by_a_writer_go_to_the_blocking_pool_and_the_others_stay_inline() {
+        let shared = shared();
+        let ada = load(&shared, "ada", 1..20);
+        load(&shared, "bo", 100..120);
+        let held = write(&ada);
+        assert!(!stays_exact(&shared, &[row(30, "ada")]));
+        assert!(!stays_exact(&shared, &[row(130, "bo"), row(30, "ada")]));
+        assert!(stays_exact(&shared, &[row(130, "bo")]));
+        assert!(stays_exact(&shared, &[row(230, "cy")]), "not loaded: nothing to insert now");
+        drop(held);
+        assert!(stays_exact(&shared, &[row(30, "ada")]));
+    }
+
+    #[test]
+    fn stored_vectors_reach_a_loaded_persona_and_wait_for_a_loading_one() {
+        let shared = Arc::new(shared());
+        let ada = load(&shared, "ada", 1..5);
+        write(&shared.personas).insert("bo".to_owned(), PersonaSlot::Loading(Vec::new()));
+        add(&shared, &row(9, "ada"), &vector(9), i64::MAX);
+        add(&shared, &row(109, "bo"), &vector(109), i64::MAX);
+        add(&shared, &row(209, "cy"), &vector(209), i64::MAX);
+        assert_eq!(read(&ada).index.len(), 5);
+        assert!(read(&ada).meta.contains_key(&9));
+        match read(&shared.personas).get("bo") {
+            Some(PersonaSlot::Loading(waiting)) => {
+                assert_eq!(waiting.iter().map(|(row, _)| row.id).collect::<Vec<_>>(), [109])
+            }
+            _ => panic!("bo is still loading"),
+        }
+        assert!(read(&shared.personas).get("cy").is_none(), "an unloaded persona's vector waits in the store");
+    }
 }
