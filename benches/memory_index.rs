@@ -20,6 +20,11 @@
 //!   once with the graph built inside the insert that crosses (the lock held throughout) and
 //!   once built off the lock (`deferring_graph`, `GraphBuild::run`). It reports the longest
 //!   insert and search, each including its wait for the lock.
+//! - A fourth puts two personas side by side, as the Memory actor holds them: one a graph of
+//!   20,000 vectors taking 500 inserts a second, the other an exact index of 5,000 searched 500
+//!   times a second the way recall searches (it goes without rather than wait for a writer).
+//!   Once with both behind one lock (the map of personas, as before), once with a lock each
+//!   (`PersonaSlot::Ready`): how many of the second persona's searches went without.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -387,6 +392,127 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
     })
 }
 
+/// The graph persona's vectors in the side-by-side measurement, and its threshold.
+const NEIGHBOUR_GRAPH: usize = 20_000;
+/// The searched persona's vectors (an exact index).
+const NEIGHBOUR_EXACT: usize = 5_000;
+/// How long the side-by-side measurement runs.
+const NEIGHBOUR_FOR: Duration = Duration::from_secs(10);
+
+/// One persona's searches beside another's graph inserts, see the module docs.
+struct Neighbour {
+    mode: &'static str,
+    inserts: usize,
+    searches: usize,
+    /// Searches that found a writer holding the lock and went without.
+    without: usize,
+    search_p99_ms: f64,
+}
+
+impl Neighbour {
+    /// The numbers, as (JSON key, value), in the Markdown table's column order.
+    fn cells(&self) -> [(&'static str, String); 5] {
+        [
+            ("inserts", self.inserts.to_string()),
+            ("searches", self.searches.to_string()),
+            ("without", self.without.to_string()),
+            ("without_pct", format!("{:.1}", 100.0 * self.without as f64 / self.searches.max(1) as f64)),
+            ("search_p99_ms", format!("{:.3}", self.search_p99_ms)),
+        ]
+    }
+}
+
+/// Two personas' indexes: `[graph, exact]`.
+fn neighbours(mixture: &Mixture) -> ([VectorIndex; 2], Vec<f32>) {
+    let data = mixture.sample(NEIGHBOUR_GRAPH + NEIGHBOUR_EXACT, 7);
+    let (graph_rows, exact_rows) = data.split_at(NEIGHBOUR_GRAPH * DIMENSION);
+    let mut graph = VectorIndex::with_threshold(DIMENSION, NEIGHBOUR_GRAPH / 2);
+    graph.extend(graph_rows.chunks_exact(DIMENSION).enumerate().map(|(id, v)| (id as i64, v))).expect("extend");
+    assert!(!graph.is_exact(), "the first persona's index is a graph");
+    let mut exact = VectorIndex::with_threshold(DIMENSION, EXACT_THRESHOLD);
+    exact.extend(exact_rows.chunks_exact(DIMENSION).enumerate().map(|(id, v)| (id as i64, v))).expect("extend");
+    let inserts = mixture.sample(NEIGHBOUR_FOR.as_secs() as usize * CROSSING_RATE as usize, 8);
+    ([graph, exact], inserts)
+}
+
+/// Inserts into the graph persona and searches the other at [`CROSSING_RATE`] each, for
+/// [`NEIGHBOUR_FOR`]; `insert` and `search` lock as the layout measured does.
+fn side_by_side(
+    mode: &'static str,
+    inserts: &[f32],
+    queries: &[f32],
+    insert: impl Fn(i64, &[f32]) + Sync,
+    search: impl Fn(&[f32]) -> Option<Vec<(i64, f32)>> + Sync,
+) -> Neighbour {
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    let paced = |n: usize| {
+        let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    };
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let (mut latencies, mut without) = (Vec::new(), 0);
+            for (n, query) in queries.chunks_exact(DIMENSION).cycle().enumerate() {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                paced(n);
+                let start = Instant::now();
+                match search(query) {
+                    Some(hits) => {
+                        std::hint::black_box(hits);
+                        latencies.push(start.elapsed());
+                    }
+                    None => without += 1,
+                }
+            }
+            (latencies, without)
+        });
+        let mut count = 0;
+        for (n, vector) in inserts.chunks_exact(DIMENSION).enumerate() {
+            paced(n);
+            insert((NEIGHBOUR_GRAPH + n) as i64, vector);
+            count += 1;
+        }
+        done.store(true, Ordering::Relaxed);
+        let (mut latencies, without) = reader.join().expect("reader");
+        latencies.sort_unstable();
+        Neighbour {
+            mode,
+            inserts: count,
+            searches: latencies.len() + without,
+            without,
+            search_p99_ms: percentile(&latencies, 0.99),
+        }
+    })
+}
+
+/// The second persona's searches beside the first one's graph inserts, with one lock for both
+/// and with a lock each.
+fn neighbour_runs(mixture: &Mixture) -> [Neighbour; 2] {
+    let queries = mixture.sample(200, 9);
+    let (indexes, inserts) = neighbours(mixture);
+    let one = RwLock::new(indexes);
+    let shared = side_by_side(
+        "one lock for both",
+        &inserts,
+        &queries,
+        |id, vector| one.write().expect("lock")[0].insert(id, vector).expect("insert"),
+        |query| one.try_read().ok().map(|indexes| indexes[1].search(query, K, |_| true)),
+    );
+    let ([graph, exact], inserts) = neighbours(mixture);
+    let (graph, exact) = (RwLock::new(graph), RwLock::new(exact));
+    let own = side_by_side(
+        "a lock each",
+        &inserts,
+        &queries,
+        |id, vector| graph.write().expect("lock").insert(id, vector).expect("insert"),
+        |query| exact.try_read().ok().map(|index| index.search(query, K, |_| true)),
+    );
+    [shared, own]
+}
+
 /// Exact-search latency at small sizes, to place the exact/HNSW threshold.
 fn exact_latencies(mixture: &Mixture) -> Vec<(usize, f64, f64)> {
     let queries = mixture.sample(200, 3);
@@ -432,6 +558,21 @@ fn main() {
     for c in &crossings {
         let values: Vec<String> = c.cells().into_iter().map(|(_, value)| value).collect();
         println!("| {} | {} |", c.mode, values.join(" | "));
+    }
+
+    eprintln!("memory_index: two personas side by side…");
+    let neighbours = neighbour_runs(&mixture);
+    println!(
+        "\nTwo personas: {CROSSING_RATE} inserts/s into one's graph of {NEIGHBOUR_GRAPH}, {CROSSING_RATE} \
+         searches/s of the other's {NEIGHBOUR_EXACT} (going without while a writer holds the lock), {} s:\n",
+        NEIGHBOUR_FOR.as_secs()
+    );
+    println!(
+        "| locks | inserts | searches | went without | went without % | search p99 ms |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for n in &neighbours {
+        let values: Vec<String> = n.cells().into_iter().map(|(_, value)| value).collect();
+        println!("| {} | {} |", n.mode, values.join(" | "));
     }
 
     let mut rows = Vec::new();
@@ -496,17 +637,19 @@ fn main() {
             )
         })
         .collect();
-    let crossing_json: Vec<String> = crossings
-        .iter()
-        .map(|c| {
-            let fields: Vec<String> = c.cells().into_iter().map(|(key, value)| format!(r#""{key}":{value}"#)).collect();
-            format!(r#"{{"mode":"{}",{}}}"#, c.mode, fields.join(","))
-        })
-        .collect();
+    let crossing_json: Vec<String> = crossings.iter().map(|c| json_object(c.mode, c.cells())).collect();
+    let neighbour_json: Vec<String> = neighbours.iter().map(|n| json_object(n.mode, n.cells())).collect();
     println!(
-        "\n{{\"bench\":\"memory_index\",\"dimension\":{DIMENSION},\"k\":{K},\"threshold\":{EXACT_THRESHOLD},\"exact\":[{}],\"crossing\":[{}],\"results\":[{}]}}",
+        "\n{{\"bench\":\"memory_index\",\"dimension\":{DIMENSION},\"k\":{K},\"threshold\":{EXACT_THRESHOLD},\"exact\":[{}],\"crossing\":[{}],\"neighbours\":[{}],\"results\":[{}]}}",
         exact_json.join(","),
         crossing_json.join(","),
+        neighbour_json.join(","),
         rows_json.join(",")
     );
+}
+
+/// `{"mode": mode, key: value, …}` from a table row's cells (numbers, unquoted).
+fn json_object<const N: usize>(mode: &str, cells: [(&'static str, String); N]) -> String {
+    let fields: Vec<String> = cells.into_iter().map(|(key, value)| format!(r#""{key}":{value}"#)).collect();
+    format!(r#"{{"mode":"{mode}",{}}}"#, fields.join(","))
 }
