@@ -15,22 +15,23 @@
 //!   (the generated vectors are already resident then), next to `memory_bytes()` and the raw size
 //!   `N × 384 × 4 B`.
 //! - A second table times the exact search at small sizes, which sets `EXACT_THRESHOLD`.
-//! - A third follows an index across `EXACT_THRESHOLD` behind an `RwLock`, as the Memory actor
-//!   shares its indexes: one thread inserts 500 vectors a second, another searches as often,
-//!   once with the graph built inside the insert that crosses (the lock held throughout) and
-//!   once built off the lock (`deferring_graph`, `GraphBuild::run`). It reports the longest
-//!   insert and search, each including its wait for the lock.
+//! - A third follows an index across `EXACT_THRESHOLD` behind an `RwLock` (parking_lot's), as
+//!   the Memory actor shares its indexes: one thread inserts 500 vectors a second, another
+//!   searches as often, once with the graph built inside the insert that crosses (the lock held
+//!   throughout) and once built off the lock (`deferring_graph`, `GraphBuild::run`). It reports
+//!   the longest insert and search, each including its wait for the lock.
 //! - A fourth puts two personas side by side, as the Memory actor holds them: one a graph of
 //!   20,000 vectors taking 500 inserts a second, the other an exact index of 5,000 searched 500
 //!   times a second the way recall searches (it goes without rather than wait for a writer).
 //!   Once with both behind one lock (the map of personas, as before), once with a lock each
 //!   (`PersonaSlot::Ready`): how many of the second persona's searches went without.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chorus::memory::index::{EXACT_THRESHOLD, VectorIndex};
+use parking_lot::RwLock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -333,7 +334,7 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
                 let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let start = Instant::now();
-                std::hint::black_box(shared.read().expect("lock").search(query, K, |_| true));
+                std::hint::black_box(shared.read().search(query, K, |_| true));
                 latencies.push(start.elapsed());
                 meanwhile += usize::from(crossed.get().is_some() && switched.get().is_none());
             }
@@ -345,7 +346,7 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
             let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
             let start = Instant::now();
-            let mut index = shared.write().expect("lock");
+            let mut index = shared.write();
             index.insert(id, vector).expect("insert");
             let build = index.start_graph();
             let exact = index.is_exact();
@@ -359,7 +360,7 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
                 let shared = shared.clone();
                 scope.spawn(move || {
                     build.run(|locked| {
-                        locked(&mut shared.write().expect("lock"));
+                        locked(&mut shared.write());
                         true
                     })
                 });
@@ -498,8 +499,8 @@ fn neighbour_runs(mixture: &Mixture) -> [Neighbour; 2] {
         "one lock for both",
         &inserts,
         &queries,
-        |id, vector| one.write().expect("lock")[0].insert(id, vector).expect("insert"),
-        |query| one.try_read().ok().map(|indexes| indexes[1].search(query, K, |_| true)),
+        |id, vector| one.write()[0].insert(id, vector).expect("insert"),
+        |query| one.try_read().map(|indexes| indexes[1].search(query, K, |_| true)),
     );
     let ([graph, exact], inserts) = neighbours(mixture);
     let (graph, exact) = (RwLock::new(graph), RwLock::new(exact));
@@ -507,8 +508,8 @@ fn neighbour_runs(mixture: &Mixture) -> [Neighbour; 2] {
         "a lock each",
         &inserts,
         &queries,
-        |id, vector| graph.write().expect("lock").insert(id, vector).expect("insert"),
-        |query| exact.try_read().ok().map(|index| index.search(query, K, |_| true)),
+        |id, vector| graph.write().insert(id, vector).expect("insert"),
+        |query| exact.try_read().map(|index| index.search(query, K, |_| true)),
     );
     [shared, own]
 }

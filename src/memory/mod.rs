@@ -27,9 +27,10 @@ mod cache;
 pub mod index;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::config::{Config, MemoryConfig, Persona, PlatformKind};
@@ -37,7 +38,6 @@ use crate::directory::Directory;
 use crate::llm::LlmMsg;
 use crate::metrics as m;
 use crate::store::{Db, MemoryKind, MemoryRow, NewMemory, StoreError, ToInsert, now_ms};
-use crate::sync::{read, try_read, write};
 use crate::task::AbortOnDrop;
 use cache::{EmbeddingCache, Lookup};
 use index::{GraphBuild, GraphOutcome};
@@ -154,7 +154,7 @@ enum Which {
 impl Shared {
     /// `persona`'s index if it is loaded (the map's lock is released before the index is locked).
     fn ready(&self, persona: &str) -> Option<Arc<RwLock<PersonaIndex>>> {
-        match read(&self.personas).get(persona) {
+        match self.personas.read().get(persona) {
             Some(PersonaSlot::Ready(index)) => Some(index.clone()),
             Some(PersonaSlot::Loading(_)) | None => None,
         }
@@ -162,7 +162,8 @@ impl Shared {
 
     /// Every loaded persona's index.
     fn ready_all(&self) -> Vec<Arc<RwLock<PersonaIndex>>> {
-        read(&self.personas)
+        self.personas
+            .read()
             .values()
             .filter_map(|slot| match slot {
                 PersonaSlot::Ready(index) => Some(index.clone()),
@@ -567,14 +568,14 @@ async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
     }
     if !deleted.is_empty() {
         for persona in shared.ready_all() {
-            let mut persona = write(&persona);
+            let mut persona = persona.write();
             for id in &deleted {
                 if persona.meta.remove(id).is_some() {
                     persona.index.remove(*id);
                 }
             }
         }
-        if let Some(outputs) = write(&shared.outputs).as_mut() {
+        if let Some(outputs) = shared.outputs.write().as_mut() {
             for id in &deleted {
                 outputs.remove(*id);
             }
@@ -643,7 +644,7 @@ async fn embed_with(directory: &Directory, texts: &[String], timeout_ms: u64) ->
 /// Adds a memory's vector to its persona's index and, for a recent output, to the team's.
 fn add(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32], window_start: i64) {
     {
-        let mut dimension = write(&shared.dimension);
+        let mut dimension = shared.dimension.write();
         match *dimension {
             Some(expected) if expected != vector.len() => {
                 tracing::warn!(expected, got = vector.len(), "a vector of another size for the same model; skipped");
@@ -653,7 +654,7 @@ fn add(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32], window_start: i64)
             None => *dimension = Some(vector.len()),
         }
     }
-    let ready = match write(&shared.personas).get_mut(&row.persona) {
+    let ready = match shared.personas.write().get_mut(&row.persona) {
         // Not searched yet: the vector is read from the store with the rest at the first search.
         None => None,
         Some(PersonaSlot::Loading(waiting)) => {
@@ -663,7 +664,7 @@ fn add(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32], window_start: i64)
         Some(PersonaSlot::Ready(persona)) => Some(persona.clone()),
     };
     if let Some(persona) = ready {
-        let mut persona = write(&persona);
+        let mut persona = persona.write();
         insert_into(&mut persona, row, vector);
         start_graph(shared, &mut persona.index, || Which::Persona(row.persona.clone()));
     }
@@ -693,8 +694,8 @@ fn start_graph(shared: &Arc<Shared>, index: &mut VectorIndex, which: impl FnOnce
 /// Runs `f` on `which`'s index under its write lock; `None` if it is not there (any more).
 fn with_index<R>(shared: &Shared, which: &Which, f: impl FnOnce(&mut VectorIndex) -> R) -> Option<R> {
     match which {
-        Which::Persona(persona) => shared.ready(persona).map(|persona| f(&mut write(&persona).index)),
-        Which::Outputs => write(&shared.outputs).as_mut().map(|outputs| f(&mut outputs.index)),
+        Which::Persona(persona) => shared.ready(persona).map(|persona| f(&mut persona.write().index)),
+        Which::Outputs => shared.outputs.write().as_mut().map(|outputs| f(&mut outputs.index)),
     }
 }
 
@@ -734,13 +735,13 @@ const LOAD_WAIT: Duration = Duration::from_secs(3);
 /// if it could not (a store error, or another search's load taking longer than [`LOAD_WAIT`]).
 async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
     // The common case, under the read lock that searches share.
-    if matches!(read(&shared.personas).get(persona), Some(PersonaSlot::Ready(_))) {
+    if matches!(shared.personas.read().get(persona), Some(PersonaSlot::Ready(_))) {
         return true;
     }
     let started = Instant::now();
     loop {
         {
-            let mut personas = write(&shared.personas);
+            let mut personas = shared.personas.write();
             match personas.get(persona) {
                 Some(PersonaSlot::Ready(_)) => return true,
                 Some(PersonaSlot::Loading(_)) if started.elapsed() >= LOAD_WAIT => return false,
@@ -774,13 +775,13 @@ async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
             }
         }
     }
-    let Some(dimension) = (*read(&shared.dimension)).or_else(|| stored.first().map(|first| first.vector.len())) else {
+    let Some(dimension) = (*shared.dimension.read()).or_else(|| stored.first().map(|first| first.vector.len())) else {
         // No vector stored or seen yet: nothing to search; the next search looks again.
-        write(&shared.personas).remove(persona);
+        shared.personas.write().remove(persona);
         guard.done = true;
         return true;
     };
-    *write(&shared.dimension) = Some(dimension);
+    *shared.dimension.write() = Some(dimension);
     let count = stored.len();
     let empty = shared.new_index(dimension);
     let build = move || {
@@ -806,7 +807,7 @@ async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
             Err(_) => return false,
         }
     };
-    let mut personas = write(&shared.personas);
+    let mut personas = shared.personas.write();
     if let Some(PersonaSlot::Loading(waiting)) = personas.remove(persona) {
         for (row, vector) in &waiting {
             insert_into(&mut index, row, vector);
@@ -829,24 +830,24 @@ struct LoadGuard<'a> {
 impl Drop for LoadGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            write(&self.shared.personas).remove(self.persona);
+            self.shared.personas.write().remove(self.persona);
         }
     }
 }
 
 /// Whether adding `rows` keeps every persona index they go to exact and free to lock now (a
-/// persona without an index yet gets an exact one). A persona's index held by a writer (a batch of
-/// graph inserts on the blocking pool) sends the rows there too, so the handler does not wait
-/// behind it.
+/// persona without an index yet gets an exact one). A persona's index a writer holds or waits for
+/// (a batch of graph inserts on the blocking pool) sends the rows there too, so the handler does
+/// not wait behind it.
 fn stays_exact(shared: &Shared, rows: &[MemoryRow]) -> bool {
     let persona_indexes = rows.iter().all(|row| {
         let more = rows.iter().filter(|other| other.persona == row.persona).count();
         // Not loaded, or loading: the vector waits; nothing is inserted now.
         shared
             .ready(&row.persona)
-            .is_none_or(|persona| try_read(&persona).is_some_and(|persona| persona.index.stays_exact_with(more)))
+            .is_none_or(|persona| persona.try_read().is_some_and(|persona| persona.index.stays_exact_with(more)))
     });
-    persona_indexes && read(&shared.outputs).as_ref().is_none_or(|outputs| outputs.index.stays_exact_with(rows.len()))
+    persona_indexes && shared.outputs.read().as_ref().is_none_or(|outputs| outputs.index.stays_exact_with(rows.len()))
 }
 
 fn meta_of(row: &MemoryRow) -> Meta {
@@ -859,7 +860,7 @@ fn meta_of(row: &MemoryRow) -> Meta {
 }
 
 fn add_output(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32]) {
-    let mut outputs = write(&shared.outputs);
+    let mut outputs = shared.outputs.write();
     let outputs = outputs.get_or_insert_with(|| Outputs::empty(shared, vector.len()));
     if let Some(reservation) = outputs.reserved.remove(&row.text) {
         outputs.remove(reservation);
@@ -873,7 +874,7 @@ fn add_output(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32]) {
 
 /// Drops outputs (and reservations) older than the dedup window.
 fn prune_outputs(shared: &Shared, window_start: i64) {
-    if let Some(outputs) = write(&shared.outputs).as_mut() {
+    if let Some(outputs) = shared.outputs.write().as_mut() {
         let old: Vec<i64> =
             outputs.meta.iter().filter(|(_, output)| output.created_at < window_start).map(|(id, _)| *id).collect();
         for id in old {
@@ -888,7 +889,7 @@ fn prune_outputs(shared: &Shared, window_start: i64) {
 fn publish_sizes(shared: &Shared) {
     let (mut vectors, mut bytes) = (0, 0);
     for persona in shared.ready_all() {
-        let persona = read(&persona);
+        let persona = persona.read();
         vectors += persona.index.len();
         bytes += persona.index.memory_bytes();
     }
@@ -913,7 +914,7 @@ async fn load(db: &Db, shared: &Arc<Shared>, window: Duration) -> Result<(), cra
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for stored in page.iter().filter(|stored| usable(&stored.vector)) {
-                let dimension = *write(&shared.dimension).get_or_insert(stored.vector.len());
+                let dimension = *shared.dimension.write().get_or_insert(stored.vector.len());
                 if stored.vector.len() == dimension {
                     add_output(&shared, &stored.row, &stored.vector);
                 }
@@ -1016,7 +1017,7 @@ async fn similar_ids(
 }
 
 /// Searches `persona`'s loaded index; `None` if it is not loaded, or if `wait` is false and a
-/// writer holds it (another persona's writer never does).
+/// writer holds it or waits for it (another persona's writer never does).
 fn search_ready(
     shared: &Shared,
     persona: &str,
@@ -1026,7 +1027,7 @@ fn search_ready(
     accept: impl Fn(&Meta) -> bool,
 ) -> Option<Vec<(i64, f32)>> {
     let index = shared.ready(persona)?;
-    let index = if wait { read(&index) } else { try_read(&index)? };
+    let index = if wait { index.read() } else { index.try_read()? };
     Some(index.index.search(vector, k, |id| index.meta.get(&id).is_some_and(&accept)))
 }
 
@@ -1107,7 +1108,7 @@ async fn check(
         return Verdict::Unique;
     };
     let window_start = now_ms() - window.as_millis() as i64;
-    let mut outputs = write(&shared.outputs);
+    let mut outputs = shared.outputs.write();
     let outputs = outputs.get_or_insert_with(|| Outputs::empty(shared, vector.len()));
     let started = Instant::now();
     let best = outputs.index.search(&vector, 1, |id| {
@@ -1200,7 +1201,7 @@ mod tests {
             insert_into(&mut index, &row(id, persona), &vector(id));
         }
         let index = Arc::new(RwLock::new(index));
-        write(&shared.personas).insert(persona.to_owned(), PersonaSlot::Ready(index.clone()));
+        shared.personas.write().insert(persona.to_owned(), PersonaSlot::Ready(index.clone()));
         index
     }
 
@@ -1209,7 +1210,7 @@ mod tests {
         let shared = shared();
         let ada = load(&shared, "ada", 1..20);
         load(&shared, "bo", 100..120);
-        let held = write(&ada);
+        let held = ada.write();
         let bo = search_ready(&shared, "bo", &vector(101), 3, false, |_| true).expect("bo's index is free");
         assert_eq!(bo.first().map(|hit| hit.0 % DIMENSION as i64), Some(101 % DIMENSION as i64));
         assert!(bo.iter().all(|(id, _)| (100..120).contains(id)), "{bo:?}");
@@ -1226,7 +1227,7 @@ mod tests {
         let shared = shared();
         let ada = load(&shared, "ada", 1..20);
         load(&shared, "bo", 100..120);
-        let held = write(&ada);
+        let held = ada.write();
         assert!(!stays_exact(&shared, &[row(30, "ada")]));
         assert!(!stays_exact(&shared, &[row(130, "bo"), row(30, "ada")]));
         assert!(stays_exact(&shared, &[row(130, "bo")]));
@@ -1239,18 +1240,18 @@ mod tests {
     fn stored_vectors_reach_a_loaded_persona_and_wait_for_a_loading_one() {
         let shared = Arc::new(shared());
         let ada = load(&shared, "ada", 1..5);
-        write(&shared.personas).insert("bo".to_owned(), PersonaSlot::Loading(Vec::new()));
+        shared.personas.write().insert("bo".to_owned(), PersonaSlot::Loading(Vec::new()));
         add(&shared, &row(9, "ada"), &vector(9), i64::MAX);
         add(&shared, &row(109, "bo"), &vector(109), i64::MAX);
         add(&shared, &row(209, "cy"), &vector(209), i64::MAX);
-        assert_eq!(read(&ada).index.len(), 5);
-        assert!(read(&ada).meta.contains_key(&9));
-        match read(&shared.personas).get("bo") {
+        assert_eq!(ada.read().index.len(), 5);
+        assert!(ada.read().meta.contains_key(&9));
+        match shared.personas.read().get("bo") {
             Some(PersonaSlot::Loading(waiting)) => {
                 assert_eq!(waiting.iter().map(|(row, _)| row.id).collect::<Vec<_>>(), [109])
             }
             _ => panic!("bo is still loading"),
         }
-        assert!(read(&shared.personas).get("cy").is_none(), "an unloaded persona's vector waits in the store");
+        assert!(shared.personas.read().get("cy").is_none(), "an unloaded persona's vector waits in the store");
     }
 }
