@@ -277,6 +277,13 @@ const CROSSING_RATE: u64 = 500;
 /// How long the crossing measurement goes on once the index is a graph.
 const CROSSING_AFTER: Duration = Duration::from_secs(2);
 
+/// Sleeps until the `n`th of [`CROSSING_RATE`] events a second counted from `started` is due (at
+/// once if it is late).
+fn pace(started: Instant, n: usize) {
+    let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
+    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+}
+
 /// One index crossing the threshold, see the module docs.
 struct Crossing {
     mode: &'static str,
@@ -331,8 +338,7 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
                 if done.load(Ordering::Relaxed) {
                     break;
                 }
-                let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                pace(started, n);
                 let start = Instant::now();
                 std::hint::black_box(shared.read().search(query, K, |_| true));
                 latencies.push(start.elapsed());
@@ -343,8 +349,7 @@ fn crossing(mixture: &Mixture, deferred: bool) -> Crossing {
         let mut inserts = Vec::new();
         let started = Instant::now();
         for (n, (id, vector)) in rows.enumerate() {
-            let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            pace(started, n);
             let start = Instant::now();
             let mut index = shared.write();
             index.insert(id, vector).expect("insert");
@@ -447,10 +452,6 @@ fn side_by_side(
 ) -> Neighbour {
     let done = AtomicBool::new(false);
     let started = Instant::now();
-    let paced = |n: usize| {
-        let due = started + Duration::from_micros(n as u64 * 1_000_000 / CROSSING_RATE);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-    };
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let (mut latencies, mut without) = (Vec::new(), 0);
@@ -458,7 +459,7 @@ fn side_by_side(
                 if done.load(Ordering::Relaxed) {
                     break;
                 }
-                paced(n);
+                pace(started, n);
                 let start = Instant::now();
                 match search(query) {
                     Some(hits) => {
@@ -472,7 +473,7 @@ fn side_by_side(
         });
         let mut count = 0;
         for (n, vector) in inserts.chunks_exact(DIMENSION).enumerate() {
-            paced(n);
+            pace(started, n);
             insert((NEIGHBOUR_GRAPH + n) as i64, vector);
             count += 1;
         }
