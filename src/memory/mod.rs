@@ -734,7 +734,7 @@ const LOAD_WAIT: Duration = Duration::from_secs(3);
 /// Reads `persona`'s vectors from the store into its index unless that was done already; `false`
 /// if it could not (a store error, or another search's load taking longer than [`LOAD_WAIT`]).
 async fn ensure_loaded(db: &Db, shared: &Shared, persona: &str) -> bool {
-    // The common case, under the read lock that searches share.
+    // The common case, under the map's read lock (held only for the look-up).
     if matches!(shared.personas.read().get(persona), Some(PersonaSlot::Ready(_))) {
         return true;
     }
@@ -1205,11 +1205,17 @@ mod tests {
         index
     }
 
-    #[test]
-    fn a_persona_whose_index_is_being_written_does_not_hold_up_another_personas_search() {
+    /// Ada with memories 1..20 and Bo with 100..120, both loaded; Ada's index is returned.
+    fn ada_and_bo() -> (Shared, Arc<RwLock<PersonaIndex>>) {
         let shared = shared();
         let ada = load(&shared, "ada", 1..20);
         load(&shared, "bo", 100..120);
+        (shared, ada)
+    }
+
+    #[test]
+    fn a_persona_whose_index_is_being_written_does_not_hold_up_another_personas_search() {
+        let (shared, ada) = ada_and_bo();
         let held = ada.write();
         let bo = search_ready(&shared, "bo", &vector(101), 3, false, |_| true).expect("bo's index is free");
         assert_eq!(bo.first().map(|hit| hit.0 % DIMENSION as i64), Some(101 % DIMENSION as i64));
@@ -1224,9 +1230,7 @@ mod tests {
 
     #[test]
     fn rows_for_an_index_held_by_a_writer_go_to_the_blocking_pool_and_the_others_stay_inline() {
-        let shared = shared();
-        let ada = load(&shared, "ada", 1..20);
-        load(&shared, "bo", 100..120);
+        let (shared, ada) = ada_and_bo();
         let held = ada.write();
         assert!(!stays_exact(&shared, &[row(30, "ada")]));
         assert!(!stays_exact(&shared, &[row(130, "bo"), row(30, "ada")]));
