@@ -37,6 +37,17 @@ impl AccountBacklog {
         }
     }
 
+    /// Takes a sweep's count of the database, as far as `moving` lets it be trusted.
+    fn settle(&self, rows: i64, moving: Moving) {
+        match moving {
+            Moving::Nothing => self.set(rows),
+            Moving::Leaving => {
+                self.rows.fetch_max(rows, Ordering::Relaxed);
+            }
+            Moving::Arriving => {}
+        }
+    }
+
     fn add(&self, rows: i64) {
         self.rows.fetch_add(rows, Ordering::Relaxed);
         if rows < 0 {
@@ -85,24 +96,42 @@ impl OutboxBacklog {
     }
 
     /// Sets every account's count to what the database holds: `pending` lists the accounts with
-    /// pending rows; every other account has none.
-    pub fn reconcile<'a>(&self, pending: impl IntoIterator<Item = (&'a str, &'a str, i64)>) {
+    /// pending rows; every other account has none. `moving` says what may change an account's
+    /// rows while the database was read, and so how far its count there can be trusted.
+    pub fn reconcile<'a>(
+        &self,
+        pending: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
+        moving: impl Fn(&str, &str) -> Moving,
+    ) {
         let mut listed: HashMap<(&str, &str), i64> = HashMap::new();
         for (platform, persona, rows) in pending {
             listed.insert((platform, persona), rows);
         }
         for (&(platform, persona), &rows) in &listed {
-            self.account(platform, persona).set(rows);
+            self.account(platform, persona).settle(rows, moving(platform, persona));
         }
         let platforms = self.platforms.read().expect("backlog lock");
         for (platform, accounts) in platforms.iter() {
             for (persona, account) in accounts {
                 if !listed.contains_key(&(platform.as_str(), persona.as_str())) {
-                    account.set(0);
+                    account.settle(0, moving(platform, persona));
                 }
             }
         }
     }
+}
+
+/// What may change an account's outbox rows while a sweep reads their count from the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moving {
+    /// Nothing in this process: the database's count is the count.
+    Nothing,
+    /// A worker may mark rows sent before the read and count them out after it: the database's
+    /// count only raises the account's (rows written elsewhere, such as an approval).
+    Leaving,
+    /// A group commit may land before the read and count its rows in after it: the count is
+    /// left as it is, until a sweep finds the account still.
+    Arriving,
 }
 
 #[cfg(test)]
@@ -125,11 +154,32 @@ mod tests {
         backlog.add("local", "cy", 1);
         assert_eq!(backlog.rows("local", "cy"), 0);
 
-        backlog.reconcile([("x", "ada", 5), ("local", "dee", 1)]);
+        backlog.reconcile([("x", "ada", 5), ("local", "dee", 1)], |_, _| Moving::Nothing);
         assert_eq!(backlog.rows("x", "ada"), 5);
         assert_eq!(backlog.rows("local", "dee"), 1);
         assert_eq!(backlog.rows("x", "bob"), 0, "an account the database lists no rows for has none");
         assert_eq!(backlog.rows("reddit", "ada"), 0);
+    }
+
+    #[test]
+    fn a_sweep_keeps_the_counts_of_accounts_whose_rows_move_while_it_reads() {
+        let backlog = OutboxBacklog::default();
+        for persona in ["ada", "bob", "cy", "dee"] {
+            backlog.add("x", persona, 3);
+        }
+        // The database, read while ada's worker marked a row sent and bob's commit landed a row:
+        // ada's count goes out after the read, bob's comes in after it.
+        let moving = |_: &str, persona: &str| match persona {
+            "ada" | "cy" => Moving::Leaving,
+            "bob" => Moving::Arriving,
+            _ => Moving::Nothing,
+        };
+        backlog.reconcile([("x", "ada", 2), ("x", "bob", 4), ("x", "cy", 5)], moving);
+        backlog.add("x", "ada", -1);
+        backlog.add("x", "bob", 1);
+        assert_eq!((backlog.rows("x", "ada"), backlog.rows("x", "bob")), (2, 4), "each counted once");
+        assert_eq!(backlog.rows("x", "cy"), 5, "rows written elsewhere still raise a moving account's count");
+        assert_eq!(backlog.rows("x", "dee"), 0, "a still account takes the database's count");
     }
 
     #[tokio::test]
@@ -143,7 +193,7 @@ mod tests {
         backlog.add("x", "bob", -5);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "7 rows are still more than 4");
-        backlog.reconcile([("x", "ada", 4)]);
+        backlog.reconcile([("x", "ada", 4)], |_, _| Moving::Nothing);
         tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken at 4").unwrap();
 
         // Already at the mark: no wait at all.

@@ -9,7 +9,9 @@
 //!   rows: that account's next worker reads the outbox instead of taking them.
 //! - `Kick` (every `publisher.sweep_every`) looks up the accounts with pending rows, sets each
 //!   account's outbox backlog from it (the count agents hold drafting by, `agents.max_unpublished`;
-//!   between sweeps commits count rows in and workers count them out), and starts one worker task
+//!   between sweeps commits count rows in, before their callers hear, and workers count them out;
+//!   an account with a commit or a worker under way keeps its count, or has it only raised, as
+//!   its rows may move during the read), and starts one worker task
 //!   per idle account with due rows (retries come due this way). A worker publishes that account's due rows
 //!   in order (at most `publisher.batch` per run), so one slow or rate-limited account never holds
 //!   up another, and one account never has two workers. Each row takes a permit from its account's
@@ -41,7 +43,7 @@ use crate::store::{
 };
 use crate::task::AbortOnDrop;
 
-pub use backlog::{AccountBacklog, OutboxBacklog};
+pub use backlog::{AccountBacklog, Moving, OutboxBacklog};
 
 pub struct Publisher;
 
@@ -71,6 +73,8 @@ pub struct PublisherState {
     to_commit: Vec<ToCommit>,
     /// The group commit in flight (at most one: what arrives meanwhile goes in the next).
     committing: Option<AbortOnDrop>,
+    /// The accounts the commit in flight writes rows for.
+    arriving: HashSet<Account>,
     _sweep: AbortOnDrop,
 }
 
@@ -161,6 +165,7 @@ impl Actor for Publisher {
             drain_waiters: Vec::new(),
             to_commit: Vec::new(),
             committing: None,
+            arriving: HashSet::new(),
             _sweep: sweep.into(),
         })
     }
@@ -180,27 +185,36 @@ impl Actor for Publisher {
             }
             PublisherMsg::Committed { batch, results } => {
                 state.committing = None;
+                state.arriving.clear();
                 let overlapped = std::mem::take(&mut state.overlapped);
                 let mut failed_for_good = false;
                 let mut accounts: HashMap<Account, Vec<OutboxRow>> = HashMap::new();
+                let mut replies = Vec::with_capacity(batch.len());
                 for (ToCommit { item, reply, .. }, result) in batch.into_iter().zip(results) {
                     failed_for_good |= result.as_ref().is_err_and(|err| !err.is_transient());
                     let created = match &result {
                         Ok(enqueued) if enqueued.created => Some(enqueued.id),
                         _ => None,
                     };
-                    let _ = reply.send(result.map_err(|err| err.to_string()));
+                    replies.push((reply, result));
                     let rows = accounts.entry((item.platform.clone(), item.persona.clone())).or_default();
                     if let Some(id) = created {
                         metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
                         rows.push(OutboxRow::queued(id, item));
                     }
                 }
+                // Counted in before the callers hear: an agent that stops counting a reply as
+                // being drafted finds it among its account's rows.
+                for (account, rows) in &accounts {
+                    state.context.directory.outbox.add(&account.0, &account.1, rows.len() as i64);
+                }
+                for (reply, result) in replies {
+                    let _ = reply.send(result.map_err(|err| err.to_string()));
+                }
                 // Only these accounts have new rows: an idle one's worker gets the rows just
                 // committed (no query); a running one goes again, and one that read the outbox
                 // during the commit reads it again. Once per account, whatever the batch held.
                 for (account, mut rows) in accounts {
-                    state.context.directory.outbox.add(&account.0, &account.1, rows.len() as i64);
                     if state.busy.contains_key(&account) {
                         state.dirty.insert(account);
                     } else if overlapped.contains(&account) || rows.is_empty() {
@@ -249,6 +263,8 @@ impl Publisher {
         let myself = myself.clone();
         // A worker running now may read the outbox after this commit lands.
         state.overlapped.extend(state.busy.keys().cloned());
+        state.arriving =
+            batch.iter().map(|ToCommit { item, .. }| (item.platform.clone(), item.persona.clone())).collect();
         let commit = tokio::spawn(async move {
             let results = commit(&db, &batch).await;
             let _ = myself.send_message(PublisherMsg::Committed { batch, results });
@@ -296,11 +312,23 @@ impl Publisher {
                 return;
             }
         };
-        // Rows committed or published while this read ran may be counted twice or not at all:
-        // off by those few, until the next sweep.
+        // The commit in flight and the running workers count their rows in and out after their
+        // writes land, which may be before this read or after it: their accounts' counts are
+        // kept (or only raised), and set the next time a sweep finds them still.
         let backlog = &state.context.directory.outbox;
+        let moving = |platform: &str, persona: &str| {
+            let account = (platform.to_owned(), persona.to_owned());
+            if state.arriving.contains(&account) {
+                Moving::Arriving
+            } else if state.busy.contains_key(&account) {
+                Moving::Leaving
+            } else {
+                Moving::Nothing
+            }
+        };
         backlog.reconcile(
             accounts.iter().map(|account| (account.platform.as_str(), account.persona.as_str(), account.rows)),
+            moving,
         );
         let pending: i64 = accounts.iter().map(|account| account.rows).sum();
         metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
