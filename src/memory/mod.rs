@@ -566,24 +566,29 @@ async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
         }
         Err(err) => tracing::warn!(error = %err, "retention cannot list personas"),
     }
-    if !deleted.is_empty() {
-        for persona in shared.ready_all() {
-            let mut persona = persona.write();
-            for id in &deleted {
-                if persona.meta.remove(id).is_some() {
-                    persona.index.remove(*id);
+    // The indexes' locks may wait for a batch of graph inserts: on the blocking pool.
+    let window_start = now_ms() - config.dedup_window.get().as_millis() as i64;
+    let _ = tokio::task::spawn_blocking(move || {
+        if !deleted.is_empty() {
+            for persona in shared.ready_all() {
+                let mut persona = persona.write();
+                for id in &deleted {
+                    if persona.meta.remove(id).is_some() {
+                        persona.index.remove(*id);
+                    }
                 }
             }
-        }
-        if let Some(outputs) = shared.outputs.write().as_mut() {
-            for id in &deleted {
-                outputs.remove(*id);
+            if let Some(outputs) = shared.outputs.write().as_mut() {
+                for id in &deleted {
+                    outputs.remove(*id);
+                }
+                metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
             }
-            metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
         }
-    }
-    prune_outputs(&shared, now_ms() - config.dedup_window.get().as_millis() as i64);
-    publish_sizes(&shared);
+        prune_outputs(&shared, window_start);
+        publish_sizes(&shared);
+    })
+    .await;
 }
 
 /// The persona file as facts: who it is, how it writes, what it talks about, how it sounds.
@@ -886,15 +891,19 @@ fn prune_outputs(shared: &Shared, window_start: i64) {
     }
 }
 
-fn publish_sizes(shared: &Shared) {
+/// Sets the personas' index gauges (vectors, bytes) and returns what it set, unless a writer
+/// holds or waits for one of the indexes: then nothing, as every writer publishes the sizes when
+/// it is done, and the caller (the handler, recall, a task) does not wait for it.
+fn publish_sizes(shared: &Shared) -> Option<(usize, usize)> {
     let (mut vectors, mut bytes) = (0, 0);
     for persona in shared.ready_all() {
-        let persona = persona.read();
+        let persona = persona.try_read()?;
         vectors += persona.index.len();
         bytes += persona.index.memory_bytes();
     }
     metrics::gauge!(m::MEMORY_INDEX_VECTORS).set(vectors as f64);
     metrics::gauge!(m::MEMORY_INDEX_BYTES).set(bytes as f64);
+    Some((vectors, bytes))
 }
 
 /// Loads the team's recent outputs (posts and replies within the dedup window), page by page;
@@ -1238,6 +1247,22 @@ mod tests {
         assert!(stays_exact(&shared, &[row(230, "cy")]), "not loaded: nothing to insert now");
         drop(held);
         assert!(stays_exact(&shared, &[row(30, "ada")]));
+    }
+
+    #[test]
+    fn index_sizes_are_published_without_waiting_for_a_writer() {
+        let (shared, ada) = ada_and_bo();
+        let shared = Arc::new(shared);
+        let held = ada.write();
+        let (answer, answered) = std::sync::mpsc::channel();
+        let asking = shared.clone();
+        std::thread::spawn(move || answer.send(publish_sizes(&asking)).unwrap());
+        let published = answered.recv_timeout(Duration::from_secs(10)).expect("answered while ada's index is held");
+        assert_eq!(published, None, "nothing is published while a writer holds an index: it publishes when done");
+        drop(held);
+        let (vectors, bytes) = publish_sizes(&shared).expect("published once the writer is done");
+        assert_eq!(vectors, 19 + 20, "ada's and bo's memories");
+        assert!(bytes > 0);
     }
 
     #[test]
