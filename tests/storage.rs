@@ -2072,4 +2072,21 @@ async fn group_commits_write_each_item_as_it_would_alone(db: &Db) {
         db.memories_to_embed("m1", 10).await.expect("memories_to_embed").iter().map(|r| r.id).collect();
     assert_eq!(to_embed, [rows[0].id, rows[2].id], "the others wait for the sweep");
     assert!(db.insert_memories(&[]).await.expect("an empty batch").is_empty());
+    // Groups of several runs, small enough to go as one call on SQLite (6: 4 + 1 + 1) and not
+    // (21: 16 + 4 + 1): every memory stored, in the order given.
+    for count in [6, 21] {
+        let memories: Vec<NewMemory> = (0..count).map(|n| memory(&format!("group of {count}: {n}"))).collect();
+        let batch: Vec<_> = memories.iter().map(|memory| (memory, Some(("m1", &vector[..])))).collect();
+        let rows = db.insert_memories(&batch).await.expect("insert_memories");
+        let texts: Vec<&str> = rows.iter().map(|row| row.text.as_str()).collect();
+        let given: Vec<&str> = memories.iter().map(|memory| memory.text.as_str()).collect();
+        assert_eq!(texts, given, "rows in the order given");
+        let ids: std::collections::HashSet<i64> = rows.iter().map(|row| row.id).collect();
+        let stored = db.persona_vectors("m1", "alice", rows[0].id - 1, 100).await.expect("persona_vectors");
+        assert_eq!(
+            stored.iter().filter(|s| ids.contains(&s.row.id)).count(),
+            count,
+            "all {count} stored with their vectors"
+        );
+    }
 }

@@ -2,9 +2,10 @@
 //! and the model that made it. Vectors of different models are never compared: search loads only
 //! the current model's, and the rest are embedded again.
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
+use super::script::{OwnTransaction, Script};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// What a memory records.
@@ -116,25 +117,38 @@ pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
 
 impl Db {
     /// Stores several memories, each with its vector of a model when known, in one statement a
-    /// run (group commit). Returns their rows in the order given.
+    /// run (group commit); several runs are one transaction, and on SQLite a small group (up to
+    /// 14 memories) is one call, its `BEGIN` and `COMMIT` included (see [`Script`]). Returns their
+    /// rows in the order given.
     pub async fn insert_memories(&self, memories: &[ToInsert<'_>]) -> StoreResult<Vec<MemoryRow>> {
         if memories.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let runs = super::runs(memories);
-        // Several runs (see `runs`) are one transaction: all stored, or none.
+        let encoded: Vec<(&ToInsert<'_>, Option<Vec<u8>>)> =
+            memories.iter().map(|memory| (memory, memory.1.map(|(_, vector)| encode_vector(vector)))).collect();
+        let runs = super::runs(&encoded);
         let mut conn = self.write().await?;
-        let mut rows = Vec::with_capacity(memories.len());
-        if let [run] = runs[..] {
-            insert_memory_run(&mut conn, run, now, &mut rows).await?;
-        } else {
-            let mut tx = conn.begin().await?;
-            for run in runs {
-                insert_memory_run(&mut tx, run, now, &mut rows).await?;
-            }
-            tx.commit().await?;
+        let mut script = Script::new(conn.backend_name());
+        // Several runs (see `runs`) are one transaction: all stored, or none.
+        let several = runs.len() > 1;
+        if several {
+            script.begin();
         }
+        for run in runs {
+            insert_memory_run(&mut script, run, now);
+        }
+        let mut rows = if several {
+            script.commit();
+            let mut tx = OwnTransaction::new(conn);
+            let stored = script.fetch_all(tx.conn()).await;
+            tx.finish(stored).await?
+        } else {
+            script.fetch_all(&mut conn).await?
+        }
+        .iter()
+        .map(MemoryRow::from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
         // Statements number their rows in the order of their VALUES, one after the other;
         // RETURNING has no order.
         rows.sort_by_key(|row| row.id);
@@ -466,34 +480,25 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
 }
 
 /// Inserts one run of memories (see [`super::runs`]) on `conn`, adding their rows to `rows`.
-async fn insert_memory_run(
-    conn: &mut AnyConnection,
-    run: &[ToInsert<'_>],
-    now: i64,
-    rows: &mut Vec<MemoryRow>,
-) -> StoreResult<()> {
-    let sql = format!(
+/// One run's multi-row insert, as a statement of `script`.
+fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {
+    script.statement(&format!(
         "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
          embedding_model) VALUES {} RETURNING {COLUMNS}",
         super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (memory, vector) in run {
-        query = query
-            .bind(&memory.persona)
-            .bind(&memory.platform)
+    ));
+    for ((memory, vector), encoded) in run {
+        script
+            .bind(memory.persona.as_str())
+            .bind(memory.platform.as_str())
             .bind(memory.kind.as_str())
             .bind(memory.conversation.as_deref())
-            .bind(&memory.author)
-            .bind(&memory.text)
+            .bind(memory.author.as_str())
+            .bind(memory.text.as_str())
             .bind(now)
-            .bind(vector.map(|(_, vector)| encode_vector(vector)))
+            .bind(encoded.as_deref())
             .bind(vector.map(|(model, _)| model));
     }
-    for row in &query.fetch_all(conn).await? {
-        rows.push(MemoryRow::from_row(row)?);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
