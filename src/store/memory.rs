@@ -479,8 +479,7 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
     Ok(vectors)
 }
 
-/// Inserts one run of memories (see [`super::runs`]) on `conn`, adding their rows to `rows`.
-/// One run's multi-row insert, as a statement of `script`.
+/// One run of memories (see [`super::runs`]) as a multi-row insert, a statement of `script`.
 fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {
     script.statement(&format!(
         "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
