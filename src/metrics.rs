@@ -37,6 +37,7 @@ pub const LLM_RETRIES: &str = "chorus_llm_retries_total";
 pub const LLM_TOKEN_ESCALATIONS: &str = "chorus_llm_token_escalations_total";
 pub const LLM_BUDGET_REFUSALS: &str = "chorus_llm_budget_refusals_total";
 pub const LLM_EMBEDDINGS: &str = "chorus_llm_embedding_requests_total";
+pub const LLM_EMBEDDING_JOBS: &str = "chorus_llm_embedding_jobs_total";
 // Rate limits
 pub const RATE_LIMIT_WAITS: &str = "chorus_rate_limit_waits_total";
 pub const RATE_LIMIT_REFUSALS: &str = "chorus_rate_limit_refusals_total";
@@ -127,6 +128,10 @@ fn describe() {
     describe_counter!(LLM_TOKEN_ESCALATIONS, "Calls repeated with a larger output budget after stopping for length.");
     describe_counter!(LLM_BUDGET_REFUSALS, "Requests refused by a daily spend cap, by persona, scope and unit.");
     describe_counter!(LLM_EMBEDDINGS, "Embedding requests, by provider and outcome.");
+    describe_counter!(
+        LLM_EMBEDDING_JOBS,
+        "Embeddings asked of the pool, by provider; several go in one request while the embedder is busy."
+    );
     describe_histogram!(LLM_SECONDS, Unit::Seconds, "LLM request latency, by provider.");
     describe_counter!(RATE_LIMIT_WAITS, "Permits that had to wait for the bucket, by platform.");
     describe_counter!(RATE_LIMIT_REFUSALS, "Permits refused because the wait was too long, by platform.");

@@ -1,6 +1,6 @@
 //! The LlmPool actor against the LLM simulator: failover and circuit breakers, Retry-After,
 //! progressive output budgets, spend caps, streaming, broken streams, the bounded queue,
-//! embeddings, and keys kept out of logs.
+//! embeddings (joined while the embedder is busy), and keys kept out of logs.
 
 mod common;
 
@@ -242,6 +242,51 @@ async fn embeddings_go_through_the_configured_provider() {
     let request = sim.requests().pop().unwrap();
     assert!(request.path.ends_with("/v1/embeddings"), "{}", request.path);
     assert_eq!(request.body["model"], "embed-model");
+}
+
+/// With one embedding request allowed out, texts asked for while it is out wait and go together
+/// in the next request; each caller gets the vectors of its own texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_asked_for_while_the_embedder_is_busy_go_together() {
+    let sim = LlmSim::start().await.unwrap();
+    let harness = harness(&format!(
+        "[llm]\ndefault_chain = [\"offline\"]\n\
+         embedding = {{ provider = \"remote\", model = \"embed-model\", max_in_flight = 1 }}\n\n\
+         [llm.providers.offline]\nkind = \"offline\"\n\n{}",
+        provider("remote", "openai_compat", &sim.openai_base_url(), "")
+    ))
+    .await;
+    let embed = |texts: Vec<String>| {
+        let pool = harness.pool.clone();
+        async move { ractor::call!(pool, |reply| LlmMsg::Embed { texts, reply }).unwrap() }
+    };
+    sim.fail_always(Some(SimFault::SlowFirstByte(Duration::from_millis(300))));
+    let first = tokio::spawn(embed(vec!["the first text".to_owned()]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked: Vec<Vec<String>> = vec![
+        vec!["tomatoes need sun".to_owned(), "basil needs water".to_owned()],
+        vec!["compilers need types".to_owned()],
+    ];
+    let joined = futures::future::join_all(asked.iter().cloned().map(embed)).await;
+    first.await.unwrap().unwrap();
+
+    let bodies: Vec<_> = sim.requests().into_iter().filter(|r| r.path.ends_with("/v1/embeddings")).collect();
+    assert_eq!(bodies.len(), 2, "the two callers that waited shared one request");
+    let mut inputs: Vec<String> =
+        bodies[1].body["input"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+    inputs.sort();
+    let mut expected: Vec<String> = asked.concat();
+    expected.sort();
+    assert_eq!(inputs, expected);
+
+    // Each caller's vectors are those of its own texts, as if asked alone.
+    sim.fail_always(None);
+    for (texts, got) in asked.into_iter().zip(joined) {
+        let got = got.unwrap();
+        assert_eq!(got.model, "embed-model");
+        let alone = embed(texts).await.unwrap();
+        assert_eq!(got.vectors, alone.vectors);
+    }
 }
 
 /// Logs are captured on this (current-thread) runtime; the key must never appear, and a refused

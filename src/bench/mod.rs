@@ -553,11 +553,19 @@ fn targets(runs: &[SuiteRun]) -> Vec<TargetRow> {
     });
     rows.extend([
         row(
-            "embeddings per reply at 5,000/s",
+            "embedding requests per reply at 5,000/s",
             "≤ 1",
             Goal::AtMost(1.0),
             "latency 5000/s",
             "embeddings_per_reply",
+            &plain,
+        ),
+        row(
+            "… embeddings asked for per reply (joined into those requests)",
+            "—",
+            Goal::Reported,
+            "latency 5000/s",
+            "embedding_jobs_per_reply",
             &plain,
         ),
         row("idle RSS, 1 agent", "≤ 20 MiB", Goal::AtMost(20.0 * MIB), "idle 1", "rss_bytes", &bytes),

@@ -78,7 +78,8 @@ pub struct RoundTrip {
 /// last reply, at least `seconds`), `mentions`, `mentions_stored`, `post_errors`, `replies`,
 /// `unanswered`, `closed_without_reply`, `duplicate_replies`, latencies `p50_us`, `p99_us`,
 /// `p999_us`, `max_us`, `mean_us` (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
-/// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`,
+/// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`
+/// (requests to the embedder), `embedding_jobs_per_reply` (embeddings asked of the pool),
 /// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`; with a
 /// delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
 /// `ratio_p50`, `ratio_p99` (reply latency ÷ bare round trip). When replies fall behind, waiting
@@ -260,6 +261,7 @@ struct Observation {
     /// CPU when the observation stopped, if every mention was answered by then.
     cpu_all_answered: Option<Duration>,
     embeddings_before: Option<f64>,
+    embedding_jobs_before: Option<f64>,
 }
 
 impl Observation {
@@ -295,6 +297,7 @@ impl Observation {
             cpu_before: cpu_time(),
             cpu_all_answered: None,
             embeddings_before: metric_total(crate::metrics::LLM_EMBEDDINGS),
+            embedding_jobs_before: metric_total(crate::metrics::LLM_EMBEDDING_JOBS),
         }
     }
 
@@ -399,6 +402,7 @@ async fn observe(service: &Service, rate: u32, seconds: f64) -> anyhow::Result<O
 fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls: i64) -> Run {
     let cpu_after = observation.cpu_all_answered.or_else(cpu_time);
     let embeddings_after = metric_total(crate::metrics::LLM_EMBEDDINGS);
+    let embedding_jobs_after = metric_total(crate::metrics::LLM_EMBEDDING_JOBS);
     let replies = observation.latencies_us.len() as f64;
     let mut values = BTreeMap::new();
     let mut notes = Vec::new();
@@ -455,6 +459,9 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
         if let (Some(before), Some(after)) = (observation.embeddings_before, embeddings_after) {
             set("embeddings_per_reply", (after - before) / written);
         }
+        if let (Some(before), Some(after)) = (observation.embedding_jobs_before, embedding_jobs_after) {
+            set("embedding_jobs_per_reply", (after - before) / written);
+        }
     }
     match outbox {
         Some(counts) => {
@@ -481,8 +488,9 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
     notes.push(
         "latency: mention stored on the local timeline → reply stored there by the Publisher (after its outbox \
          row is committed); cpu: the whole process (service, load generator and observer), per reply published; \
-         llm calls (llm_usage rows of the window) and embeddings (chorus_llm_embedding_requests_total): per \
-         reply written to the outbox, published or pending at the stop"
+         llm calls (llm_usage rows of the window), embedding requests to the embedder \
+         (chorus_llm_embedding_requests_total) and embeddings asked of the pool, joined into those requests \
+         (chorus_llm_embedding_jobs_total): per reply written to the outbox, published or pending at the stop"
             .to_owned(),
     );
     Run { values, notes }

@@ -378,6 +378,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
             }
             Some(_) => {}
         }
+        if embedding.max_in_flight == 0 {
+            report.push("llm.embedding.max_in_flight", "must be at least 1");
+        }
     }
     let budget = &service.llm.budget;
     for (key, tokens) in [
@@ -725,7 +728,8 @@ schedule = { every = "90m" }
         write(
             dir.path(),
             "chorus.toml",
-            "colour = 1\n[store]\nmax_connections = 0\n[agents]\nmax_in_flight = 8\nmax_pending = 4\nmax_unpublished = 0\n",
+            "colour = 1\n[store]\nmax_connections = 0\n[agents]\nmax_in_flight = 8\nmax_pending = 4\nmax_unpublished = 0\n\
+             [llm.embedding]\nprovider = \"offline\"\nmodel = \"m\"\nmax_in_flight = 0\n",
         );
         write(
             dir.path(),
@@ -738,6 +742,7 @@ schedule = { every = "90m" }
         assert!(errors.contains("chorus.toml: store.max_connections: must be at least 1"), "{errors}");
         assert!(errors.contains("chorus.toml: agents.max_pending: must be at least agents.max_in_flight"), "{errors}");
         assert!(errors.contains("chorus.toml: agents.max_unpublished: must be at least 1"), "{errors}");
+        assert!(errors.contains("chorus.toml: llm.embedding.max_in_flight: must be at least 1"), "{errors}");
         assert!(errors.contains("ada.toml: mood: unknown field"), "{errors}");
         assert!(errors.contains("ada.toml: schedule.every: expected a duration like \"90m\""), "{errors}");
         assert!(errors.contains("bob.toml: name: expected 1 to 32 lowercase"), "{errors}");

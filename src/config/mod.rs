@@ -442,6 +442,18 @@ pub struct EmbeddingConfig {
     pub provider: String,
     /// The model name sent to the provider; ignored by the offline embedder.
     pub model: String,
+    /// Embedding requests in flight at once. Texts asked for while that many are out wait and go
+    /// together in the next request, so under load requests carry many texts and their rate stays
+    /// near `max_in_flight` ÷ the round trip, whatever the load.
+    #[serde(default = "default_embedding_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// Two requests out: one slow request does not hold every other text.
+pub const DEFAULT_EMBEDDING_IN_FLIGHT: usize = 2;
+
+fn default_embedding_in_flight() -> usize {
+    DEFAULT_EMBEDDING_IN_FLIGHT
 }
 
 impl Config {

@@ -15,11 +15,15 @@
 //!   `max_queue` and beyond that fail fast with [`LlmError::QueueFull`].
 //! - **Accounting and caps.** Tokens and cost per persona, provider and model go to metrics and,
 //!   in batches, to `llm_usage` ([`usage`]); daily caps ([`budget`]) refuse a call before it is sent.
+//! - **Embeddings joined under load.** At most `llm.embedding.max_in_flight` embedding requests
+//!   are out at once; texts asked for meanwhile wait and go together in the next request
+//!   ([`batch`]).
 //!
-//! Calls never block the mailbox: each request runs in its own task that answers the caller's
-//! reply port directly.
+//! Calls never block the mailbox: each completion runs in its own task, and embeddings in the
+//! embedding queue's driver tasks, which answer the caller's reply port directly.
 
 mod anthropic;
+mod batch;
 mod breaker;
 mod budget;
 pub mod offline;
@@ -37,7 +41,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, DEFAULT_EMBEDDING_IN_FLIGHT, ProviderConfig, ProviderKind};
 use crate::metrics as m;
 use crate::store::{Db, LlmUsage, now_ms};
 
@@ -79,6 +83,8 @@ struct Pool {
     /// The embedding model: an `openai_compat` provider with its slot (breaker, concurrency), or
     /// the offline embedder (no slot: nothing to protect).
     embedder: (Arc<dyn Embedder>, Option<Arc<Slot>>),
+    /// Embedding requests waiting for the embedder, joined while it is busy.
+    embeds: batch::EmbedQueue,
     budgets: Arc<Budgets>,
     usage: mpsc::Sender<LlmUsage>,
 }
@@ -135,10 +141,11 @@ impl Actor for LlmPool {
                 });
             }
             LlmMsg::Embed { texts, reply } => {
-                let pool = state.pool.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(pool.embed(&texts).await);
-                });
+                let pool = &state.pool;
+                if pool.embeds.push(batch::Job { texts, reply }, pool.embedder.0.name()) == batch::Pushed::StartDriver {
+                    let pool = state.pool.clone();
+                    tokio::spawn(async move { pool.drive_embeddings().await });
+                }
             }
             LlmMsg::Reconfigure { config } => {
                 state.pool.budgets.reconfigure(config.service.llm.budget.clone());
@@ -189,7 +196,9 @@ fn build_pool(
         }
         None => (Arc::new(OfflineEmbedder::new("offline")), None),
     };
-    Ok(Pool { slots, default_chain: config.service.llm.default_chain.clone(), embedder, budgets, usage })
+    let in_flight = config.service.llm.embedding.as_ref().map_or(DEFAULT_EMBEDDING_IN_FLIGHT, |e| e.max_in_flight);
+    let embeds = batch::EmbedQueue::new(in_flight);
+    Ok(Pool { slots, default_chain: config.service.llm.default_chain.clone(), embedder, embeds, budgets, usage })
 }
 
 impl Pool {
@@ -380,6 +389,17 @@ impl Pool {
             tracing::warn!("llm usage writer is gone; a usage row was not recorded");
         }
         result
+    }
+
+    /// Sends the embedding jobs that wait, a batch a request, until none wait ([`batch`]).
+    async fn drive_embeddings(&self) {
+        let _driving = batch::Driving::new(&self.embeds);
+        while let Some(batch) = self.embeds.next() {
+            let result = self.embed(batch.texts()).await;
+            let provider = self.embedder.0.name();
+            metrics::counter!(m::LLM_EMBEDDING_JOBS, "provider" => provider.to_owned()).increment(batch.jobs() as u64);
+            batch.answer(result, provider);
+        }
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, LlmError> {
