@@ -97,6 +97,10 @@ struct BenchArgs {
     /// A fixed LLM delay: replies are written by the LLM simulator instead of the offline provider.
     #[arg(long, value_name = "MS", requires = "scenario")]
     llm_delay_ms: Option<u64>,
+    /// With --llm-delay-ms: embeddings too go to the LLM simulator (384 dimensions, the same delay)
+    /// instead of the offline embedder.
+    #[arg(long, requires = "llm_delay_ms")]
+    remote_embedder: bool,
     /// Idle agents (idle).
     #[arg(long, requires = "scenario")]
     agents: Option<usize>,
@@ -206,6 +210,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         rate: args.rate,
         seconds: args.seconds,
         llm_delay_ms: args.llm_delay_ms,
+        remote_embedder: args.remote_embedder,
         agents: args.agents,
         up_to: args.up_to,
     };

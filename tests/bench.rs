@@ -8,7 +8,7 @@ use chorus::bench::{Measurement, reply};
 /// 50 mentions in one second, all answered once, through the outbox, with one completion each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
-    let measurement = reply::latency(50, 1.0, None).await.expect("the benchmark runs");
+    let measurement = reply::latency(50, 1.0, reply::Llm::Offline).await.expect("the benchmark runs");
     let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
     assert_eq!(measurement.scenario, "latency");
     assert_eq!(value("mentions"), 50.0, "{measurement:?}");
@@ -21,6 +21,24 @@ async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
     assert_eq!(value("outbox_pending"), 0.0, "{measurement:?}");
     assert_eq!(value("outbox_sent"), value("replies"), "{measurement:?}");
     assert!(value("cpu_per_reply_us") >= 0.0, "{measurement:?}");
+    assert!(value("embeddings_per_reply") > 0.0, "{measurement:?}");
+    assert!(value("embedding_jobs_per_reply") > 0.0, "{measurement:?}");
+}
+
+/// With the embedding model at the LLM simulator too, every mention is answered once, with one
+/// completion, and the embeddings are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_benchmark_runs_with_a_remote_embedder() {
+    let llm = reply::Llm::Simulated { delay: std::time::Duration::from_millis(5), embeddings: true };
+    let measurement = reply::latency(20, 1.0, llm).await.expect("the benchmark runs");
+    let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
+    assert_eq!(measurement.params.get("embedder"), Some(&serde_json::json!("simulator")));
+    assert_eq!(value("replies"), 20.0, "{measurement:?}");
+    assert_eq!(value("unanswered"), 0.0, "{measurement:?}");
+    assert_eq!(value("llm_calls_per_reply"), 1.0, "{measurement:?}");
+    assert!(value("embeddings_per_reply") > 0.0, "{measurement:?}");
+    assert!(value("embedding_jobs_per_reply") > 0.0, "{measurement:?}");
+    assert!(value("ratio_p50") > 0.0, "{measurement:?}");
 }
 
 /// `chorus bench --scenario latency` prints one JSON line that is a measurement.

@@ -211,7 +211,7 @@ pub fn init_logs() {
 }
 
 /// One scenario run in this process: `chorus bench --scenario NAME [--rate R] [--seconds S]
-/// [--llm-delay-ms D] [--agents N] [--up-to R]`. Unset parameters take the scenario's default.
+/// [--llm-delay-ms D [--remote-embedder]] [--agents N] [--up-to R]`. Unset parameters take the scenario's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScenarioArgs {
     /// `latency`, `max-rate`, `idle` or `shutdown`.
@@ -222,6 +222,8 @@ pub struct ScenarioArgs {
     pub seconds: Option<f64>,
     /// A fixed LLM delay: completions go to the LLM simulator instead of the offline provider.
     pub llm_delay_ms: Option<u64>,
+    /// With `llm_delay_ms`: embeddings go to the LLM simulator too (`latency`).
+    pub remote_embedder: bool,
     /// Idle agents (`idle`).
     pub agents: Option<usize>,
     /// The highest offered rate `max-rate` tries.
@@ -232,8 +234,11 @@ pub struct ScenarioArgs {
 pub async fn run_scenario(args: &ScenarioArgs) -> anyhow::Result<Measurement> {
     match args.name.as_str() {
         "latency" => {
-            let delay = args.llm_delay_ms.map(Duration::from_millis);
-            reply::latency(args.rate.unwrap_or(1000), args.seconds.unwrap_or(10.0), delay).await
+            let llm = match args.llm_delay_ms.map(Duration::from_millis) {
+                Some(delay) => reply::Llm::Simulated { delay, embeddings: args.remote_embedder },
+                None => reply::Llm::Offline,
+            };
+            reply::latency(args.rate.unwrap_or(1000), args.seconds.unwrap_or(10.0), llm).await
         }
         "max-rate" => reply::max_rate_up_to(args.seconds.unwrap_or(5.0), args.up_to.unwrap_or(u32::MAX)).await,
         "idle" => fleet::idle(args.agents.unwrap_or(1000)).await,

@@ -33,6 +33,9 @@ use crate::store::{Db, OutboxCounts};
 
 /// Who posts the mentions.
 const AUTHOR: &str = "human";
+/// Dimensions of the simulator's embeddings when it is the embedding model (those of the
+/// offline embedder, so the dedup check compares alike).
+const REMOTE_EMBEDDING_DIMENSION: usize = 384;
 /// Replies an agent generates at once, and requests the LLM provider serves at once: well above
 /// what `rate × LLM delay` needs, so the benchmark measures the service, not a configured cap.
 const MAX_IN_FLIGHT: usize = 512;
@@ -71,8 +74,19 @@ pub struct RoundTrip {
     pub p99_us: f64,
 }
 
+/// Where a latency run's completions and embeddings are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Llm {
+    /// The offline provider and the offline embedder: zero latency, in process.
+    Offline,
+    /// Completions at an in-process LLM simulator answering after `delay`; with `embeddings`,
+    /// embeddings there too (384 dimensions, the same delay), as with a remote embedding model.
+    Simulated { delay: Duration, embeddings: bool },
+}
+
 /// Offers `rate` mentions per second for `seconds` to one persona and measures the replies; with
-/// `llm_delay`, completions go to an in-process LLM simulator answering after that delay.
+/// [`Llm::Simulated`], completions (and embeddings, if asked) go to an in-process LLM simulator
+/// answering after a delay.
 ///
 /// Values: `offered_rate`, `achieved_rate` (replies per second, from the first mention due to the
 /// last reply, at least `seconds`), `mentions`, `mentions_stored`, `post_errors`, `replies`,
@@ -87,19 +101,20 @@ pub struct RoundTrip {
 /// still counted. A mention the service closed without a reply (the persona's duplicate guard
 /// dropped every draft: `memory.dedup_attempts`) is `closed_without_reply`, not `unanswered`, and
 /// is not waited for.
-pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> anyhow::Result<Measurement> {
+pub async fn latency(rate: u32, seconds: f64, llm: Llm) -> anyhow::Result<Measurement> {
     anyhow::ensure!(rate > 0, "the offered rate must be at least 1 mention per second");
     anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "the duration must be a positive number of seconds");
     let dir = ScratchDir::create("reply")?;
-    let sim = match llm_delay {
-        Some(delay) => {
+    let (sim, llm_delay, remote_embedder) = match llm {
+        Llm::Simulated { delay, embeddings } => {
             let sim = LlmSim::start().await.context("cannot start the LLM simulator")?;
             sim.fail_always(Some(SimFault::SlowFirstByte(delay)));
-            Some(sim)
+            sim.set_embedding_dimension(REMOTE_EMBEDDING_DIMENSION);
+            (Some(sim), Some(delay), embeddings)
         }
-        None => None,
+        Llm::Offline => (None, None, false),
     };
-    let llm_section = sim.as_ref().map(simulated_provider);
+    let llm_section = sim.as_ref().map(|sim| simulated_provider(sim, remote_embedder));
     let extra = format!("[agents]\nmax_in_flight = {MAX_IN_FLIGHT}\nmax_unpublished = {MAX_UNPUBLISHED}\n");
     let mut config = write_config(dir.path(), 1, "10s", llm_section.as_deref(), &extra)?;
     // The admin API is not used here; a token is set directly (no `set_var` in a threaded process).
@@ -128,6 +143,7 @@ pub async fn latency(rate: u32, seconds: f64, llm_delay: Option<Duration>) -> an
         .param("rate", rate)
         .param("seconds", seconds)
         .param("llm_delay_ms", llm_delay.map_or(0, |delay| delay.as_millis() as u64))
+        .param("embedder", if remote_embedder { "simulator" } else { "offline" })
         .param("personas", 1)
         .param("max_in_flight", MAX_IN_FLIGHT as u64)
         .param("max_unpublished", MAX_UNPUBLISHED as u64);
@@ -182,7 +198,7 @@ pub async fn max_rate_up_to(seconds_per_step: f64, highest: u32) -> anyhow::Resu
     let mut tried = 0;
     for &rate in &steps {
         tried += 1;
-        let step = latency(rate, seconds_per_step, None).await.with_context(|| format!("step at {rate}/s"))?;
+        let step = latency(rate, seconds_per_step, Llm::Offline).await.with_context(|| format!("step at {rate}/s"))?;
         let value = |name: &str| step.values.get(name).copied().unwrap_or(f64::NAN);
         let kept_up = value("achieved_rate") >= SUSTAINED_SHARE * f64::from(rate);
         let fast = value("p99_us") < SUSTAINED_P99_US;
@@ -616,10 +632,12 @@ fn metric_total(name: &str) -> Option<f64> {
 }
 
 /// The `[llm]` section of an `openai_compat` provider at the simulator: no streaming, no retries,
-/// limits well above the load.
-fn simulated_provider(sim: &LlmSim) -> String {
+/// limits well above the load; with `embeddings`, Memory's embedding model too (the default
+/// `max_in_flight`).
+fn simulated_provider(sim: &LlmSim, embeddings: bool) -> String {
+    let embedding = if embeddings { "embedding = { provider = \"sim\", model = \"bench-embed\" }\n" } else { "" };
     format!(
-        "[llm]\ndefault_chain = [\"sim\"]\n\n[llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\n\
+        "[llm]\ndefault_chain = [\"sim\"]\n{embedding}\n[llm.providers.sim]\nkind = \"openai_compat\"\nbase_url = \"{}\"\n\
          model = \"bench\"\nstream = false\nretries = 0\ntimeout = \"30s\"\nmax_concurrency = {MAX_IN_FLIGHT}\n\
          max_queue = 65536\n",
         sim.openai_base_url()
