@@ -1478,7 +1478,9 @@ async fn airlock_approves_once_edits_enforces_two_persons_and_refuses_expired(db
     let key = "reply:alice:local:m1";
     let id = held(db, key, "alice", Some(m1), later).await;
     let approval = db.approve_content(id, "operator", None, false).await.expect("approve_content");
-    let Ok(Approval::Queued { outbox_id }) = approval else { panic!("a held item is approved: {approval:?}") };
+    let Ok(Approval::Queued { outbox_id, created: true }) = approval else {
+        panic!("a held item is approved: {approval:?}")
+    };
     let row = db.outbox_row(key).await.expect("outbox_row").expect("the approval queued a row");
     assert_eq!(row.id, outbox_id);
     assert_eq!(

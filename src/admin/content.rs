@@ -214,9 +214,13 @@ async fn approve(
             ));
         }
     }
+    // The row counts in the account's outbox backlog as soon as it is committed, so the agents'
+    // `max_unpublished` sees it whatever the Publisher's sweep is doing.
+    let write = state.directory.outbox.outside_write();
     let decided = state.db.approve_content(id, by, edit, keeper.airlock.two_person).await?;
     match decided {
-        Ok(Approval::Queued { outbox_id }) => {
+        Ok(Approval::Queued { outbox_id, created }) => {
+            write.landed(&item.platform, &item.persona, i64::from(created));
             let label = if edit.is_some() { "edited" } else { "approved" };
             metrics::counter!(m::AIRLOCK_DECISIONS, "decision" => label).increment(1);
             tracing::info!(item = id, by, edited = edit.is_some(), "held item approved");

@@ -5,9 +5,12 @@
 //! The counts live in the service's [`crate::directory::Directory`], so they outlive a restart
 //! of the Publisher; its sweep sets them from the database ([`crate::store::Db::pending_accounts`]),
 //! which also covers the rows a previous run left and any change made outside this process.
+//! Rows written in this process outside the Publisher (an airlock approval) are counted in by
+//! their writer ([`OutboxBacklog::outside_write`]); a sweep that overlapped such a write leaves
+//! every count as it is, and the next one corrects them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
@@ -16,7 +19,35 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct OutboxBacklog {
     platforms: RwLock<HashMap<String, HashMap<String, Arc<AccountBacklog>>>>,
+    /// Outside writes in flight.
+    outside: AtomicI64,
+    /// Bumped when an outside write starts and when it ends.
+    outside_changes: AtomicU64,
 }
+
+/// A write of outbox rows outside the Publisher, from before its transaction until its rows are
+/// counted in ([`OutsideWrite::landed`]) or it is dropped (nothing written).
+pub struct OutsideWrite<'a> {
+    backlog: &'a OutboxBacklog,
+}
+
+impl OutsideWrite<'_> {
+    /// The write committed `rows` new rows for the account: they count at once.
+    pub fn landed(self, platform: &str, persona: &str, rows: i64) {
+        self.backlog.add(platform, persona, rows);
+    }
+}
+
+impl Drop for OutsideWrite<'_> {
+    fn drop(&mut self) {
+        self.backlog.outside.fetch_sub(1, Ordering::SeqCst);
+        self.backlog.outside_changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Where a sweep stands with the outside writes: taken before it reads the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutsideMark(u64);
 
 /// One account's unpublished rows. Signed: a worker may count a row out before its commit's
 /// count comes in; the two meet at the right number.
@@ -88,6 +119,25 @@ impl OutboxBacklog {
         platforms.entry(platform.to_owned()).or_default().entry(persona.to_owned()).or_default().clone()
     }
 
+    /// Starts a write of outbox rows outside the Publisher: hold it across the transaction and
+    /// count its rows in with [`OutsideWrite::landed`] once it commits.
+    pub fn outside_write(&self) -> OutsideWrite<'_> {
+        self.outside.fetch_add(1, Ordering::SeqCst);
+        self.outside_changes.fetch_add(1, Ordering::SeqCst);
+        OutsideWrite { backlog: self }
+    }
+
+    /// Taken by a sweep before it reads the database, and given back to [`OutboxBacklog::reconcile`].
+    pub fn outside_mark(&self) -> OutsideMark {
+        OutsideMark(self.outside_changes.load(Ordering::SeqCst))
+    }
+
+    /// Whether an outside write ran at any time since `mark`: its rows may be in the database's
+    /// count, in the accounts' counts, or both.
+    fn outside_since(&self, mark: OutsideMark) -> bool {
+        self.outside.load(Ordering::SeqCst) > 0 || self.outside_changes.load(Ordering::SeqCst) != mark.0
+    }
+
     /// `rows` more (committed) or fewer (published or failed for good).
     pub fn add(&self, platform: &str, persona: &str, rows: i64) {
         if rows != 0 {
@@ -97,12 +147,18 @@ impl OutboxBacklog {
 
     /// Sets every account's count to what the database holds: `pending` lists the accounts with
     /// pending rows; every other account has none. `moving` says what may change an account's
-    /// rows while the database was read, and so how far its count there can be trusted.
+    /// rows while the database was read, and so how far its count there can be trusted. Nothing
+    /// is set when an outside write ran since `mark` (taken before the read): which of its rows
+    /// the read saw is not known, and the next sweep sets the counts.
     pub fn reconcile<'a>(
         &self,
+        mark: OutsideMark,
         pending: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
         moving: impl Fn(&str, &str) -> Moving,
     ) {
+        if self.outside_since(mark) {
+            return;
+        }
         let mut listed: HashMap<(&str, &str), i64> = HashMap::new();
         for (platform, persona, rows) in pending {
             listed.insert((platform, persona), rows);
@@ -154,7 +210,7 @@ mod tests {
         backlog.add("local", "cy", 1);
         assert_eq!(backlog.rows("local", "cy"), 0);
 
-        backlog.reconcile([("x", "ada", 5), ("local", "dee", 1)], |_, _| Moving::Nothing);
+        backlog.reconcile(backlog.outside_mark(), [("x", "ada", 5), ("local", "dee", 1)], |_, _| Moving::Nothing);
         assert_eq!(backlog.rows("x", "ada"), 5);
         assert_eq!(backlog.rows("local", "dee"), 1);
         assert_eq!(backlog.rows("x", "bob"), 0, "an account the database lists no rows for has none");
@@ -174,12 +230,37 @@ mod tests {
             "bob" => Moving::Arriving,
             _ => Moving::Nothing,
         };
-        backlog.reconcile([("x", "ada", 2), ("x", "bob", 4), ("x", "cy", 5)], moving);
+        backlog.reconcile(backlog.outside_mark(), [("x", "ada", 2), ("x", "bob", 4), ("x", "cy", 5)], moving);
         backlog.add("x", "ada", -1);
         backlog.add("x", "bob", 1);
         assert_eq!((backlog.rows("x", "ada"), backlog.rows("x", "bob")), (2, 4), "each counted once");
         assert_eq!(backlog.rows("x", "cy"), 5, "rows written elsewhere still raise a moving account's count");
         assert_eq!(backlog.rows("x", "dee"), 0, "a still account takes the database's count");
+    }
+
+    #[test]
+    fn an_approval_counts_at_once_and_a_sweep_it_overlaps_sets_nothing() {
+        let backlog = OutboxBacklog::default();
+        backlog.add("x", "ada", 2);
+
+        // The approval lands while a sweep reads a database that does not hold its row yet.
+        let mark = backlog.outside_mark();
+        backlog.outside_write().landed("x", "ada", 1);
+        backlog.reconcile(mark, [("x", "ada", 2)], |_, _| Moving::Nothing);
+        assert_eq!(backlog.rows("x", "ada"), 3, "counted at once, and the sweep's stale read does not undo it");
+
+        // An approval still in flight when a sweep reads a database that holds its row already.
+        let write = backlog.outside_write();
+        let mark = backlog.outside_mark();
+        backlog.reconcile(mark, [("x", "ada", 4)], |_, _| Moving::Nothing);
+        write.landed("x", "ada", 1);
+        assert_eq!(backlog.rows("x", "ada"), 4, "counted once");
+
+        // An approval that wrote nothing.
+        drop(backlog.outside_write());
+        // With no outside write since its mark, a sweep sets the counts again.
+        backlog.reconcile(backlog.outside_mark(), [("x", "ada", 7)], |_, _| Moving::Nothing);
+        assert_eq!(backlog.rows("x", "ada"), 7);
     }
 
     #[tokio::test]
@@ -193,7 +274,7 @@ mod tests {
         backlog.add("x", "bob", -5);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "7 rows are still more than 4");
-        backlog.reconcile([("x", "ada", 4)], |_, _| Moving::Nothing);
+        backlog.reconcile(backlog.outside_mark(), [("x", "ada", 4)], |_, _| Moving::Nothing);
         tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken at 4").unwrap();
 
         // Already at the mark: no wait at all.

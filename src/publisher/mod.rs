@@ -304,6 +304,7 @@ impl Publisher {
     /// Starts a worker for every idle account with due rows; answers drain waiters once nothing
     /// is due and no worker runs.
     async fn dispatch(&self, myself: &ActorRef<PublisherMsg>, state: &mut PublisherState) {
+        let mark = state.context.directory.outbox.outside_mark();
         let accounts = match state.context.db.pending_accounts().await {
             Ok(accounts) => accounts,
             Err(err) => {
@@ -327,6 +328,7 @@ impl Publisher {
             }
         };
         backlog.reconcile(
+            mark,
             accounts.iter().map(|account| (account.platform.as_str(), account.persona.as_str(), account.rows)),
             moving,
         );

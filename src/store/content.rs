@@ -210,8 +210,9 @@ pub enum AirlockRefusal {
 /// What an approval did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Approval {
-    /// Queued in the outbox (row id).
-    Queued { outbox_id: i64 },
+    /// Queued in the outbox (row id); `created` is false when a row with the item's idempotency
+    /// key was there already (nothing was added).
+    Queued { outbox_id: i64, created: bool },
     /// The edit is saved; under the two-person rule someone else must now approve it.
     EditedAwaitingApproval,
 }
@@ -759,7 +760,7 @@ impl Db {
         event(&mut tx, id, "approve", "approved", None, by).await?;
         let enqueued = insert_outbox(&mut tx, &item.to_outbox(), item.inbound_id, None).await?;
         tx.commit().await?;
-        Ok(Ok(Approval::Queued { outbox_id: enqueued.id }))
+        Ok(Ok(Approval::Queued { outbox_id: enqueued.id, created: enqueued.created }))
     }
 
     /// Rejects a held item: it is never published.
