@@ -260,15 +260,25 @@ async fn embeddings_asked_for_while_the_embedder_is_busy_go_together() {
         let pool = harness.pool.clone();
         async move { ractor::call!(pool, |reply| LlmMsg::Embed { texts, reply }).unwrap() }
     };
-    sim.fail_always(Some(SimFault::SlowFirstByte(Duration::from_millis(300))));
+    sim.fail_always(Some(SimFault::SlowFirstByte(Duration::from_secs(1))));
     let first = tokio::spawn(embed(vec!["the first text".to_owned()]));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The simulator records a request when it arrives, before its delay: the first is out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the first embedding request never reached the simulator");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let asked: Vec<Vec<String>> = vec![
         vec!["tomatoes need sun".to_owned(), "basil needs water".to_owned()],
         vec!["compilers need types".to_owned()],
     ];
-    let joined = futures::future::join_all(asked.iter().cloned().map(embed)).await;
+    // One caller, then another, while the first request is out: neither is sent meanwhile.
+    let second = tokio::spawn(embed(asked[0].clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sim.requests().len(), 1, "a caller waits while max_in_flight requests are out");
+    let third = tokio::spawn(embed(asked[1].clone()));
     first.await.unwrap().unwrap();
+    let joined = vec![second.await.unwrap(), third.await.unwrap()];
 
     let bodies: Vec<_> = sim.requests().into_iter().filter(|r| r.path.ends_with("/v1/embeddings")).collect();
     assert_eq!(bodies.len(), 2, "the two callers that waited shared one request");

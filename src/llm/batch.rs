@@ -4,7 +4,8 @@
 //! drivers (`llm.embedding.max_in_flight`) run at once; a driver takes the jobs waiting (whole
 //! jobs, up to [`MAX_TEXTS`] texts), sends their texts as one request and answers each job with
 //! its own vectors, until none wait. While the embedder keeps up, each job is a request of its
-//! own, as before; when it does not, the texts that wait go together. Requests then stay near
+//! own, as before (but for jobs queued before a new driver first looks, which it takes
+//! together); when it does not, the texts that wait go together. Requests then stay near
 //! `max_in_flight` a round trip whatever the load (an embedding API's request limit is not the
 //! bound), and a text waits at most for the requests ahead of it, never for a timer.
 
