@@ -311,6 +311,21 @@ fn plan(quick: bool) -> Vec<(String, Vec<String>, Duration)> {
             args(&["--scenario", "latency", "--rate", "200", "--seconds", seconds, "--llm-delay-ms", "50"]),
             minutes(5),
         ),
+        (
+            "latency 200/s, LLM and embeddings 50 ms".to_owned(),
+            args(&[
+                "--scenario",
+                "latency",
+                "--rate",
+                "200",
+                "--seconds",
+                seconds,
+                "--llm-delay-ms",
+                "50",
+                "--remote-embedder",
+            ]),
+            minutes(5),
+        ),
     ];
     let mut max_rate = args(&["--scenario", "max-rate", "--seconds", step_seconds]);
     if quick {
@@ -572,6 +587,22 @@ fn targets(runs: &[SuiteRun]) -> Vec<TargetRow> {
             "latency 5000/s",
             "embedding_jobs_per_reply",
             &plain,
+        ),
+        row(
+            "embedding requests per reply at 200/s, embedding model 50 ms away",
+            "—",
+            Goal::Reported,
+            "latency 200/s, LLM and embeddings 50 ms",
+            "embeddings_per_reply",
+            &plain,
+        ),
+        row(
+            "… mention → reply p50 there (three 50 ms calls in a row)",
+            "—",
+            Goal::Reported,
+            "latency 200/s, LLM and embeddings 50 ms",
+            "p50_us",
+            &micros,
         ),
         row("idle RSS, 1 agent", "≤ 20 MiB", Goal::AtMost(20.0 * MIB), "idle 1", "rss_bytes", &bytes),
         row(
