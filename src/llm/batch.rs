@@ -71,9 +71,7 @@ impl EmbedQueue {
         let mut waiting = crate::sync::lock(&self.waiting);
         if !waiting.jobs.is_empty() && waiting.texts + job.texts.len() > MAX_WAITING_TEXTS {
             drop(waiting);
-            metrics::counter!(crate::metrics::LLM_ERRORS, "provider" => provider.to_owned(), "class" => "queue_full")
-                .increment(1);
-            let _ = job.reply.send(Err(LlmError::QueueFull { provider: provider.to_owned() }));
+            let _ = job.reply.send(Err(super::queue_full(provider)));
             return Pushed::Refused;
         }
         waiting.texts += job.texts.len();

@@ -482,9 +482,13 @@ fn acquire(slot: &Slot) -> Result<Place<'_>, LlmError> {
     }
     if slot.waiting.fetch_add(1, Ordering::SeqCst) >= slot.config.max_queue {
         slot.waiting.fetch_sub(1, Ordering::SeqCst);
-        let provider = slot.provider.name().to_owned();
-        metrics::counter!(m::LLM_ERRORS, "provider" => provider.clone(), "class" => "queue_full").increment(1);
-        return Err(LlmError::QueueFull { provider });
+        return Err(queue_full(slot.provider.name()));
     }
     Ok(Place::Queued(slot))
+}
+
+/// A request refused because `provider`'s queue is full, counted.
+fn queue_full(provider: &str) -> LlmError {
+    metrics::counter!(m::LLM_ERRORS, "provider" => provider.to_owned(), "class" => "queue_full").increment(1);
+    LlmError::QueueFull { provider: provider.to_owned() }
 }
