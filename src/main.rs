@@ -107,6 +107,9 @@ struct BenchArgs {
     /// The highest offered rate max-rate tries.
     #[arg(long, value_name = "RATE", requires = "scenario")]
     up_to: Option<u32>,
+    /// The runtime's worker threads, like `runtime.worker_threads` [default: one a core].
+    #[arg(long, value_name = "N", requires = "scenario", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -135,12 +138,9 @@ fn main() -> ExitCode {
         return report(&config, week, *json);
     }
     chorus::telemetry::init(&config.service.telemetry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match multi_thread_runtime(config.service.runtime.worker_threads()) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -214,12 +214,11 @@ fn bench(args: BenchArgs) -> ExitCode {
         agents: args.agents,
         up_to: args.up_to,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let worker_threads =
+        args.worker_threads.map_or_else(|| chorus::config::RuntimeConfig::default().worker_threads(), usize::from);
+    let runtime = match multi_thread_runtime(worker_threads) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(chorus::bench::run_scenario(&scenario));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -233,6 +232,16 @@ fn bench(args: BenchArgs) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The runtime of `chorus run` and of a benchmark scenario. The worker count is always set here,
+/// so tokio never reads `TOKIO_WORKER_THREADS` (it panics on a value that is not a number):
+/// `runtime.worker_threads` is the setting.
+fn multi_thread_runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build().map_err(|err| {
+        eprintln!("error: cannot start the runtime: {err}");
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
 
 /// Checks a `--week` value (`last`, `current` or a date) while parsing the command line.
@@ -295,6 +304,7 @@ fn print_summary(config: &Config) {
     let _ = writeln!(out, "configuration {} is valid", config.path.display());
     let _ = writeln!(out, "mode: {:?}", service.mode);
     let _ = writeln!(out, "store: {}", service.store.url);
+    let _ = writeln!(out, "runtime: {} worker threads", service.runtime.worker_threads());
     let token = if config.admin_token.is_some() { "set" } else { "not set" };
     let _ = writeln!(out, "admin: http://{} (token {token})", service.admin.listen);
     let providers: Vec<String> =

@@ -74,4 +74,21 @@ fn the_bench_command_prints_one_measurement_as_a_json_line() {
     }
     assert_eq!(measurement.values["replies"], 20.0, "{measurement:?}");
     assert_eq!(measurement.values["unanswered"], 0.0, "{measurement:?}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(measurement.params.get("worker_threads"), Some(&serde_json::json!(cores)), "one a core by default");
+}
+
+/// `--worker-threads` sets the scenario's runtime, which the measurement reports.
+#[test]
+fn the_bench_command_runs_on_as_many_workers_as_asked() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["bench", "--scenario", "latency", "--rate", "20", "--seconds", "1", "--worker-threads", "1"])
+        .output()
+        .expect("run chorus bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let measurement: Measurement = serde_json::from_str(stdout.trim()).expect("the line is a measurement");
+    assert_eq!(measurement.params.get("worker_threads"), Some(&serde_json::json!(1)), "{measurement:?}");
+    assert_eq!(measurement.values["replies"], 20.0, "{measurement:?}");
+    assert_eq!(measurement.values["unanswered"], 0.0, "{measurement:?}");
 }

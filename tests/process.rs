@@ -154,6 +154,17 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_invalid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_worker_threads_sets_the_services_runtime() {
+    let sandbox = Sandbox::new("");
+    let process = Process::start_with_env(&sandbox.config_path(), &[("CHORUS__RUNTIME__WORKER_THREADS", "1")]);
+    let api = process.api();
+    let status = api.get("/admin/status", Some(TOKEN)).await.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(status["runtime"]["worker_threads"], 1, "{status}");
+    let mention = api.post("sam", "@ada one thread enough?").await;
+    assert_each_answered_exactly_once(&process, &[(mention.id, "ada")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_work_in_flight_exits_0_within_the_deadline_and_loses_nothing() {
     let sandbox = Sandbox::new(&format!("[shutdown]\ndeadline = \"3s\"\n{ALIKE_MENTIONS}"));
     // A tight publishing budget keeps most replies waiting in the outbox when the signal comes.

@@ -161,6 +161,7 @@ async fn metrics_parse_as_prometheus_text_and_probes_and_admin_auth_work() {
     assert_eq!(status.status(), 200);
     let body: serde_json::Value = status.json().await.unwrap();
     assert!(body["outbox"]["sent"].as_i64().unwrap() >= 1, "{body}");
+    assert_eq!(body["runtime"]["worker_threads"], 2, "this test's runtime serves the service: {body}");
     assert!(!body.to_string().contains(TOKEN), "the token must never be echoed");
 
     // A malformed payload is refused with a clear error and nothing is stored.

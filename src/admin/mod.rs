@@ -221,6 +221,8 @@ async fn status(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let outbox = state.db.outbox_counts().await?;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // The runtime serving this request is the service's (`runtime.worker_threads`).
+        "runtime": { "worker_threads": tokio::runtime::Handle::current().metrics().num_workers() },
         "readiness": state.health.readiness(),
         "children": state.health.children(),
         "outbox": outbox,

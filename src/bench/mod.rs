@@ -211,7 +211,8 @@ pub fn init_logs() {
 }
 
 /// One scenario run in this process: `chorus bench --scenario NAME [--rate R] [--seconds S]
-/// [--llm-delay-ms D [--remote-embedder]] [--agents N] [--up-to R]`. Unset parameters take the scenario's default.
+/// [--llm-delay-ms D [--remote-embedder]] [--agents N] [--up-to R] [--worker-threads N]`. Unset
+/// parameters take the scenario's default; the worker threads are the runtime's (`main` builds it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScenarioArgs {
     /// `latency`, `max-rate`, `idle` or `shutdown`.
@@ -230,9 +231,11 @@ pub struct ScenarioArgs {
     pub up_to: Option<u32>,
 }
 
-/// Runs one scenario in this process (on the current tokio runtime).
+/// Runs one scenario in this process (on the current tokio runtime, whose worker count the
+/// measurement's `worker_threads` parameter reports).
 pub async fn run_scenario(args: &ScenarioArgs) -> anyhow::Result<Measurement> {
-    match args.name.as_str() {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let measurement = match args.name.as_str() {
         "latency" => {
             let llm = match args.llm_delay_ms.map(Duration::from_millis) {
                 Some(delay) => reply::Llm::Simulated { delay, embeddings: args.remote_embedder },
@@ -244,7 +247,8 @@ pub async fn run_scenario(args: &ScenarioArgs) -> anyhow::Result<Measurement> {
         "idle" => fleet::idle(args.agents.unwrap_or(1000)).await,
         "shutdown" => fleet::shutdown(args.rate.unwrap_or(1000)).await,
         other => anyhow::bail!("unknown scenario {other:?}: expected latency, max-rate, idle or shutdown"),
-    }
+    }?;
+    Ok(measurement.param("worker_threads", workers as u64))
 }
 
 /// What `chorus bench` (all scenarios) runs and where it writes the JSON.
@@ -324,6 +328,16 @@ fn plan(quick: bool) -> Vec<(String, Vec<String>, Duration)> {
                 "50",
                 "--remote-embedder",
             ]),
+            minutes(5),
+        ),
+        (
+            "latency 250/s".to_owned(),
+            args(&["--scenario", "latency", "--rate", "250", "--seconds", seconds]),
+            minutes(5),
+        ),
+        (
+            "latency 250/s, one runtime worker".to_owned(),
+            args(&["--scenario", "latency", "--rate", "250", "--seconds", seconds, "--worker-threads", "1"]),
             minutes(5),
         ),
     ];
@@ -534,6 +548,17 @@ fn targets(runs: &[SuiteRun]) -> Vec<TargetRow> {
             &rate,
         ),
         row("CPU per reply at 5,000/s", "≤ 0.5 ms", Goal::AtMost(500.0), "latency 5000/s", "cpu_per_reply_us", &micros),
+        row("CPU per reply at 250/s", "≤ 0.5 ms", Goal::AtMost(500.0), "latency 250/s", "cpu_per_reply_us", &micros),
+        row(
+            "… with one runtime worker (`runtime.worker_threads = 1`)",
+            "—",
+            Goal::Reported,
+            "latency 250/s, one runtime worker",
+            "cpu_per_reply_us",
+            &micros,
+        ),
+        row("mention → reply p50 at 250/s", "—", Goal::Reported, "latency 250/s", "p50_us", &micros),
+        row("… with one runtime worker", "—", Goal::Reported, "latency 250/s, one runtime worker", "p50_us", &micros),
     ];
     // What the service did at the first step it could not sustain: its throughput overloaded.
     if let (Ok(offered), Ok(achieved)) = (

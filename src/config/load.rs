@@ -15,6 +15,9 @@ use super::{Config, Persona, ProviderKind, ServiceConfig};
 const ENV_PREFIX: &str = "CHORUS__";
 /// Parse attempts per file: each attempt past the first reports one more structural error.
 const MAX_ERRORS_PER_FILE: usize = 32;
+/// The most runtime worker threads `runtime.worker_threads` may ask for: a typo of a few more
+/// digits would otherwise start that many threads.
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// One problem, located by file (or environment variable) and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +308,9 @@ fn validate_service(service: &ServiceConfig, report: &mut Report<'_>) {
     }
     if service.store.max_connections == 0 {
         report.push("store.max_connections", "must be at least 1");
+    }
+    if service.runtime.worker_threads.is_some_and(|threads| !(1..=MAX_WORKER_THREADS).contains(&threads)) {
+        report.push("runtime.worker_threads", format!("must be between 1 and {MAX_WORKER_THREADS}"));
     }
     let supervisor = &service.supervisor;
     if supervisor.max_restarts == 0 {
@@ -729,7 +735,7 @@ schedule = { every = "90m" }
             dir.path(),
             "chorus.toml",
             "colour = 1\n[store]\nmax_connections = 0\n[agents]\nmax_in_flight = 8\nmax_pending = 4\nmax_unpublished = 0\n\
-             [llm.embedding]\nprovider = \"offline\"\nmodel = \"m\"\nmax_in_flight = 0\n",
+             [llm.embedding]\nprovider = \"offline\"\nmodel = \"m\"\nmax_in_flight = 0\n[runtime]\nworker_threads = 0\n",
         );
         write(
             dir.path(),
@@ -743,6 +749,7 @@ schedule = { every = "90m" }
         assert!(errors.contains("chorus.toml: agents.max_pending: must be at least agents.max_in_flight"), "{errors}");
         assert!(errors.contains("chorus.toml: agents.max_unpublished: must be at least 1"), "{errors}");
         assert!(errors.contains("chorus.toml: llm.embedding.max_in_flight: must be at least 1"), "{errors}");
+        assert!(errors.contains("chorus.toml: runtime.worker_threads: must be between 1 and 1024"), "{errors}");
         assert!(errors.contains("ada.toml: mood: unknown field"), "{errors}");
         assert!(errors.contains("ada.toml: schedule.every: expected a duration like \"90m\""), "{errors}");
         assert!(errors.contains("bob.toml: name: expected 1 to 32 lowercase"), "{errors}");
@@ -757,11 +764,13 @@ schedule = { every = "90m" }
             ("CHORUS__STORE__URL".to_owned(), "postgres://localhost/test".to_owned()),
             ("CHORUS__ADMIN__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ("CHORUS__AGENTS__MAX_IN_FLIGHT".to_owned(), "7".to_owned()),
+            ("CHORUS__RUNTIME__WORKER_THREADS".to_owned(), "1".to_owned()),
         ];
         let config = load_with_env(&dir.path().join("chorus.toml"), env).unwrap();
         assert_eq!(config.service.store.url, "postgres://localhost/test");
         assert_eq!(config.service.admin.listen.port(), 0);
         assert_eq!(config.service.agents.max_in_flight, 7);
+        assert_eq!(config.service.runtime.worker_threads(), 1);
 
         let env = [("CHORUS__STORE__MAX_CONNECTIONS".to_owned(), "many".to_owned())];
         let errors = load_with_env(&dir.path().join("chorus.toml"), env).unwrap_err().to_string();

@@ -144,6 +144,8 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
     pub llm: LlmConfig,
     #[serde(default)]
     pub platforms: PlatformsConfig,
@@ -325,6 +327,21 @@ pub struct ShutdownConfig {
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self { deadline: Dur::secs(10) }
+    }
+}
+
+/// The async runtime that runs the actors and their tasks (read at start only).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// The runtime's worker threads; unset: one a core.
+    pub worker_threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// The worker threads to start: the configured number, or one a core.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
