@@ -199,8 +199,10 @@ pub async fn idle(agents: usize) -> anyhow::Result<Measurement> {
 /// mentions/s are offered to 10 personas: how long until everything stopped, and that nothing
 /// was lost.
 ///
-/// Mentions go round robin to the personas, open loop, for [`LOAD_FOR`]; then the shutdown is
-/// called while they still arrive, and the sender stops right after. Values: `injected` (mentions
+/// Mentions go round robin to the personas, open loop, for [`LOAD_FOR`], in the latency runs'
+/// made-up words (so Memory's dedup check takes none for a repeat and the drain is of real
+/// replies); then the shutdown is called while they still arrive, and the sender stops right
+/// after. Values: `injected` (mentions
 /// the platform acknowledged), `post_errors` (refused, mostly once the pool closed), `exit_ms`
 /// (the call until it returned), and each acknowledged mention in exactly one of `answered` (its
 /// reply is on the timeline), `queued` (answered, the reply's outbox row still pending: published
@@ -488,7 +490,7 @@ async fn offer(local: LocalPlatform, rate: u32, start: Instant, stop: Arc<Atomic
                 break 'offering;
             }
             let persona = (index as usize) % SHUTDOWN_PERSONAS;
-            let text = format!("@{} question {index}?", persona_name(persona));
+            let text = super::reply::question(&format!("@{}", persona_name(persona)), index);
             let (local, errors) = (local.clone(), errors.clone());
             posts.push(tokio::spawn(async move {
                 match local.post(AUTHOR, &text, None, None, "api").await {

@@ -562,7 +562,7 @@ const SYLLABLES: &[&str] = &[
 /// The mention with index `index`: "what about" six made-up words drawn by a hash of the index
 /// (32,768 words), so that no two questions — and no two replies, which quote them — are near
 /// duplicates that Memory's dedup would send back to be written again.
-fn question(mention: &str, index: u64) -> String {
+pub(super) fn question(mention: &str, index: u64) -> String {
     let mut state = index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut words = Vec::with_capacity(6);
     for _ in 0..6 {
