@@ -108,7 +108,8 @@ struct BenchArgs {
     #[arg(long, value_name = "RATE", requires = "scenario")]
     up_to: Option<u32>,
     /// The runtime's worker threads, like `runtime.worker_threads` [default: one a core].
-    #[arg(long, value_name = "N", requires = "scenario", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", requires = "scenario",
+        value_parser = clap::value_parser!(u16).range(1..=chorus::config::MAX_WORKER_THREADS as i64))]
     worker_threads: Option<u16>,
 }
 

@@ -17,7 +17,7 @@ const ENV_PREFIX: &str = "CHORUS__";
 const MAX_ERRORS_PER_FILE: usize = 32;
 /// The most runtime worker threads `runtime.worker_threads` may ask for: a typo of a few more
 /// digits would otherwise start that many threads.
-const MAX_WORKER_THREADS: usize = 1024;
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// One problem, located by file (or environment variable) and key.
 #[derive(Debug, Clone, PartialEq, Eq)]

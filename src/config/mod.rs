@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-pub use load::{ConfigError, ConfigErrors, load};
+pub use load::{ConfigError, ConfigErrors, MAX_WORKER_THREADS, load};
 pub use secret::{Secret, SecretRef};
 pub use team::{
     AirlockConfig, AirlockMode, CalendarConfig, Campaign, EffectivePolicy, PersonaAirlock, PolicyConfig, PolicyRule,
