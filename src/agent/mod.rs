@@ -566,7 +566,7 @@ impl Agent {
         if batch.cursor.is_some() {
             state.cursor = batch.cursor;
         }
-        if !batch.mentions.is_empty() {
+        if !batch.mentions.is_empty() && args.platform.acknowledges() {
             let ids: Vec<String> = batch.mentions.iter().map(|mention| mention.remote_id.clone()).collect();
             let (platform_client, account) = (args.platform.clone(), args.persona.name.clone());
             // Off the mailbox: an acknowledgement is a network call on some platforms.

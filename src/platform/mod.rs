@@ -167,9 +167,15 @@ pub trait Platform: Send + Sync + 'static {
     /// Mentions of `account` after `cursor`.
     async fn mentions(&self, account: &str, cursor: Option<&str>) -> Result<MentionBatch, PlatformError>;
 
+    /// Whether [`Platform::acknowledge`] tells the platform anything: the agent calls it only
+    /// then (it is a task of its own a batch of mentions).
+    fn acknowledges(&self) -> bool {
+        false
+    }
+
     /// Tells the platform that mentions were stored (Reddit marks them read). Called after the
-    /// cursor is saved; a failure is logged and the mentions may be delivered again (they are
-    /// stored once anyway).
+    /// cursor is saved, where [`Platform::acknowledges`]; a failure is logged and the mentions may
+    /// be delivered again (they are stored once anyway).
     async fn acknowledge(&self, _account: &str, _remote_ids: &[String]) -> Result<(), PlatformError> {
         Ok(())
     }

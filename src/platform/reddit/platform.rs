@@ -108,6 +108,10 @@ impl Platform for RedditPlatform {
         Ok(MentionBatch { mentions, cursor: None, more: false })
     }
 
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
     async fn acknowledge(&self, account: &str, remote_ids: &[String]) -> Result<(), PlatformError> {
         let reddit = self.account(account)?;
         let result = reddit.client.mark_read(remote_ids).await;
