@@ -299,47 +299,19 @@ fn plan(quick: bool) -> Vec<(String, Vec<String>, Duration)> {
     let step_seconds = if quick { "1" } else { "5" };
     let minutes = |n: u64| Duration::from_secs(60 * n);
     let args = |list: &[&str]| list.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>();
+    // A latency run: its label, the offered rate and what follows `--seconds`.
+    let latency = |label: &str, rate: &str, extra: &[&str]| {
+        let mut list = args(&["--scenario", "latency", "--rate", rate, "--seconds", seconds]);
+        list.extend(args(extra));
+        (label.to_owned(), list, minutes(5))
+    };
     let mut plan = vec![
-        (
-            "latency 1000/s".to_owned(),
-            args(&["--scenario", "latency", "--rate", "1000", "--seconds", seconds]),
-            minutes(5),
-        ),
-        (
-            "latency 5000/s".to_owned(),
-            args(&["--scenario", "latency", "--rate", "5000", "--seconds", seconds]),
-            minutes(5),
-        ),
-        (
-            "latency 200/s, LLM 50 ms".to_owned(),
-            args(&["--scenario", "latency", "--rate", "200", "--seconds", seconds, "--llm-delay-ms", "50"]),
-            minutes(5),
-        ),
-        (
-            "latency 200/s, LLM and embeddings 50 ms".to_owned(),
-            args(&[
-                "--scenario",
-                "latency",
-                "--rate",
-                "200",
-                "--seconds",
-                seconds,
-                "--llm-delay-ms",
-                "50",
-                "--remote-embedder",
-            ]),
-            minutes(5),
-        ),
-        (
-            "latency 250/s".to_owned(),
-            args(&["--scenario", "latency", "--rate", "250", "--seconds", seconds]),
-            minutes(5),
-        ),
-        (
-            "latency 250/s, one runtime worker".to_owned(),
-            args(&["--scenario", "latency", "--rate", "250", "--seconds", seconds, "--worker-threads", "1"]),
-            minutes(5),
-        ),
+        latency("latency 1000/s", "1000", &[]),
+        latency("latency 5000/s", "5000", &[]),
+        latency("latency 200/s, LLM 50 ms", "200", &["--llm-delay-ms", "50"]),
+        latency("latency 200/s, LLM and embeddings 50 ms", "200", &["--llm-delay-ms", "50", "--remote-embedder"]),
+        latency("latency 250/s", "250", &[]),
+        latency("latency 250/s, one runtime worker", "250", &["--worker-threads", "1"]),
     ];
     let mut max_rate = args(&["--scenario", "max-rate", "--seconds", step_seconds]);
     if quick {
