@@ -101,6 +101,10 @@ struct BenchArgs {
     /// instead of the offline embedder.
     #[arg(long, requires = "llm_delay_ms")]
     remote_embedder: bool,
+    /// Personas the mentions name in turn, each an account of its own (latency) [default: 1].
+    #[arg(long, value_name = "N", requires = "scenario",
+        value_parser = clap::value_parser!(u16).range(1..))]
+    personas: Option<u16>,
     /// Idle agents (idle).
     #[arg(long, requires = "scenario")]
     agents: Option<usize>,
@@ -212,6 +216,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         seconds: args.seconds,
         llm_delay_ms: args.llm_delay_ms,
         remote_embedder: args.remote_embedder,
+        personas: args.personas.map(usize::from),
         agents: args.agents,
         up_to: args.up_to,
     };

@@ -8,11 +8,12 @@ use chorus::bench::{Measurement, reply};
 /// 50 mentions in one second, all answered once, through the outbox, with one completion each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
-    let measurement = reply::latency(50, 1.0, reply::Llm::Offline).await.expect("the benchmark runs");
+    let measurement = reply::latency(50, 1.0, reply::Llm::Offline, 1).await.expect("the benchmark runs");
     let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
     assert_eq!(measurement.scenario, "latency");
     assert_eq!(value("mentions"), 50.0, "{measurement:?}");
     assert_eq!(value("replies"), value("mentions"), "{measurement:?}");
+    assert_eq!(value("personas_replying"), 1.0, "{measurement:?}");
     assert_eq!(value("unanswered"), 0.0, "{measurement:?}");
     assert_eq!(value("duplicate_replies"), 0.0, "{measurement:?}");
     let (p50, p99, max) = (value("p50_us"), value("p99_us"), value("max_us"));
@@ -25,12 +26,28 @@ async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
     assert!(value("embedding_jobs_per_reply") > 0.0, "{measurement:?}");
 }
 
+/// Mentions to a team go to its personas in turn: every persona answers its share, each reply
+/// once, through its account's outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_benchmark_offers_the_mentions_to_every_persona_of_a_team() {
+    let measurement = reply::latency(30, 1.0, reply::Llm::Offline, 3).await.expect("the benchmark runs");
+    let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
+    assert_eq!(measurement.params.get("personas"), Some(&serde_json::json!(3)));
+    assert_eq!(value("personas_replying"), 3.0, "{measurement:?}");
+    assert_eq!(value("replies"), 30.0, "{measurement:?}");
+    assert_eq!(value("unanswered"), 0.0, "{measurement:?}");
+    assert_eq!(value("duplicate_replies"), 0.0, "{measurement:?}");
+    assert_eq!(value("llm_calls_per_reply"), 1.0, "{measurement:?}");
+    assert_eq!(value("outbox_sent"), value("replies"), "{measurement:?}");
+    assert_eq!(value("outbox_pending"), 0.0, "{measurement:?}");
+}
+
 /// With the embedding model at the LLM simulator too, every mention is answered once, with one
 /// completion, and the embeddings are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_benchmark_runs_with_a_remote_embedder() {
     let llm = reply::Llm::Simulated { delay: std::time::Duration::from_millis(5), embeddings: true };
-    let measurement = reply::latency(20, 1.0, llm).await.expect("the benchmark runs");
+    let measurement = reply::latency(20, 1.0, llm, 1).await.expect("the benchmark runs");
     let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
     assert_eq!(measurement.params.get("embedder"), Some(&serde_json::json!("simulator")));
     assert_eq!(value("replies"), 20.0, "{measurement:?}");
@@ -91,4 +108,17 @@ fn the_bench_command_runs_on_as_many_workers_as_asked() {
     assert_eq!(measurement.params.get("worker_threads"), Some(&serde_json::json!(1)), "{measurement:?}");
     assert_eq!(measurement.values["replies"], 20.0, "{measurement:?}");
     assert_eq!(measurement.values["unanswered"], 0.0, "{measurement:?}");
+}
+
+/// A team of no personas is refused before anything runs.
+#[test]
+fn the_bench_command_refuses_a_team_of_no_personas() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["bench", "--scenario", "latency", "--personas", "0"])
+        .output()
+        .expect("run chorus bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--personas"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing measured: {}", String::from_utf8_lossy(&output.stdout));
 }

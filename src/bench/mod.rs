@@ -211,7 +211,8 @@ pub fn init_logs() {
 }
 
 /// One scenario run in this process: `chorus bench --scenario NAME [--rate R] [--seconds S]
-/// [--llm-delay-ms D [--remote-embedder]] [--agents N] [--up-to R] [--worker-threads N]`. Unset
+/// [--llm-delay-ms D [--remote-embedder]] [--personas N] [--agents N] [--up-to R]
+/// [--worker-threads N]`. Unset
 /// parameters take the scenario's default; the worker threads are the runtime's (`main` builds it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScenarioArgs {
@@ -225,6 +226,8 @@ pub struct ScenarioArgs {
     pub llm_delay_ms: Option<u64>,
     /// With `llm_delay_ms`: embeddings go to the LLM simulator too (`latency`).
     pub remote_embedder: bool,
+    /// Personas the mentions name in turn (`latency`; one by default).
+    pub personas: Option<usize>,
     /// Idle agents (`idle`).
     pub agents: Option<usize>,
     /// The highest offered rate `max-rate` tries.
@@ -241,7 +244,8 @@ pub async fn run_scenario(args: &ScenarioArgs) -> anyhow::Result<Measurement> {
                 Some(delay) => reply::Llm::Simulated { delay, embeddings: args.remote_embedder },
                 None => reply::Llm::Offline,
             };
-            reply::latency(args.rate.unwrap_or(1000), args.seconds.unwrap_or(10.0), llm).await
+            let personas = args.personas.unwrap_or(1);
+            reply::latency(args.rate.unwrap_or(1000), args.seconds.unwrap_or(10.0), llm, personas).await
         }
         "max-rate" => reply::max_rate_up_to(args.seconds.unwrap_or(5.0), args.up_to.unwrap_or(u32::MAX)).await,
         "idle" => fleet::idle(args.agents.unwrap_or(1000)).await,
@@ -312,6 +316,7 @@ fn plan(quick: bool) -> Vec<(String, Vec<String>, Duration)> {
         latency("latency 200/s, LLM and embeddings 50 ms", "200", &["--llm-delay-ms", "50", "--remote-embedder"]),
         latency("latency 250/s", "250", &[]),
         latency("latency 250/s, one runtime worker", "250", &["--worker-threads", "1"]),
+        latency("latency 1000/s, 4 personas", "1000", &["--personas", "4"]),
     ];
     let mut max_rate = args(&["--scenario", "max-rate", "--seconds", step_seconds]);
     if quick {
@@ -503,6 +508,24 @@ fn targets(runs: &[SuiteRun]) -> Vec<TargetRow> {
         row("mention → reply p50 at 1,000/s", "—", Goal::Reported, "latency 1000/s", "p50_us", &micros),
         row("mention → reply p99 at 1,000/s", "—", Goal::Reported, "latency 1000/s", "p99_us", &micros),
         row("mention → reply p99.9 at 1,000/s", "—", Goal::Reported, "latency 1000/s", "p999_us", &micros),
+        row("replies per second at 1,000/s offered", "—", Goal::Reported, "latency 1000/s", "achieved_rate", &rate),
+        row(
+            "… to a team of 4 personas (4 accounts publishing)",
+            "—",
+            Goal::Reported,
+            "latency 1000/s, 4 personas",
+            "achieved_rate",
+            &rate,
+        ),
+        row("CPU per reply at 1,000/s", "—", Goal::Reported, "latency 1000/s", "cpu_per_reply_us", &micros),
+        row(
+            "… to a team of 4 personas",
+            "—",
+            Goal::Reported,
+            "latency 1000/s, 4 personas",
+            "cpu_per_reply_us",
+            &micros,
+        ),
         row(
             "reply p50 ÷ bare LLM round trip p50, 50 ms LLM delay",
             "≤ 1.05",

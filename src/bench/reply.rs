@@ -1,6 +1,7 @@
-//! Reply benchmarks: mention → reply published on the local platform, for one persona, offered
-//! open loop (mention `i` is posted at `start + i / rate` whatever the replies do), against the
-//! offline LLM provider (zero latency) or the LLM simulator with a fixed delay.
+//! Reply benchmarks: mention → reply published on the local platform, for one persona or a team
+//! (mention `i` names persona `i mod personas`), offered open loop (mention `i` is posted at
+//! `start + i / rate` whatever the replies do), against the offline LLM provider (zero latency) or
+//! the LLM simulator with a fixed delay.
 //!
 //! What is measured, from outside the service:
 //! - latency: a mention stored on the timeline → its reply stored on the timeline (the Publisher
@@ -84,12 +85,14 @@ pub enum Llm {
     Simulated { delay: Duration, embeddings: bool },
 }
 
-/// Offers `rate` mentions per second for `seconds` to one persona and measures the replies; with
-/// [`Llm::Simulated`], completions (and embeddings, if asked) go to an in-process LLM simulator
-/// answering after a delay.
+/// Offers `rate` mentions per second for `seconds` to `personas` personas in turn (each an agent
+/// on the local platform, each its own account, so each publishes through a worker of its own)
+/// and measures the replies; with [`Llm::Simulated`], completions (and embeddings, if asked) go to
+/// an in-process LLM simulator answering after a delay.
 ///
 /// Values: `offered_rate`, `achieved_rate` (replies per second, from the first mention due to the
 /// last reply, at least `seconds`), `mentions`, `mentions_stored`, `post_errors`, `replies`,
+/// `personas_replying` (the personas that published a reply to a mention of the run),
 /// `unanswered`, `closed_without_reply`, `duplicate_replies`, latencies `p50_us`, `p99_us`,
 /// `p999_us`, `max_us`, `mean_us` (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
 /// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`
@@ -101,8 +104,9 @@ pub enum Llm {
 /// still counted. A mention the service closed without a reply (the persona's duplicate guard
 /// dropped every draft: `memory.dedup_attempts`) is `closed_without_reply`, not `unanswered`, and
 /// is not waited for.
-pub async fn latency(rate: u32, seconds: f64, llm: Llm) -> anyhow::Result<Measurement> {
+pub async fn latency(rate: u32, seconds: f64, llm: Llm, personas: usize) -> anyhow::Result<Measurement> {
     anyhow::ensure!(rate > 0, "the offered rate must be at least 1 mention per second");
+    anyhow::ensure!(personas > 0, "the team must have at least one persona");
     anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "the duration must be a positive number of seconds");
     let dir = ScratchDir::create("reply")?;
     let (sim, llm_delay, remote_embedder) = match llm {
@@ -116,13 +120,13 @@ pub async fn latency(rate: u32, seconds: f64, llm: Llm) -> anyhow::Result<Measur
     };
     let llm_section = sim.as_ref().map(|sim| simulated_provider(sim, remote_embedder));
     let extra = format!("[agents]\nmax_in_flight = {MAX_IN_FLIGHT}\nmax_unpublished = {MAX_UNPUBLISHED}\n");
-    let mut config = write_config(dir.path(), 1, "10s", llm_section.as_deref(), &extra)?;
+    let mut config = write_config(dir.path(), personas, "10s", llm_section.as_deref(), &extra)?;
     // The admin API is not used here; a token is set directly (no `set_var` in a threaded process).
     config.admin_token = Some(crate::config::Secret::new(format!("bench-{}", std::process::id())));
     let store_url = config.service.store.url.clone();
     let service = service::start(config).await.context("cannot start the service")?;
 
-    let observed = observe(&service, rate, seconds).await;
+    let observed = observe(&service, rate, seconds, personas).await;
     let shutdown = service.shutdown().await;
     let mut observation = observed?;
     observation.drain();
@@ -144,7 +148,7 @@ pub async fn latency(rate: u32, seconds: f64, llm: Llm) -> anyhow::Result<Measur
         .param("seconds", seconds)
         .param("llm_delay_ms", llm_delay.map_or(0, |delay| delay.as_millis() as u64))
         .param("embedder", if remote_embedder { "simulator" } else { "offline" })
-        .param("personas", 1)
+        .param("personas", personas as u64)
         .param("max_in_flight", MAX_IN_FLIGHT as u64)
         .param("max_unpublished", MAX_UNPUBLISHED as u64);
     measurement.values = std::mem::take(&mut run.values);
@@ -198,7 +202,8 @@ pub async fn max_rate_up_to(seconds_per_step: f64, highest: u32) -> anyhow::Resu
     let mut tried = 0;
     for &rate in &steps {
         tried += 1;
-        let step = latency(rate, seconds_per_step, Llm::Offline).await.with_context(|| format!("step at {rate}/s"))?;
+        let step =
+            latency(rate, seconds_per_step, Llm::Offline, 1).await.with_context(|| format!("step at {rate}/s"))?;
         let value = |name: &str| step.values.get(name).copied().unwrap_or(f64::NAN);
         let kept_up = value("achieved_rate") >= SUSTAINED_SHARE * f64::from(rate);
         let fast = value("p99_us") < SUSTAINED_P99_US;
@@ -253,6 +258,8 @@ struct Run {
 struct Observation {
     rate: u32,
     seconds: f64,
+    /// Personas the mentions name in turn.
+    personas: usize,
     posted: broadcast::Receiver<Posted>,
     warm_ups: usize,
     /// Usage rows of the measured window are stamped from this millisecond on.
@@ -266,6 +273,8 @@ struct Observation {
     /// Mentions seen on the timeline, by id, with when they were stored.
     mentions: HashMap<i64, Instant>,
     answered: HashSet<i64>,
+    /// The personas that published a reply to a mention of the run.
+    repliers: HashSet<String>,
     /// Stored mentions the service closed without a reply, as far as looked up.
     closed: HashSet<i64>,
     latencies_us: Vec<f64>,
@@ -281,12 +290,13 @@ struct Observation {
 }
 
 impl Observation {
-    /// An observation of `offered` mentions at `rate` for `seconds`, the first due at `start`,
-    /// from `posted` (subscribed before the first is offered); its CPU and embedding counts start
-    /// now.
+    /// An observation of `offered` mentions at `rate` for `seconds` to `personas` personas, the
+    /// first due at `start`, from `posted` (subscribed before the first is offered); its CPU and
+    /// embedding counts start now.
     fn new(
         rate: u32,
         seconds: f64,
+        personas: usize,
         posted: broadcast::Receiver<Posted>,
         warm_ups: usize,
         offered: u64,
@@ -295,6 +305,7 @@ impl Observation {
         Observation {
             rate,
             seconds,
+            personas,
             posted,
             warm_ups,
             window_ms: crate::store::now_ms(),
@@ -304,6 +315,7 @@ impl Observation {
             post_errors: 0,
             mentions: HashMap::with_capacity(offered as usize),
             answered: HashSet::with_capacity(offered as usize),
+            repliers: HashSet::new(),
             closed: HashSet::new(),
             latencies_us: Vec::with_capacity(offered as usize),
             replies_at: Vec::with_capacity(offered as usize),
@@ -323,12 +335,13 @@ impl Observation {
             Posted { id, author, reply_to: None, at } if author == AUTHOR => {
                 self.mentions.insert(id, at);
             }
-            Posted { reply_to: Some(parent), at, .. } => {
+            Posted { reply_to: Some(parent), author, at, .. } => {
                 let Some(&mentioned_at) = self.mentions.get(&parent) else { return };
                 if !self.answered.insert(parent) {
                     self.duplicates += 1;
                     return;
                 }
+                self.repliers.insert(author);
                 self.latencies_us.push(at.duration_since(mentioned_at).as_secs_f64() * 1e6);
                 self.replies_at.push((parent, at));
                 self.last_reply = self.last_reply.max(at);
@@ -354,25 +367,30 @@ impl Observation {
 
     /// Looks up which of the stored mentions the service closed without a reply.
     async fn look_up_closed(&mut self, db: &Db) -> anyhow::Result<()> {
-        let closed = db.closed_inbound(&persona_name(0), "local").await.context("cannot read the closed mentions")?;
         let stored: HashSet<i64> = self.stored.iter().map(|(id, _)| *id).collect();
-        self.closed = closed.iter().filter_map(|id| id.parse().ok()).filter(|id| stored.contains(id)).collect();
+        let mut closed = HashSet::new();
+        for persona in 0..self.personas {
+            let ids =
+                db.closed_inbound(&persona_name(persona), "local").await.context("cannot read the closed mentions")?;
+            closed.extend(ids.iter().filter_map(|id| id.parse::<i64>().ok()).filter(|id| stored.contains(id)));
+        }
+        self.closed = closed;
         Ok(())
     }
 }
 
 /// Waits for readiness and a first answered mention, offers the load, and collects the replies
 /// until every mention is answered, none came for [`STALL_LIMIT`], or [`DRAIN_LIMIT`] passed.
-async fn observe(service: &Service, rate: u32, seconds: f64) -> anyhow::Result<Observation> {
+async fn observe(service: &Service, rate: u32, seconds: f64, personas: usize) -> anyhow::Result<Observation> {
     let local = service.local().clone();
-    let warm_ups = warm_up(service).await?;
+    let warm_ups = warm_up(service, personas).await?;
     // Usage rows of the warm-up are stamped before this millisecond.
     tokio::time::sleep(Duration::from_millis(2)).await;
     let offered = ((f64::from(rate) * seconds).round() as u64).max(1);
     let start = Instant::now() + Duration::from_millis(5);
-    let mut observation = Observation::new(rate, seconds, local.subscribe(), warm_ups, offered, start);
+    let mut observation = Observation::new(rate, seconds, personas, local.subscribe(), warm_ups, offered, start);
     let failures = Arc::new(AtomicU64::new(0));
-    let mut sender = tokio::spawn(offer(local, rate, offered, start, failures.clone()));
+    let mut sender = tokio::spawn(offer(local, rate, personas, offered, start, failures.clone()));
     let mut sent = false;
     let mut sending_done_at = start;
     let mut looked_up_at: Option<Instant> = None;
@@ -430,6 +448,7 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
     set("mentions_stored", observation.stored.len() as f64);
     set("post_errors", observation.post_errors as f64);
     set("replies", replies);
+    set("personas_replying", observation.repliers.len() as f64);
     set("unanswered", observation.unanswered() as f64);
     set("closed_without_reply", observation.closed.len() as f64);
     set("duplicate_replies", observation.duplicates as f64);
@@ -512,16 +531,18 @@ fn summarise(observation: &mut Observation, outbox: Option<OutboxCounts>, calls:
     Run { values, notes }
 }
 
-/// Posts mention `i` at `start + i / rate` (open loop), each in a task of its own so that a slow
-/// insert never delays the schedule. Returns the stored mentions with when each was due.
+/// Posts mention `i`, naming persona `i mod personas`, at `start + i / rate` (open loop), each in
+/// a task of its own so that a slow insert never delays the schedule. Returns the stored mentions
+/// with when each was due.
 async fn offer(
     local: LocalPlatform,
     rate: u32,
+    personas: usize,
     total: u64,
     start: Instant,
     failures: Arc<AtomicU64>,
 ) -> Vec<(i64, Instant)> {
-    let mention = format!("@{}", persona_name(0));
+    let mentions: Vec<String> = (0..personas).map(|persona| format!("@{}", persona_name(persona))).collect();
     let due = |index: u64| start + Duration::from_secs_f64(index as f64 / f64::from(rate));
     let mut posts = Vec::with_capacity(total as usize);
     let mut index = 0;
@@ -530,7 +551,12 @@ async fn offer(
         // The timer has a millisecond grain: post everything that is due by now.
         let now = Instant::now();
         while index < total && due(index) <= now {
-            let (local, failures, text, at) = (local.clone(), failures.clone(), question(&mention, index), due(index));
+            let (local, failures, text, at) = (
+                local.clone(),
+                failures.clone(),
+                question(&mentions[(index % personas as u64) as usize], index),
+                due(index),
+            );
             posts.push(tokio::spawn(async move {
                 match local.post(AUTHOR, &text, None, None, "api").await {
                     Ok(post) => Some((post.id, at)),
@@ -575,9 +601,10 @@ pub(super) fn question(mention: &str, index: u64) -> String {
     format!("{mention} what about {}?", words.join(" "))
 }
 
-/// Posts a mention every 200 ms until one is answered, then waits for the answers to all of them:
-/// the agent is connected, and the first (cold) reply is out of the measurement. Returns how many.
-async fn warm_up(service: &Service) -> anyhow::Result<usize> {
+/// Posts a mention to each of the `personas` personas every 200 ms until it answers one, then waits
+/// for the answers to all of them: every agent is connected, and the first (cold) replies are out
+/// of the measurement. Returns how many were posted.
+async fn warm_up(service: &Service, personas: usize) -> anyhow::Result<usize> {
     let started = Instant::now();
     while !service.health().readiness().ready {
         anyhow::ensure!(started.elapsed() < WARM_UP_LIMIT, "the service was not ready within {WARM_UP_LIMIT:?}");
@@ -585,29 +612,35 @@ async fn warm_up(service: &Service) -> anyhow::Result<usize> {
     }
     let local = service.local();
     let mut posted = local.subscribe();
-    let mention = format!("@{} warm-up", persona_name(0));
-    let mut asked: HashSet<i64> = HashSet::new();
+    // Warm-up mentions posted, by id, with the persona each names.
+    let mut asked: HashMap<i64, usize> = HashMap::new();
     let mut answered: HashSet<i64> = HashSet::new();
+    let mut warm: HashSet<usize> = HashSet::new();
     let mut next_ask = Instant::now();
     loop {
-        if !asked.is_empty() && answered.len() == asked.len() {
+        if warm.len() == personas && answered.len() == asked.len() {
             return Ok(asked.len());
         }
         anyhow::ensure!(
             started.elapsed() < WARM_UP_LIMIT,
-            "the persona did not answer a warm-up mention within {WARM_UP_LIMIT:?}"
+            "{} of {personas} personas did not answer a warm-up mention within {WARM_UP_LIMIT:?}",
+            personas - warm.len()
         );
-        if answered.is_empty() && Instant::now() >= next_ask {
-            let post =
-                local.post(AUTHOR, &mention, None, None, "api").await.context("cannot post a warm-up mention")?;
-            asked.insert(post.id);
+        if Instant::now() >= next_ask {
+            for persona in (0..personas).filter(|persona| !warm.contains(persona)) {
+                let mention = format!("@{} warm-up", persona_name(persona));
+                let post =
+                    local.post(AUTHOR, &mention, None, None, "api").await.context("cannot post a warm-up mention")?;
+                asked.insert(post.id, persona);
+            }
             next_ask = Instant::now() + Duration::from_millis(200);
         }
         let wake = tokio::time::sleep_until(next_ask.max(Instant::now() + Duration::from_millis(10)).into());
         tokio::select! {
             event = posted.recv() => match event {
-                Ok(Posted { reply_to: Some(parent), .. }) if asked.contains(&parent) => {
+                Ok(Posted { reply_to: Some(parent), .. }) if asked.contains_key(&parent) => {
                     answered.insert(parent);
+                    warm.insert(asked[&parent]);
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => anyhow::bail!("the local platform stopped"),
@@ -700,7 +733,7 @@ mod tests {
 
         let start = Instant::now();
         let (sender, posted) = broadcast::channel(4);
-        let mut observation = Observation::new(10, 1.0, posted, 1, 2, start);
+        let mut observation = Observation::new(10, 1.0, 1, posted, 1, 2, start);
         observation.stored = vec![(7, start), (8, start)];
         for id in [7, 8] {
             observation.record(Posted { id, author: AUTHOR.to_owned(), reply_to: None, at: start });
