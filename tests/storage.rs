@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 mod common;
 
 use chorus::store::{
-    Db, Decided, Engine, InboundRow, LlmUsage, MemoryKind, NewAudit, NewInbound, NewMemory, NewOutbox, NewTrade,
-    OutboxCounts, OutboxStatus, PaperFill, PendingAccount, TradeStatus,
+    Db, Decided, Engine, InboundRow, LlmUsage, LocalPost, MemoryKind, NewAudit, NewInbound, NewLocalPost, NewMemory,
+    NewOutbox, NewTrade, OutboxCounts, OutboxStatus, PaperFill, PendingAccount, TradeStatus,
 };
 use common::TestDatabase;
 
@@ -541,7 +541,43 @@ async fn local_platform_posts_mentions_and_timeline(db: &Db) {
     let orphan = db.local_post("frank", "to nobody", Some(p6.id + 1000), Some("key-orphan-2"), &[]).await;
     assert_eq!(orphan.expect("post to a missing parent"), None, "a reply to no post is refused");
     assert_eq!(db.local_post_by_key("key-orphan-2").await.expect("local_post_by_key"), None, "and not stored");
-    assert_eq!(db.local_replies(p1.id).await.expect("local_replies p1"), vec![p2, p4, p6]);
+    assert_eq!(db.local_replies(p1.id).await.expect("local_replies p1"), vec![p2.clone(), p4.clone(), p6.clone()]);
+
+    // Posts stored together: in order, in one transaction, each answered as if posted alone.
+    let new = |author: &str, text: &str, reply_to: Option<i64>, key: Option<&str>, handles: &[&str]| NewLocalPost {
+        author: author.to_owned(),
+        text: text.to_owned(),
+        reply_to,
+        client_key: key.map(str::to_owned),
+        mentions: mentions(handles),
+    };
+    let group = db
+        .local_posts(&[
+            new("gina", "first @hank", None, Some("key-g1"), &["hank"]),
+            new("gina", "changed", None, Some("key-1"), &["bob"]),
+            new("gina", "to nobody", Some(p6.id + 1000), None, &[]),
+            new("hank", "second @gina @gina", Some(p1.id), None, &["gina", "gina"]),
+            new("gina", "the group's own key again", None, Some("key-g1"), &[]),
+        ])
+        .await;
+    let group: Vec<Option<LocalPost>> = group.into_iter().map(|stored| stored.expect("the group is stored")).collect();
+    let g1 = group[0].clone().expect("stored");
+    assert_eq!((g1.author.as_str(), g1.text.as_str(), g1.reply_to), ("gina", "first @hank", None));
+    assert_eq!(group[1], Some(p1.clone()), "a key posted before returns its first post");
+    assert_eq!(group[2], None, "a reply to no post is refused");
+    let g4 = group[3].clone().expect("p1 exists");
+    assert_eq!((g4.author.as_str(), g4.reply_to), ("hank", Some(p1.id)));
+    assert!(p6.id < g1.id && g1.id < g4.id, "ids grow in the group's order");
+    assert_eq!(group[4], Some(g1.clone()), "a key posted earlier in the group returns that post");
+    assert_eq!(ids(&db.local_mentions("hank", 0, 10).await.expect("mentions"), |p| p.id), vec![g1.id]);
+    assert_eq!(ids(&db.local_mentions("gina", 0, 10).await.expect("mentions"), |p| p.id), vec![g4.id], "once");
+    assert_eq!(ids(&db.local_mentions("bob", p3.id, 10).await.expect("mentions"), |p| p.id), Vec::<i64>::new());
+    assert_eq!(db.local_replies(p1.id).await.expect("local_replies p1"), vec![p2, p4, p6.clone(), g4.clone()]);
+    let newest = db.local_timeline(None, 3).await.expect("local_timeline");
+    assert_eq!(newest, vec![g4, g1.clone(), p6], "two rows for the group of five");
+    assert_eq!(db.local_posts(&[]).await.len(), 0);
+    let alone = db.local_posts(&[new("ivy", "alone", None, Some("key-g1"), &[])]).await;
+    assert_eq!(alone.into_iter().map(|stored| stored.expect("stored")).collect::<Vec<_>>(), vec![Some(g1)]);
 }
 
 /// 6. Memories: the persona's own posts (never its replies: they stay in their conversation),

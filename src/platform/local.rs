@@ -10,11 +10,18 @@
 //! it ([`LiveEvent::Wake`]) and reads its mentions at once, instead of waiting for its next poll;
 //! the poll timer keeps running as the backstop (and to catch up after a restart).
 //!
+//! Posts made at the same time are stored together: while one group is written, the posts that
+//! arrive wait, then go in the next group, in one transaction (up to [`MAX_GROUP`] posts; on
+//! SQLite one call). The local platform shares the service's one writing connection, so under
+//! load its posts (mentions from outside, the agents' replies) take it once a group instead of
+//! once a post. A post whose caller gave up waiting may still be stored by the group it joined,
+//! as a request to a remote platform may land after its caller timed out.
+//!
 //! Fault injection (for game days and tests): an account can be made unavailable or have its
 //! credentials "revoked", which exercises the same error paths as a real platform.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -25,12 +32,14 @@ use super::{
 };
 use crate::config::PlatformKind;
 use crate::metrics as m;
-use crate::store::{Db, LocalPost};
+use crate::store::{Db, LocalPost, NewLocalPost, StoreResult};
 
 /// Longest post the local platform accepts, in characters.
 pub const MAX_POST_CHARS: usize = 2000;
 /// Mentions read per poll.
 const MENTIONS_PER_POLL: i64 = 50;
+/// Most posts stored in one group: as many as go to SQLite in one call.
+const MAX_GROUP: usize = crate::store::LOCAL_POSTS_IN_ONE_CALL;
 /// Posts kept for observers that fall behind ([`LocalPlatform::subscribe`]; a lagging receiver
 /// is told how many it lost). The buffer is allocated whole, so only once somebody subscribes.
 const POSTED_CAPACITY: usize = 65_536;
@@ -57,6 +66,18 @@ pub struct LocalPlatform {
     /// Every stored post, for observers (the benchmark); nothing is kept when nobody listens, and
     /// the channel exists only from the first subscription (its buffer is 5 MB).
     posted: Arc<OnceLock<tokio::sync::broadcast::Sender<Posted>>>,
+    group: Arc<PostGroup>,
+}
+
+/// Where the outcome of a post stored in a group goes.
+type Answer = tokio::sync::oneshot::Sender<StoreResult<Option<LocalPost>>>;
+
+/// Posts waiting to be stored together, each with where its outcome goes.
+#[derive(Default)]
+struct PostGroup {
+    waiting: Mutex<Vec<(NewLocalPost, Answer)>>,
+    /// Held by the caller storing a group, until every post of it has its answer.
+    storing: tokio::sync::Mutex<()>,
 }
 
 /// A post just stored, with when.
@@ -70,7 +91,7 @@ pub struct Posted {
 
 impl LocalPlatform {
     pub fn new(db: Db) -> Self {
-        Self { db, faults: Arc::default(), wakers: Arc::default(), posted: Arc::default() }
+        Self { db, faults: Arc::default(), wakers: Arc::default(), posted: Arc::default(), group: Arc::default() }
     }
 
     /// Every post stored from now on (a receiver that lags loses the oldest, and is told).
@@ -112,11 +133,16 @@ impl LocalPlatform {
         // Nobody is notified of their own post (a reply quoting the mention it answers).
         let own = author.to_ascii_lowercase();
         let mentions: Vec<String> = extract_mentions(text).into_iter().filter(|handle| *handle != own).collect();
+        let new = NewLocalPost {
+            author: author.to_owned(),
+            text: text.to_owned(),
+            reply_to,
+            client_key: client_key.map(str::to_owned),
+            mentions: mentions.clone(),
+        };
         let post = self
-            .db
-            .local_post(author, text, reply_to, client_key, &mentions)
-            .await
-            .map_err(|err| PlatformError::Transient(err.to_string()))?
+            .store(new)
+            .await?
             .ok_or_else(|| PlatformError::Permanent(format!("reply_to: no post {}", reply_to.unwrap_or_default())))?;
         metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
         if let Some(observers) = self.posted.get().filter(|observers| observers.receiver_count() > 0) {
@@ -133,6 +159,39 @@ impl LocalPlatform {
             }
         }
         Ok(post)
+    }
+
+    /// Stores `post` with the posts waiting beside it: the caller that takes the group lock first
+    /// stores up to [`MAX_GROUP`] waiting posts, its own among them or not, and answers each; the
+    /// others find their answer when the lock comes to them, or store the next group.
+    async fn store(&self, post: NewLocalPost) -> Result<Option<LocalPost>, PlatformError> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        crate::sync::lock(&self.group.waiting).push((post, done));
+        loop {
+            let _storing = self.group.storing.lock().await;
+            match answer.try_recv() {
+                Ok(stored) => return stored.map_err(|err| PlatformError::Transient(err.to_string())),
+                Err(TryRecvError::Closed) => {
+                    return Err(PlatformError::Transient(
+                        "local platform: the group this post was stored with was cancelled; it may have been stored"
+                            .into(),
+                    ));
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            let group: Vec<_> = {
+                let mut waiting = crate::sync::lock(&self.group.waiting);
+                let count = waiting.len().min(MAX_GROUP);
+                waiting.drain(..count).collect()
+            };
+            let (posts, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let outcomes = self.db.local_posts(&posts).await;
+            for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                // A caller that gave up waiting does not need its answer.
+                let _ = answer.send(outcome);
+            }
+        }
     }
 
     /// The root of the thread `post` belongs to (walks up at most 64 replies).
@@ -292,6 +351,37 @@ mod tests {
         assert_eq!(extract_mentions("hi @Ada and @bob_2, @ada again"), vec!["ada", "bob_2"]);
         assert_eq!(extract_mentions("mail me at sam@example.com"), Vec::<String>::new());
         assert_eq!(extract_mentions("@ @!"), Vec::<String>::new());
+    }
+
+    /// Posts made at once are stored together: each is stored once, answered with its own post,
+    /// and its mentions indexed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn posts_made_at_once_are_each_stored_once_and_answered_with_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::connect(&format!("sqlite://{}/chorus.db", dir.path().display()), 1).await.expect("database");
+        db.migrate().await.expect("migrations");
+        let local = LocalPlatform::new(db.clone());
+        let parent = local.post("sam", "the thread", None, None, "api").await.expect("post");
+        let posts = (0..40).map(|n| {
+            let local = local.clone();
+            tokio::spawn(async move {
+                let key = (n % 10 == 0).then(|| format!("key-{n}"));
+                let text = format!("post {n} for @ada");
+                local.post(&format!("user{n}"), &text, Some(parent.id), key.as_deref(), "api").await
+            })
+        });
+        let stored: Vec<LocalPost> =
+            futures::future::join_all(posts).await.into_iter().map(|post| post.unwrap().expect("stored")).collect();
+        for (n, post) in stored.iter().enumerate() {
+            assert_eq!((post.author.clone(), post.text.clone()), (format!("user{n}"), format!("post {n} for @ada")));
+        }
+        let ids: std::collections::HashSet<i64> = stored.iter().map(|post| post.id).collect();
+        assert_eq!(ids.len(), 40, "forty posts, forty ids");
+        assert_eq!(db.local_replies(parent.id).await.expect("replies").len(), 40, "each stored once");
+        assert_eq!(db.local_mentions("ada", 0, 100).await.expect("mentions").len(), 40);
+        let again = local.post("user10", "changed", Some(parent.id), Some("key-10"), "api").await.expect("post");
+        assert_eq!(again, stored[10], "a key stored in a group is idempotent");
+        db.close().await;
     }
 
     #[tokio::test]

@@ -4,7 +4,33 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script};
 use super::{Db, StoreResult, now_ms, sql_limit};
+
+/// The insert of one post: `$1`–`$5` the post (`mentions` a JSON array of handles, indexed by the
+/// `local_posts_mentions` trigger), `$6` when, `$7` the parent again. The parent is checked in the
+/// insert itself, no read before it; a key posted before inserts nothing. The caller adds the
+/// `RETURNING` clause.
+const INSERT_LOCAL_POST: &str = "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6 WHERE $7 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $7) \
+     ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at";
+
+/// Parameters of one post in a group ([`INSERT_LOCAL_POST`]'s seven and its place in the group).
+const PARAMETERS_A_POST: usize = 8;
+/// The most posts [`Db::local_posts`] sends to SQLite in one call; a larger group takes a call a
+/// post.
+pub const LOCAL_POSTS_IN_ONE_CALL: usize = JOIN_UP_TO_PARAMETERS / PARAMETERS_A_POST;
+
+/// A post to add to the local timeline ([`Db::local_posts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLocalPost {
+    pub author: String,
+    pub text: String,
+    pub reply_to: Option<i64>,
+    pub client_key: Option<String>,
+    /// The handles the post mentions (duplicates are indexed once).
+    pub mentions: Vec<String>,
+}
 
 /// A post on the local timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,19 +66,55 @@ impl Db {
         client_key: Option<&str>,
         mentions: &[String],
     ) -> StoreResult<Option<LocalPost>> {
-        let mut handles: Vec<&str> = Vec::with_capacity(mentions.len());
-        for handle in mentions {
-            if !handles.contains(&handle.as_str()) {
-                handles.push(handle);
-            }
-        }
-        // A JSON array of strings cannot fail to serialize.
-        let handles = (!handles.is_empty()).then(|| serde_json::to_string(&handles).unwrap_or_default());
+        let handles = handles_json(mentions);
         let mut conn = self.write().await?;
         match insert_local_post(&mut *conn, (author, text, reply_to, client_key, handles.as_deref())).await? {
             Some(post) => Ok(Some(post)),
             None => post_by_key(&mut *conn, client_key).await,
         }
+    }
+
+    /// Adds several posts in order, in one transaction, and answers for each what
+    /// [`Db::local_post`] would have: the post, the earlier post of its key, or `None` when its
+    /// parent is missing. On SQLite a group of up to [`LOCAL_POSTS_IN_ONE_CALL`] is one call. If
+    /// the group cannot commit, each post is tried alone, so one bad post fails only itself.
+    pub async fn local_posts(&self, posts: &[NewLocalPost]) -> Vec<StoreResult<Option<LocalPost>>> {
+        if posts.len() > 1 {
+            match self.local_posts_together(posts).await {
+                Ok(stored) => return stored.into_iter().map(Ok).collect(),
+                Err(err) => {
+                    tracing::debug!(error = %err, posts = posts.len(), "a group of local posts failed; posting each alone")
+                }
+            }
+        }
+        let mut stored = Vec::with_capacity(posts.len());
+        for post in posts {
+            let key = post.client_key.as_deref();
+            stored.push(self.local_post(&post.author, &post.text, post.reply_to, key, &post.mentions).await);
+        }
+        stored
+    }
+
+    async fn local_posts_together(&self, posts: &[NewLocalPost]) -> StoreResult<Vec<Option<LocalPost>>> {
+        let handles: Vec<Option<String>> = posts.iter().map(|post| handles_json(&post.mentions)).collect();
+        let mut tx = OwnTransaction::new(self.write().await?);
+        let script = group_script(tx.conn().backend_name(), posts, &handles, now_ms());
+        let rows = script.fetch_all(tx.conn()).await;
+        let rows = tx.finish(rows).await?;
+        let mut stored: Vec<Option<LocalPost>> = vec![None; posts.len()];
+        for row in &rows {
+            let slot: i64 = row.try_get("slot")?;
+            if let Some(entry) = usize::try_from(slot).ok().and_then(|slot| stored.get_mut(slot)) {
+                *entry = Some(LocalPost::from_row(row)?);
+            }
+        }
+        // A key posted before inserted nothing: its first post is the answer.
+        for (entry, post) in stored.iter_mut().zip(posts) {
+            if entry.is_none() && post.client_key.is_some() {
+                *entry = post_by_key(&mut *self.write().await?, post.client_key.as_deref()).await?;
+            }
+        }
+        Ok(stored)
     }
 
     /// The timeline, newest first, optionally only posts older than `before`.
@@ -104,27 +166,56 @@ impl Db {
     }
 }
 
-/// Inserts `(author, text, reply_to, client_key, mentions)` (`mentions` a JSON array of handles,
-/// indexed by the `local_posts_mentions` trigger); `None` when the key was posted before or the
-/// parent is missing. The parent is checked in the insert itself: no read before it.
+/// A transaction of one insert a post; each inserted row comes back with its place in `posts`
+/// (`slot`), as a statement whose post is refused or was posted before returns nothing.
+fn group_script(backend: &str, posts: &[NewLocalPost], handles: &[Option<String>], created_at: i64) -> Script {
+    let sql = format!("{INSERT_LOCAL_POST}, CAST($8 AS BIGINT) AS slot");
+    let mut script = Script::new(backend);
+    script.begin();
+    for (slot, (post, handles)) in posts.iter().zip(handles).enumerate() {
+        script
+            .statement(&sql)
+            .bind(post.author.as_str())
+            .bind(post.text.as_str())
+            .bind(post.reply_to)
+            .bind(post.client_key.as_deref())
+            .bind(handles.as_deref())
+            .bind(created_at)
+            .bind(post.reply_to)
+            .bind(slot as i64);
+    }
+    script.commit();
+    script
+}
+
+/// The handles as a JSON array, each once, in order; `None` for none.
+fn handles_json(mentions: &[String]) -> Option<String> {
+    let mut handles: Vec<&str> = Vec::with_capacity(mentions.len());
+    for handle in mentions {
+        if !handles.contains(&handle.as_str()) {
+            handles.push(handle);
+        }
+    }
+    // A JSON array of strings cannot fail to serialize.
+    (!handles.is_empty()).then(|| serde_json::to_string(&handles).unwrap_or_default())
+}
+
+/// Inserts `(author, text, reply_to, client_key, mentions)` ([`INSERT_LOCAL_POST`]); `None` when
+/// the key was posted before or the parent is missing.
 async fn insert_local_post<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     (author, text, reply_to, client_key, mentions): (&str, &str, Option<i64>, Option<&str>, Option<&str>),
 ) -> StoreResult<Option<LocalPost>> {
-    let inserted = sqlx::query(
-        "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
-         SELECT $1, $2, $3, $4, $5, $6 WHERE $7 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $7) \
-         ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at",
-    )
-    .bind(author)
-    .bind(text)
-    .bind(reply_to)
-    .bind(client_key)
-    .bind(mentions)
-    .bind(now_ms())
-    .bind(reply_to)
-    .fetch_optional(executor)
-    .await?;
+    let inserted = sqlx::query(INSERT_LOCAL_POST)
+        .bind(author)
+        .bind(text)
+        .bind(reply_to)
+        .bind(client_key)
+        .bind(mentions)
+        .bind(now_ms())
+        .bind(reply_to)
+        .fetch_optional(executor)
+        .await?;
     inserted.as_ref().map(LocalPost::from_row).transpose()
 }
 
@@ -138,4 +229,47 @@ async fn post_by_key<'e>(
         .fetch_optional(executor)
         .await?;
     row.as_ref().map(LocalPost::from_row).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(text: &str) -> NewLocalPost {
+        NewLocalPost { author: "sam".into(), text: text.into(), reply_to: None, client_key: None, mentions: vec![] }
+    }
+
+    #[test]
+    fn a_full_group_is_one_call_on_sqlite() {
+        let posts = vec![post("a post"); LOCAL_POSTS_IN_ONE_CALL];
+        let handles = vec![Some("[\"ada\"]".to_owned()); posts.len()];
+        assert_eq!(group_script("SQLite", &posts, &handles, 1).into_calls().len(), 1);
+        let more = vec![post("a post"); LOCAL_POSTS_IN_ONE_CALL + 1];
+        let handles = vec![None; more.len()];
+        assert_eq!(group_script("SQLite", &more, &handles, 1).into_calls().len(), more.len() + 2, "one a statement");
+    }
+
+    /// A post the database refuses fails alone: the others of its group are stored and answered.
+    #[tokio::test]
+    async fn a_group_that_cannot_commit_is_posted_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
+        db.migrate().await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON local_posts WHEN NEW.text = 'refused' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(&mut *db.write().await.unwrap())
+        .await
+        .unwrap();
+        let stored = db.local_posts(&[post("one"), post("refused"), post("two")]).await;
+        assert_eq!(stored.len(), 3);
+        let err = stored[1].as_ref().expect_err("the refused post fails");
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        let (one, two) = (stored[0].as_ref().unwrap().clone().unwrap(), stored[2].as_ref().unwrap().clone().unwrap());
+        assert_eq!((one.text.as_str(), two.text.as_str()), ("one", "two"));
+        let timeline = db.local_timeline(None, 10).await.unwrap();
+        assert_eq!(timeline, vec![two, one], "the others are stored once each");
+        db.close().await;
+    }
 }

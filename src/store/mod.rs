@@ -34,7 +34,7 @@ pub use content::{
     AirlockRefusal, Approval, ContentEvent, ContentFilter, ContentItem, ContentLog, NewContent, NewPlanned, STAGES,
     StageEntry, StoredAssignment,
 };
-pub use local::LocalPost;
+pub use local::{LOCAL_POSTS_IN_ONE_CALL, LocalPost, NewLocalPost};
 pub use memory::{MemoryKind, MemoryRow, NewMemory, Recalled, StoredVector, ToInsert};
 pub use outbox::{Enqueued, NewOutbox, OutboxCounts, OutboxRow, OutboxStatus, PendingAccount, Sent, ToEnqueue};
 pub use report::{

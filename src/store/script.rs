@@ -18,10 +18,11 @@ use super::conn::Lease;
 /// is one entry in the connection's statement cache (100 entries), so only small scripts are
 /// joined: the usual ones below overload, where a hop a statement is most of their cost, and
 /// whose texts are few (up to 128: a poll of up to 15 mentions with its cursor, an enqueue of one
-/// or two replies, a mark-sent of up to six rows; about 40 texts besides the other statements). A
+/// or two replies, a mark-sent of up to six rows, a group of up to 16 local posts; about 55 texts
+/// besides the other statements). A
 /// larger batch runs its statements one by one, each of the few shapes of its runs (see
 /// [`super::runs`]), and shares those hops among its rows.
-const JOIN_UP_TO_PARAMETERS: usize = 128;
+pub(super) const JOIN_UP_TO_PARAMETERS: usize = 128;
 
 /// Statements to run in order on one connection (usually in a caller's transaction). Each
 /// statement's SQL numbers its parameters `$1, $2, …` in the order they are then bound with
@@ -102,7 +103,7 @@ impl Script {
 
     /// The calls to make: the joined text when there is one for several statements, else each
     /// statement.
-    fn into_calls(self) -> Vec<(String, AnyArguments)> {
+    pub(super) fn into_calls(self) -> Vec<(String, AnyArguments)> {
         match self.joined {
             Some(joined) if self.statements.len() > 1 => vec![joined],
             _ => self.statements,
