@@ -77,11 +77,12 @@ impl Db {
     /// Adds several posts in order, in one transaction, and answers for each what
     /// [`Db::local_post`] would have: the post, the earlier post of its key, or `None` when its
     /// parent is missing. On SQLite a group of up to [`LOCAL_POSTS_IN_ONE_CALL`] is one call. If
-    /// the group cannot commit, each post is tried alone, so one bad post fails only itself.
+    /// the group cannot commit, each post is tried alone, so one bad post fails only itself; once
+    /// it has committed, nothing is posted again.
     pub async fn local_posts(&self, posts: &[NewLocalPost]) -> Vec<StoreResult<Option<LocalPost>>> {
         if posts.len() > 1 {
-            match self.local_posts_together(posts).await {
-                Ok(stored) => return stored.into_iter().map(Ok).collect(),
+            match self.insert_local_group(posts).await {
+                Ok(rows) => return self.answer_local_group(posts, &rows).await,
                 Err(err) => {
                     tracing::debug!(error = %err, posts = posts.len(), "a group of local posts failed; posting each alone")
                 }
@@ -95,26 +96,49 @@ impl Db {
         stored
     }
 
-    async fn local_posts_together(&self, posts: &[NewLocalPost]) -> StoreResult<Vec<Option<LocalPost>>> {
+    /// Inserts a group in one transaction; the rows it inserted, each with its `slot`.
+    async fn insert_local_group(&self, posts: &[NewLocalPost]) -> StoreResult<Vec<AnyRow>> {
         let handles: Vec<Option<String>> = posts.iter().map(|post| handles_json(&post.mentions)).collect();
         let mut tx = OwnTransaction::new(self.write().await?);
         let script = group_script(tx.conn().backend_name(), posts, &handles, now_ms());
         let rows = script.fetch_all(tx.conn()).await;
-        let rows = tx.finish(rows).await?;
-        let mut stored: Vec<Option<LocalPost>> = vec![None; posts.len()];
-        for row in &rows {
-            let slot: i64 = row.try_get("slot")?;
-            if let Some(entry) = usize::try_from(slot).ok().and_then(|slot| stored.get_mut(slot)) {
-                *entry = Some(LocalPost::from_row(row)?);
+        tx.finish(rows).await
+    }
+
+    /// Each post of a committed group: its row, or, when it inserted nothing, the earlier post of
+    /// its key (none without a key: its parent is missing). What cannot be read is an error of
+    /// that post's (or, for a row whose place is unreadable, of every post's): it stays stored.
+    async fn answer_local_group(&self, posts: &[NewLocalPost], rows: &[AnyRow]) -> Vec<StoreResult<Option<LocalPost>>> {
+        let slots: Result<Vec<i64>, sqlx::Error> = rows.iter().map(|row| row.try_get("slot")).collect();
+        let slots = match slots {
+            Ok(slots) => slots,
+            Err(err) => {
+                let unread = format!("a group of local posts was stored, but its rows could not be read: {err}");
+                return posts.iter().map(|_| Err(sqlx::Error::Protocol(unread.clone()).into())).collect();
+            }
+        };
+        let mut answers: Vec<Option<StoreResult<Option<LocalPost>>>> = posts.iter().map(|_| None).collect();
+        for (row, slot) in rows.iter().zip(slots) {
+            if let Some(answer) = usize::try_from(slot).ok().and_then(|slot| answers.get_mut(slot)) {
+                *answer = Some(LocalPost::from_row(row).map(Some));
             }
         }
-        // A key posted before inserted nothing: its first post is the answer.
-        for (entry, post) in stored.iter_mut().zip(posts) {
-            if entry.is_none() && post.client_key.is_some() {
-                *entry = post_by_key(&mut *self.write().await?, post.client_key.as_deref()).await?;
-            }
+        let mut stored = Vec::with_capacity(posts.len());
+        for (answer, post) in answers.into_iter().zip(posts) {
+            stored.push(match (answer, post.client_key.as_deref()) {
+                (Some(answer), _) => answer,
+                // A key posted before inserted nothing: its first post is the answer.
+                (None, Some(key)) => self.local_post_by_written_key(key).await,
+                (None, None) => Ok(None),
+            });
         }
-        Ok(stored)
+        stored
+    }
+
+    /// The post of `client_key`, read on the writing connection (so a post just committed there
+    /// is seen whatever the readers' snapshots).
+    async fn local_post_by_written_key(&self, client_key: &str) -> StoreResult<Option<LocalPost>> {
+        post_by_key(&mut *self.write().await?, Some(client_key)).await
     }
 
     /// The timeline, newest first, optionally only posts older than `before`.
