@@ -628,7 +628,9 @@ async fn warm_up(service: &Service, personas: usize) -> anyhow::Result<usize> {
         );
         if Instant::now() >= next_ask {
             for persona in (0..personas).filter(|persona| !warm.contains(persona)) {
-                let mention = format!("@{} warm-up", persona_name(persona));
+                // Made-up words of their own (numbered from the top, away from the run's), so no
+                // two warm-up replies look alike to the dedup check.
+                let mention = question(&format!("@{} warm-up:", persona_name(persona)), u64::MAX - asked.len() as u64);
                 let post =
                     local.post(AUTHOR, &mention, None, None, "api").await.context("cannot post a warm-up mention")?;
                 asked.insert(post.id, persona);
