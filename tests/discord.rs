@@ -134,8 +134,11 @@ async fn replies_to_the_bot_and_watched_channels_are_answered_but_never_itself()
     // Chatter in a channel that is not watched is not for ada.
     sim.mention(&sam, &general, "nice weather today", &[]);
     // Any message in the watched channel is; ada's own answer arrives there too and is ignored.
-    sim.mention(&sam, &watched, "anyone know about compost?", &[]);
+    let asked = sim.mention(&sam, &watched, "anyone know about compost?", &[]);
     let first = bot_messages(&sim, &watched, 1, "ada answers in the watched channel").await;
+    // Alone on Discord, ada has nobody to share the message with: nothing is claimed.
+    let claim = service.db().thread_assignment("discord", &format!("{watched}/{asked}")).await.unwrap();
+    assert_eq!(claim, None);
     // A reply to ada's message, in a channel she does not watch, is answered too.
     let mention = sim.mention(&sam, &general, &format!("<@{ada}> tell me more"), &[&ada]);
     let answer = bot_messages(&sim, &general, 1, "ada answers the mention").await;

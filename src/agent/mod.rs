@@ -150,6 +150,12 @@ impl Roster {
         Roster { personas, handles }
     }
 
+    /// Whether `persona` is the only persona of the team on the platform: it has nobody to share a
+    /// message with.
+    fn alone(&self, persona: &str) -> bool {
+        self.personas.iter().all(|member| member.name == persona)
+    }
+
     /// The topics of a persona of the team (none for a stranger).
     fn topics_of(&self, persona: &str) -> &[String] {
         match self.personas.binary_search_by(|member| member.name.as_str().cmp(persona)) {
@@ -849,10 +855,14 @@ fn reply_key(platform: &str, persona: &str, remote_id: &str) -> String {
 /// the team (or another persona was already assigned to it), in which case the stored
 /// assignment decides. The first agent to see such a mention decides for everyone it names, by
 /// topic fit and load ([`coordinate::assign`]); the insert is conditional, so two agents deciding
-/// at once end up with the same answer.
+/// at once end up with the same answer. A persona alone on its platform is always `First`, with
+/// nothing read or stored: one round trip to the database fewer a reply.
 async fn turn(args: &AgentArgs, row: &InboundRow, mentioned: &[String]) -> anyhow::Result<Turn> {
     let platform = args.key.platform.as_str();
     let me = &args.persona.name;
+    if args.roster.alone(me) {
+        return Ok(Turn::First);
+    }
     let stored = args.db.thread_assignment(platform, &row.remote_id).await?;
     let assignment = match stored {
         Some(assignment) => assignment,
@@ -1136,5 +1146,12 @@ mod tests {
         assert!(local.topics_of("bob").is_empty(), "bob is not on the local platform");
         assert!(local.topics_of("nobody").is_empty());
         assert_eq!(coordinate::mentioned("@Zoe and @ada, and @bob", &local.handles), ["zoe", "ada"]);
+        assert!(!local.alone("ada") && !local.alone("zoe"), "ada and zoe share the local platform");
+        let x = Roster::new(&config, PlatformKind::X);
+        assert!(!x.alone("ada"));
+        let reddit = Roster::new(&config, PlatformKind::Reddit);
+        assert!(reddit.alone("ada"), "nobody of the team is on Reddit");
+        let only_ada = Roster { personas: vec![config.personas["ada"].clone()], handles: Default::default() };
+        assert!(only_ada.alone("ada") && !only_ada.alone("zoe"));
     }
 }
