@@ -318,18 +318,17 @@ mod tests {
         let insert = "INSERT INTO cursors (persona, platform, cursor, updated_at) VALUES ";
         let mut conn = db.write().await.unwrap();
         // Joined, every parameter in order: the text goes to SQLite with `?` parameters.
-        let mut script = Script::new(conn.backend_name());
-        script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("a").bind("1");
-        script.statement(&format!("{insert}($1, 'local', $2, 0), ($3, 'local', $4, 0)"));
-        script.bind("b").bind("2").bind("c").bind("3");
-        let calls = script.into_calls();
+        let in_order = || {
+            let mut script = Script::new("SQLite");
+            script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("a").bind("1");
+            script.statement(&format!("{insert}($1, 'local', $2, 0), ($3, 'local', $4, 0)"));
+            script.bind("b").bind("2").bind("c").bind("3");
+            script
+        };
+        let calls = in_order().into_calls();
         assert_eq!(calls.len(), 1);
         assert!(!calls[0].0.contains('$'), "{}", calls[0].0);
-        let mut script = Script::new(conn.backend_name());
-        script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("a").bind("1");
-        script.statement(&format!("{insert}($1, 'local', $2, 0), ($3, 'local', $4, 0)"));
-        script.bind("b").bind("2").bind("c").bind("3");
-        script.execute(&mut conn).await.unwrap();
+        in_order().execute(&mut conn).await.unwrap();
         // Joined with a statement that numbers its parameters out of order: all stay named.
         let mut script = Script::new(conn.backend_name());
         script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("d").bind("4");
