@@ -8,18 +8,22 @@ use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// The insert of one post: `$1`–`$5` the post (`mentions` a JSON array of handles, indexed by the
-/// `local_posts_mentions` trigger), `$6` when, `$7` the parent again. The parent is checked in the
-/// insert itself, no read before it; a key posted before inserts nothing. The caller adds the
-/// `RETURNING` clause.
+/// `local_posts_mentions` trigger), `$6` when. The parent is checked in the insert itself, no read
+/// before it; a key posted before inserts nothing. Each parameter appears once, in order (the
+/// parent is named by its column), so on SQLite a group's call binds them unnamed
+/// ([`Script::into_calls`]). A caller may extend the `RETURNING` clause.
 const INSERT_LOCAL_POST: &str = "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
-     SELECT $1, $2, $3, $4, $5, $6 WHERE $7 IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = $7) \
+     SELECT author, text, reply_to, client_key, mentions, created_at FROM (SELECT $1 AS author, $2 AS text, \
+     $3 AS reply_to, $4 AS client_key, $5 AS mentions, $6 AS created_at) AS candidate \
+     WHERE candidate.reply_to IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = candidate.reply_to) \
      ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at";
 
-/// Parameters of one post in a group ([`INSERT_LOCAL_POST`]'s seven and its place in the group).
-const PARAMETERS_A_POST: usize = 8;
-/// The most posts [`Db::local_posts`] sends to SQLite in one call; a larger group takes a call a
-/// post.
-pub const LOCAL_POSTS_IN_ONE_CALL: usize = JOIN_UP_TO_PARAMETERS / PARAMETERS_A_POST;
+/// Parameters of one post in a group ([`INSERT_LOCAL_POST`]'s six and its place in the group).
+const PARAMETERS_A_POST: usize = 7;
+/// The most posts the local platform stores in one group (measured against 8): a group this size
+/// is one call on SQLite ([`Db::local_posts`]; past [`JOIN_UP_TO_PARAMETERS`], a call a post).
+pub const LOCAL_POSTS_IN_ONE_CALL: usize = 16;
+const _: () = assert!(LOCAL_POSTS_IN_ONE_CALL * PARAMETERS_A_POST <= JOIN_UP_TO_PARAMETERS);
 
 /// A post to add to the local timeline ([`Db::local_posts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +197,7 @@ impl Db {
 /// A transaction of one insert a post; each inserted row comes back with its place in `posts`
 /// (`slot`), as a statement whose post is refused or was posted before returns nothing.
 fn group_script(backend: &str, posts: &[NewLocalPost], handles: &[Option<String>], created_at: i64) -> Script {
-    let sql = format!("{INSERT_LOCAL_POST}, CAST($8 AS BIGINT) AS slot");
+    let sql = format!("{INSERT_LOCAL_POST}, CAST($7 AS BIGINT) AS slot");
     let mut script = Script::new(backend);
     script.begin();
     for (slot, (post, handles)) in posts.iter().zip(handles).enumerate() {
@@ -205,7 +209,6 @@ fn group_script(backend: &str, posts: &[NewLocalPost], handles: &[Option<String>
             .bind(post.client_key.as_deref())
             .bind(handles.as_deref())
             .bind(created_at)
-            .bind(post.reply_to)
             .bind(slot as i64);
     }
     script.commit();
@@ -237,7 +240,6 @@ async fn insert_local_post<'e>(
         .bind(client_key)
         .bind(mentions)
         .bind(now_ms())
-        .bind(reply_to)
         .fetch_optional(executor)
         .await?;
     inserted.as_ref().map(LocalPost::from_row).transpose()
@@ -267,8 +269,10 @@ mod tests {
     fn a_full_group_is_one_call_on_sqlite() {
         let posts = vec![post("a post"); LOCAL_POSTS_IN_ONE_CALL];
         let handles = vec![Some("[\"ada\"]".to_owned()); posts.len()];
-        assert_eq!(group_script("SQLite", &posts, &handles, 1).into_calls().len(), 1);
-        let more = vec![post("a post"); LOCAL_POSTS_IN_ONE_CALL + 1];
+        let calls = group_script("SQLite", &posts, &handles, 1).into_calls();
+        assert_eq!(calls.len(), 1);
+        assert!(!calls[0].0.contains('$'), "its parameters go unnamed: {}", calls[0].0);
+        let more = vec![post("a post"); JOIN_UP_TO_PARAMETERS / PARAMETERS_A_POST + 1];
         let handles = vec![None; more.len()];
         assert_eq!(group_script("SQLite", &more, &handles, 1).into_calls().len(), more.len() + 2, "one a statement");
     }
