@@ -38,7 +38,7 @@ use crate::store::{Db, LocalPost, NewLocalPost, StoreResult};
 pub const MAX_POST_CHARS: usize = 2000;
 /// Mentions read per poll.
 const MENTIONS_PER_POLL: i64 = 50;
-/// Most posts stored in one group: as many as go to SQLite in one call.
+/// Most posts stored in one group; a group this size is one call on SQLite.
 const MAX_GROUP: usize = crate::store::LOCAL_POSTS_IN_ONE_CALL;
 /// Posts kept for observers that fall behind ([`LocalPlatform::subscribe`]; a lagging receiver
 /// is told how many it lost). The buffer is allocated whole, so only once somebody subscribes.
