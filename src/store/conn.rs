@@ -14,8 +14,13 @@
 //! connection before the lease goes back). Only a transaction of ours whose `BEGIN` may have run
 //! without its end ([`super::script::OwnTransaction`]) has to [`Lease::discard`] its connection:
 //! the connection closes (SQLite rolls back what it left open) and the next lease opens a new one.
+//!
+//! The writer's lease also holds a connection of rusqlite's to the same file, opened when first
+//! asked for ([`Lease::native`]), on which the writer's scripts run without sqlx's thread (see
+//! [`super::native`]). It is leased, returned and discarded with its sqlx twin.
 
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,9 +50,18 @@ pub(crate) struct Held {
     /// One permit a connection.
     permits: Arc<Semaphore>,
     size: u32,
+    /// The file a native connection opens: the writer's, when the database is a file.
+    native_path: Option<PathBuf>,
     /// The connections not leased. Fewer than the free permits until leases first overlap, and
     /// after a discard: a lease that finds none opens one.
-    idle: Mutex<Vec<AnyConnection>>,
+    idle: Mutex<Vec<HeldConnection>>,
+}
+
+/// A held connection, with the native connection beside it once a script asked for it.
+#[derive(Debug)]
+pub(crate) struct HeldConnection {
+    conn: AnyConnection,
+    native: Option<rusqlite::Connection>,
 }
 
 impl Source {
@@ -64,7 +78,8 @@ impl Source {
             read_only,
             permits: Arc::new(Semaphore::new(size as usize)),
             size,
-            idle: Mutex::new(vec![first]),
+            native_path: if read_only { None } else { file_path(url) },
+            idle: Mutex::new(vec![HeldConnection { conn: first, native: None }]),
         })))
     }
 
@@ -81,7 +96,7 @@ impl Source {
                 let conn = match conn {
                     Some(conn) => conn,
                     // A permit with no connection yet, or a discarded one's: open it.
-                    None => open_sqlite(&held.url, held.read_only).await?,
+                    None => HeldConnection { conn: open_sqlite(&held.url, held.read_only).await?, native: None },
                 };
                 Ok(Lease::Held(HeldLease { conn: Some(conn), held: held.clone(), _permit: permit }))
             }
@@ -99,7 +114,8 @@ impl Source {
                 held.permits.close();
                 drop(all);
                 let idle = std::mem::take(&mut *held.idle.lock().expect("the idle list is never poisoned"));
-                for conn in idle {
+                for HeldConnection { conn, native } in idle {
+                    drop(native);
                     if let Err(err) = conn.close().await {
                         tracing::warn!(error = %err, "closing a SQLite connection failed");
                     }
@@ -118,7 +134,7 @@ pub(crate) enum Lease {
 /// A held SQLite connection, back in its idle list when dropped.
 pub(crate) struct HeldLease {
     /// `None` only once discarded.
-    conn: Option<AnyConnection>,
+    conn: Option<HeldConnection>,
     held: Arc<Held>,
     /// Released after the connection is back in the idle list (fields drop after `drop`).
     _permit: OwnedSemaphorePermit,
@@ -129,6 +145,30 @@ impl Lease {
     /// back before the connection's next statement.
     pub async fn begin(&mut self) -> Result<sqlx::Transaction<'_, Any>, sqlx::Error> {
         Connection::begin(&mut **self).await
+    }
+
+    /// The native connection beside the writer's, opened now if it is not yet; `None` for a reader,
+    /// for Postgres, and for a database that is not a file.
+    pub fn native(&mut self) -> StoreResult<Option<&mut rusqlite::Connection>> {
+        let Lease::Held(lease) = self else { return Ok(None) };
+        let Some(path) = &lease.held.native_path else { return Ok(None) };
+        let held = lease.conn.as_mut().expect("a lease holds its connection until discarded");
+        if held.native.is_none() {
+            held.native = Some(super::native::open(path, WRITER_CACHE_SIZE)?);
+        }
+        Ok(held.native.as_mut())
+    }
+
+    /// Rolls back the transaction open on the lease: on its native connection when one is open
+    /// there, else on the sqlx connection.
+    pub async fn rollback(&mut self) -> StoreResult<()> {
+        if let Lease::Held(HeldLease { conn: Some(HeldConnection { native: Some(native), .. }), .. }) = self
+            && !native.is_autocommit()
+        {
+            return Ok(native.execute_batch("ROLLBACK")?);
+        }
+        sqlx::query("ROLLBACK").execute(&mut **self).await?;
+        Ok(())
     }
 
     /// Closes the connection instead of returning it, for a connection that may be in a state the
@@ -148,7 +188,7 @@ impl Deref for Lease {
     fn deref(&self) -> &AnyConnection {
         match self {
             Lease::Pool(conn) => conn,
-            Lease::Held(lease) => lease.conn.as_ref().expect("a lease holds its connection until discarded"),
+            Lease::Held(lease) => &lease.conn.as_ref().expect("a lease holds its connection until discarded").conn,
         }
     }
 }
@@ -157,7 +197,7 @@ impl DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match self {
             Lease::Pool(conn) => conn,
-            Lease::Held(lease) => lease.conn.as_mut().expect("a lease holds its connection until discarded"),
+            Lease::Held(lease) => &mut lease.conn.as_mut().expect("a lease holds its connection until discarded").conn,
         }
     }
 }
@@ -179,6 +219,15 @@ impl Drop for HeldLease {
 /// measurable CPU (2.48 ms a reply either way, alternated runs).
 const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -256";
 const WRITER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
+
+/// The file of a SQLite URL (as [`super::Db::connect`] writes it: `sqlite://PATH?QUERY`); `None`
+/// for an in-memory database, which a second connection would not share.
+fn file_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    (!in_memory).then(|| PathBuf::from(path))
+}
 
 /// A new SQLite connection to `url`, set up for Chorus.
 async fn open_sqlite(url: &str, read_only: bool) -> StoreResult<AnyConnection> {

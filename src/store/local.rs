@@ -1,9 +1,9 @@
 //! Tables of the built-in local platform: a timeline of posts and an index of `@handle` mentions.
 
 use serde::Serialize;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
+use super::conn::Lease;
+use super::native::{Fetched, Fields};
 use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
@@ -47,13 +47,13 @@ pub struct LocalPost {
 }
 
 impl LocalPost {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+    fn from_row(row: &impl Fields) -> StoreResult<Self> {
         Ok(Self {
-            id: row.try_get("id")?,
-            author: row.try_get("author")?,
-            text: row.try_get("text")?,
-            reply_to: row.try_get("reply_to")?,
-            created_at: row.try_get("created_at")?,
+            id: row.field("id")?,
+            author: row.field("author")?,
+            text: row.field("text")?,
+            reply_to: row.field("reply_to")?,
+            created_at: row.field("created_at")?,
         })
     }
 }
@@ -72,7 +72,7 @@ impl Db {
     ) -> StoreResult<Option<LocalPost>> {
         let handles = handles_json(mentions);
         let mut conn = self.write().await?;
-        match insert_local_post(&mut *conn, (author, text, reply_to, client_key, handles.as_deref())).await? {
+        match insert_local_post(&mut conn, (author, text, reply_to, client_key, handles.as_deref())).await? {
             Some(post) => Ok(Some(post)),
             None => post_by_key(&mut *conn, client_key).await,
         }
@@ -101,7 +101,7 @@ impl Db {
     }
 
     /// Inserts a group in one transaction; the rows it inserted, each with its `slot`.
-    async fn insert_local_group(&self, posts: &[NewLocalPost]) -> StoreResult<Vec<AnyRow>> {
+    async fn insert_local_group(&self, posts: &[NewLocalPost]) -> StoreResult<Vec<Fetched>> {
         let handles: Vec<Option<String>> = posts.iter().map(|post| handles_json(&post.mentions)).collect();
         let mut tx = OwnTransaction::new(self.write().await?);
         let script = group_script(tx.conn().backend_name(), posts, &handles, now_ms());
@@ -112,8 +112,12 @@ impl Db {
     /// Each post of a committed group: its row, or, when it inserted nothing, the earlier post of
     /// its key (none without a key: its parent is missing). What cannot be read is an error of
     /// that post's (or, for a row whose place is unreadable, of every post's): it stays stored.
-    async fn answer_local_group(&self, posts: &[NewLocalPost], rows: &[AnyRow]) -> Vec<StoreResult<Option<LocalPost>>> {
-        let slots: Result<Vec<i64>, sqlx::Error> = rows.iter().map(|row| row.try_get("slot")).collect();
+    async fn answer_local_group(
+        &self,
+        posts: &[NewLocalPost],
+        rows: &[Fetched],
+    ) -> Vec<StoreResult<Option<LocalPost>>> {
+        let slots: Result<Vec<i64>, sqlx::Error> = rows.iter().map(|row| row.field("slot")).collect();
         let slots = match slots {
             Ok(slots) => slots,
             Err(err) => {
@@ -228,21 +232,23 @@ fn handles_json(mentions: &[String]) -> Option<String> {
 }
 
 /// Inserts `(author, text, reply_to, client_key, mentions)` ([`INSERT_LOCAL_POST`]); `None` when
-/// the key was posted before or the parent is missing.
-async fn insert_local_post<'e>(
-    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+/// the key was posted before or the parent is missing. A script, so on SQLite it runs on the
+/// writer's native connection.
+async fn insert_local_post(
+    conn: &mut Lease,
     (author, text, reply_to, client_key, mentions): (&str, &str, Option<i64>, Option<&str>, Option<&str>),
 ) -> StoreResult<Option<LocalPost>> {
-    let inserted = sqlx::query(INSERT_LOCAL_POST)
+    let mut script = Script::new(conn.backend_name());
+    script
+        .statement(INSERT_LOCAL_POST)
         .bind(author)
         .bind(text)
         .bind(reply_to)
         .bind(client_key)
         .bind(mentions)
-        .bind(now_ms())
-        .fetch_optional(executor)
-        .await?;
-    inserted.as_ref().map(LocalPost::from_row).transpose()
+        .bind(now_ms());
+    let inserted = script.fetch_all(conn).await?;
+    inserted.first().map(LocalPost::from_row).transpose()
 }
 
 /// The post stored under `client_key` (none without a key).

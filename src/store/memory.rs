@@ -5,6 +5,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::native::Fields;
 use super::script::{OwnTransaction, Script};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
@@ -65,16 +66,16 @@ pub struct MemoryRow {
 }
 
 impl MemoryRow {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+    fn from_row(row: &impl Fields) -> StoreResult<Self> {
         Ok(Self {
-            id: row.try_get("id")?,
-            persona: row.try_get("persona")?,
-            kind: MemoryKind::parse(&row.try_get::<String, _>("kind")?).unwrap_or(MemoryKind::Inbound),
-            platform: row.try_get("platform")?,
-            conversation: row.try_get("conversation")?,
-            author: row.try_get("author")?,
-            text: row.try_get("text")?,
-            created_at: row.try_get("created_at")?,
+            id: row.field("id")?,
+            persona: row.field("persona")?,
+            kind: MemoryKind::parse(&row.field::<String, _>("kind")?).unwrap_or(MemoryKind::Inbound),
+            platform: row.field("platform")?,
+            conversation: row.field("conversation")?,
+            author: row.field("author")?,
+            text: row.field("text")?,
+            created_at: row.field("created_at")?,
         })
     }
 }

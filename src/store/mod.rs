@@ -14,6 +14,7 @@ mod conn;
 mod content;
 mod local;
 mod memory;
+mod native;
 mod outbox;
 mod report;
 mod script;
@@ -27,6 +28,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use self::conn::{Lease, Source};
+use self::native::Fields;
 
 use crate::config::Secret;
 
@@ -58,6 +60,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// A statement of the writer's native SQLite connection (see `native`).
+    #[error("query failed: {0}")]
+    Native(#[from] rusqlite::Error),
 }
 
 impl StoreError {
@@ -68,6 +73,10 @@ impl StoreError {
             StoreError::Query(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
             StoreError::Query(sqlx::Error::Database(err)) => err.code().is_some_and(|code| is_transient_code(&code)),
             StoreError::Query(_) => false,
+            StoreError::Native(rusqlite::Error::SqliteFailure(err, _)) => {
+                is_transient_code(&err.extended_code.to_string())
+            }
+            StoreError::Native(_) => false,
             StoreError::Directory { .. } | StoreError::Url(_) | StoreError::Migrate(_) => false,
         }
     }
@@ -300,8 +309,8 @@ impl Db {
         // A new row is known by its key: (platform, remote id, persona).
         let mut ids = HashMap::new();
         for row in script.fetch_all(&mut conn).await? {
-            let key: (String, String, String) = (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-            ids.insert(key, row.try_get::<i64, _>(0)?);
+            let key: (String, String, String) = (row.field(1)?, row.field(2)?, row.field(3)?);
+            ids.insert(key, row.field::<i64, _>(0)?);
         }
         Ok(events
             .iter()
@@ -655,6 +664,18 @@ mod tests {
         for code in ["19", "2067", "23505", "42601", "22001", "1"] {
             assert!(!is_transient_code(code), "{code}");
         }
+    }
+
+    #[test]
+    fn native_errors_are_transient_when_busy_or_locked() {
+        let native = |code| StoreError::Native(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+        for code in [5, 6, 517, 262] {
+            assert!(native(code).is_transient(), "{code}");
+        }
+        for code in [19, 2067, 1] {
+            assert!(!native(code).is_transient(), "{code}");
+        }
+        assert!(!StoreError::Native(rusqlite::Error::InvalidQuery).is_transient());
     }
 
     #[test]

@@ -7,10 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
-use super::script::{OwnTransaction, Script};
+use super::native::Fields;
+use super::script::{On, OwnTransaction, Script};
 use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, sql_limit, value_rows};
 
 /// A post or reply to queue.
@@ -170,7 +171,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let mut tx = OwnTransaction::new(self.write().await?);
-        let enqueued = insert_outboxes(tx.conn(), items, Within::Own).await;
+        let enqueued = insert_outboxes(On::Lease(tx.conn()), items, Within::Own).await;
         tx.finish(enqueued).await
     }
 
@@ -397,7 +398,7 @@ pub(super) async fn insert_outbox(
     inbound_id: Option<i64>,
     log: Option<&super::ContentLog>,
 ) -> StoreResult<Enqueued> {
-    let enqueued = insert_outboxes(tx, &[ToEnqueue { item, inbound_id, log }], Within::Callers).await?;
+    let enqueued = insert_outboxes(On::Conn(tx), &[ToEnqueue { item, inbound_id, log }], Within::Callers).await?;
     Ok(enqueued[0])
 }
 
@@ -415,11 +416,7 @@ enum Within {
 /// row: six statements a run (see [`super::runs`]); on SQLite a small batch (one or two items) is
 /// two calls (see [`Script`]), three when a key existed, with the `BEGIN` and `COMMIT` of an own
 /// transaction in the first and the last.
-async fn insert_outboxes(
-    tx: &mut AnyConnection,
-    items: &[ToEnqueue<'_>],
-    within: Within,
-) -> StoreResult<Vec<Enqueued>> {
+async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within) -> StoreResult<Vec<Enqueued>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -441,8 +438,8 @@ async fn insert_outboxes(
         }
     }
     let mut created = HashMap::new();
-    for row in inserts.fetch_all(tx).await? {
-        created.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+    for row in inserts.fetch_all(tx.reborrow()).await? {
+        created.insert(row.field::<String, _>(1)?, row.field::<i64, _>(0)?);
     }
     // Keys that were already queued (before this batch, by this process or an earlier one): their ids.
     let mut existing = HashMap::new();
@@ -450,14 +447,17 @@ async fn insert_outboxes(
         items.iter().map(|t| t.item.idempotency_key.as_str()).filter(|key| !created.contains_key(*key)).collect();
     let known: Vec<&str> = known.into_iter().collect();
     for run in runs(&known) {
-        let sql =
-            format!("SELECT id, idempotency_key FROM outbox WHERE idempotency_key IN ({})", placeholders(1, run.len()));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        // A script, as the transaction's other statements: on the same connection.
+        let mut query = Script::new(tx.backend_name());
+        query.statement(&format!(
+            "SELECT id, idempotency_key FROM outbox WHERE idempotency_key IN ({})",
+            placeholders(1, run.len())
+        ));
         for key in run {
-            query = query.bind(*key);
+            query.bind(*key);
         }
-        for row in query.fetch_all(&mut *tx).await? {
-            existing.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+        for row in query.fetch_all(tx.reborrow()).await? {
+            existing.insert(row.field::<String, _>(1)?, row.field::<i64, _>(0)?);
         }
     }
     let mut results = Vec::with_capacity(items.len());

@@ -7,12 +7,17 @@
 //! ones before); in a transaction they still commit together, outside one each commits alone.
 //! Postgres's extended protocol takes one statement with parameters a call, so there each
 //! statement is its own call, as if run one after another.
+//!
+//! On the writer's lease a SQLite script skips sqlx's thread altogether: its statements run one
+//! by one on the lease's native connection, on the caller's thread (see [`super::native`]).
 
-use sqlx::any::{AnyArguments, AnyRow};
+use rusqlite::types::{ToSql, Value};
+use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments, Encode, Type};
 
 use super::StoreResult;
 use super::conn::Lease;
+use super::native::{self, Fetched};
 
 /// Statements are joined only while the script holds at most this many parameters. A joined text
 /// is one entry in the connection's statement cache (100 entries), so only small scripts are
@@ -30,6 +35,8 @@ pub(super) const JOIN_UP_TO_PARAMETERS: usize = 128;
 pub(super) struct Script {
     /// Each statement with its arguments.
     statements: Vec<(String, AnyArguments)>,
+    /// Each statement's arguments as the native connection binds them (SQLite only).
+    values: Vec<Vec<Value>>,
     /// All the statements in one text with all the arguments, while the script may be joined.
     joined: Option<(String, AnyArguments)>,
     /// The first error of a bind, returned by the run.
@@ -43,7 +50,7 @@ impl Script {
     pub fn new(backend: &str) -> Self {
         let sqlite = backend == <sqlx::Sqlite as sqlx::Database>::NAME;
         let joined = sqlite.then(|| (String::new(), AnyArguments::default()));
-        Script { statements: Vec::new(), joined, bind_error: None, sqlite }
+        Script { statements: Vec::new(), values: Vec::new(), joined, bind_error: None, sqlite }
     }
 
     /// Starts a statement.
@@ -55,6 +62,9 @@ impl Script {
             push_shifted(text, sql, args.len());
         }
         self.statements.push((sql.to_owned(), AnyArguments::default()));
+        if self.sqlite {
+            self.values.push(Vec::new());
+        }
         self
     }
 
@@ -69,9 +79,12 @@ impl Script {
     }
 
     /// Binds the current statement's next parameter.
-    pub fn bind<'t, T: Encode<'t, sqlx::Any> + Type<sqlx::Any> + Copy>(&mut self, value: T) -> &mut Self {
+    pub fn bind<'t, T: Encode<'t, sqlx::Any> + Type<sqlx::Any> + ToSql + Copy>(&mut self, value: T) -> &mut Self {
         let (_, args) = self.statements.last_mut().expect("a statement is started before its parameters");
         let mut added = args.add(value);
+        if let Some(values) = self.values.last_mut() {
+            added = added.and_then(|()| native::value(&value).map(|value| values.push(value)).map_err(Into::into));
+        }
         if let Some((_, args)) = &mut self.joined {
             added = added.and_then(|()| args.add(value));
             if args.len() > JOIN_UP_TO_PARAMETERS {
@@ -87,18 +100,33 @@ impl Script {
     }
 
     /// Runs every statement, in order.
-    pub async fn execute(self, conn: &mut AnyConnection) -> StoreResult<()> {
-        self.fetch_all(conn).await.map(drop)
+    pub async fn execute<'c>(self, on: impl Into<On<'c>>) -> StoreResult<()> {
+        self.fetch_all(on).await.map(drop)
     }
 
-    /// Runs every statement, in order, and answers the rows they returned, in order.
-    pub async fn fetch_all(mut self, conn: &mut AnyConnection) -> StoreResult<Vec<AnyRow>> {
+    /// Runs every statement, in order, and answers the rows they returned, in order. On the
+    /// SQLite writer's lease they run on its native connection, on this thread; elsewhere
+    /// through sqlx, in the calls [`Script::into_calls`] makes.
+    pub async fn fetch_all<'c>(mut self, on: impl Into<On<'c>>) -> StoreResult<Vec<Fetched>> {
         if let Some(err) = self.bind_error.take() {
             return Err(err.into());
         }
         let mut rows = Vec::new();
+        let conn = match on.into() {
+            On::Lease(lease) => match lease.native()? {
+                Some(native) if self.sqlite => {
+                    for ((sql, _), values) in self.statements.into_iter().zip(&self.values) {
+                        native::run(native, &anonymous(sql), values, &mut rows)?;
+                    }
+                    return Ok(rows);
+                }
+                _ => &mut **lease,
+            },
+            On::Conn(conn) => conn,
+        };
         for (sql, args) in self.into_calls() {
-            rows.extend(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?);
+            let returned = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?;
+            rows.extend(returned.into_iter().map(Fetched::Any));
         }
         Ok(rows)
     }
@@ -114,6 +142,43 @@ impl Script {
             return calls;
         }
         calls.into_iter().map(|(sql, args)| (anonymous(sql), args)).collect()
+    }
+}
+
+/// Where a [`Script`] runs: a leased connection (the SQLite writer's runs natively), or a sqlx
+/// connection (one of sqlx's transactions, say).
+pub(super) enum On<'c> {
+    Lease(&'c mut Lease),
+    Conn(&'c mut AnyConnection),
+}
+
+impl<'c> From<&'c mut Lease> for On<'c> {
+    fn from(lease: &'c mut Lease) -> Self {
+        On::Lease(lease)
+    }
+}
+
+impl<'c> From<&'c mut AnyConnection> for On<'c> {
+    fn from(conn: &'c mut AnyConnection) -> Self {
+        On::Conn(conn)
+    }
+}
+
+impl On<'_> {
+    /// The same connection, for one more script.
+    pub fn reborrow(&mut self) -> On<'_> {
+        match self {
+            On::Lease(lease) => On::Lease(lease),
+            On::Conn(conn) => On::Conn(conn),
+        }
+    }
+
+    /// The engine's name (`AnyConnection::backend_name`), for [`Script::new`].
+    pub fn backend_name(&self) -> &str {
+        match self {
+            On::Lease(lease) => lease.backend_name(),
+            On::Conn(conn) => conn.backend_name(),
+        }
     }
 }
 
@@ -166,8 +231,10 @@ impl OwnTransaction {
         OwnTransaction { conn: Some(conn) }
     }
 
-    /// The connection, for the transaction's scripts and statements.
-    pub fn conn(&mut self) -> &mut AnyConnection {
+    /// The connection, for the transaction's scripts. Every statement of the transaction is a
+    /// script's: on SQLite they run on the lease's native connection, where a statement sent
+    /// through sqlx would run on the other connection, outside the transaction.
+    pub fn conn(&mut self) -> &mut Lease {
         self.conn.as_mut().expect("the connection is taken only by finish and drop")
     }
 
@@ -177,7 +244,7 @@ impl OwnTransaction {
     pub async fn finish<T>(mut self, outcome: StoreResult<T>) -> StoreResult<T> {
         if outcome.is_err()
             && let Some(mut conn) = self.conn.take()
-            && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err()
+            && conn.rollback().await.is_err()
         {
             conn.discard();
         }
@@ -215,6 +282,7 @@ fn push_shifted(text: &mut String, sql: &str, offset: usize) {
 #[cfg(test)]
 mod tests {
     use super::super::Db;
+    use super::super::native::Fields;
     use super::*;
 
     /// A migrated SQLite file: one writing connection, read-only readers.
@@ -328,18 +396,93 @@ mod tests {
         let calls = in_order().into_calls();
         assert_eq!(calls.len(), 1);
         assert!(!calls[0].0.contains('$'), "{}", calls[0].0);
+        // Through sqlx (the lease's sqlx connection), then on the lease (its native connection).
+        in_order().execute(&mut *conn).await.unwrap();
+        // Joined with statements that number their parameters out of order, or repeat one: all
+        // stay named.
+        let out_of_order = |first: &str, second: &str, third: &str| {
+            let mut script = Script::new("SQLite");
+            script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind(first).bind("4");
+            script.statement(&format!("{insert}($2, 'local', $1, 0)")).bind("5").bind(second);
+            script.statement(&format!("{insert}($1, 'local', $1 || '6', 0)")).bind(third);
+            script
+        };
+        out_of_order("d", "e", "f").execute(&mut *conn).await.unwrap();
+        // Natively: the rows sqlx wrote renamed, then written again.
+        let mut native = Script::new("SQLite");
+        native.statement("UPDATE cursors SET persona = 'n' || persona WHERE persona IN ($1, $2, $3)");
+        native.bind("a").bind("b").bind("c");
+        native.execute(&mut conn).await.unwrap();
         in_order().execute(&mut conn).await.unwrap();
-        // Joined with a statement that numbers its parameters out of order: all stay named.
-        let mut script = Script::new(conn.backend_name());
-        script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("d").bind("4");
-        script.statement(&format!("{insert}($2, 'local', $1, 0)")).bind("5").bind("e");
-        script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("f").bind("6");
-        script.execute(&mut conn).await.unwrap();
+        out_of_order("nd", "ne", "nf").execute(&mut conn).await.unwrap();
         drop(conn);
         let cursors = db.all_cursors().await.unwrap();
-        for (persona, cursor) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5"), ("f", "6")] {
-            assert_eq!(cursors.get(&(persona.to_owned(), "local".to_owned())).map(String::as_str), Some(cursor));
+        assert_eq!(cursors.len(), 12, "{cursors:?}");
+        for (persona, cursor) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5"), ("f", "f6")] {
+            for persona in [persona.to_owned(), format!("n{persona}")] {
+                let expected = if persona == "nf" { "nf6" } else { cursor };
+                assert_eq!(cursors.get(&(persona, "local".to_owned())).map(String::as_str), Some(expected));
+            }
         }
+        db.close().await;
+    }
+
+    /// On the writer's lease a script runs on the native connection, beside sqlx's: a transaction
+    /// it leaves open there is not the sqlx connection's.
+    #[tokio::test]
+    async fn the_writers_scripts_run_on_its_native_connection() {
+        let (_dir, db) = sqlite().await;
+        let mut conn = db.write().await.unwrap();
+        let mut script = Script::new(conn.backend_name());
+        script.begin();
+        write_cursor(&mut script, "a");
+        script.execute(&mut conn).await.unwrap();
+        let count = "SELECT COUNT(*) AS n FROM cursors";
+        let through_sqlx: i64 = sqlx::Row::get(&sqlx::query(count).fetch_one(&mut *conn).await.unwrap(), 0);
+        let mut script = Script::new(conn.backend_name());
+        script.statement(count);
+        let native: i64 = script.fetch_all(&mut conn).await.unwrap()[0].field("n").unwrap();
+        assert_eq!((through_sqlx, native), (0, 1), "sqlx's connection does not see the native transaction");
+        conn.rollback().await.unwrap();
+        drop(conn);
+        assert!(!committed(&db, "a").await, "rolled back on the native connection");
+        db.close().await;
+    }
+
+    /// A row reads the same from the native connection as through sqlx, for every type the store
+    /// decodes, NULLs included.
+    #[tokio::test]
+    async fn a_row_reads_the_same_natively_and_through_sqlx() {
+        let (_dir, db) = sqlite().await;
+        let mut conn = db.write().await.unwrap();
+        let select = || {
+            let mut script = Script::new("SQLite");
+            script
+                .statement("SELECT $1 AS i, $2 AS t, $3 AS b, $4 AS f, $5 AS blob, $6 AS none, $7 AS yes")
+                .bind(-7_i64)
+                .bind("ünïcode")
+                .bind(true)
+                .bind(2.5_f64)
+                .bind(&[0_u8, 1, 255][..])
+                .bind(None::<&str>)
+                .bind(Some(1_i64));
+            script
+        };
+        let through_sqlx = select().fetch_all(&mut *conn).await.unwrap();
+        let native = select().fetch_all(&mut conn).await.unwrap();
+        assert!(matches!(through_sqlx[0], Fetched::Any(_)) && matches!(native[0], Fetched::Native(_)));
+        for row in [&through_sqlx[0], &native[0]] {
+            assert_eq!(row.field::<i64, _>("i").unwrap(), -7);
+            assert_eq!(row.field::<String, _>(1).unwrap(), "ünïcode");
+            assert_eq!(row.field::<i64, _>("b").unwrap(), 1, "a bool is bound as an integer");
+            assert_eq!(row.field::<f64, _>("f").unwrap(), 2.5);
+            assert_eq!(row.field::<Vec<u8>, _>("blob").unwrap(), vec![0, 1, 255]);
+            assert_eq!(row.field::<Option<String>, _>("none").unwrap(), None);
+            assert_eq!(row.field::<Option<i64>, _>("yes").unwrap(), Some(1));
+            assert!(row.field::<i64, _>("missing").is_err(), "a column it does not have");
+            assert!(row.field::<i64, _>("t").is_err(), "text is not an integer");
+        }
+        drop(conn);
         db.close().await;
     }
 

@@ -1,0 +1,147 @@
+//! The writer's [`super::script::Script`]s on SQLite, called on the caller's thread.
+//!
+//! sqlx runs a SQLite connection on a thread of its own: every call is a message to that thread
+//! and a wake-up back, and on this kind of small virtual machine the two wake-ups cost more than
+//! the statement (a one-row insert that commits: 82–93 µs of CPU through sqlx, 16–17 µs called
+//! directly, in a scratch test). So the writing connection's lease also holds a connection of
+//! rusqlite's to the same file ([`super::conn::Lease::native`]), and a script run on that lease
+//! runs there, statement by statement, each prepared once and kept. Both connections of a lease
+//! are behind the one writer's permit, so they never write at once; a transaction is begun and
+//! ended by scripts on the same lease, so all of its statements run on the one connection.
+//!
+//! A call blocks the runtime's thread while SQLite works: a few statements in WAL mode with
+//! `synchronous = NORMAL`, which write to the OS's cache and sync only at a checkpoint. Another
+//! process holding the file's write lock makes it wait up to the busy timeout, as the sqlx
+//! connection would, but on the runtime's thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::types::{FromSql, ToSql, ToSqlOutput, Value, ValueRef};
+use sqlx::any::AnyRow;
+use sqlx::{Any, ColumnIndex, Decode, Type};
+
+/// Prepared statements kept a connection: the hot scripts' texts (inserts of 1 to n rows, a
+/// group of local posts, the outbox's updates) are a few dozen.
+const STATEMENT_CACHE: usize = 256;
+
+/// Opens the writer's native connection to the SQLite file at `path`, set up as sqlx's
+/// connections are (the file exists and is in WAL mode already: sqlx's connection opened it).
+pub(super) fn open(path: &Path, cache_size: &str) -> rusqlite::Result<rusqlite::Connection> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {cache_size};"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// A value bound to a statement, as rusqlite binds it.
+pub(super) fn value<T: ToSql>(value: &T) -> rusqlite::Result<Value> {
+    Ok(match value.to_sql()? {
+        ToSqlOutput::Borrowed(value) => {
+            Value::try_from(value).map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?
+        }
+        ToSqlOutput::Owned(value) => value,
+        other => return Err(rusqlite::Error::ToSqlConversionFailure(format!("unsupported value {other:?}").into())),
+    })
+}
+
+/// Runs `sql` with `values` (its parameters, `$1, $2, …` or `?` in order) and appends the rows it
+/// returns to `rows`.
+pub(super) fn run(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[Value],
+    rows: &mut Vec<Fetched>,
+) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare_cached(sql)?;
+    if sql.contains('$') {
+        // Named: each `$N` where SQLite placed it (a name repeated, or out of order, has one slot).
+        for (n, value) in values.iter().enumerate() {
+            match statement.parameter_index(&format!("${}", n + 1))? {
+                Some(slot) => statement.raw_bind_parameter(slot, value)?,
+                None => return Err(rusqlite::Error::InvalidParameterName(format!("${}", n + 1))),
+            }
+        }
+    } else {
+        for (n, value) in values.iter().enumerate() {
+            statement.raw_bind_parameter(n + 1, value)?;
+        }
+    }
+    let columns = statement.column_count();
+    let names: Option<Arc<[String]>> =
+        (columns > 0).then(|| statement.column_names().into_iter().map(str::to_owned).collect());
+    let mut returned = statement.raw_query();
+    while let Some(row) = returned.next()? {
+        let values = (0..columns).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<_>>()?;
+        let names = names.clone().expect("a row has columns");
+        rows.push(Fetched::Native(NativeRow { names, values }));
+    }
+    Ok(())
+}
+
+/// A row a script returned: sqlx's, or one read here.
+pub(crate) enum Fetched {
+    Any(AnyRow),
+    Native(NativeRow),
+}
+
+/// A row read on the native connection: its columns' names and values.
+#[derive(Debug)]
+pub(crate) struct NativeRow {
+    names: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+/// A column's value of the types the store reads: decoded by sqlx from its rows and by rusqlite
+/// from native ones.
+pub(crate) trait Field: for<'r> Decode<'r, Any> + Type<Any> + FromSql {}
+impl<T: for<'r> Decode<'r, Any> + Type<Any> + FromSql> Field for T {}
+
+/// A column, by position or by name.
+pub(crate) trait Column: ColumnIndex<AnyRow> + std::fmt::Debug + Copy {
+    /// Its position in `names`.
+    fn position(self, names: &[String]) -> Option<usize>;
+}
+
+impl Column for usize {
+    fn position(self, names: &[String]) -> Option<usize> {
+        (self < names.len()).then_some(self)
+    }
+}
+
+impl Column for &str {
+    fn position(self, names: &[String]) -> Option<usize> {
+        names.iter().position(|name| name == self)
+    }
+}
+
+/// The fields of a row the store decodes: sqlx's rows and [`Fetched`] rows alike.
+pub(crate) trait Fields {
+    /// The value of `column`, as `T`.
+    fn field<T: Field, C: Column>(&self, column: C) -> Result<T, sqlx::Error>;
+}
+
+impl Fields for AnyRow {
+    fn field<T: Field, C: Column>(&self, column: C) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+impl Fields for NativeRow {
+    fn field<T: Field, C: Column>(&self, column: C) -> Result<T, sqlx::Error> {
+        let at = column.position(&self.names).ok_or_else(|| sqlx::Error::ColumnNotFound(format!("{column:?}")))?;
+        T::column_result(ValueRef::from(&self.values[at]))
+            .map_err(|err| sqlx::Error::ColumnDecode { index: format!("{column:?}"), source: Box::new(err) })
+    }
+}
+
+impl Fields for Fetched {
+    fn field<T: Field, C: Column>(&self, column: C) -> Result<T, sqlx::Error> {
+        match self {
+            Fetched::Any(row) => row.field(column),
+            Fetched::Native(row) => row.field(column),
+        }
+    }
+}
