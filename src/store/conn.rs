@@ -78,7 +78,7 @@ impl Source {
             read_only,
             permits: Arc::new(Semaphore::new(size as usize)),
             size,
-            native_path: if read_only { None } else { file_path(url) },
+            native_path: file_path(url),
             idle: Mutex::new(vec![HeldConnection { conn: first, native: None }]),
         })))
     }
@@ -147,14 +147,15 @@ impl Lease {
         Connection::begin(&mut **self).await
     }
 
-    /// The native connection beside the writer's, opened now if it is not yet; `None` for a reader,
-    /// for Postgres, and for a database that is not a file.
+    /// The native connection beside the held one, opened now if it is not yet (read-only beside
+    /// a reader); `None` for Postgres, and for a database that is not a file.
     pub fn native(&mut self) -> StoreResult<Option<&mut rusqlite::Connection>> {
         let Lease::Held(lease) = self else { return Ok(None) };
         let Some(path) = &lease.held.native_path else { return Ok(None) };
+        let read_only = lease.held.read_only;
         let held = lease.conn.as_mut().expect("a lease holds its connection until discarded");
         if held.native.is_none() {
-            held.native = Some(super::native::open(path, WRITER_CACHE_SIZE)?);
+            held.native = Some(super::native::open(path, read_only)?);
         }
         Ok(held.native.as_mut())
     }
@@ -217,8 +218,8 @@ impl Drop for HeldLease {
 /// file's pages stay in the OS cache, shared; the writer's hot pages are the right edges of
 /// time-ordered keys and the interior pages. At 500 replies/s the smaller caches cost no
 /// measurable CPU (2.48 ms a reply either way, alternated runs).
-const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -256";
-const WRITER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
+pub(super) const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -256";
+pub(super) const WRITER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
 
 /// The file of a SQLite URL (as [`super::Db::connect`] writes it: `sqlite://PATH?QUERY`); `None`
 /// for an in-memory database, which a second connection would not share.

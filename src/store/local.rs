@@ -169,9 +169,11 @@ impl Db {
              JOIN local_posts p ON p.id = m.post_id WHERE m.handle = $1 AND m.post_id > $2 ORDER BY m.post_id {}",
             sql_limit(limit)
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(handle).bind(after).fetch_all(&mut *self.read().await?).await?;
-        rows.iter().map(LocalPost::from_row).collect()
+        // A script, so on SQLite it runs on the reader's native connection (see `native`).
+        let mut conn = self.read().await?;
+        let mut query = Script::new(conn.backend_name());
+        query.statement(&sql).bind(handle).bind(after);
+        query.fetch_all(&mut conn).await?.iter().map(LocalPost::from_row).collect()
     }
 
     pub async fn local_post_by_id(&self, id: i64) -> StoreResult<Option<LocalPost>> {

@@ -292,18 +292,21 @@ impl Db {
                 placeholders.join(", ")
             ));
         }
-        let sql = format!("{} ORDER BY part, id DESC", parts.join(" UNION ALL "));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(persona);
+        // A script, so on SQLite it runs on the reader's native connection (see `native`).
+        let mut conn = self.read().await?;
+        let mut query = Script::new(conn.backend_name());
+        query.statement(&format!("{} ORDER BY part, id DESC", parts.join(" UNION ALL "))).bind(persona);
         if let Some((platform, conversation)) = conversation {
-            query = query.bind(persona).bind(platform).bind(conversation);
+            query.bind(persona).bind(platform).bind(conversation);
         }
         for id in ids {
-            query = query.bind(*id);
+            query.bind(*id);
         }
         let mut recalled = Recalled::default();
-        let found = query.fetch_all(&mut *self.read().await?).await?;
+        let found = query.fetch_all(&mut conn).await?;
+        drop(conn);
         for row in found {
-            let part: i64 = row.try_get("part")?;
+            let part: i64 = row.field("part")?;
             let memory = MemoryRow::from_row(&row)?;
             match part {
                 0 => recalled.recent.push(memory),

@@ -18,6 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::types::{FromSql, ToSql, ToSqlOutput, Value, ValueRef};
+
+use super::conn::{READER_CACHE_SIZE, WRITER_CACHE_SIZE};
 use sqlx::any::AnyRow;
 use sqlx::{Any, ColumnIndex, Decode, Type};
 
@@ -25,13 +27,16 @@ use sqlx::{Any, ColumnIndex, Decode, Type};
 /// group of local posts, the outbox's updates) are a few dozen.
 const STATEMENT_CACHE: usize = 256;
 
-/// Opens the writer's native connection to the SQLite file at `path`, set up as sqlx's
-/// connections are (the file exists and is in WAL mode already: sqlx's connection opened it).
-pub(super) fn open(path: &Path, cache_size: &str) -> rusqlite::Result<rusqlite::Connection> {
+/// Opens a native connection to the SQLite file at `path`, set up as sqlx's connections of its
+/// kind are (the file exists and is in WAL mode already: sqlx's connection opened it): a reader's
+/// refuses writes (`PRAGMA query_only`).
+pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::Connection> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {cache_size};"))?;
+    let kind =
+        if read_only { format!("PRAGMA query_only = ON; {READER_CACHE_SIZE}") } else { WRITER_CACHE_SIZE.to_owned() };
+    conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {kind};"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -56,6 +61,10 @@ pub(super) fn run(
     rows: &mut Vec<Fetched>,
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(sql)?;
+    // Every parameter is bound on every call: a kept statement holds its last call's values.
+    if values.len() != statement.parameter_count() {
+        return Err(rusqlite::Error::InvalidParameterCount(values.len(), statement.parameter_count()));
+    }
     if sql.contains('$') {
         // Named: each `$N` where SQLite placed it (a name repeated, or out of order, has one slot).
         for (n, value) in values.iter().enumerate() {
@@ -70,13 +79,11 @@ pub(super) fn run(
         }
     }
     let columns = statement.column_count();
-    let names: Option<Arc<[String]>> =
-        (columns > 0).then(|| statement.column_names().into_iter().map(str::to_owned).collect());
+    let names: Arc<[String]> = statement.column_names().into_iter().map(str::to_owned).collect();
     let mut returned = statement.raw_query();
     while let Some(row) = returned.next()? {
         let values = (0..columns).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<_>>()?;
-        let names = names.clone().expect("a row has columns");
-        rows.push(Fetched::Native(NativeRow { names, values }));
+        rows.push(Fetched::Native(NativeRow { names: names.clone(), values }));
     }
     Ok(())
 }
