@@ -145,11 +145,6 @@ impl LocalPlatform {
             .await?
             .ok_or_else(|| PlatformError::Permanent(format!("reply_to: no post {}", reply_to.unwrap_or_default())))?;
         metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
-        if let Some(observers) = self.posted.get().filter(|observers| observers.receiver_count() > 0) {
-            let posted =
-                Posted { id: post.id, author: post.author.clone(), reply_to: post.reply_to, at: Instant::now() };
-            let _ = observers.send(posted);
-        }
         if !mentions.is_empty() {
             let wakers = crate::sync::read(&self.wakers);
             for handle in &mentions {
@@ -187,10 +182,24 @@ impl LocalPlatform {
             };
             let (posts, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
             let outcomes = self.db.local_posts(&posts).await;
+            self.tell_observers(&outcomes);
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 // A caller that gave up waiting does not need its answer.
                 let _ = answer.send(outcome);
             }
+        }
+    }
+
+    /// Tells the observers of the posts a group stored, in order, as soon as it committed and before
+    /// any poster hears back: the next group (a reply to one of these, say) waits for the group
+    /// lock this caller holds, so observers see the posts in the order they were stored. Told
+    /// from each poster's task instead, a mention stored in another poster's group could be seen
+    /// after its reply (the bench's observer counted such a reply as missing).
+    fn tell_observers(&self, outcomes: &[StoreResult<Option<LocalPost>>]) {
+        let Some(observers) = self.posted.get().filter(|observers| observers.receiver_count() > 0) else { return };
+        let at = Instant::now();
+        for post in outcomes.iter().filter_map(|outcome| outcome.as_ref().ok().and_then(Option::as_ref)) {
+            let _ = observers.send(Posted { id: post.id, author: post.author.clone(), reply_to: post.reply_to, at });
         }
     }
 
@@ -406,6 +415,29 @@ mod tests {
         let orphan = local.post("ada", "hi again", Some(reply.id + 100), None, "api").await;
         assert!(matches!(&orphan, Err(PlatformError::Permanent(message)) if message.contains("no post")), "{orphan:?}");
         assert!(first.try_recv().is_err(), "an orphan is not posted");
+
+        // Posts stored in one group are told by the caller that stored them, together and in
+        // order, as the group commits: not each by its own poster when it next runs, when a
+        // reply to one of them may already have been stored and told.
+        let storing = local.group.storing.lock().await;
+        let posters: Vec<_> = ["one", "two", "three"]
+            .into_iter()
+            .map(|text| {
+                let local = local.clone();
+                tokio::spawn(async move { local.post("kim", text, None, None, "api").await })
+            })
+            .collect();
+        while crate::sync::lock(&local.group.waiting).len() < posters.len() {
+            tokio::task::yield_now().await;
+        }
+        drop(storing);
+        let mut ids = Vec::new();
+        for poster in posters {
+            ids.push(poster.await.expect("poster").expect("post").id);
+        }
+        let told: Vec<Posted> = (0..3).map(|_| first.try_recv().expect("told")).collect();
+        assert_eq!(told.iter().map(|posted| posted.id).collect::<Vec<_>>(), ids, "in the order stored");
+        assert!(told.iter().all(|posted| posted.at == told[0].at), "told together, at the commit: {told:?}");
     }
 
     #[test]
