@@ -15,9 +15,9 @@
 //! without its end ([`super::script::OwnTransaction`]) has to [`Lease::discard`] its connection:
 //! the connection closes (SQLite rolls back what it left open) and the next lease opens a new one.
 //!
-//! The writer's lease also holds a connection of rusqlite's to the same file, opened when first
-//! asked for ([`Lease::native`]), on which the writer's scripts run without sqlx's thread (see
-//! [`super::native`]). It is leased, returned and discarded with its sqlx twin.
+//! A held lease also holds a connection of rusqlite's to the same file (read-only beside a
+//! reader), opened when first asked for ([`Lease::native`]), on which scripts run without sqlx's
+//! thread (see [`super::native`]). It is leased, returned and discarded with its sqlx twin.
 
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ pub(crate) struct Held {
     /// One permit a connection.
     permits: Arc<Semaphore>,
     size: u32,
-    /// The file a native connection opens: the writer's, when the database is a file.
+    /// The file the native connections open, when the database is a file.
     native_path: Option<PathBuf>,
     /// The connections not leased. Fewer than the free permits until leases first overlap, and
     /// after a discard: a lease that finds none opens one.

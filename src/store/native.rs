@@ -1,17 +1,18 @@
-//! The writer's [`super::script::Script`]s on SQLite, called on the caller's thread.
+//! [`super::script::Script`]s on SQLite's held connections, called on the caller's thread.
 //!
 //! sqlx runs a SQLite connection on a thread of its own: every call is a message to that thread
 //! and a wake-up back, and on this kind of small virtual machine the two wake-ups cost more than
 //! the statement (a one-row insert that commits: 82–93 µs of CPU through sqlx, 16–17 µs called
-//! directly, in a scratch test). So the writing connection's lease also holds a connection of
-//! rusqlite's to the same file ([`super::conn::Lease::native`]), and a script run on that lease
-//! runs there, statement by statement, each prepared once and kept. Both connections of a lease
-//! are behind the one writer's permit, so they never write at once; a transaction is begun and
-//! ended by scripts on the same lease, so all of its statements run on the one connection.
+//! directly, in a scratch test). So each held connection's lease also holds a connection of
+//! rusqlite's to the same file ([`super::conn::Lease::native`]; a reader's refuses writes), and a
+//! script run on that lease runs there, statement by statement, each prepared once and kept. The
+//! writer's two connections are behind the one writer's permit, so they never write at once; a
+//! transaction is begun and ended by scripts on the same lease, so all of its statements run on
+//! the one connection.
 //!
 //! A call blocks the runtime's thread while SQLite works: a few statements in WAL mode with
 //! `synchronous = NORMAL`, which write to the OS's cache and sync only at a checkpoint. Another
-//! process holding the file's write lock makes it wait up to the busy timeout, as the sqlx
+//! process holding the file's write lock makes a write wait up to the busy timeout, as the sqlx
 //! connection would, but on the runtime's thread.
 
 use std::path::Path;

@@ -8,8 +8,9 @@
 //! Postgres's extended protocol takes one statement with parameters a call, so there each
 //! statement is its own call, as if run one after another.
 //!
-//! On the writer's lease a SQLite script skips sqlx's thread altogether: its statements run one
-//! by one on the lease's native connection, on the caller's thread (see [`super::native`]).
+//! On a held SQLite lease (the writer's, or a reader's) a script skips sqlx's thread altogether:
+//! its statements run one by one on the lease's native connection, on the caller's thread (see
+//! [`super::native`]).
 
 use rusqlite::types::{ToSql, Value};
 use sqlx::any::AnyArguments;
@@ -104,9 +105,10 @@ impl Script {
         self.fetch_all(on).await.map(drop)
     }
 
-    /// Runs every statement, in order, and answers the rows they returned, in order. On the
-    /// SQLite writer's lease they run on its native connection, on this thread; elsewhere
-    /// through sqlx, in the calls [`Script::into_calls`] makes.
+    /// Runs every statement, in order, and answers the rows they returned, in order. On a held
+    /// SQLite lease they run on its native connection, on this thread; elsewhere (Postgres, or a
+    /// sqlx connection such as one of sqlx's transactions) through sqlx, in the calls
+    /// [`Script::into_calls`] makes.
     pub async fn fetch_all<'c>(mut self, on: impl Into<On<'c>>) -> StoreResult<Vec<Fetched>> {
         if let Some(err) = self.bind_error.take() {
             return Err(err.into());
@@ -145,7 +147,7 @@ impl Script {
     }
 }
 
-/// Where a [`Script`] runs: a leased connection (the SQLite writer's runs natively), or a sqlx
+/// Where a [`Script`] runs: a leased connection (a held SQLite one runs it natively), or a sqlx
 /// connection (one of sqlx's transactions, say).
 pub(super) enum On<'c> {
     Lease(&'c mut Lease),
@@ -446,6 +448,26 @@ mod tests {
         conn.rollback().await.unwrap();
         drop(conn);
         assert!(!committed(&db, "a").await, "rolled back on the native connection");
+        db.close().await;
+    }
+
+    /// A reader's lease runs scripts on its own native connection, which refuses writes.
+    #[tokio::test]
+    async fn a_readers_scripts_run_natively_and_refuse_writes() {
+        let (_dir, db) = sqlite().await;
+        db.store_inbound(&[], Some(("a", "local", "1"))).await.unwrap();
+        let mut reader = db.read().await.unwrap();
+        let mut read = Script::new(reader.backend_name());
+        read.statement("SELECT cursor FROM cursors WHERE persona = $1").bind("a");
+        let rows = read.fetch_all(&mut reader).await.unwrap();
+        assert!(matches!(rows[..], [Fetched::Native(_)]), "read on the native connection");
+        assert_eq!(rows[0].field::<String, _>("cursor").unwrap(), "1");
+        let mut write = Script::new(reader.backend_name());
+        write_cursor(&mut write, "b");
+        let refused = write.execute(&mut reader).await.expect_err("a reader refuses writes");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
+        drop(reader);
+        assert!(!committed(&db, "b").await);
         db.close().await;
     }
 
