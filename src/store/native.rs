@@ -17,12 +17,20 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{FromSql, ToSql, ToSqlOutput, Value, ValueRef};
 
 use super::conn::{READER_CACHE_SIZE, WRITER_CACHE_SIZE};
 use sqlx::any::AnyRow;
 use sqlx::{Any, ColumnIndex, Decode, Type};
+
+/// A statement that takes this long is logged as a warning (sqlx's threshold for its own).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
+/// Where the native statements are logged: every one at `debug`, with its SQL text (never its
+/// values), rows and time, as sqlx logs its own under `sqlx::query`; a slow one at `warn`.
+const LOG_TARGET: &str = "chorus::store::sql";
 
 /// Prepared statements kept a connection: the hot scripts' texts (inserts of 1 to n rows, a
 /// group of local posts, the outbox's updates) are a few dozen.
@@ -53,14 +61,31 @@ pub(super) fn value<T: ToSql>(value: &T) -> rusqlite::Result<Value> {
     })
 }
 
-/// Runs `sql` with `values` (its parameters, `$1, $2, …` or `?` in order) and appends the rows it
-/// returns to `rows`.
+/// Runs `sql` with `values` (its parameters, `$1, $2, …` or `?` in order), appends the rows it
+/// returns to `rows`, and logs it ([`LOG_TARGET`]).
 pub(super) fn run(
     conn: &rusqlite::Connection,
     sql: &str,
     values: &[Value],
     rows: &mut Vec<Fetched>,
 ) -> rusqlite::Result<()> {
+    let started = Instant::now();
+    let before = rows.len();
+    let ran = execute(conn, sql, values, rows);
+    let elapsed = started.elapsed();
+    let returned = rows.len() - before;
+    if elapsed >= SLOW_STATEMENT {
+        let elapsed_ms = elapsed.as_millis() as u64;
+        tracing::warn!(target: LOG_TARGET, statement = sql, rows = returned, elapsed_ms, ok = ran.is_ok(), "slow statement");
+    } else {
+        let elapsed_us = elapsed.as_micros() as u64;
+        tracing::debug!(target: LOG_TARGET, statement = sql, rows = returned, elapsed_us, ok = ran.is_ok(), "statement");
+    }
+    ran
+}
+
+/// [`run`]'s work.
+fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value], rows: &mut Vec<Fetched>) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(sql)?;
     // Every parameter is bound on every call: a kept statement holds its last call's values.
     if values.len() != statement.parameter_count() {
