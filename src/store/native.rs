@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{FromSql, ToSql, ToSqlOutput, Value, ValueRef};
-
-use super::conn::{READER_CACHE_SIZE, WRITER_CACHE_SIZE};
 use sqlx::any::AnyRow;
 use sqlx::{Any, ColumnIndex, Decode, Type};
+
+use super::conn::{READER_CACHE_SIZE, WRITER_CACHE_SIZE};
 
 /// A statement that takes this long is logged as a warning (sqlx's threshold for its own).
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ const STATEMENT_CACHE: usize = 256;
 pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::Connection> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
     let kind =
         if read_only { format!("PRAGMA query_only = ON; {READER_CACHE_SIZE}") } else { WRITER_CACHE_SIZE.to_owned() };
     conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {kind};"))?;
