@@ -277,12 +277,16 @@ mod tests {
     fn a_full_group_is_one_call_on_sqlite() {
         let posts = vec![post("a post"); LOCAL_POSTS_IN_ONE_CALL];
         let handles = vec![Some("[\"ada\"]".to_owned()); posts.len()];
-        let calls = group_script("SQLite", &posts, &handles, 1).into_calls();
+        let calls = group_script("SQLite", &posts, &handles, 1).into_calls().unwrap();
         assert_eq!(calls.len(), 1);
         assert!(!calls[0].0.contains('$'), "its parameters go unnamed: {}", calls[0].0);
         let more = vec![post("a post"); JOIN_UP_TO_PARAMETERS / PARAMETERS_A_POST + 1];
         let handles = vec![None; more.len()];
-        assert_eq!(group_script("SQLite", &more, &handles, 1).into_calls().len(), more.len() + 2, "one a statement");
+        assert_eq!(
+            group_script("SQLite", &more, &handles, 1).into_calls().unwrap().len(),
+            more.len() + 2,
+            "one a statement"
+        );
     }
 
     /// A post the database refuses fails alone: the others of its group are stored and answered.

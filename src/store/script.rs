@@ -34,12 +34,12 @@ pub(super) const JOIN_UP_TO_PARAMETERS: usize = 128;
 /// statement's SQL numbers its parameters `$1, $2, …` in the order they are then bound with
 /// [`Script::bind`].
 pub(super) struct Script {
-    /// Each statement with its arguments.
+    /// Each statement with its arguments (on SQLite none: they are in `values`).
     statements: Vec<(String, AnyArguments)>,
-    /// Each statement's arguments as the native connection binds them (SQLite only).
+    /// On SQLite, each statement's arguments as the native connection binds them; a call through
+    /// sqlx takes them as sqlx's arguments when it is made ([`Script::into_calls`]), so a script
+    /// that runs natively builds neither sqlx's arguments nor a joined text.
     values: Vec<Vec<Value>>,
-    /// All the statements in one text with all the arguments, while the script may be joined.
-    joined: Option<(String, AnyArguments)>,
     /// The first error of a bind, returned by the run.
     bind_error: Option<sqlx::Error>,
     /// Whether the calls go to SQLite, which takes `?` parameters ([`anonymous`]).
@@ -50,18 +50,11 @@ impl Script {
     /// A script for a connection of `backend` (`AnyConnection::backend_name`).
     pub fn new(backend: &str) -> Self {
         let sqlite = backend == <sqlx::Sqlite as sqlx::Database>::NAME;
-        let joined = sqlite.then(|| (String::new(), AnyArguments::default()));
-        Script { statements: Vec::new(), values: Vec::new(), joined, bind_error: None, sqlite }
+        Script { statements: Vec::new(), values: Vec::new(), bind_error: None, sqlite }
     }
 
     /// Starts a statement.
     pub fn statement(&mut self, sql: &str) -> &mut Self {
-        if let Some((text, args)) = &mut self.joined {
-            if !text.is_empty() {
-                text.push_str(";\n");
-            }
-            push_shifted(text, sql, args.len());
-        }
         self.statements.push((sql.to_owned(), AnyArguments::default()));
         if self.sqlite {
             self.values.push(Vec::new());
@@ -82,16 +75,10 @@ impl Script {
     /// Binds the current statement's next parameter.
     pub fn bind<'t, T: Encode<'t, sqlx::Any> + Type<sqlx::Any> + ToSql + Copy>(&mut self, value: T) -> &mut Self {
         let (_, args) = self.statements.last_mut().expect("a statement is started before its parameters");
-        let mut added = args.add(value);
-        if let Some(values) = self.values.last_mut() {
-            added = added.and_then(|()| native::value(&value).map(|value| values.push(value)).map_err(Into::into));
-        }
-        if let Some((_, args)) = &mut self.joined {
-            added = added.and_then(|()| args.add(value));
-            if args.len() > JOIN_UP_TO_PARAMETERS {
-                self.joined = None;
-            }
-        }
+        let added = match self.values.last_mut() {
+            Some(values) => native::value(&value).map(|value| values.push(value)).map_err(Into::into),
+            None => args.add(value),
+        };
         if let Err(err) = added
             && self.bind_error.is_none()
         {
@@ -126,25 +113,53 @@ impl Script {
             },
             On::Conn(conn) => conn,
         };
-        for (sql, args) in self.into_calls() {
+        for (sql, args) in self.into_calls()? {
             let returned = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?;
             rows.extend(returned.into_iter().map(Fetched::Any));
         }
         Ok(rows)
     }
 
-    /// The calls to make: the joined text when there is one for several statements, else each
-    /// statement; on SQLite with `?` parameters where they can be ([`anonymous`]).
-    pub(super) fn into_calls(self) -> Vec<(String, AnyArguments)> {
-        let calls = match self.joined {
-            Some(joined) if self.statements.len() > 1 => vec![joined],
-            _ => self.statements,
-        };
+    /// The calls to make through sqlx: on SQLite, several statements of at most
+    /// [`JOIN_UP_TO_PARAMETERS`] parameters in all as one joined text, with `?` parameters where
+    /// they can be ([`anonymous`]); else each statement.
+    pub(super) fn into_calls(self) -> StoreResult<Vec<(String, AnyArguments)>> {
         if !self.sqlite {
-            return calls;
+            return Ok(self.statements);
         }
-        calls.into_iter().map(|(sql, args)| (anonymous(sql), args)).collect()
+        let parameters: usize = self.values.iter().map(Vec::len).sum();
+        let texts = self.statements.into_iter().map(|(sql, _)| sql);
+        let calls: Vec<(String, Vec<Value>)> = if self.values.len() > 1 && parameters <= JOIN_UP_TO_PARAMETERS {
+            let (mut text, mut all) = (String::new(), Vec::with_capacity(parameters));
+            for (sql, values) in texts.zip(self.values) {
+                if !text.is_empty() {
+                    text.push_str(";\n");
+                }
+                push_shifted(&mut text, &sql, all.len());
+                all.extend(values);
+            }
+            vec![(text, all)]
+        } else {
+            texts.zip(self.values).collect()
+        };
+        calls.into_iter().map(|(sql, values)| Ok((anonymous(sql), sqlx_arguments(values)?))).collect()
     }
+}
+
+/// `values` as sqlx's arguments, for a call through sqlx on SQLite.
+fn sqlx_arguments(values: Vec<Value>) -> StoreResult<AnyArguments> {
+    let mut args = AnyArguments::default();
+    for value in values {
+        match value {
+            Value::Null => args.add(None::<i64>),
+            Value::Integer(n) => args.add(n),
+            Value::Real(x) => args.add(x),
+            Value::Text(text) => args.add(text),
+            Value::Blob(bytes) => args.add(bytes),
+        }
+        .map_err(sqlx::Error::Encode)?;
+    }
+    Ok(args)
 }
 
 /// Where a [`Script`] runs: a leased connection (a held SQLite one runs it natively), or a sqlx
@@ -317,7 +332,7 @@ mod tests {
             script.commit();
             script
         };
-        assert_eq!(transaction("a").into_calls().len(), 1, "BEGIN and COMMIT ride in the script's one call");
+        assert_eq!(transaction("a").into_calls().unwrap().len(), 1, "BEGIN and COMMIT ride in the script's one call");
         let mut tx = OwnTransaction::new(db.write().await.unwrap());
         let done = transaction("a").execute(tx.conn()).await;
         tx.finish(done).await.unwrap();
@@ -395,7 +410,7 @@ mod tests {
             script.bind("b").bind("2").bind("c").bind("3");
             script
         };
-        let calls = in_order().into_calls();
+        let calls = in_order().into_calls().unwrap();
         assert_eq!(calls.len(), 1);
         assert!(!calls[0].0.contains('$'), "{}", calls[0].0);
         // Through sqlx (the lease's sqlx connection), then on the lease (its native connection).
@@ -520,10 +535,10 @@ mod tests {
             }
             script
         };
-        assert_eq!(build("SQLite", 1).into_calls().len(), 1);
-        assert_eq!(build("PostgreSQL", 1).into_calls().len(), 3);
+        assert_eq!(build("SQLite", 1).into_calls().unwrap().len(), 1);
+        assert_eq!(build("PostgreSQL", 1).into_calls().unwrap().len(), 3);
         // Past the limit (three statements of 2 × rows parameters), each statement is a call.
-        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6).into_calls().len(), 1);
-        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6 + 1).into_calls().len(), 3);
+        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6).into_calls().unwrap().len(), 1);
+        assert_eq!(build("SQLite", JOIN_UP_TO_PARAMETERS / 6 + 1).into_calls().unwrap().len(), 3);
     }
 }
