@@ -20,7 +20,6 @@
 //! thread (see [`super::native`]). It is leased, returned and discarded with its sqlx twin.
 
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::StoreResult;
+use super::{SqliteUrl, StoreResult};
 
 /// How long a lease waits for a connection before the call fails as busy (sqlx's pool: the same).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,14 +43,13 @@ pub(crate) enum Source {
 /// out: at low load the same connection, with its thread and page cache warm, serves every call.
 #[derive(Debug)]
 pub(crate) struct Held {
-    /// What a new connection opens.
-    url: String,
+    /// What a new connection opens; its file is what the native connections open, when the
+    /// database is a file.
+    url: SqliteUrl,
     read_only: bool,
     /// One permit a connection.
     permits: Arc<Semaphore>,
     size: u32,
-    /// The file the native connections open, when the database is a file.
-    native_path: Option<PathBuf>,
     /// The connections not leased. Fewer than the free permits until leases first overlap, and
     /// after a discard: a lease that finds none opens one.
     idle: Mutex<Vec<HeldConnection>>,
@@ -69,16 +67,15 @@ impl Source {
     /// to one by mistake fails at once) when `read_only`. One is opened now, so a bad file fails
     /// here; the others when leases first overlap (each is a thread with its own page cache, and
     /// a quiet service never needs them).
-    pub async fn held(url: &str, size: u32, read_only: bool) -> StoreResult<Source> {
+    pub async fn held(url: &SqliteUrl, size: u32, read_only: bool) -> StoreResult<Source> {
         sqlx::any::install_default_drivers();
         let size = size.max(1);
-        let first = open_sqlite(url, read_only).await?;
+        let first = open_sqlite(&url.url, read_only).await?;
         Ok(Source::Held(Arc::new(Held {
-            url: url.to_owned(),
+            url: url.clone(),
             read_only,
             permits: Arc::new(Semaphore::new(size as usize)),
             size,
-            native_path: file_path(url),
             idle: Mutex::new(vec![HeldConnection { conn: first, native: None }]),
         })))
     }
@@ -96,7 +93,7 @@ impl Source {
                 let conn = match conn {
                     Some(conn) => conn,
                     // A permit with no connection yet, or a discarded one's: open it.
-                    None => HeldConnection { conn: open_sqlite(&held.url, held.read_only).await?, native: None },
+                    None => HeldConnection { conn: open_sqlite(&held.url.url, held.read_only).await?, native: None },
                 };
                 Ok(Lease::Held(HeldLease { conn: Some(conn), held: held.clone(), _permit: permit }))
             }
@@ -151,7 +148,7 @@ impl Lease {
     /// a reader); `None` for Postgres, and for a database that is not a file.
     pub fn native(&mut self) -> StoreResult<Option<&mut rusqlite::Connection>> {
         let Lease::Held(lease) = self else { return Ok(None) };
-        let Some(path) = &lease.held.native_path else { return Ok(None) };
+        let Some(path) = &lease.held.url.file else { return Ok(None) };
         let read_only = lease.held.read_only;
         let held = lease.conn.as_mut().expect("a lease holds its connection until discarded");
         if held.native.is_none() {
@@ -221,15 +218,6 @@ impl Drop for HeldLease {
 pub(super) const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -256";
 pub(super) const WRITER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
 
-/// The file of a SQLite URL (as [`super::Db::connect`] writes it: `sqlite://PATH?QUERY`); `None`
-/// for an in-memory database, which a second connection would not share.
-fn file_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let in_memory = path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
-    (!in_memory).then(|| PathBuf::from(path))
-}
-
 /// A new SQLite connection to `url`, set up for Chorus.
 async fn open_sqlite(url: &str, read_only: bool) -> StoreResult<AnyConnection> {
     let mut conn = AnyConnection::connect(url).await.map_err(super::StoreError::Connect)?;
@@ -257,7 +245,7 @@ mod tests {
     use super::*;
 
     /// A SQLite file with a table `t (n)`, and its URL.
-    async fn file() -> (tempfile::TempDir, String) {
+    async fn file() -> (tempfile::TempDir, SqliteUrl) {
         let dir = tempfile::tempdir().unwrap();
         let url = super::super::prepare_sqlite_url(&format!("sqlite://{}/x.db", dir.path().display())).unwrap();
         let setup = Source::held(&url, 1, false).await.unwrap();

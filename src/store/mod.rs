@@ -21,7 +21,7 @@ mod script;
 mod trading;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -188,16 +188,15 @@ impl Db {
     pub async fn connect_with_password(url: &str, password: Option<&Secret>, max_connections: u32) -> StoreResult<Db> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
-        let url = match (engine, password) {
-            (Engine::Sqlite, _) => prepare_sqlite_url(url)?,
-            (Engine::Postgres, None) => url.to_owned(),
-            (Engine::Postgres, Some(password)) => {
+        let url = match password {
+            Some(password) if engine == Engine::Postgres => {
                 let mut parsed = reqwest::Url::parse(url).map_err(|err| StoreError::Url(err.to_string()))?;
                 parsed
                     .set_password(Some(password.expose()))
                     .map_err(|()| StoreError::Url("cannot hold a password".into()))?;
                 parsed.to_string()
             }
+            _ => url.to_owned(),
         };
         // SQLite has one writer at a time. Several connections writing meet in its busy handler,
         // which sleeps (1, 2, 5 … 100 ms) instead of queueing, and each write resets the other
@@ -210,6 +209,7 @@ impl Db {
         // every connection it gets back, one more round trip to SQLite's thread a statement.
         let (writer, reader) = match engine {
             Engine::Sqlite => {
+                let url = prepare_sqlite_url(&url)?;
                 let cores =
                     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
                 let writer = Source::held(&url, 1, false).await?;
@@ -535,13 +535,22 @@ async fn connect_pool(url: &str, max_connections: u32) -> StoreResult<AnyPool> {
         .map_err(StoreError::Connect)
 }
 
+/// A SQLite URL as Chorus opens it, with the file it names.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteUrl {
+    /// `sqlite://PATH?QUERY`, with `mode=rwc` unless the query sets a mode.
+    pub url: String,
+    /// The database's file; `None` for an in-memory database, which a second connection (a
+    /// native one beside sqlx's) would not share.
+    pub file: Option<PathBuf>,
+}
+
 /// Turns `sqlite://path` into a URL that creates the file, and creates its directory.
-fn prepare_sqlite_url(url: &str) -> StoreResult<String> {
+fn prepare_sqlite_url(url: &str) -> StoreResult<SqliteUrl> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:"
-        && let Some(dir) = Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty())
-    {
+    let in_memory = path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    if !in_memory && let Some(dir) = Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
     }
@@ -552,7 +561,7 @@ fn prepare_sqlite_url(url: &str) -> StoreResult<String> {
     } else {
         format!("{query}&mode=rwc")
     };
-    Ok(format!("sqlite://{path}?{query}"))
+    Ok(SqliteUrl { url: format!("sqlite://{path}?{query}"), file: (!in_memory).then(|| PathBuf::from(path)) })
 }
 
 /// An inbound event as a platform delivered it.
@@ -681,10 +690,19 @@ mod tests {
     #[test]
     fn sqlite_urls_create_their_directory_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let url = prepare_sqlite_url(&format!("sqlite://{}/nested/x.db", dir.path().display())).unwrap();
-        assert!(url.ends_with("/nested/x.db?mode=rwc"), "{url}");
+        let path = dir.path().join("nested/x.db");
+        let url = prepare_sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
+        assert!(url.url.ends_with("/nested/x.db?mode=rwc"), "{url:?}");
+        assert_eq!(url.file, Some(path));
         assert!(dir.path().join("nested").is_dir());
-        assert!(prepare_sqlite_url("sqlite://a.db?mode=ro").unwrap().ends_with("?mode=ro"));
+        let read_only = prepare_sqlite_url("sqlite://a.db?mode=ro").unwrap();
+        assert!(read_only.url.ends_with("?mode=ro"));
+        assert_eq!(read_only.file, Some(PathBuf::from("a.db")));
+        for in_memory in ["sqlite::memory:", "sqlite://:memory:", "sqlite://x/a.db?mode=memory&cache=shared"] {
+            let url = prepare_sqlite_url(in_memory).unwrap();
+            assert_eq!(url.file, None, "{in_memory}");
+        }
+        assert!(!Path::new("x").exists(), "an in-memory database creates no directory");
     }
 
     #[tokio::test]
