@@ -379,8 +379,15 @@ async fn past_the_exact_threshold_a_graph_is_built_in_the_background_with_everyt
         }
     }
     assert!(missed.len() <= 6, "{} of 601 not found: {missed:?}", missed.len());
-    // The outputs' graph still catches a repeated post.
-    assert!(matches!(check(&service, "draft-1", &notes[123]).await, Verdict::Duplicate { .. }));
+    // The outputs' graph still catches a repeated post: one in every 30 (twenty, from those
+    // stored before, during and after the build), with the same allowance for unreachable nodes.
+    let mut uncaught = Vec::new();
+    for (n, note) in notes.iter().enumerate().step_by(30) {
+        if !matches!(check(&service, &format!("draft-{n}"), note).await, Verdict::Duplicate { .. }) {
+            uncaught.push(note.clone());
+        }
+    }
+    assert!(uncaught.len() <= 1, "{} of 20 repeated posts not caught: {uncaught:?}", uncaught.len());
     assert_eq!(counter(&service, built).await, 2.0, "a build each: an index stays a graph");
     service.shutdown().await;
 }
