@@ -27,6 +27,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::checkpoint::{self, Checkpointer};
 use super::{SqliteUrl, StoreResult};
 
 /// How long a lease waits for a connection before the call fails as busy (sqlx's pool: the same).
@@ -53,6 +54,9 @@ pub(crate) struct Held {
     /// The connections not leased. Fewer than the free permits until leases first overlap, and
     /// after a discard: a lease that finds none opens one.
     idle: Mutex<Vec<HeldConnection>>,
+    /// The writer's checkpoints, when the database is a file: its native connection's commits
+    /// leave them to the checkpointer's thread.
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// A held connection, with the native connection beside it once a script asked for it.
@@ -60,6 +64,9 @@ pub(crate) struct Held {
 pub(crate) struct HeldConnection {
     conn: AnyConnection,
     native: Option<rusqlite::Connection>,
+    /// The writer's checkpointer, which the native connection's commits report to: kept here
+    /// so that it outlives the connection (fields drop in order).
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Source {
@@ -76,8 +83,18 @@ impl Source {
             read_only,
             permits: Arc::new(Semaphore::new(size as usize)),
             size,
-            idle: Mutex::new(vec![HeldConnection { conn: first, native: None }]),
+            idle: Mutex::new(vec![HeldConnection { conn: first, native: None, checkpointer: None }]),
+            checkpointer: url.file.clone().filter(|_| !read_only).map(Checkpointer::new),
         })))
+    }
+
+    /// Asks the checkpointer of a SQLite file's writer for a checkpoint; false where there is none
+    /// (sqlx's pool, readers, an in-memory database).
+    pub fn ask_checkpoint(&self) -> bool {
+        let Source::Held(held) = self else { return false };
+        let Some(checkpointer) = &held.checkpointer else { return false };
+        checkpointer.ask();
+        true
     }
 
     /// A connection, waited for in turn (up to ten seconds, then [`sqlx::Error::PoolTimedOut`]).
@@ -93,7 +110,11 @@ impl Source {
                 let conn = match conn {
                     Some(conn) => conn,
                     // A permit with no connection yet, or a discarded one's: open it.
-                    None => HeldConnection { conn: open_sqlite(&held.url.url, held.read_only).await?, native: None },
+                    None => HeldConnection {
+                        conn: open_sqlite(&held.url.url, held.read_only).await?,
+                        native: None,
+                        checkpointer: None,
+                    },
                 };
                 Ok(Lease::Held(HeldLease { conn: Some(conn), held: held.clone(), _permit: permit }))
             }
@@ -111,11 +132,16 @@ impl Source {
                 held.permits.close();
                 drop(all);
                 let idle = std::mem::take(&mut *held.idle.lock().expect("the idle list is never poisoned"));
-                for HeldConnection { conn, native } in idle {
+                for HeldConnection { conn, native, checkpointer } in idle {
                     drop(native);
+                    drop(checkpointer);
                     if let Err(err) = conn.close().await {
                         tracing::warn!(error = %err, "closing a SQLite connection failed");
                     }
+                }
+                if let Some(checkpointer) = held.checkpointer.clone() {
+                    // Waits for a checkpoint under way, if any (milliseconds), off the runtime.
+                    let _ = tokio::task::spawn_blocking(move || checkpointer.close()).await;
                 }
             }
         }
@@ -152,7 +178,12 @@ impl Lease {
         let read_only = lease.held.read_only;
         let held = lease.conn.as_mut().expect("a lease holds its connection until discarded");
         if held.native.is_none() {
-            held.native = Some(super::native::open(path, read_only)?);
+            let native = super::native::open(path, read_only)?;
+            if let Some(checkpointer) = &lease.held.checkpointer {
+                checkpointer.hand_over(&native);
+                held.checkpointer = Some(checkpointer.clone());
+            }
+            held.native = Some(native);
         }
         Ok(held.native.as_mut())
     }
@@ -232,6 +263,7 @@ async fn open_sqlite(url: &str, read_only: bool) -> StoreResult<AnyConnection> {
         conn.execute(READER_CACHE_SIZE).await?;
     } else {
         conn.execute(WRITER_CACHE_SIZE).await?;
+        conn.execute(checkpoint::SQLX_WRITER_AUTOCHECKPOINT).await?;
     }
     Ok(conn)
 }
@@ -283,6 +315,33 @@ mod tests {
         drop(second);
         assert_eq!(tag_of(&mut source.acquire().await.unwrap()).await, 1002, "last returned, first leased");
         source.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_writers_native_commits_leave_checkpoints_to_its_checkpointer_and_close_stops_it() {
+        let (_dir, url) = file().await;
+        let writer = Source::held(&url, 1, false).await.unwrap();
+        let reader = Source::held(&url, 1, true).await.unwrap();
+        let Source::Held(held) = &writer else { unreachable!() };
+        let checkpointer = held.checkpointer.clone().expect("a file's writer has a checkpointer");
+        let Source::Held(read) = &reader else { unreachable!() };
+        assert!(read.checkpointer.is_none(), "readers do not write");
+        {
+            let mut lease = writer.acquire().await.unwrap();
+            let native = lease.native().unwrap().unwrap();
+            for n in 0..checkpoint::ASK_FRAMES + 200 {
+                native.execute("INSERT INTO t (n) VALUES (?1)", [n]).unwrap();
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while checkpointer.runs() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(rows(&reader).await, i64::from(checkpoint::ASK_FRAMES) + 200);
+        reader.close().await;
+        writer.close().await;
+        assert!(!checkpointer.running(), "close left the checkpoint thread running");
     }
 
     /// Marks the leased connection with `tag` (its page cache size, a setting of the connection).

@@ -30,7 +30,7 @@ const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// Where the native statements are logged: every one at `debug`, with its SQL text (never its
 /// values), rows and time, as sqlx logs its own under `sqlx::query`; a slow one at `warn`.
-const LOG_TARGET: &str = "chorus::store::sql";
+pub(super) const LOG_TARGET: &str = "chorus::store::sql";
 
 /// Prepared statements kept a connection: the hot scripts' texts (inserts of 1 to n rows, a
 /// group of local posts, the outbox's updates) are a few dozen.
@@ -47,6 +47,15 @@ pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::C
         if read_only { format!("PRAGMA query_only = ON; {READER_CACHE_SIZE}") } else { WRITER_CACHE_SIZE.to_owned() };
     conn.execute_batch(&format!("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {kind};"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens the connection the checkpoint thread runs `PRAGMA wal_checkpoint` on (see
+/// [`super::checkpoint`]): it reads no pages through its cache, so it keeps a small one.
+pub(super) fn open_for_checkpoints(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -64;")?;
     Ok(conn)
 }
 

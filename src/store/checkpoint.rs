@@ -1,0 +1,295 @@
+//! SQLite's write-ahead log folded back into the database file on a thread of its own.
+//!
+//! SQLite checkpoints on the connection that commits, inside the commit, once the log holds
+//! `wal_autocheckpoint` frames (1,000 by default): it copies the log's pages into the database
+//! file and syncs both. The native writer commits on the runtime's thread (see `native`), and a
+//! reply writes about 40 frames, so every 25 replies or so one reply's commit did that too,
+//! holding the writer's permit while every queued write waited: it was most of the p99 (in
+//! 10 s runs at 250 mentions/s, 6.6–7.3 ms with it, 1.0–1.1 ms with the checkpoints here). So
+//! the native writer only reports the log's length after each commit
+//! ([`Checkpointer::hand_over`]), and past [`ASK_FRAMES`] frames it wakes the checkpointer, a
+//! thread with a connection of its own that runs a `PASSIVE` checkpoint: one that never waits
+//! for the writer or the readers, and that the writer never waits for. The log restarts from its
+//! beginning at the first write after a checkpoint that copied all of it, as before, and is
+//! synced at each checkpoint, as before (`synchronous = NORMAL`).
+//!
+//! Should the thread fall behind or be gone, the committing connection checkpoints itself past
+//! [`FALLBACK_FRAMES`] as SQLite would, and the sqlx writer, which rarely writes, keeps SQLite's
+//! own automatic checkpoints at that length.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::ffi;
+
+use crate::metrics as m;
+
+/// The log's length, in frames (pages), past which a commit wakes the checkpointer: SQLite's own
+/// default for `wal_autocheckpoint`, so the log stays about as long as before (4 MiB of pages).
+pub(super) const ASK_FRAMES: c_int = 1_000;
+
+/// The log's length past which the committing connection checkpoints itself, if the checkpointer
+/// has not kept up (40 MiB of pages).
+pub(super) const FALLBACK_FRAMES: c_int = 10_000;
+
+/// The sqlx writer's `wal_autocheckpoint`: [`FALLBACK_FRAMES`].
+pub(super) const SQLX_WRITER_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 10000";
+
+/// The least time between two checkpoints: commits keep asking from the moment the log passes
+/// [`ASK_FRAMES`] until it restarts, which is after the checkpoint, at the next write.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// The checkpoints of one SQLite file: the thread, started at the first ask, and what wakes it.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    path: PathBuf,
+    signals: Arc<Signals>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the thread shares with the checkpointer (not the checkpointer itself: its drop is what
+/// stops the thread).
+#[derive(Debug, Default)]
+struct Signals {
+    /// Set by a commit past [`ASK_FRAMES`], cleared by the thread as it starts a checkpoint.
+    asked: AtomicBool,
+    /// Whether the checkpointer is closed; the thread waits on `wake` under this lock.
+    closed: Mutex<bool>,
+    wake: Condvar,
+    /// Checkpoints the thread has run.
+    runs: AtomicU64,
+}
+
+impl Checkpointer {
+    /// The checkpointer of the SQLite file at `path`. No thread runs until a commit asks.
+    pub(super) fn new(path: PathBuf) -> Arc<Self> {
+        Arc::new(Checkpointer { path, signals: Arc::default(), thread: Mutex::new(None) })
+    }
+
+    /// Makes `conn`'s commits report the log's length to this checkpointer instead of
+    /// checkpointing at SQLite's `wal_autocheckpoint`. The caller keeps `self` alive as long as
+    /// `conn` (a held connection keeps the `Arc` beside its native connection).
+    pub(super) fn hand_over(self: &Arc<Self>, conn: &rusqlite::Connection) {
+        // SAFETY: `conn`'s handle is open for as long as `conn`; the hook's data is this
+        // checkpointer, which the caller keeps alive at least as long as `conn` (see above), and
+        // `on_commit` only reads it through a shared reference. The hook replaces SQLite's
+        // automatic checkpoints on this connection alone.
+        unsafe {
+            ffi::sqlite3_wal_hook(conn.handle(), Some(on_commit), Arc::as_ptr(self).cast_mut().cast::<c_void>());
+        }
+    }
+
+    /// Wakes the thread (starting it the first time) unless it is asked already. Never panics:
+    /// it runs inside SQLite's commit.
+    pub(super) fn ask(&self) {
+        if self.signals.asked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let closed = self.signals.lock_closed();
+        if *closed {
+            return;
+        }
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if thread.is_none() {
+            let (signals, path) = (self.signals.clone(), self.path.clone());
+            match std::thread::Builder::new().name("chorus-wal".into()).spawn(move || signals.run(&path)) {
+                Ok(handle) => *thread = Some(handle),
+                Err(err) => {
+                    metrics::counter!(m::STORE_ERRORS, "operation" => "checkpoint").increment(1);
+                    tracing::warn!(error = %err, "the checkpoint thread did not start; commits checkpoint past {FALLBACK_FRAMES} frames");
+                }
+            }
+        }
+        self.signals.wake.notify_one();
+    }
+
+    /// Checkpoints the thread has run.
+    #[cfg(test)]
+    pub(super) fn runs(&self) -> u64 {
+        self.signals.runs.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread is started and not joined.
+    #[cfg(test)]
+    pub(super) fn running(&self) -> bool {
+        self.thread.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Stops the thread after the checkpoint it runs, if any, and waits for it.
+    pub(super) fn close(&self) {
+        self.signals.close();
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::warn!("the checkpoint thread panicked");
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // A database dropped without `close`: the thread ends after its checkpoint, if any.
+        self.signals.close();
+    }
+}
+
+impl Signals {
+    fn lock_closed(&self) -> MutexGuard<'_, bool> {
+        self.closed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        *self.lock_closed() = true;
+        self.wake.notify_one();
+    }
+
+    /// The thread: opens its connection, then runs a checkpoint each time it is asked, at most
+    /// one a [`PAUSE`], until closed.
+    fn run(&self, path: &Path) {
+        let conn = match super::native::open_for_checkpoints(path) {
+            Ok(conn) => conn,
+            Err(err) => {
+                metrics::counter!(m::STORE_ERRORS, "operation" => "checkpoint").increment(1);
+                tracing::warn!(error = %err, "the checkpoint thread could not open the database; commits checkpoint past {FALLBACK_FRAMES} frames");
+                return;
+            }
+        };
+        loop {
+            {
+                let mut closed = self.lock_closed();
+                while !*closed && !self.asked.load(Ordering::Acquire) {
+                    closed = self.wake.wait(closed).unwrap_or_else(PoisonError::into_inner);
+                }
+                if *closed {
+                    return;
+                }
+            }
+            self.asked.store(false, Ordering::Release);
+            let started = Instant::now();
+            let ran = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            });
+            self.runs.fetch_add(1, Ordering::Release);
+            match ran {
+                Ok((log, copied)) => {
+                    let elapsed_us = started.elapsed().as_micros() as u64;
+                    tracing::debug!(target: super::native::LOG_TARGET, log, copied, elapsed_us, "wal checkpoint");
+                }
+                Err(err) => {
+                    metrics::counter!(m::STORE_ERRORS, "operation" => "checkpoint").increment(1);
+                    tracing::warn!(error = %err, "wal checkpoint failed");
+                }
+            }
+            let closed = self.lock_closed();
+            if *closed {
+                return;
+            }
+            drop(self.wake.wait_timeout(closed, PAUSE));
+        }
+    }
+}
+
+/// SQLite's write-ahead-log hook on the native writer, called after each commit with the log's
+/// length in frames.
+unsafe extern "C" fn on_commit(data: *mut c_void, db: *mut ffi::sqlite3, name: *const c_char, frames: c_int) -> c_int {
+    if frames >= FALLBACK_FRAMES {
+        // SAFETY: SQLite passes its own open handle and the database's name; checkpointing from
+        // the hook is what SQLite's default hook does.
+        unsafe { ffi::sqlite3_wal_checkpoint(db, name) };
+    } else if frames >= ASK_FRAMES {
+        // SAFETY: `data` is the checkpointer `hand_over` registered, alive as long as the
+        // connection.
+        unsafe { &*data.cast_const().cast::<Checkpointer>() }.ask();
+    }
+    ffi::SQLITE_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WAL-mode file with a table `t (n)`, a checkpointer, and a writing connection whose
+    /// commits report to it (last, so that it drops first).
+    fn writer() -> (tempfile::TempDir, Arc<Checkpointer>, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // The table is checkpointed into the file, so that the file alone shows what later
+        // checkpoints copy ([`rows_in_file`]).
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; CREATE TABLE t (n INTEGER); \
+             PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .unwrap();
+        let checkpointer = Checkpointer::new(path);
+        checkpointer.hand_over(&conn);
+        (dir, checkpointer, conn)
+    }
+
+    /// `commits` one-row commits, each at least one frame of the log.
+    fn commit(conn: &rusqlite::Connection, commits: usize) {
+        for n in 0..commits {
+            conn.execute("INSERT INTO t (n) VALUES (?1)", [n as i64]).unwrap();
+        }
+    }
+
+    /// The log's length in frames, as a passive checkpoint of another connection finds it (it
+    /// then copies what it can, as any checkpoint).
+    fn log_frames(dir: &tempfile::TempDir) -> i64 {
+        let other = rusqlite::Connection::open(dir.path().join("x.db")).unwrap();
+        other.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1)).unwrap()
+    }
+
+    /// The rows of `t` in the database file itself, its log ignored: those a checkpoint copied.
+    /// An error while a checkpoint writes into the file (the read takes no lock).
+    fn try_rows_in_file(dir: &tempfile::TempDir) -> rusqlite::Result<i64> {
+        let uri = format!("file:{}?immutable=1", dir.path().join("x.db").display());
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let file = rusqlite::Connection::open_with_flags(uri, flags)?;
+        file.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+    }
+
+    /// [`try_rows_in_file`] where nothing writes into the file.
+    fn rows_in_file(dir: &tempfile::TempDir) -> i64 {
+        try_rows_in_file(dir).unwrap()
+    }
+
+    #[test]
+    fn commits_past_the_threshold_leave_the_checkpoint_to_the_thread() {
+        let (dir, checkpointer, conn) = writer();
+        let rows = ASK_FRAMES as usize + 200;
+        commit(&conn, rows);
+        // Commits past the threshold keep asking, so the thread copies the whole log in the end.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while try_rows_in_file(&dir).ok() != Some(rows as i64) {
+            assert!(Instant::now() < deadline, "{:?} of {rows} rows in the file", try_rows_in_file(&dir));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(checkpointer.runs() > 0 && checkpointer.running());
+        checkpointer.close();
+        assert!(!checkpointer.running());
+    }
+
+    #[test]
+    fn a_commit_checkpoints_itself_only_past_the_fallback() {
+        let (dir, checkpointer, conn) = writer();
+        // Closed: asking does nothing, as if the thread had fallen behind or were gone.
+        checkpointer.close();
+        commit(&conn, ASK_FRAMES as usize + 200);
+        // SQLite's own automatic checkpoint would have copied 1,000 frames or so into the file.
+        assert_eq!(rows_in_file(&dir), 0);
+        let frames = log_frames(&dir);
+        assert!(frames > i64::from(ASK_FRAMES), "{frames} frames: a commit checkpointed");
+        assert_eq!(checkpointer.runs(), 0);
+        // Past the fallback the commit checkpoints, and the log restarts at the next one.
+        commit(&conn, FALLBACK_FRAMES as usize + 500);
+        let frames = log_frames(&dir);
+        assert!(frames < i64::from(FALLBACK_FRAMES), "{frames} frames: the fallback did not checkpoint");
+        assert!(!checkpointer.running(), "a closed checkpointer started its thread");
+    }
+}
