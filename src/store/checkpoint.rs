@@ -43,7 +43,9 @@ pub(super) const ASK_FRAMES: c_int = 1_000;
 pub(super) const INLINE_FRAMES: c_int = 10_000;
 
 /// The sqlx writer's `wal_autocheckpoint`: [`INLINE_FRAMES`].
-pub(super) const SQLX_WRITER_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 10000";
+pub(super) fn sqlx_writer_autocheckpoint() -> String {
+    format!("PRAGMA wal_autocheckpoint = {INLINE_FRAMES}")
+}
 
 /// The least time between two checkpoints: commits keep asking from the moment the log passes
 /// [`ASK_FRAMES`] until it restarts, which is after the checkpoint, at the next write.

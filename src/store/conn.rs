@@ -263,7 +263,7 @@ async fn open_sqlite(url: &str, read_only: bool) -> StoreResult<AnyConnection> {
         conn.execute(READER_CACHE_SIZE).await?;
     } else {
         conn.execute(WRITER_CACHE_SIZE).await?;
-        conn.execute(checkpoint::SQLX_WRITER_AUTOCHECKPOINT).await?;
+        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(checkpoint::sqlx_writer_autocheckpoint()))).await?;
     }
     Ok(conn)
 }
@@ -328,6 +328,8 @@ mod tests {
         assert!(read.checkpointer.is_none(), "readers do not write");
         {
             let mut lease = writer.acquire().await.unwrap();
+            let autocheckpoint = sqlx::query("PRAGMA wal_autocheckpoint").fetch_one(&mut *lease).await.unwrap();
+            assert_eq!(autocheckpoint.get::<i64, _>(0), i64::from(checkpoint::INLINE_FRAMES), "the sqlx writer's");
             let native = lease.native().unwrap().unwrap();
             for n in 0..checkpoint::ASK_FRAMES + 200 {
                 native.execute("INSERT INTO t (n) VALUES (?1)", [n]).unwrap();

@@ -40,8 +40,7 @@ const STATEMENT_CACHE: usize = 256;
 /// kind are (the file exists and is in WAL mode already: sqlx's connection opened it): a reader's
 /// refuses writes (`PRAGMA query_only`).
 pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::Connection> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    let conn = open_file(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let kind =
         if read_only { format!("PRAGMA query_only = ON; {READER_CACHE_SIZE}") } else { WRITER_CACHE_SIZE.to_owned() };
@@ -53,10 +52,16 @@ pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::C
 /// Opens the connection the checkpoint thread runs `PRAGMA wal_checkpoint` on (see
 /// [`super::checkpoint`]): it reads no pages through its cache, so it keeps a small one.
 pub(super) fn open_for_checkpoints(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    let conn = open_file(path)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -64;")?;
     Ok(conn)
+}
+
+/// A connection to the existing SQLite file at `path`, used from one thread at a time (the
+/// lease's or the checkpoint thread's), so without SQLite's own mutex.
+fn open_file(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    rusqlite::Connection::open_with_flags(path, flags)
 }
 
 /// A value bound to a statement, as rusqlite binds it.
