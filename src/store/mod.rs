@@ -264,8 +264,9 @@ impl Db {
     /// Stores newly read inbound events (an agent's), each once, and then, when given, the cursor
     /// past them (`(persona, platform, cursor)`, overwriting the one saved). Answers, for each
     /// event in order, its new row (as [`Db::pending_inbound`] would read it) or `None` when it
-    /// was seen before (or earlier in `events`). Each statement commits on its own, the cursor
-    /// last; on SQLite a small batch is one call (see [`script::Script`]).
+    /// was seen before (or earlier in `events`). The rows and the cursor commit together, in one
+    /// transaction (a commit a poll, not one a statement: on SQLite each commit appends to the
+    /// log and takes its locks); on SQLite a small batch is one call (see [`script::Script`]).
     pub async fn store_inbound(
         &self,
         events: &[NewInbound<'_>],
@@ -276,9 +277,15 @@ impl Db {
             return Ok(Vec::new());
         }
         let received_at = now_ms();
-        let mut conn = self.write().await?;
-        let mut script = script::Script::new(conn.backend_name());
-        for run in runs(events) {
+        let mut tx = script::OwnTransaction::new(self.write().await?);
+        let mut script = script::Script::new(tx.conn().backend_name());
+        // One statement commits alone; more go in a transaction.
+        let event_runs = runs(events);
+        let statements = event_runs.len() + usize::from(cursor.is_some());
+        if statements > 1 {
+            script.begin();
+        }
+        for run in event_runs {
             script.statement(&format!(
                 "INSERT INTO inbound_events \
                  (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
@@ -309,9 +316,13 @@ impl Db {
                 .bind(cursor)
                 .bind(received_at);
         }
+        if statements > 1 {
+            script.commit();
+        }
+        let fetched = script.fetch_all(tx.conn()).await;
         // A new row is known by its key: (platform, remote id, persona).
         let mut ids = HashMap::new();
-        for row in script.fetch_all(&mut conn).await? {
+        for row in tx.finish(fetched).await? {
             let key: (String, String, String) = (row.field(1)?, row.field(2)?, row.field(3)?);
             ids.insert(key, row.field::<i64, _>(0)?);
         }
