@@ -15,6 +15,7 @@
 //!   (the generated vectors are already resident then), next to `memory_bytes()` and the raw size
 //!   `N × 384 × 4 B`.
 //! - A second table times the exact search at small sizes, which sets `EXACT_THRESHOLD`.
+//!   `CHORUS_BENCH_EXACT_ONLY=1` prints that table alone (a few seconds), to measure the scan.
 //! - A third follows an index across `EXACT_THRESHOLD` behind an `RwLock` (parking_lot's), as
 //!   the Memory actor shares its indexes: one thread inserts 500 vectors a second, another
 //!   searches as often, once with the graph built inside the insert that crosses (the lock held
@@ -545,6 +546,9 @@ fn main() {
     println!("| vectors | p50 ms | p99 ms |\n|---:|---:|---:|");
     for (n, p50, p99) in &exact {
         println!("| {n} | {p50:.3} | {p99:.3} |");
+    }
+    if std::env::var_os("CHORUS_BENCH_EXACT_ONLY").is_some() {
+        return;
     }
 
     eprintln!("memory_index: crossing {EXACT_THRESHOLD}…");

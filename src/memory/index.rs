@@ -615,26 +615,12 @@ impl ExactStore {
     /// score lies within its bound of its coarse score, and a row whose upper end is below the
     /// `k`-th best lower end among accepted rows cannot be among the best `k`.
     fn search(&self, query: &[f32], k: usize, filter: impl Fn(i64) -> bool) -> Vec<(i64, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
         let dimension = query.len();
         let query_codes = CodedQuery::new(query);
-        let slack = float_slack(dimension);
-        let mut lower_best = TopK::new(k);
-        // Rows within reach of the best `k` so far; the bar only rises, so a row left out here
-        // is out of reach at the end too.
-        let mut reachable = Vec::new();
-        let coded = self.codes.chunks_exact(dimension).zip(&self.scales).zip(&self.residuals);
-        for (row, (&id, ((codes, &scale), &residual))) in self.ids.iter().zip(coded).enumerate() {
-            let estimate = scale * query_codes.scale * dot_codes(&query_codes.codes, codes) as f32;
-            let bound = residual + query_codes.residual * (1.0 + residual) + slack;
-            if estimate + bound >= lower_best.kth() {
-                reachable.push((row, estimate + bound));
-            }
-            // The score first: once `k` are kept, few rows score high enough to be offered, so
-            // the filter (a metadata lookup, as dear as the dot product) runs for those few.
-            if lower_best.admits(estimate - bound) && filter(id) {
-                lower_best.offer(id, estimate - bound);
-            }
-        }
+        let (lower_best, reachable) = self.coarse_pass(&query_codes, k, &filter);
         let bar = lower_best.kth();
         let mut best = TopK::new(k);
         for (row, upper) in reachable {
@@ -648,6 +634,50 @@ impl ExactStore {
             }
         }
         best.into_sorted().into_iter().map(|(id, similarity)| (id, similarity.clamp(-1.0, 1.0))).collect()
+    }
+
+    /// The first pass of [`ExactStore::search`] (`k` at least 1): the best `k` accepted rows by
+    /// the lower end of their coarse scores, and the rows whose upper end reached the `k`-th best
+    /// lower end at the time, with that upper end. One loop compiled for AVX2 where the CPU has
+    /// it, with the integer dot product inlined: chosen once a search, not once a row.
+    fn coarse_pass(&self, query: &CodedQuery, k: usize, filter: &impl Fn(i64) -> bool) -> (TopK, Vec<(usize, f32)>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: this CPU has AVX2 (checked just above).
+            return unsafe { avx2::coarse_pass(self, query, k, filter) };
+        }
+        self.coarse_pass_by(query, k, filter)
+    }
+
+    /// [`ExactStore::coarse_pass`]'s loop, inlined where it is compiled (as [`dot_codes_by`]).
+    #[inline(always)]
+    fn coarse_pass_by(&self, query: &CodedQuery, k: usize, filter: &impl Fn(i64) -> bool) -> (TopK, Vec<(usize, f32)>) {
+        let dimension = query.codes.len();
+        let slack = float_slack(dimension);
+        let mut lower_best = TopK::new(k);
+        // `lower_best.kth()`, kept up to date as rows are kept.
+        let mut bar = f32::NEG_INFINITY;
+        // Rows within reach of the best `k` so far; the bar only rises, so a row left out here
+        // is out of reach at the end too.
+        let mut reachable = Vec::new();
+        let coded = self.codes.chunks_exact(dimension).zip(&self.scales).zip(&self.residuals);
+        for (row, (&id, ((codes, &scale), &residual))) in self.ids.iter().zip(coded).enumerate() {
+            let estimate = scale * query.scale * dot_codes_by(&query.codes, codes) as f32;
+            let bound = residual + query.residual * (1.0 + residual) + slack;
+            if estimate + bound >= bar {
+                reachable.push((row, estimate + bound));
+            }
+            // The score first: once `k` are kept, few rows score high enough to be offered, so
+            // the filter (a metadata lookup, as dear as the dot product) runs for those few.
+            // While fewer than `k` are kept the bar is minus infinity and every row is offered
+            // (`TopK::admits`).
+            let lower = estimate - bound;
+            if lower > bar && filter(id) {
+                lower_best.offer(id, lower);
+                bar = lower_best.kth();
+            }
+        }
+        (lower_best, reachable)
     }
 
     /// Bytes held by the buffers and the id-to-row map.
@@ -916,7 +946,9 @@ const CODE_LANES: usize = 32;
 
 /// The integer dot product of an i16 query and an i8 row. Integer sums are exact, so every path
 /// gives the same value; they wrap rather than panic past i32 (which [`CodedQuery`]'s codes rule
-/// out).
+/// out). The search inlines [`dot_codes_by`] into its loop ([`ExactStore::coarse_pass`]); the
+/// tests check both paths through this.
+#[cfg(test)]
 fn dot_codes(query: &[i16], row: &[i8]) -> i32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -950,16 +982,27 @@ fn dot_codes_by(query: &[i16], row: &[i8]) -> i32 {
 /// (standalone, Intel Xeon; the bfloat16 scan it replaced took 35 with AVX2).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{dot_by, dot_codes_by};
+    use super::{CodedQuery, ExactStore, TopK, dot_by};
 
     #[target_feature(enable = "avx2")]
     pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
         dot_by(a, b)
     }
 
+    #[cfg(test)]
     #[target_feature(enable = "avx2")]
     pub(super) fn dot_codes(query: &[i16], row: &[i8]) -> i32 {
-        dot_codes_by(query, row)
+        super::dot_codes_by(query, row)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn coarse_pass(
+        store: &ExactStore,
+        query: &CodedQuery,
+        k: usize,
+        filter: &impl Fn(i64) -> bool,
+    ) -> (TopK, Vec<(usize, f32)>) {
+        store.coarse_pass_by(query, k, filter)
     }
 }
 
