@@ -277,12 +277,12 @@ impl Db {
             return Ok(Vec::new());
         }
         let received_at = now_ms();
-        let mut tx = script::OwnTransaction::new(self.write().await?);
-        let mut script = script::Script::new(tx.conn().backend_name());
+        let mut conn = self.write().await?;
+        let mut script = script::Script::new(conn.backend_name());
         // One statement commits alone; more go in a transaction.
         let event_runs = runs(events);
-        let statements = event_runs.len() + usize::from(cursor.is_some());
-        if statements > 1 {
+        let in_transaction = event_runs.len() + usize::from(cursor.is_some()) > 1;
+        if in_transaction {
             script.begin();
         }
         for run in event_runs {
@@ -316,13 +316,17 @@ impl Db {
                 .bind(cursor)
                 .bind(received_at);
         }
-        if statements > 1 {
+        let rows = if in_transaction {
             script.commit();
-        }
-        let fetched = script.fetch_all(tx.conn()).await;
+            let mut tx = script::OwnTransaction::new(conn);
+            let fetched = script.fetch_all(tx.conn()).await;
+            tx.finish(fetched).await?
+        } else {
+            script.fetch_all(&mut conn).await?
+        };
         // A new row is known by its key: (platform, remote id, persona).
         let mut ids = HashMap::new();
-        for row in tx.finish(fetched).await? {
+        for row in rows {
             let key: (String, String, String) = (row.field(1)?, row.field(2)?, row.field(3)?);
             ids.insert(key, row.field::<i64, _>(0)?);
         }
