@@ -16,6 +16,7 @@ pub const SUPERVISOR_CHILDREN: &str = "chorus_supervisor_children";
 // Store
 pub const STORE_UP: &str = "chorus_store_up";
 pub const STORE_ERRORS: &str = "chorus_store_errors_total";
+pub const STORE_WAL_CHECKPOINTS: &str = "chorus_store_wal_checkpoints_total";
 // Inbound
 pub const INBOUND_EVENTS: &str = "chorus_inbound_events_total";
 pub const POLL_FAILURES: &str = "chorus_platform_poll_failures_total";
@@ -108,6 +109,10 @@ fn describe() {
     describe_gauge!(SUPERVISOR_CHILDREN, "Supervised children, by actor kind and state (running, restarting, parked).");
     describe_gauge!(STORE_UP, "1 when the last database health check succeeded.");
     describe_counter!(STORE_ERRORS, "Failed database operations, by operation.");
+    describe_counter!(
+        STORE_WAL_CHECKPOINTS,
+        "SQLite WAL checkpoints run, by who ran them: the chorus-wal thread, or a commit past the log's bound."
+    );
     describe_counter!(INBOUND_EVENTS, "Inbound mentions, by platform and outcome.");
     describe_counter!(POLL_FAILURES, "Failed platform polls, by platform.");
     describe_counter!(MALFORMED_PAYLOADS, "Platform payload items that did not parse and were skipped, by platform.");

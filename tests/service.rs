@@ -424,6 +424,41 @@ async fn a_full_outbox_holds_drafting_until_the_platform_takes_it() {
     service.shutdown().await;
 }
 
+/// The `chorus-wal` thread's checkpoints are counted: replies enough to take SQLite's log past
+/// 1,000 frames (about 50 a reply) ask it for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_checkpoints_of_the_thread_are_counted() {
+    let sandbox = Sandbox::new("");
+    let service = sandbox.start().await;
+    let api = Api::new(service.admin_addr());
+    let checkpoints = || async {
+        let text = api.text("/metrics").await;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("exposition");
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "chorus_store_wal_checkpoints_total" && s.labels.get("by") == Some("thread"))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => v,
+                ref other => panic!("not a counter: {other:?}"),
+            })
+    };
+    assert_eq!(checkpoints().await, None, "a checkpoint before any load");
+    let topics = ["compilers", "gardens", "tides", "violins", "glaciers", "lanterns", "orbits", "ferns"];
+    for round in 0..6 {
+        for topic in topics {
+            let mention = api.post("sam", &format!("@ada what about {topic}, take {round}?")).await;
+            settled_replies(&api, mention.id).await;
+        }
+        if checkpoints().await.is_some() {
+            break;
+        }
+    }
+    let ran = eventually(WAIT, "a counted checkpoint", || async { checkpoints().await }).await;
+    assert!(ran >= 1.0, "{ran}");
+    service.shutdown().await;
+}
+
 /// Concurrent enqueues meet in the Publisher's group commit: every caller is answered, a key
 /// named twice is one row (created once), and every row is published once, in its own account's
 /// order.

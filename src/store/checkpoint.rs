@@ -211,6 +211,7 @@ impl Signals {
             self.runs.fetch_add(1, Ordering::Release);
             match ran {
                 Ok((log, copied)) => {
+                    metrics::counter!(m::STORE_WAL_CHECKPOINTS, "by" => "thread").increment(1);
                     let elapsed_us = started.elapsed().as_micros() as u64;
                     tracing::debug!(target: super::native::LOG_TARGET, log, copied, elapsed_us, "wal checkpoint");
                 }
@@ -240,7 +241,12 @@ unsafe extern "C" fn on_commit(data: *mut c_void, db: *mut ffi::sqlite3, name: *
     if frames >= INLINE_FRAMES {
         // SAFETY: SQLite passes its own open handle and the database's name; checkpointing from
         // the hook is what SQLite's default hook does.
-        unsafe { ffi::sqlite3_wal_checkpoint(db, name) };
+        match unsafe { ffi::sqlite3_wal_checkpoint(db, name) } {
+            ffi::SQLITE_OK => metrics::counter!(m::STORE_WAL_CHECKPOINTS, "by" => "commit").increment(1),
+            // The thread holds the checkpoint's lock: it is copying the log already.
+            ffi::SQLITE_BUSY => {}
+            _ => metrics::counter!(m::STORE_ERRORS, "operation" => "checkpoint").increment(1),
+        }
     } else {
         // SAFETY: `data` is the checkpointer `hand_over` registered, alive as long as the
         // connection.
