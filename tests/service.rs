@@ -444,7 +444,8 @@ async fn wal_checkpoints_of_the_thread_are_counted() {
                 ref other => panic!("not a counter: {other:?}"),
             })
     };
-    assert_eq!(checkpoints().await, None, "a checkpoint before any load");
+    // The recorder is the process's, shared with this binary's other services: from its count now.
+    let before = checkpoints().await.unwrap_or(0.0);
     // Not waiting for each reply: the duplicate guard may close a mention without one.
     let topics = ["compilers", "gardens", "tides", "violins", "glaciers", "lanterns", "orbits", "ferns"];
     for round in 0..6 {
@@ -452,8 +453,7 @@ async fn wal_checkpoints_of_the_thread_are_counted() {
             api.post("sam", &format!("@ada what about {topic}, take {round}?")).await;
         }
     }
-    let ran = eventually(WAIT, "a counted checkpoint", || async { checkpoints().await }).await;
-    assert!(ran >= 1.0, "{ran}");
+    eventually(WAIT, "a counted checkpoint", || async { checkpoints().await.filter(|&ran| ran > before) }).await;
     service.shutdown().await;
 }
 
