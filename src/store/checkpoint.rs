@@ -63,7 +63,8 @@ pub(crate) struct Checkpointer {
 /// stops the thread).
 #[derive(Debug, Default)]
 struct Signals {
-    /// Set by a commit past [`ASK_FRAMES`], cleared by the thread as it starts a checkpoint.
+    /// Set by an ask ([`Checkpointer::ask`]: a commit's, or the Store actor's), cleared by the
+    /// thread as it starts a checkpoint.
     asked: AtomicBool,
     /// Whether the checkpointer is closed; the thread waits on `wake` under this lock.
     closed: Mutex<bool>,
@@ -194,15 +195,14 @@ impl Signals {
             }
         };
         loop {
-            {
-                let mut closed = self.lock_closed();
-                while !*closed && !self.asked.load(Ordering::Acquire) {
-                    closed = self.wake.wait(closed).unwrap_or_else(PoisonError::into_inner);
-                }
-                if *closed {
-                    return;
-                }
+            let closed = self
+                .wake
+                .wait_while(self.lock_closed(), |closed| !*closed && !self.asked.load(Ordering::Acquire))
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return;
             }
+            drop(closed);
             self.asked.store(false, Ordering::Release);
             let started = Instant::now();
             let ran = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
@@ -220,14 +220,11 @@ impl Signals {
                     tracing::warn!(error = %err, "wal checkpoint failed");
                 }
             }
-            let deadline = started + PAUSE;
-            let mut closed = self.lock_closed();
-            while !*closed {
-                let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) else {
-                    break;
-                };
-                closed = self.wake.wait_timeout(closed, left).unwrap_or_else(PoisonError::into_inner).0;
-            }
+            // Asks meanwhile wait for the rest of the pause; only a close ends it.
+            let (closed, _) = self
+                .wake
+                .wait_timeout_while(self.lock_closed(), PAUSE.saturating_sub(started.elapsed()), |closed| !*closed)
+                .unwrap_or_else(PoisonError::into_inner);
             if *closed {
                 return;
             }
