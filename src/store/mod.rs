@@ -723,6 +723,105 @@ mod tests {
         assert!(!Path::new("x").exists(), "an in-memory database creates no directory");
     }
 
+    /// The migration that takes AUTOINCREMENT off the reply path's tables keeps their rows, ids,
+    /// indexes and trigger, and new rows are numbered after the largest id.
+    #[tokio::test]
+    async fn rowid_tables_keep_their_rows_and_number_after_the_largest() {
+        const REBUILT: i64 = 20261210000001;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
+        let before: Vec<_> = SQLITE_MIGRATOR.iter().filter(|m| m.version < REBUILT).cloned().collect();
+        assert!(SQLITE_MIGRATOR.iter().any(|m| m.version == REBUILT), "the migration under test exists");
+        let earlier = sqlx::migrate::Migrator { migrations: before.into(), ..sqlx::migrate::Migrator::DEFAULT };
+        earlier.run(&mut *db.write().await.unwrap()).await.unwrap();
+        // A database of the schema before: rows with ids 7 and 8 in each rebuilt table, and a
+        // local post that mentions someone.
+        let rows = "INSERT INTO inbound_events (id, platform, remote_id, persona, author, text, conversation, received_at) \
+                VALUES (7, 'local', 'r7', 'alice', 'bob', 'hi', 'c', 1), (8, 'local', 'r8', 'alice', 'bob', 'yo', 'c', 2);
+            INSERT INTO outbox (id, idempotency_key, persona, platform, kind, text, status, created_at, updated_at, \
+                next_attempt_at) VALUES (7, 'k7', 'alice', 'local', 'reply', 'a', 'sent', 1, 1, 1), \
+                (8, 'k8', 'alice', 'local', 'reply', 'b', 'pending', 2, 2, 2);
+            INSERT INTO audit_log (id, at, action, persona, platform, subject, outcome) \
+                VALUES (7, 1, 'enqueue', 'alice', 'local', 'k7', 'pending'), (8, 2, 'enqueue', 'alice', 'local', 'k8', 'pending');
+            INSERT INTO llm_usage (id, persona, provider, model, task, tokens_in, tokens_out, latency_ms, outcome, \
+                created_at, cost_usd) VALUES (7, 'alice', 'offline', 'm', 'reply', 1, 2, 3, 'ok', 1, 0.5), \
+                (8, 'alice', 'offline', 'm', 'reply', 1, 2, 3, 'ok', 2, 0.25);
+            INSERT INTO content_items (id, idempotency_key, persona, platform, kind, stage, submitted_by, created_at, \
+                updated_at) VALUES (7, 'k7', 'alice', 'local', 'reply', 'published', 'alice', 1, 1), \
+                (8, 'k8', 'alice', 'local', 'reply', 'queued', 'alice', 2, 2);
+            INSERT INTO content_events (id, item_id, stage, outcome, actor, at) \
+                VALUES (7, 7, 'publish', 'published', 'publisher', 1), (8, 8, 'queue', 'queued', 'publisher', 2);
+            INSERT INTO local_posts (id, author, text, client_key, created_at, mentions) \
+                VALUES (7, 'bob', '@alice hi', 'p7', 1, '[\"alice\"]'), (8, 'bob', 'hello', 'p8', 2, NULL);";
+        sqlx::raw_sql(rows).execute(&mut *db.write().await.unwrap()).await.unwrap();
+
+        db.migrate().await.unwrap();
+        let tables =
+            ["inbound_events", "outbox", "audit_log", "llm_usage", "content_items", "content_events", "local_posts"];
+        for table in tables {
+            let sql = format!("SELECT group_concat(id) FROM (SELECT id FROM {table} ORDER BY id)");
+            let ids: String =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *db.read().await.unwrap()).await.unwrap();
+            assert_eq!(ids, "7,8", "{table}'s rows keep their ids");
+            let schema: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(table)
+                .fetch_one(&mut *db.read().await.unwrap())
+                .await
+                .unwrap();
+            assert!(!schema.contains("AUTOINCREMENT"), "{table}: {schema}");
+        }
+        let sequences: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_sequence ORDER BY name")
+            .fetch_all(&mut *db.read().await.unwrap())
+            .await
+            .unwrap();
+        assert!(tables.iter().all(|table| !sequences.iter().any(|name| name == table)), "{sequences:?}");
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger') ORDER BY name")
+                .fetch_all(&mut *db.read().await.unwrap())
+                .await
+                .unwrap();
+        for index in [
+            "audit_log_subject",
+            "content_events_at",
+            "content_events_item",
+            "content_items_stage",
+            "inbound_events_conversation",
+            "inbound_events_waiting",
+            "llm_usage_day",
+            "local_posts_mentions",
+            "outbox_due",
+        ] {
+            assert!(indexes.iter().any(|name| name == index), "{index} is gone: {indexes:?}");
+        }
+        // The rows read as before, through the store.
+        let pending = db.pending_inbound("alice", "local", 10).await.unwrap();
+        assert_eq!(pending.iter().map(|row| row.id).collect::<Vec<_>>(), vec![7, 8]);
+        assert_eq!(db.outbox_row("k8").await.unwrap().map(|row| (row.id, row.text)), Some((8, "b".to_owned())));
+        assert_eq!(
+            db.local_mentions("alice", 0, 10).await.unwrap().iter().map(|post| post.id).collect::<Vec<_>>(),
+            vec![7]
+        );
+        // New rows come after the largest id, and the trigger still indexes a new post's mentions.
+        let post = db.local_post("carol", "@alice again", None, Some("p9"), &["alice".to_owned()]).await.unwrap();
+        assert_eq!(post.map(|post| post.id), Some(9));
+        assert_eq!(
+            db.local_mentions("alice", 7, 10).await.unwrap().iter().map(|post| post.id).collect::<Vec<_>>(),
+            vec![9]
+        );
+        let item = NewOutbox {
+            idempotency_key: "k9".into(),
+            persona: "alice".into(),
+            platform: "local".into(),
+            kind: "reply".into(),
+            text: "c".into(),
+            reply_to: None,
+            conversation: None,
+        };
+        assert_eq!(db.enqueue(&item, None).await.unwrap(), Enqueued { id: 9, created: true });
+        assert_eq!(db.audit_trail("k9").await.unwrap().len(), 1, "the enqueue's audit entry");
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn a_sqlite_file_has_one_writer_and_read_only_readers() {
         let dir = tempfile::tempdir().unwrap();
