@@ -7,10 +7,12 @@
 //! embedding model. It is what the sandbox and the tests embed with, and the default when no
 //! `llm.embedding` is configured. Its model name is [`MODEL`].
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
 use super::provider::{Embedder, Embeddings, LlmError};
-use crate::hash::fnv1a;
+use crate::hash::Fnv1a;
 
 pub const MODEL: &str = "chorus-hashed-ngrams-384";
 pub const DIMENSION: usize = 384;
@@ -39,35 +41,54 @@ impl OfflineEmbedder {
     }
 }
 
-/// The vector of one text (all zeros for a text without letters or digits).
+/// The vector of one text (all zeros for a text without letters or digits). Each feature is hashed
+/// as the text `w:word`, `t:<ab` or `p:one two` would be, piece by piece, with no string made for
+/// it; a word already in lower case is not copied.
 pub fn embed_text(text: &str) -> Vec<f32> {
     let mut vector = vec![0.0f32; DIMENSION];
-    let words: Vec<String> = text
+    let words: Vec<Cow<str>> = text
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .map(|word| word.trim_matches('\'').to_lowercase())
-        .filter(|word| !word.is_empty() && !STOP_WORDS.contains(&word.as_str()))
+        .map(|word| lowercase(word.trim_matches('\'')))
+        .filter(|word| !word.is_empty() && !STOP_WORDS.contains(&word.as_ref()))
         .collect();
-    let mut add = |feature: &str, weight: f32| {
-        let hash = fnv1a(feature.as_bytes());
+    let mut add = |feature: Fnv1a, weight: f32| {
+        let hash = feature.finish();
         let bucket = (hash % DIMENSION as u64) as usize;
         let sign = if hash >> 63 == 0 { 1.0 } else { -1.0 };
         vector[bucket] += sign * weight;
     };
+    let mut marked: Vec<char> = Vec::new();
     for word in &words {
-        add(&format!("w:{word}"), WORD);
-        let marked: Vec<char> = format!("<{word}>").chars().collect();
+        add(Fnv1a::new().write(b"w:").write(word.as_bytes()), WORD);
+        marked.clear();
+        marked.push('<');
+        marked.extend(word.chars());
+        marked.push('>');
         for trigram in marked.windows(3) {
-            add(&format!("t:{}", trigram.iter().collect::<String>()), TRIGRAM);
+            let mut utf8 = [0u8; 4];
+            let feature = trigram
+                .iter()
+                .fold(Fnv1a::new().write(b"t:"), |feature, c| feature.write(c.encode_utf8(&mut utf8).as_bytes()));
+            add(feature, TRIGRAM);
         }
     }
     for pair in words.windows(2) {
-        add(&format!("p:{} {}", pair[0], pair[1]), PAIR);
+        add(Fnv1a::new().write(b"p:").write(pair[0].as_bytes()).write(b" ").write(pair[1].as_bytes()), PAIR);
     }
     let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         vector.iter_mut().for_each(|x| *x /= norm);
     }
     vector
+}
+
+/// `word` in lower case, borrowed when it is ASCII with no capital.
+fn lowercase(word: &str) -> Cow<'_, str> {
+    if word.bytes().all(|byte| byte.is_ascii() && !byte.is_ascii_uppercase()) {
+        Cow::Borrowed(word)
+    } else {
+        Cow::Owned(word.to_lowercase())
+    }
 }
 
 #[async_trait]
@@ -106,6 +127,56 @@ mod tests {
         assert!(topic < 0.5, "another post on the topic is not: {topic}");
         assert!(far < 0.3, "unrelated text is far: {far}");
         assert!((cosine(post, post) - 1.0).abs() < 1e-5);
+    }
+
+    /// The vector as first written: a string made for every feature and hashed whole. Vectors
+    /// stored by earlier versions must stay comparable with new ones, so the two agree bit for bit.
+    fn embed_text_as_first_written(text: &str) -> Vec<f32> {
+        let mut vector = vec![0.0f32; DIMENSION];
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .map(|word| word.trim_matches('\'').to_lowercase())
+            .filter(|word| !word.is_empty() && !STOP_WORDS.contains(&word.as_str()))
+            .collect();
+        let mut add = |feature: &str, weight: f32| {
+            let hash = crate::hash::fnv1a(feature.as_bytes());
+            let bucket = (hash % DIMENSION as u64) as usize;
+            let sign = if hash >> 63 == 0 { 1.0 } else { -1.0 };
+            vector[bucket] += sign * weight;
+        };
+        for word in &words {
+            add(&format!("w:{word}"), WORD);
+            let marked: Vec<char> = format!("<{word}>").chars().collect();
+            for trigram in marked.windows(3) {
+                add(&format!("t:{}", trigram.iter().collect::<String>()), TRIGRAM);
+            }
+        }
+        for pair in words.windows(2) {
+            add(&format!("p:{} {}", pair[0], pair[1]), PAIR);
+        }
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            vector.iter_mut().for_each(|x| *x /= norm);
+        }
+        vector
+    }
+
+    #[test]
+    fn vectors_are_the_ones_first_written_bit_for_bit() {
+        let texts = [
+            "Planted garlic today. Like a good refactor, the payoff comes months later.",
+            "What's the BEST way to ship it?! Don't 'quote' me; it's O'Brien's call.",
+            "ΟΔΥΣΣΕΥΣ and Σίσυφος — İstanbul, straße, ÉCOLE, naïve café 🙂 x2 v1.2.3",
+            "a an the",
+            "'''",
+            "@ada what do you think about #rustlang and https://example.com/a-b?c=d",
+            "",
+        ];
+        for text in texts {
+            let new: Vec<u32> = embed_text(text).iter().map(|x| x.to_bits()).collect();
+            let first: Vec<u32> = embed_text_as_first_written(text).iter().map(|x| x.to_bits()).collect();
+            assert_eq!(new, first, "{text}");
+        }
     }
 
     #[test]
