@@ -723,8 +723,9 @@ mod tests {
         assert!(!Path::new("x").exists(), "an in-memory database creates no directory");
     }
 
-    /// The migration that takes AUTOINCREMENT off the reply path's tables keeps their rows, ids,
-    /// indexes and trigger, and new rows are numbered after the largest id.
+    /// The migrations that take AUTOINCREMENT off the reply path's tables and the rowid off the
+    /// local platform's mentions keep their rows, ids, indexes and trigger, and new rows are
+    /// numbered after the largest id.
     #[tokio::test]
     async fn rowid_tables_keep_their_rows_and_number_after_the_largest() {
         const REBUILT: i64 = 20261210000001;
@@ -770,6 +771,12 @@ mod tests {
                 .unwrap();
             assert!(!schema.contains("AUTOINCREMENT"), "{table}: {schema}");
         }
+        // The mentions' index is its key alone (the next migration).
+        let mentions: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'local_mentions'")
+            .fetch_one(&mut *db.read().await.unwrap())
+            .await
+            .unwrap();
+        assert!(mentions.ends_with("WITHOUT ROWID"), "{mentions}");
         let sequences: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_sequence ORDER BY name")
             .fetch_all(&mut *db.read().await.unwrap())
             .await
