@@ -829,6 +829,31 @@ mod tests {
         db.close().await;
     }
 
+    /// The engagement round reads its window through the published items' index, in publish
+    /// order: not every item ever published, sorted.
+    #[tokio::test]
+    async fn the_engagement_round_reads_its_window_by_publish_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
+        db.migrate().await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            content::items_to_measure_sql(Engine::Sqlite, 10)
+        )))
+        .bind(3_i64)
+        .bind(2_i64)
+        .bind(1_i64)
+        .fetch_all(&mut *db.read().await.unwrap())
+        .await
+        .unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.try_get::<String, _>("detail").unwrap()).collect();
+        assert_eq!(
+            plan,
+            ["SEARCH content_items USING INDEX content_items_published (published_at>? AND published_at<?)"]
+        );
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn a_sqlite_file_has_one_writer_and_read_only_readers() {
         let dir = tempfile::tempdir().unwrap();

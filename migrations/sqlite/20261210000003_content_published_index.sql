@@ -1,0 +1,7 @@
+-- The engagement round (each minute) reads the items published within its window. Through
+-- content_items_stage it walked every item ever published and sorted the ones in the window, a
+-- round's cost growing with the service's history; this index holds the published items by
+-- publish time, so a round reads its window alone. Only the publish writes it (one entry an
+-- item). The store names it in that query: without statistics SQLite's planner prefers the stage
+-- index's equality to a range.
+CREATE INDEX content_items_published ON content_items (published_at) WHERE stage = 'published';
