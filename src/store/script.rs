@@ -210,8 +210,13 @@ impl On<'_> {
 /// next argument, after those the text's earlier statements took, which is the same argument
 /// when the `$N` were in order. The SQL is ours and has no `$` but its parameters.
 fn anonymous(sql: String) -> String {
+    let Some(first) = sql.find('$') else {
+        // `?` parameters already (as `value_rows` writes them), or none: nothing to copy.
+        return sql;
+    };
     let mut text = String::with_capacity(sql.len());
-    let mut rest = sql.as_str();
+    text.push_str(&sql[..first]);
+    let mut rest = &sql[first..];
     let mut next = 1;
     while let Some(at) = rest.find('$') {
         text.push_str(&rest[..at]);
