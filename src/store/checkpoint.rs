@@ -51,12 +51,19 @@ pub(super) fn sqlx_writer_autocheckpoint() -> String {
 /// The least time between two checkpoints: asks that come sooner wait for it.
 const PAUSE: Duration = Duration::from_millis(10);
 
+/// The least time between two starts of the thread: one that could not open the database ended,
+/// and an ask after this long starts it again (asks come as often as every commit).
+const RESTART_AFTER: Duration = Duration::from_secs(60);
+
 /// The checkpoints of one SQLite file: the thread, started at the first ask, and what wakes it.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     path: PathBuf,
     signals: Arc<Signals>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread, and when it was started.
+    thread: Mutex<Option<(JoinHandle<()>, Instant)>>,
+    /// [`RESTART_AFTER`] (shorter in tests).
+    restart_after: Duration,
 }
 
 /// What the thread shares with the checkpointer (not the checkpointer itself: its drop is what
@@ -80,7 +87,7 @@ struct Signals {
 impl Checkpointer {
     /// The checkpointer of the SQLite file at `path`. No thread runs until a commit asks.
     pub(super) fn new(path: PathBuf) -> Arc<Self> {
-        Arc::new(Checkpointer { path, signals: Arc::default(), thread: Mutex::new(None) })
+        Arc::new(Checkpointer { path, signals: Arc::default(), thread: Mutex::new(None), restart_after: RESTART_AFTER })
     }
 
     /// Makes `conn`'s commits report the log's length to this checkpointer instead of
@@ -118,28 +125,40 @@ impl Checkpointer {
         }
     }
 
-    /// Wakes the thread (starting it the first time) unless it is asked already. Never panics:
-    /// it runs inside SQLite's commit.
+    /// Wakes the thread (starting it the first time) unless it is asked already. A thread that
+    /// ended while the checkpointer is open could not open the database (or panicked), and left
+    /// the ask unanswered: it is started again, to answer it, by an ask once [`RESTART_AFTER`] has
+    /// passed since its start; so is a thread that could not be spawned, at the next ask. Never
+    /// panics: it runs inside SQLite's commit.
     pub(super) fn ask(&self) {
-        if self.signals.asked.swap(true, Ordering::AcqRel) {
-            return;
-        }
+        let already = self.signals.asked.swap(true, Ordering::AcqRel);
         let closed = self.signals.lock_closed();
         if *closed {
             return;
         }
         let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((handle, started)) = thread.take() {
+            if handle.is_finished() && started.elapsed() >= self.restart_after {
+                if handle.join().is_err() {
+                    tracing::warn!("the checkpoint thread panicked; starting it again");
+                }
+            } else {
+                *thread = Some((handle, started));
+            }
+        }
         if thread.is_none() {
             let (signals, path) = (self.signals.clone(), self.path.clone());
             match std::thread::Builder::new().name("chorus-wal".into()).spawn(move || signals.run(&path)) {
-                Ok(handle) => *thread = Some(handle),
+                Ok(handle) => *thread = Some((handle, Instant::now())),
                 Err(err) => {
                     metrics::counter!(m::STORE_ERRORS, "operation" => "checkpoint").increment(1);
                     tracing::warn!(error = %err, "the checkpoint thread did not start; commits checkpoint past {INLINE_FRAMES} frames");
                 }
             }
         }
-        self.signals.wake.notify_one();
+        if !already {
+            self.signals.wake.notify_one();
+        }
     }
 
     /// Checkpoints the thread has run.
@@ -158,7 +177,7 @@ impl Checkpointer {
     pub(super) fn close(&self) {
         self.signals.close();
         let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(thread) = thread
+        if let Some((thread, _)) = thread
             && thread.join().is_err()
         {
             tracing::warn!("the checkpoint thread panicked");
@@ -190,7 +209,7 @@ impl Signals {
             Ok(conn) => conn,
             Err(err) => {
                 metrics::counter!(m::STORE_ERRORS, "operation" => "checkpoint").increment(1);
-                tracing::warn!(error = %err, "the checkpoint thread could not open the database; commits checkpoint past {INLINE_FRAMES} frames");
+                tracing::warn!(error = %err, "the checkpoint thread could not open the database; commits checkpoint past {INLINE_FRAMES} frames until it starts again (at an ask a minute later or more)");
                 return;
             }
         };
@@ -354,6 +373,46 @@ mod tests {
         assert!(!asks(&checkpointer, ASK_FRAMES - 1));
         assert!(asks(&checkpointer, ASK_FRAMES));
         assert!(!checkpointer.running(), "a closed checkpointer started its thread");
+    }
+
+    /// A thread that could not open the database ends; an ask after [`RESTART_AFTER`] starts it
+    /// again, one before does not.
+    #[test]
+    fn a_thread_that_could_not_open_the_database_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let checkpointer = Arc::new(Checkpointer {
+            path: path.clone(),
+            signals: Arc::default(),
+            thread: Mutex::new(None),
+            restart_after: Duration::from_millis(300),
+        });
+        // No file yet: the thread cannot open it, and ends.
+        checkpointer.ask();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let finished = |checkpointer: &Checkpointer| {
+            let thread = checkpointer.thread.lock().unwrap();
+            thread.as_ref().is_some_and(|(handle, _)| handle.is_finished())
+        };
+        while !finished(&checkpointer) {
+            assert!(Instant::now() < deadline, "the thread did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER);").unwrap();
+        // Too soon: the ended thread stays, nothing checkpoints.
+        checkpointer.ask();
+        assert!(finished(&checkpointer), "started again before the pause");
+        assert_eq!(checkpointer.runs(), 0);
+        std::thread::sleep(Duration::from_millis(300));
+        checkpointer.ask();
+        while checkpointer.runs() == 0 {
+            assert!(Instant::now() < deadline, "the thread was not started again");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(checkpointer.running());
+        checkpointer.close();
+        assert!(!checkpointer.running());
     }
 
     #[test]
