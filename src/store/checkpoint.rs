@@ -62,8 +62,6 @@ pub(crate) struct Checkpointer {
     signals: Arc<Signals>,
     /// The thread, and when it was started.
     thread: Mutex<Option<(JoinHandle<()>, Instant)>>,
-    /// [`RESTART_AFTER`] (shorter in tests).
-    restart_after: Duration,
 }
 
 /// What the thread shares with the checkpointer (not the checkpointer itself: its drop is what
@@ -87,7 +85,7 @@ struct Signals {
 impl Checkpointer {
     /// The checkpointer of the SQLite file at `path`. No thread runs until a commit asks.
     pub(super) fn new(path: PathBuf) -> Arc<Self> {
-        Arc::new(Checkpointer { path, signals: Arc::default(), thread: Mutex::new(None), restart_after: RESTART_AFTER })
+        Arc::new(Checkpointer { path, signals: Arc::default(), thread: Mutex::new(None) })
     }
 
     /// Makes `conn`'s commits report the log's length to this checkpointer instead of
@@ -138,7 +136,7 @@ impl Checkpointer {
         }
         let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((handle, started)) = thread.take() {
-            if handle.is_finished() && started.elapsed() >= self.restart_after {
+            if handle.is_finished() && started.elapsed() >= RESTART_AFTER {
                 if handle.join().is_err() {
                     tracing::warn!("the checkpoint thread panicked; starting it again");
                 }
@@ -381,12 +379,7 @@ mod tests {
     fn a_thread_that_could_not_open_the_database_is_started_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        let checkpointer = Arc::new(Checkpointer {
-            path: path.clone(),
-            signals: Arc::default(),
-            thread: Mutex::new(None),
-            restart_after: Duration::from_millis(300),
-        });
+        let checkpointer = Checkpointer::new(path.clone());
         // No file yet: the thread cannot open it, and ends.
         checkpointer.ask();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -404,7 +397,10 @@ mod tests {
         checkpointer.ask();
         assert!(finished(&checkpointer), "started again before the pause");
         assert_eq!(checkpointer.runs(), 0);
-        std::thread::sleep(Duration::from_millis(300));
+        // As if it had been started a minute ago.
+        if let Some((_, started)) = checkpointer.thread.lock().unwrap().as_mut() {
+            *started = Instant::now().checked_sub(RESTART_AFTER).expect("the clock has run for a minute");
+        }
         checkpointer.ask();
         while checkpointer.runs() == 0 {
             assert!(Instant::now() < deadline, "the thread was not started again");
