@@ -3,7 +3,8 @@
 -- every statement that inserts, a page in every transaction's log; it differs from the rowid only
 -- once the newest row has been deleted, and nothing deletes from these tables. `memories` keeps
 -- AUTOINCREMENT: its rows are pruned, and the vector index catches up by id. SQLite cannot alter
--- a column's key, so each table is rebuilt with the same columns, ids, indexes and triggers.
+-- a column's key, so each table is rebuilt with the same columns, ids, indexes and triggers;
+-- the local platform's mentions, rebuilt beside them, lose their rowid (below).
 
 CREATE TABLE inbound_events_new (
     id           INTEGER PRIMARY KEY,
@@ -110,6 +111,18 @@ INSERT INTO local_posts_new (id, author, text, reply_to, client_key, created_at,
     SELECT id, author, text, reply_to, client_key, created_at, mentions FROM local_posts;
 DROP TABLE local_posts;
 ALTER TABLE local_posts_new RENAME TO local_posts;
+-- The local platform's index of mentions is a key and nothing else: stored as the key itself
+-- (WITHOUT ROWID), each mention is one B-tree insert where it was two (the rows and the key's
+-- index). Reads are by handle, in post order, which the key serves as before. Rebuilt while no
+-- trigger names it (the one above went with the old local_posts), then the trigger is made.
+CREATE TABLE local_mentions_new (
+    handle  TEXT    NOT NULL,
+    post_id INTEGER NOT NULL,
+    PRIMARY KEY (handle, post_id)
+) WITHOUT ROWID;
+INSERT INTO local_mentions_new (handle, post_id) SELECT handle, post_id FROM local_mentions;
+DROP TABLE local_mentions;
+ALTER TABLE local_mentions_new RENAME TO local_mentions;
 CREATE TRIGGER local_posts_mentions AFTER INSERT ON local_posts
 WHEN NEW.mentions IS NOT NULL
 BEGIN

@@ -723,8 +723,8 @@ mod tests {
         assert!(!Path::new("x").exists(), "an in-memory database creates no directory");
     }
 
-    /// The migrations that take AUTOINCREMENT off the reply path's tables and the rowid off the
-    /// local platform's mentions keep their rows, ids, indexes and trigger, and new rows are
+    /// The migration that takes AUTOINCREMENT off the reply path's tables and the rowid off the
+    /// local platform's mentions keeps their rows, ids, indexes and trigger, and new rows are
     /// numbered after the largest id.
     #[tokio::test]
     async fn rowid_tables_keep_their_rows_and_number_after_the_largest() {
@@ -771,7 +771,7 @@ mod tests {
                 .unwrap();
             assert!(!schema.contains("AUTOINCREMENT"), "{table}: {schema}");
         }
-        // The mentions' index is its key alone (the next migration).
+        // The mentions' index is its key alone.
         let mentions: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'local_mentions'")
             .fetch_one(&mut *db.read().await.unwrap())
             .await
