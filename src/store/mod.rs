@@ -789,7 +789,7 @@ mod tests {
                 .unwrap();
         for index in [
             "audit_log_subject",
-            "content_events_at",
+            "content_events_decisions",
             "content_events_item",
             "content_items_stage",
             "inbound_events_conversation",
@@ -851,6 +851,64 @@ mod tests {
             plan,
             ["SEARCH content_items USING INDEX content_items_published (published_at>? AND published_at<?)"]
         );
+        db.close().await;
+    }
+
+    /// The weekly report counts decisions through the index that holds them alone: the reply
+    /// path's stage entries (an automatic approval, a review that passed) are not in it.
+    #[tokio::test]
+    async fn the_weekly_report_reads_the_decisions_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
+        db.migrate().await.unwrap();
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", report::decisions_sql(Engine::Sqlite))))
+                .bind(1_i64)
+                .bind(2_i64)
+                .fetch_all(&mut *db.read().await.unwrap())
+                .await
+                .unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.try_get::<String, _>("detail").unwrap()).collect();
+        assert!(
+            plan.iter().any(|step| step == "SEARCH e USING INDEX content_events_decisions (at>? AND at<?)"),
+            "{plan:?}"
+        );
+        // What the reply path logs is not in the index; what the report counts is.
+        let index: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'content_events_decisions'")
+            .fetch_one(&mut *db.read().await.unwrap())
+            .await
+            .unwrap();
+        let holds = |stage: &str, outcome: &str| {
+            let condition = index.split_once(" WHERE ").unwrap().1.to_owned();
+            let sql = format!("SELECT {condition} FROM (SELECT '{stage}' AS stage, '{outcome}' AS outcome)");
+            let db = db.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&mut *db.read().await.unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        for (stage, outcome) in [
+            ("generate", "generated"),
+            ("adapt", "unchanged"),
+            ("review", "passed"),
+            ("review", "flagged"),
+            ("approve", "auto"),
+            ("queue", "queued"),
+            ("publish", "published"),
+        ] {
+            assert_eq!(holds(stage, outcome).await, 0, "{stage} {outcome}");
+        }
+        for (stage, outcome) in [
+            ("approve", "held"),
+            ("approve", "approved"),
+            ("approve", "rejected"),
+            ("approve", "expired"),
+            ("review", "blocked"),
+        ] {
+            assert_eq!(holds(stage, outcome).await, 1, "{stage} {outcome}");
+        }
         db.close().await;
     }
 
