@@ -125,7 +125,32 @@ pub fn now_ms() -> i64 {
 
 /// `$first, $first+1, …` (`count` of them).
 fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+    let mut sql = String::with_capacity(count * 5);
+    for n in first..first + count {
+        if n > first {
+            sql.push_str(", ");
+        }
+        push_parameter(&mut sql, n);
+    }
+    sql
+}
+
+/// Appends the parameter `$n` to `sql`, without the allocation of a formatted number: statements
+/// are built on every call, with up to hundreds of parameters each.
+fn push_parameter(sql: &mut String, n: usize) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    sql.push('$');
+    sql.extend(digits[at..].iter().map(|&digit| char::from(digit)));
 }
 
 /// `LIMIT n`, written into the statement's text instead of bound. SQLite's planner reads a bound
@@ -168,8 +193,7 @@ fn value_rows(template: &str, count: usize) -> String {
             match part.strip_suffix('?') {
                 Some(text) => {
                     sql.push_str(text);
-                    sql.push('$');
-                    sql.push_str(&next.to_string());
+                    push_parameter(&mut sql, next);
                     next += 1;
                 }
                 None => sql.push_str(part),
@@ -645,6 +669,16 @@ mod tests {
     fn placeholders_are_numbered_from_first() {
         assert_eq!(placeholders(3, 2), "$3, $4");
         assert_eq!(placeholders(1, 0), "");
+        assert_eq!(placeholders(9, 3), "$9, $10, $11");
+    }
+
+    #[test]
+    fn parameters_are_written_in_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 832, 65_535, usize::MAX] {
+            let mut sql = String::from("x = ");
+            push_parameter(&mut sql, n);
+            assert_eq!(sql, format!("x = ${n}"));
+        }
     }
 
     /// A bound LIMIT has SQLite compile its statement again on every call ([`sql_limit`]); the

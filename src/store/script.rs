@@ -210,28 +210,36 @@ impl On<'_> {
 /// next argument, after those the text's earlier statements took, which is the same argument
 /// when the `$N` were in order. The SQL is ours and has no `$` but its parameters.
 fn anonymous(sql: String) -> String {
-    let Some(first) = sql.find('$') else {
-        // `?` parameters already (as `value_rows` writes them), or none: nothing to copy.
+    // SIMD searches (`memchr`): every statement of the native path is scanned on every call.
+    let bytes = sql.as_bytes();
+    let Some(mut at) = memchr::memchr(b'$', bytes) else {
+        // `?` parameters already, or none: nothing to copy.
         return sql;
     };
     let mut text = String::with_capacity(sql.len());
-    text.push_str(&sql[..first]);
-    let mut rest = &sql[first..];
+    text.push_str(&sql[..at]);
     let mut next = 1;
-    while let Some(at) = rest.find('$') {
-        text.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        if after[..digits].parse::<usize>() != Ok(next) {
+    loop {
+        let from = at + 1;
+        let digits = bytes[from..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+        if sql[from..from + digits].parse::<usize>() != Ok(next) {
             return sql;
         }
         // The parameter's digits are all consumed: the `?` is followed by none.
         text.push('?');
         next += 1;
-        rest = &after[digits..];
+        let after = from + digits;
+        match memchr::memchr(b'$', &bytes[after..]) {
+            Some(offset) => {
+                text.push_str(&sql[after..after + offset]);
+                at = after + offset;
+            }
+            None => {
+                text.push_str(&sql[after..]);
+                return text;
+            }
+        }
     }
-    text.push_str(rest);
-    text
 }
 
 /// A transaction of its own on one leased connection whose `BEGIN` and `COMMIT` are statements of
@@ -289,12 +297,15 @@ impl Drop for OwnTransaction {
 fn push_shifted(text: &mut String, sql: &str, offset: usize) {
     let mut rest = sql;
     while let Some(at) = rest.find('$') {
-        text.push_str(&rest[..=at]);
+        text.push_str(&rest[..at]);
         rest = &rest[at + 1..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         match rest[..digits].parse::<usize>() {
-            Ok(n) => text.push_str(&(n + offset).to_string()),
-            Err(_) => text.push_str(&rest[..digits]),
+            Ok(n) => super::push_parameter(text, n + offset),
+            Err(_) => {
+                text.push('$');
+                text.push_str(&rest[..digits]);
+            }
         }
         rest = &rest[digits..];
     }
