@@ -4,5 +4,6 @@
 -- decisions alone, so the reply path writes none.
 DROP INDEX content_events_at;
 CREATE INDEX content_events_decisions ON content_events (at)
-    WHERE (stage = 'approve' AND outcome IN ('held', 'approved', 'rejected', 'expired'))
+    WHERE (stage = 'approve'
+           AND (outcome = 'held' OR outcome = 'approved' OR outcome = 'rejected' OR outcome = 'expired'))
        OR (stage = 'review' AND outcome = 'blocked');

@@ -294,15 +294,9 @@ pub(super) fn mark_queued(script: &mut Script, items: &[ToEnqueue<'_>], now: i64
 /// statements that wrote those items (the item's id is looked up in the statement, so no
 /// round trip comes back for it). An entry whose key has no item is left out; the entries keep
 /// their order.
-fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)], now: i64) {
-    let mut order = 0_i64;
+pub(super) fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)], now: i64) {
     for run in super::runs(entries) {
-        script.statement(&format!(
-            "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) \
-             SELECT c.id, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES {}) AS v \
-             JOIN content_items c ON c.idempotency_key = v.column1 ORDER BY v.column7",
-            value_rows("(?, ?, ?, ?, ?, ?, ?)", run.len())
-        ));
+        script.statement(&events_by_key_sql(run.len()));
         for (key, entry) in run {
             script
                 .bind(*key)
@@ -310,11 +304,22 @@ fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)], now: i64)
                 .bind(entry.outcome.as_str())
                 .bind(entry.detail.as_deref())
                 .bind(entry.actor.as_str())
-                .bind(now)
-                .bind(order);
-            order += 1;
+                .bind(now);
         }
     }
+}
+
+/// [`events_by_key`]'s insert of `rows` entries: each row's item id is a subquery on its key,
+/// and the rows whose key has none are left out. Read straight from its `VALUES`, in order, the
+/// rows are inserted in order; a join with the items (or an `ORDER BY`) made SQLite copy them
+/// into a temporary table (and sort them) first, twice a reply.
+pub(super) fn events_by_key_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES {}) AS v \
+         WHERE v.column1 IS NOT NULL",
+        value_rows("((SELECT id FROM content_items WHERE idempotency_key = ?), ?, ?, ?, ?, ?)", rows)
+    )
 }
 
 /// Appends several entries to an item's stage log in one statement.

@@ -952,6 +952,74 @@ mod tests {
         db.close().await;
     }
 
+    /// The reply path's stage-log inserts read their rows straight from their `VALUES`: no
+    /// temporary table, no sort (as the join with the items, its `ORDER BY`, and the decisions
+    /// index's `IN` list made). The rows land in order, and an entry whose key has no item is
+    /// left out.
+    #[tokio::test]
+    async fn stage_entries_by_key_land_in_order_without_a_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
+        db.migrate().await.unwrap();
+        for rows in [1, 4, 16, 64] {
+            let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {}", content::events_by_key_sql(rows))));
+            for _ in 0..rows * 6 {
+                explain = explain.bind(None::<String>);
+            }
+            let opcodes: Vec<String> = explain
+                .fetch_all(&mut *db.read().await.unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String, _>("opcode").unwrap())
+                .collect();
+            for opcode in ["OpenEphemeral", "SorterOpen"] {
+                assert!(!opcodes.iter().any(|op| op == opcode), "{rows} rows: {opcode} in {opcodes:?}");
+            }
+        }
+        sqlx::raw_sql(
+            "INSERT INTO content_items (id, idempotency_key, persona, platform, kind, stage, submitted_by, created_at, \
+                 updated_at) VALUES (3, 'a', 'alice', 'local', 'reply', 'queued', 'alice', 1, 1), \
+                 (5, 'b', 'alice', 'local', 'reply', 'queued', 'alice', 1, 1)",
+        )
+        .execute(&mut *db.write().await.unwrap())
+        .await
+        .unwrap();
+        let entry = |stage: &'static str, outcome: &str| StageEntry {
+            stage,
+            outcome: outcome.to_owned(),
+            detail: None,
+            actor: "alice".to_owned(),
+        };
+        let entries = [
+            entry("generate", "generated"),
+            entry("adapt", "unchanged"),
+            entry("queue", "queued"),
+            entry("publish", "published"),
+            entry("review", "passed"),
+        ];
+        let keyed: Vec<(&str, &StageEntry)> = vec![
+            ("a", &entries[0]),
+            ("b", &entries[1]),
+            ("missing", &entries[4]),
+            ("a", &entries[1]),
+            ("a", &entries[2]),
+            ("b", &entries[3]),
+        ];
+        let mut conn = db.write().await.unwrap();
+        let mut script = script::Script::new(conn.backend_name());
+        content::events_by_key(&mut script, &keyed, 7);
+        script.execute(&mut conn).await.unwrap();
+        drop(conn);
+        let logged: Vec<(i64, String)> = sqlx::query_as("SELECT item_id, stage FROM content_events ORDER BY id")
+            .fetch_all(&mut *db.read().await.unwrap())
+            .await
+            .unwrap();
+        let want = [(3, "generate"), (5, "adapt"), (3, "adapt"), (3, "queue"), (5, "publish")];
+        assert_eq!(logged, want.map(|(id, stage)| (id, stage.to_owned())));
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn a_sqlite_file_has_one_writer_and_read_only_readers() {
         let dir = tempfile::tempdir().unwrap();

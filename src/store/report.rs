@@ -180,7 +180,8 @@ pub(super) fn decisions_sql(engine: Engine) -> String {
              CAST(SUM(CASE WHEN e.stage = 'review' AND e.outcome = 'blocked' THEN 1 ELSE 0 END) AS BIGINT) \
          FROM {events} JOIN content_items i ON i.id = e.item_id \
          WHERE e.at >= $1 AND e.at < $2 \
-           AND ((e.stage = 'approve' AND e.outcome IN ('held', 'approved', 'rejected', 'expired')) \
+           AND ((e.stage = 'approve' \
+                 AND (e.outcome = 'held' OR e.outcome = 'approved' OR e.outcome = 'rejected' OR e.outcome = 'expired')) \
                 OR (e.stage = 'review' AND e.outcome = 'blocked')) \
          GROUP BY i.persona, i.platform"
     )
