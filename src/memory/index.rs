@@ -917,9 +917,9 @@ fn quantize<T: Default>(vector: &[f32], limit: f32, codes: &mut [T], cast: impl 
 }
 
 /// Each of `vector` over `scale`, rounded ([`round_half_away_small`]) and clamped to `limit`, into
-/// `rounded`. With AVX2 the rounding's conversions to integers are vector instructions; x86-64's
-/// baseline converts one float at a time. Neither path fuses a multiply and an add, so both
-/// round alike.
+/// `rounded`, in vector instructions: eight floats at a time where the CPU has AVX2 (chosen at run
+/// time), four on x86-64's baseline. Neither path fuses a multiply and an add, so both round
+/// alike.
 fn round_into(rounded: &mut [f32], vector: &[f32], scale: f32, limit: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
