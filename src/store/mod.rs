@@ -869,24 +869,30 @@ mod tests {
         db.close().await;
     }
 
+    /// A migrated SQLite file (one writer, one reader), and the directory that holds it.
+    async fn migrated_file() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    /// SQLite's plan for `sql` with `values` bound: the `detail` of each step.
+    async fn query_plan(db: &Db, sql: &str, values: &[i64]) -> Vec<String> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for value in values {
+            query = query.bind(*value);
+        }
+        let rows = query.fetch_all(&mut *db.read().await.unwrap()).await.unwrap();
+        rows.iter().map(|row| row.try_get::<String, _>("detail").unwrap()).collect()
+    }
+
     /// The engagement round reads its window through the published items' index, in publish
     /// order: not every item ever published, sorted.
     #[tokio::test]
     async fn the_engagement_round_reads_its_window_by_publish_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
-        db.migrate().await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            content::items_to_measure_sql(Engine::Sqlite, 10)
-        )))
-        .bind(3_i64)
-        .bind(2_i64)
-        .bind(1_i64)
-        .fetch_all(&mut *db.read().await.unwrap())
-        .await
-        .unwrap();
-        let plan: Vec<String> = rows.iter().map(|row| row.try_get::<String, _>("detail").unwrap()).collect();
+        let (_dir, db) = migrated_file().await;
+        let plan = query_plan(&db, &content::items_to_measure_sql(Engine::Sqlite, 10), &[3, 2, 1]).await;
         assert_eq!(
             plan,
             ["SEARCH content_items USING INDEX content_items_published (published_at>? AND published_at<?)"]
@@ -898,17 +904,8 @@ mod tests {
     /// path's stage entries (an automatic approval, a review that passed) are not in it.
     #[tokio::test]
     async fn the_weekly_report_reads_the_decisions_through_their_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
-        db.migrate().await.unwrap();
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", report::decisions_sql(Engine::Sqlite))))
-                .bind(1_i64)
-                .bind(2_i64)
-                .fetch_all(&mut *db.read().await.unwrap())
-                .await
-                .unwrap();
-        let plan: Vec<String> = rows.iter().map(|row| row.try_get::<String, _>("detail").unwrap()).collect();
+        let (_dir, db) = migrated_file().await;
+        let plan = query_plan(&db, &report::decisions_sql(Engine::Sqlite), &[1, 2]).await;
         assert!(
             plan.iter().any(|step| step == "SEARCH e USING INDEX content_events_decisions (at>? AND at<?)"),
             "{plan:?}"
@@ -958,9 +955,7 @@ mod tests {
     /// left out.
     #[tokio::test]
     async fn stage_entries_by_key_land_in_order_without_a_temporary_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/x.db", dir.path().display()), 1).await.unwrap();
-        db.migrate().await.unwrap();
+        let (_dir, db) = migrated_file().await;
         for rows in [1, 4, 16, 64] {
             let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {}", content::events_by_key_sql(rows))));
             for _ in 0..rows * 6 {
