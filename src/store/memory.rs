@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::native::Fields;
-use super::script::{OwnTransaction, Script};
+use super::script::Script;
 use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// What a memory records.
@@ -129,27 +129,18 @@ impl Db {
         let encoded: Vec<(&ToInsert<'_>, Option<Vec<u8>>)> =
             memories.iter().map(|memory| (memory, memory.1.map(|(_, vector)| encode_vector(vector)))).collect();
         let runs = super::runs(&encoded);
-        let mut conn = self.write().await?;
+        let conn = self.write().await?;
         let mut script = Script::new(conn.backend_name());
-        // Several runs (see `runs`) are one transaction: all stored, or none.
-        let several = runs.len() > 1;
-        if several {
-            script.begin();
-        }
         for run in runs {
             insert_memory_run(&mut script, run, now);
         }
-        let mut rows = if several {
-            script.commit();
-            let mut tx = OwnTransaction::new(conn);
-            let stored = script.fetch_all(tx.conn()).await;
-            tx.finish(stored).await?
-        } else {
-            script.fetch_all(&mut conn).await?
-        }
-        .iter()
-        .map(MemoryRow::from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+        // Several runs (see `runs`) are one transaction: all stored, or none.
+        let mut rows = script
+            .fetch_all_atomically(conn)
+            .await?
+            .iter()
+            .map(MemoryRow::from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         // Statements number their rows in the order of their VALUES, one after the other;
         // RETURNING has no order.
         rows.sort_by_key(|row| row.id);

@@ -301,15 +301,9 @@ impl Db {
             return Ok(Vec::new());
         }
         let received_at = now_ms();
-        let mut conn = self.write().await?;
+        let conn = self.write().await?;
         let mut script = script::Script::new(conn.backend_name());
-        // One statement commits alone; more go in a transaction.
-        let event_runs = runs(events);
-        let in_transaction = event_runs.len() + usize::from(cursor.is_some()) > 1;
-        if in_transaction {
-            script.begin();
-        }
-        for run in event_runs {
+        for run in runs(events) {
             script.statement(&format!(
                 "INSERT INTO inbound_events \
                  (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
@@ -340,14 +334,8 @@ impl Db {
                 .bind(cursor)
                 .bind(received_at);
         }
-        let rows = if in_transaction {
-            script.commit();
-            let mut tx = script::OwnTransaction::new(conn);
-            let fetched = script.fetch_all(tx.conn()).await;
-            tx.finish(fetched).await?
-        } else {
-            script.fetch_all(&mut conn).await?
-        };
+        // One statement commits alone; more go in a transaction.
+        let rows = script.fetch_all_atomically(conn).await?;
         // A new row is known by its key: (platform, remote id, persona).
         let mut ids = HashMap::new();
         for row in rows {
@@ -469,14 +457,9 @@ impl Db {
         if rows.is_empty() {
             return Ok(());
         }
-        let runs = runs(rows);
-        let mut conn = self.write().await?;
+        let conn = self.write().await?;
         let mut script = script::Script::new(conn.backend_name());
-        let several = runs.len() > 1;
-        if several {
-            script.begin();
-        }
-        for run in runs {
+        for run in runs(rows) {
             script.statement(&format!(
                 "INSERT INTO llm_usage (persona, provider, model, task, tokens_in, tokens_out, latency_ms, outcome, \
                  cost_usd, created_at) VALUES {}",
@@ -496,14 +479,7 @@ impl Db {
                     .bind(usage.at_ms);
             }
         }
-        if several {
-            script.commit();
-            let mut tx = script::OwnTransaction::new(conn);
-            let written = script.execute(tx.conn()).await;
-            tx.finish(written).await
-        } else {
-            script.execute(&mut conn).await
-        }
+        script.fetch_all_atomically(conn).await.map(drop)
     }
 
     /// Spend per persona since `since_ms`: (persona, tokens in + out, USD).

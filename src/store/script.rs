@@ -120,6 +120,23 @@ impl Script {
         Ok(rows)
     }
 
+    /// Runs every statement on `conn`, all or none, and answers their rows in order: one
+    /// statement commits alone; several run as an [`OwnTransaction`], with a `BEGIN` put before
+    /// the first and a `COMMIT` after the last (so on SQLite through sqlx they ride in its calls).
+    pub async fn fetch_all_atomically(mut self, mut conn: Lease) -> StoreResult<Vec<Fetched>> {
+        if self.statements.len() <= 1 {
+            return self.fetch_all(&mut conn).await;
+        }
+        self.statements.insert(0, ("BEGIN".to_owned(), AnyArguments::default()));
+        if self.sqlite {
+            self.values.insert(0, Vec::new());
+        }
+        self.commit();
+        let mut tx = OwnTransaction::new(conn);
+        let fetched = self.fetch_all(tx.conn()).await;
+        tx.finish(fetched).await
+    }
+
     /// The calls to make through sqlx: on SQLite, several statements of at most
     /// [`JOIN_UP_TO_PARAMETERS`] parameters in all as one joined text, with `?` parameters where
     /// they can be ([`anonymous`]); else each statement.
@@ -368,6 +385,29 @@ mod tests {
         // The one writing connection autocommits again: a plain write is seen by the readers.
         db.store_inbound(&[], Some(("c", "local", "1"))).await.unwrap();
         assert!(committed(&db, "c").await, "the next write committed on its own");
+        db.close().await;
+    }
+
+    /// Several statements run atomically are all or none; one commits alone.
+    #[tokio::test]
+    async fn statements_run_atomically_commit_together_or_not_at_all() {
+        let (_dir, db) = sqlite().await;
+        let mut script = Script::new("SQLite");
+        write_cursor(&mut script, "a");
+        write_cursor(&mut script, "b");
+        script.fetch_all_atomically(db.write().await.unwrap()).await.unwrap();
+        assert!(committed(&db, "a").await && committed(&db, "b").await, "both committed");
+
+        let mut script = Script::new("SQLite");
+        write_cursor(&mut script, "c");
+        script.statement("INSERT INTO no_such_table VALUES (1)");
+        assert!(script.fetch_all_atomically(db.write().await.unwrap()).await.is_err());
+        assert!(!committed(&db, "c").await, "the first statement rolled back with the second");
+
+        let mut script = Script::new("SQLite");
+        write_cursor(&mut script, "d");
+        script.fetch_all_atomically(db.write().await.unwrap()).await.unwrap();
+        assert!(committed(&db, "d").await, "one statement committed alone");
         db.close().await;
     }
 
