@@ -24,6 +24,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, ColumnIndex, Decode, Type};
 
 use super::conn::{READER_CACHE_SIZE, WRITER_CACHE_SIZE};
+use super::script::numbered_in_order;
 
 /// A statement that takes this long is logged as a warning (sqlx's threshold for its own).
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
@@ -75,7 +76,7 @@ pub(super) fn value<T: ToSql>(value: &T) -> rusqlite::Result<Value> {
     })
 }
 
-/// Runs `sql` with `values` (its parameters, `$1, $2, …` or `?` in order), appends the rows it
+/// Runs `sql` with `values` (its parameters, `$1, $2, …` in any order or `?`), appends the rows it
 /// returns to `rows`, and logs it ([`LOG_TARGET`]).
 pub(super) fn run(
     conn: &rusqlite::Connection,
@@ -105,7 +106,12 @@ fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value], rows: &mut 
     if values.len() != statement.parameter_count() {
         return Err(rusqlite::Error::InvalidParameterCount(values.len(), statement.parameter_count()));
     }
-    if sql.contains('$') {
+    if numbered_in_order(sql) {
+        // `?`s, or `$1, $2, …` each once in order: each at the position its number says.
+        for (n, value) in values.iter().enumerate() {
+            statement.raw_bind_parameter(n + 1, value)?;
+        }
+    } else {
         // Named: each `$N` where SQLite placed it (a name repeated, or out of order, has one slot).
         for (n, value) in values.iter().enumerate() {
             match statement.parameter_index(&format!("${}", n + 1))? {
@@ -113,17 +119,16 @@ fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value], rows: &mut 
                 None => return Err(rusqlite::Error::InvalidParameterName(format!("${}", n + 1))),
             }
         }
-    } else {
-        for (n, value) in values.iter().enumerate() {
-            statement.raw_bind_parameter(n + 1, value)?;
-        }
     }
-    let columns = statement.column_count();
-    let names: Arc<[String]> = statement.column_names().into_iter().map(str::to_owned).collect();
+    // The columns' names once a call, at its first row: most of the native statements (inserts
+    // and updates without RETURNING, BEGIN, COMMIT) return none.
+    let mut names: Option<Arc<[String]>> = None;
     let mut returned = statement.raw_query();
     while let Some(row) = returned.next()? {
-        let values = (0..columns).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<_>>()?;
-        rows.push(Fetched::Native(NativeRow { names: names.clone(), values }));
+        let names =
+            names.get_or_insert_with(|| row.as_ref().column_names().into_iter().map(str::to_owned).collect()).clone();
+        let values = (0..names.len()).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<_>>()?;
+        rows.push(Fetched::Native(NativeRow { names, values }));
     }
     Ok(())
 }

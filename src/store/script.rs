@@ -105,7 +105,7 @@ impl Script {
             On::Lease(lease) => match lease.native()? {
                 Some(native) if self.sqlite => {
                     for ((sql, _), values) in self.statements.into_iter().zip(&self.values) {
-                        native::run(native, &anonymous(sql), values, &mut rows)?;
+                        native::run(native, &sql, values, &mut rows)?;
                     }
                     return Ok(rows);
                 }
@@ -217,8 +217,9 @@ impl On<'_> {
 }
 
 /// `sql` with its parameters written `?` when they are `$1, $2, …` in the order they appear, each
-/// once (as [`super::value_rows`] and a joined [`Script`] write them); else `sql` as it is. For
-/// SQLite only: Postgres has no `?`.
+/// once (as [`super::value_rows`] and a joined [`Script`] write them: [`numbered_in_order`]);
+/// else `sql` as it is. For a call through sqlx on SQLite only: Postgres has no `?`, and the
+/// native connection binds such a text by position as it is.
 ///
 /// sqlx binds a named parameter (`$N`) by asking SQLite for its name, and SQLite finds a name by
 /// walking the statement's list of names: binding a statement costs the square of its
@@ -227,36 +228,41 @@ impl On<'_> {
 /// next argument, after those the text's earlier statements took, which is the same argument
 /// when the `$N` were in order. The SQL is ours and has no `$` but its parameters.
 fn anonymous(sql: String) -> String {
-    // SIMD searches (`memchr`): every statement of the native path is scanned on every call.
-    let bytes = sql.as_bytes();
-    let Some(mut at) = memchr::memchr(b'$', bytes) else {
-        // `?` parameters already, or none: nothing to copy.
+    if memchr::memchr(b'$', sql.as_bytes()).is_none() || !numbered_in_order(&sql) {
+        // `?` parameters already, or none, or numbers that must stay: nothing to copy.
         return sql;
-    };
+    }
     let mut text = String::with_capacity(sql.len());
-    text.push_str(&sql[..at]);
-    let mut next = 1;
-    loop {
-        let from = at + 1;
-        let digits = bytes[from..].iter().take_while(|byte| byte.is_ascii_digit()).count();
-        if sql[from..from + digits].parse::<usize>() != Ok(next) {
-            return sql;
-        }
+    let mut from = 0;
+    for (at, after, _) in parameters(&sql) {
+        text.push_str(&sql[from..at]);
         // The parameter's digits are all consumed: the `?` is followed by none.
         text.push('?');
-        next += 1;
-        let after = from + digits;
-        match memchr::memchr(b'$', &bytes[after..]) {
-            Some(offset) => {
-                text.push_str(&sql[after..after + offset]);
-                at = after + offset;
-            }
-            None => {
-                text.push_str(&sql[after..]);
-                return text;
-            }
-        }
+        from = after;
     }
+    text.push_str(&sql[from..]);
+    text
+}
+
+/// Whether `sql`'s parameters are `$1, $2, …` in the order they appear, each once (or it has
+/// none). SQLite gives a named parameter the next position at its first appearance, so such a
+/// text's `$N` is at position N, and its values bind by position, as `?`s would
+/// ([`super::native`]): the text needs neither a copy with `?`s nor a lookup of each name.
+pub(super) fn numbered_in_order(sql: &str) -> bool {
+    parameters(sql).enumerate().all(|(at, (_, _, number))| number == Some(at + 1))
+}
+
+/// The `$N` parameters of `sql` in order: where each `$` is, where its digits end, and its
+/// number (`None` for digits that are none, or too many). A SIMD search for the `$`s
+/// (`memchr`): every statement of the native path is scanned on every call. The SQL is ours and
+/// has no `$` but its parameters.
+fn parameters(sql: &str) -> impl Iterator<Item = (usize, usize, Option<usize>)> + '_ {
+    let bytes = sql.as_bytes();
+    memchr::memchr_iter(b'$', bytes).map(move |at| {
+        let digits = bytes[at + 1..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+        let after = at + 1 + digits;
+        (at, after, sql[at + 1..after].parse().ok())
+    })
 }
 
 /// A transaction of its own on one leased connection whose `BEGIN` and `COMMIT` are statements of
@@ -438,6 +444,23 @@ mod tests {
         let mut text = String::new();
         push_shifted(&mut text, "SELECT $10, $9", 91);
         assert_eq!(text, "SELECT $101, $100");
+    }
+
+    #[test]
+    fn parameters_numbered_in_order_are_told_from_the_others() {
+        for sql in [
+            "SELECT 1",
+            "SELECT ?",
+            "SELECT $1",
+            "INSERT INTO u VALUES ($1, $2), ($3, 'x')",
+            "SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11",
+        ] {
+            assert!(numbered_in_order(sql), "{sql}");
+        }
+        // Out of order, repeated, not from $1, or a `$` without digits.
+        for sql in ["SELECT $2, $1", "SELECT $1 WHERE a = $1", "SELECT $2", "SELECT $1, $3", "SELECT $1, $"] {
+            assert!(!numbered_in_order(sql), "{sql}");
+        }
     }
 
     #[test]
