@@ -625,11 +625,17 @@ async fn recent_memories_by_persona_and_conversation(db: &Db) {
     assert!(db.recent_memories("carol", None, 10).await.expect("recent_memories carol").is_empty());
 
     // Recall reads the same three things in one query.
-    let by_id = [c1[1].id, own[1].id, i64::MAX];
+    let by_id = [c1[1].id, own[1].id, i64::MAX, c1[1].id];
     let recalled = db.recall_memories("alice", (1, 10), Some(("local", "c1")), &by_id).await.expect("recall_memories");
     assert_eq!(texts(&recalled.recent), ["post 2"], "own posts, newest first, limited");
     assert_eq!(texts(&recalled.conversation), texts(&c1), "the conversation, as recent_memories reads it");
-    assert_eq!(texts(&recalled.by_id), ["post 1", "inbound 1"], "by id, in id order, the missing id skipped");
+    let in_order = ["post 1", "inbound 1"];
+    assert_eq!(texts(&recalled.by_id), in_order, "by id, in id order, each once, the missing id skipped");
+    // Past the ids looked up one by one, in one list: the same rows.
+    let many: Vec<i64> = by_id.iter().copied().chain(-40..0).collect();
+    let listed = db.recall_memories("alice", (1, 10), Some(("local", "c1")), &many).await.expect("recall, many ids");
+    assert_eq!(texts(&listed.by_id), in_order, "a long list of ids");
+    assert_eq!(texts(&listed.conversation), texts(&c1));
     let latest_turn = db.recall_memories("alice", (0, 1), Some(("local", "c1")), &[]).await.expect("recall, 1 turn");
     assert_eq!((latest_turn.recent.len(), texts(&latest_turn.conversation)), (0, vec!["reply 1".to_owned()]));
     let alone = db.recall_memories("alice", (10, 10), None, &[]).await.expect("recall_memories, no thread or ids");

@@ -249,48 +249,26 @@ impl Db {
 
     /// What recall reads, in one query: the persona's latest `recent` posts and the latest
     /// `in_conversation` memories of `conversation` (both newest first, as
-    /// [`Db::recent_memories`]), and the memories with these `ids` (in id order, missing ones
-    /// skipped, as [`Db::memories_by_ids`]).
+    /// [`Db::recent_memories`]), and the memories with these `ids` (in id order, each once,
+    /// missing ones skipped, as [`Db::memories_by_ids`]).
     pub async fn recall_memories(
         &self,
         persona: &str,
-        (recent, in_conversation): (i64, i64),
+        limits: (i64, i64),
         conversation: Option<(&str, &str)>,
         ids: &[i64],
     ) -> StoreResult<Recalled> {
-        // Each part is a subquery: SQLite allows ORDER BY and LIMIT only on a whole compound.
-        let mut parts = vec![format!(
-            "SELECT CAST(0 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = $1 AND kind = 'post' \
-             ORDER BY id DESC {}) own",
-            sql_limit(recent)
-        )];
-        let mut next = 2;
-        if conversation.is_some() {
-            parts.push(format!(
-                "SELECT CAST(1 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = ${} \
-                 AND platform = ${} AND conversation = ${} ORDER BY id DESC {}) thread",
-                next,
-                next + 1,
-                next + 2,
-                sql_limit(in_conversation)
-            ));
-            next += 3;
-        }
-        if !ids.is_empty() {
-            let placeholders: Vec<String> = (next..next + ids.len()).map(|n| format!("${n}")).collect();
-            parts.push(format!(
-                "SELECT CAST(2 AS BIGINT) AS part, {COLUMNS} FROM memories WHERE id IN ({})",
-                placeholders.join(", ")
-            ));
-        }
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
         // A script, so on SQLite it runs on the reader's native connection (see `native`).
         let mut conn = self.read().await?;
         let mut query = Script::new(conn.backend_name());
-        query.statement(&format!("{} ORDER BY part, id DESC", parts.join(" UNION ALL "))).bind(persona);
+        query.statement(&recall_sql(limits, conversation.is_some(), ids.len())).bind(persona);
         if let Some((platform, conversation)) = conversation {
             query.bind(persona).bind(platform).bind(conversation);
         }
-        for id in ids {
+        for id in &ids {
             query.bind(*id);
         }
         let mut recalled = Recalled::default();
@@ -305,7 +283,11 @@ impl Db {
                 _ => recalled.by_id.push(memory),
             }
         }
-        recalled.by_id.reverse();
+        // The parts' orders, put here rather than by the query (see `recall_sql`): a few dozen
+        // rows at most.
+        recalled.recent.sort_unstable_by_key(|memory| std::cmp::Reverse(memory.id));
+        recalled.conversation.sort_unstable_by_key(|memory| std::cmp::Reverse(memory.id));
+        recalled.by_id.sort_unstable_by_key(|memory| memory.id);
         Ok(recalled)
     }
 
@@ -494,6 +476,52 @@ fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>
             .bind(vector.map(|(model, _)| model));
     }
 }
+
+/// [`Db::recall_memories`]'s query: the persona's latest posts (`$1`, `limits.0` of them), then
+/// when `conversation` the latest memories of the conversation (`$2`–`$4`: persona, platform,
+/// conversation; `limits.1` of them), then one memory a distinct id (`ids` parameters after), as
+/// one compound of parts tagged `part` 0, 1 and 2. Each memory by id is a part of its own, a
+/// lookup of its rowid (up to [`RECALL_LOOKUPS`]): `id IN (…)` had SQLite build a temporary
+/// index of the list. There is no ORDER BY on the compound: SQLite sorted every part for it,
+/// even those its index gives in order, so the caller orders the rows.
+pub(super) fn recall_sql((recent, in_conversation): (i64, i64), conversation: bool, ids: usize) -> String {
+    // Each part is a subquery: SQLite allows ORDER BY and LIMIT only on a whole compound.
+    let mut sql = format!(
+        "SELECT CAST(0 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories WHERE persona = $1 \
+         AND kind = 'post' ORDER BY id DESC {}) own",
+        sql_limit(recent)
+    );
+    let mut next = 2;
+    if conversation {
+        sql.push_str(&format!(
+            " UNION ALL SELECT CAST(1 AS BIGINT) AS part, {COLUMNS} FROM (SELECT {COLUMNS} FROM memories \
+             WHERE persona = ${} AND platform = ${} AND conversation = ${} ORDER BY id DESC {}) thread",
+            next,
+            next + 1,
+            next + 2,
+            sql_limit(in_conversation)
+        ));
+        next += 3;
+    }
+    if ids > RECALL_LOOKUPS {
+        let placeholders: Vec<String> = (next..next + ids).map(|n| format!("${n}")).collect();
+        sql.push_str(&format!(
+            " UNION ALL SELECT CAST(2 AS BIGINT) AS part, {COLUMNS} FROM memories WHERE id IN ({})",
+            placeholders.join(", ")
+        ));
+    } else {
+        for n in next..next + ids {
+            sql.push_str(&format!(
+                " UNION ALL SELECT CAST(2 AS BIGINT) AS part, {COLUMNS} FROM memories WHERE id = ${n}"
+            ));
+        }
+    }
+    sql
+}
+
+/// The most ids [`recall_sql`] looks up a part each (recall asks for `memory.recall_relevant`, 4
+/// by default); past it they are one `IN` list, as SQLite allows at most 500 parts a compound.
+pub(super) const RECALL_LOOKUPS: usize = 32;
 
 #[cfg(test)]
 mod tests {

@@ -863,6 +863,30 @@ mod tests {
         rows.iter().map(|row| row.try_get::<String, _>("detail").unwrap()).collect()
     }
 
+    /// The opcodes SQLite compiles `sql` to, with its `parameters` bound to NULL.
+    async fn program(db: &Db, sql: &str, parameters: usize) -> Vec<String> {
+        let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+        for _ in 0..parameters {
+            explain = explain.bind(None::<String>);
+        }
+        let rows = explain.fetch_all(&mut *db.read().await.unwrap()).await.unwrap();
+        rows.iter().map(|row| row.try_get::<String, _>("opcode").unwrap()).collect()
+    }
+
+    /// Recall's read, every reply, builds no temporary table and sorts nothing: its memories by
+    /// id are rowid lookups, not an `IN` list, and the caller orders the parts.
+    #[tokio::test]
+    async fn recall_reads_without_a_temporary_table_or_a_sort() {
+        let (_dir, db) = migrated_file().await;
+        for (conversation, ids) in [(true, 0), (true, 4), (false, 1), (true, memory::RECALL_LOOKUPS)] {
+            let parameters = 1 + if conversation { 3 } else { 0 } + ids;
+            let opcodes = program(&db, &memory::recall_sql((5, 24), conversation, ids), parameters).await;
+            for opcode in ["OpenEphemeral", "SorterOpen"] {
+                assert!(!opcodes.iter().any(|op| op == opcode), "{conversation} {ids}: {opcode} in {opcodes:?}");
+            }
+        }
+    }
+
     /// The engagement round reads its window through the published items' index, in publish
     /// order: not every item ever published, sorted.
     #[tokio::test]
@@ -933,17 +957,7 @@ mod tests {
     async fn stage_entries_by_key_land_in_order_without_a_temporary_table() {
         let (_dir, db) = migrated_file().await;
         for rows in [1, 4, 16, 64] {
-            let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {}", content::events_by_key_sql(rows))));
-            for _ in 0..rows * 6 {
-                explain = explain.bind(None::<String>);
-            }
-            let opcodes: Vec<String> = explain
-                .fetch_all(&mut *db.read().await.unwrap())
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.try_get::<String, _>("opcode").unwrap())
-                .collect();
+            let opcodes = program(&db, &content::events_by_key_sql(rows), rows * 6).await;
             for opcode in ["OpenEphemeral", "SorterOpen"] {
                 assert!(!opcodes.iter().any(|op| op == opcode), "{rows} rows: {opcode} in {opcodes:?}");
             }
