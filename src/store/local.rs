@@ -8,17 +8,27 @@ use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// The insert of one post: `$1`–`$5` the post (`mentions` a JSON array of handles, indexed by the
-/// `local_posts_mentions` trigger), `$6` when. The parent is checked in the insert itself, no read
-/// before it; a key posted before inserts nothing. Each parameter appears once, in order (the
-/// parent is named by its column), so on SQLite a group's call binds them unnamed
-/// ([`Script::into_calls`]). A caller may extend the `RETURNING` clause.
-const INSERT_LOCAL_POST: &str = "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
-     SELECT author, text, reply_to, client_key, mentions, created_at FROM (SELECT $1 AS author, $2 AS text, \
-     $3 AS reply_to, $4 AS client_key, $5 AS mentions, $6 AS created_at) AS candidate \
-     WHERE candidate.reply_to IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = candidate.reply_to) \
-     ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at";
+/// `local_posts_mentions` trigger), `$6` when; a key posted before inserts nothing, nor does a
+/// reply whose parent is missing. Each parameter appears once, in order, so on SQLite a group's
+/// call binds them unnamed ([`Script::into_calls`]). A caller may extend the `RETURNING` clause.
+/// On SQLite the parent is checked by the `local_posts_parent` trigger, which drops such a row;
+/// on Postgres in the insert itself (the parent named by its column), no read before it. On
+/// SQLite an insert whose SELECT reads its own table copies each row into a temporary table first.
+pub(super) fn insert_local_post_sql(backend: &str) -> &'static str {
+    if backend == <sqlx::Sqlite as sqlx::Database>::NAME {
+        "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at"
+    } else {
+        "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
+         SELECT author, text, reply_to, client_key, mentions, created_at FROM (SELECT $1 AS author, $2 AS text, \
+         $3 AS reply_to, $4 AS client_key, $5 AS mentions, $6 AS created_at) AS candidate \
+         WHERE candidate.reply_to IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = candidate.reply_to) \
+         ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at"
+    }
+}
 
-/// Parameters of one post in a group ([`INSERT_LOCAL_POST`]'s six and its place in the group).
+/// Parameters of one post in a group ([`insert_local_post_sql`]'s six and its place in the group).
 const PARAMETERS_A_POST: usize = 7;
 /// The most posts the local platform stores in one group (measured against 8): a group this size
 /// is one call on SQLite ([`Db::local_posts`]; past [`JOIN_UP_TO_PARAMETERS`], a call a post).
@@ -203,7 +213,7 @@ impl Db {
 /// A transaction of one insert a post; each inserted row comes back with its place in `posts`
 /// (`slot`), as a statement whose post is refused or was posted before returns nothing.
 fn group_script(backend: &str, posts: &[NewLocalPost], handles: &[Option<String>], created_at: i64) -> Script {
-    let sql = format!("{INSERT_LOCAL_POST}, CAST($7 AS BIGINT) AS slot");
+    let sql = format!("{}, CAST($7 AS BIGINT) AS slot", insert_local_post_sql(backend));
     let mut script = Script::new(backend);
     script.begin();
     for (slot, (post, handles)) in posts.iter().zip(handles).enumerate() {
@@ -233,7 +243,7 @@ fn handles_json(mentions: &[String]) -> Option<String> {
     (!handles.is_empty()).then(|| serde_json::to_string(&handles).unwrap_or_default())
 }
 
-/// Inserts `(author, text, reply_to, client_key, mentions)` ([`INSERT_LOCAL_POST`]); `None` when
+/// Inserts `(author, text, reply_to, client_key, mentions)` ([`insert_local_post_sql`]); `None` when
 /// the key was posted before or the parent is missing. A script, so on SQLite it runs on the
 /// writer's native connection.
 async fn insert_local_post(
@@ -242,7 +252,7 @@ async fn insert_local_post(
 ) -> StoreResult<Option<LocalPost>> {
     let mut script = Script::new(conn.backend_name());
     script
-        .statement(INSERT_LOCAL_POST)
+        .statement(insert_local_post_sql(conn.backend_name()))
         .bind(author)
         .bind(text)
         .bind(reply_to)

@@ -887,6 +887,17 @@ mod tests {
         }
     }
 
+    /// A local post's insert on SQLite does not read its own table (the parent is checked by a
+    /// trigger): such an insert copies its row into a temporary table first. What is left is the
+    /// temporary table `RETURNING` fills.
+    #[tokio::test]
+    async fn a_local_post_is_inserted_without_copying_it_first() {
+        let (_dir, db) = migrated_file().await;
+        let opcodes = program(&db, local::insert_local_post_sql("SQLite"), 6).await;
+        let temporary = opcodes.iter().filter(|op| *op == "OpenEphemeral").count();
+        assert_eq!(temporary, 1, "RETURNING's alone: {opcodes:?}");
+    }
+
     /// The engagement round reads its window through the published items' index, in publish
     /// order: not every item ever published, sorted.
     #[tokio::test]
