@@ -504,10 +504,9 @@ pub(super) fn recall_sql((recent, in_conversation): (i64, i64), conversation: bo
         next += 3;
     }
     if ids > RECALL_LOOKUPS {
-        let placeholders: Vec<String> = (next..next + ids).map(|n| format!("${n}")).collect();
         sql.push_str(&format!(
             " UNION ALL SELECT CAST(2 AS BIGINT) AS part, {COLUMNS} FROM memories WHERE id IN ({})",
-            placeholders.join(", ")
+            super::placeholders(next, ids)
         ));
     } else {
         for n in next..next + ids {
