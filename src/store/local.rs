@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::conn::Lease;
 use super::native::{Fetched, Fields};
-use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script};
+use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script, is_sqlite};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// The insert of one post: `$1`–`$5` the post (`mentions` a JSON array of handles, indexed by the
@@ -15,7 +15,7 @@ use super::{Db, StoreResult, now_ms, sql_limit};
 /// on Postgres in the insert itself (the parent named by its column), no read before it. On
 /// SQLite an insert whose SELECT reads its own table copies each row into a temporary table first.
 pub(super) fn insert_local_post_sql(backend: &str) -> &'static str {
-    if backend == <sqlx::Sqlite as sqlx::Database>::NAME {
+    if is_sqlite(backend) {
         "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at"

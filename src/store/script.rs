@@ -49,7 +49,7 @@ pub(super) struct Script {
 impl Script {
     /// A script for a connection of `backend` (`AnyConnection::backend_name`).
     pub fn new(backend: &str) -> Self {
-        let sqlite = backend == <sqlx::Sqlite as sqlx::Database>::NAME;
+        let sqlite = is_sqlite(backend);
         Script { statements: Vec::new(), values: Vec::new(), bind_error: None, sqlite }
     }
 
@@ -177,6 +177,11 @@ fn sqlx_arguments(values: Vec<Value>) -> StoreResult<AnyArguments> {
         .map_err(sqlx::Error::Encode)?;
     }
     Ok(args)
+}
+
+/// Whether `backend` (`AnyConnection::backend_name`) is SQLite.
+pub(super) fn is_sqlite(backend: &str) -> bool {
+    backend == <sqlx::Sqlite as sqlx::Database>::NAME
 }
 
 /// Where a [`Script`] runs: a leased connection (a held SQLite one runs it natively), or a sqlx
@@ -318,21 +323,17 @@ impl Drop for OwnTransaction {
 /// Appends `sql` to `text` with every parameter `$N` written `$(N + offset)`. The SQL is ours and
 /// has no `$` but its parameters.
 fn push_shifted(text: &mut String, sql: &str, offset: usize) {
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        text.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => super::push_parameter(text, n + offset),
-            Err(_) => {
-                text.push('$');
-                text.push_str(&rest[..digits]);
-            }
+    let mut from = 0;
+    for (at, after, number) in parameters(sql) {
+        text.push_str(&sql[from..at]);
+        match number {
+            Some(n) => super::push_parameter(text, n + offset),
+            // A `$` without a number: as it is.
+            None => text.push_str(&sql[at..after]),
         }
-        rest = &rest[digits..];
+        from = after;
     }
-    text.push_str(rest);
+    text.push_str(&sql[from..]);
 }
 
 #[cfg(test)]
