@@ -20,6 +20,7 @@ mod outbox;
 mod report;
 mod script;
 mod trading;
+mod vfs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

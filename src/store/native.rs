@@ -15,6 +15,7 @@
 //! process holding the file's write lock makes a write wait up to the busy timeout, as the sqlx
 //! connection would, but on the runtime's thread.
 
+use std::ffi::CStr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,8 @@ const STATEMENT_CACHE: usize = 256;
 /// kind are (the file exists and is in WAL mode already: sqlx's connection opened it): a reader's
 /// refuses writes (`PRAGMA query_only`).
 pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = open_file(path)?;
+    // The writer writes its log's frames through the VFS that joins each frame's two writes.
+    let conn = if read_only { open_file(path, None)? } else { open_file(path, Some(joined_frames()?))? };
     conn.busy_timeout(Duration::from_secs(5))?;
     let kind =
         if read_only { format!("PRAGMA query_only = ON; {READER_CACHE_SIZE}") } else { WRITER_CACHE_SIZE.to_owned() };
@@ -53,16 +55,27 @@ pub(super) fn open(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::C
 /// Opens the connection the checkpoint thread runs `PRAGMA wal_checkpoint` on (see
 /// [`super::checkpoint`]): it reads no pages through its cache, so it keeps a small one.
 pub(super) fn open_for_checkpoints(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = open_file(path)?;
+    let conn = open_file(path, None)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -64;")?;
     Ok(conn)
 }
 
-/// A connection to the existing SQLite file at `path`, used from one thread at a time (the
-/// lease's or the checkpoint thread's), so without SQLite's own mutex.
-fn open_file(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+/// A connection to the existing SQLite file at `path`, through `vfs` (SQLite's default if
+/// `None`), used from one thread at a time (the lease's or the checkpoint thread's), so without
+/// SQLite's own mutex.
+fn open_file(path: &Path, vfs: Option<&CStr>) -> rusqlite::Result<rusqlite::Connection> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    rusqlite::Connection::open_with_flags(path, flags)
+    match vfs {
+        Some(vfs) => rusqlite::Connection::open_with_flags_and_vfs(path, flags, vfs),
+        None => rusqlite::Connection::open_with_flags(path, flags),
+    }
+}
+
+/// The name of [`super::vfs`]'s VFS, registered now if it is not yet.
+fn joined_frames() -> rusqlite::Result<&'static CStr> {
+    super::vfs::name().map_err(|code| {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("cannot register the log's VFS".into()))
+    })
 }
 
 /// A value bound to a statement, as rusqlite binds it.
