@@ -259,8 +259,9 @@ pub(super) async fn event(
 /// run (see [`super::runs`]). The keys are distinct.
 pub(super) fn mark_queued(script: &mut Script, items: &[ToEnqueue<'_>], now: i64) {
     for run in super::runs(items) {
+        let fail = script.or_fail();
         script.statement(&format!(
-            "INSERT INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, \
+            "INSERT {fail}INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, \
              conversation, inbound_id, submitted_by, flags, created_at, updated_at) VALUES {} \
              ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = excluded.text, \
              flags = COALESCE(excluded.flags, content_items.flags), updated_at = excluded.updated_at",
@@ -296,7 +297,8 @@ pub(super) fn mark_queued(script: &mut Script, items: &[ToEnqueue<'_>], now: i64
 /// their order.
 pub(super) fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)], now: i64) {
     for run in super::runs(entries) {
-        script.statement(&events_by_key_sql(run.len()));
+        let fail = script.or_fail();
+        script.statement(&events_by_key_sql(fail, run.len()));
         for (key, entry) in run {
             script
                 .bind(*key)
@@ -312,10 +314,11 @@ pub(super) fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)]
 /// [`events_by_key`]'s insert of `rows` entries: each row's item id is a subquery on its key,
 /// and the rows whose key has none are left out. Read straight from its `VALUES`, in order, the
 /// rows are inserted in order; a join with the items (or an `ORDER BY`) made SQLite copy them
-/// into a temporary table (and sort them) first, twice a reply.
-pub(super) fn events_by_key_sql(rows: usize) -> String {
+/// into a temporary table (and sort them) first, twice a reply. `fail` is the script's
+/// [`Script::or_fail`].
+pub(super) fn events_by_key_sql(fail: &str, rows: usize) -> String {
     format!(
-        "INSERT INTO content_events (item_id, stage, outcome, detail, actor, at) \
+        "INSERT {fail}INTO content_events (item_id, stage, outcome, detail, actor, at) \
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES {}) AS v \
          WHERE v.column1 IS NOT NULL",
         value_rows("((SELECT id FROM content_items WHERE idempotency_key = ?), ?, ?, ?, ?, ?)", rows)
@@ -359,8 +362,9 @@ pub(super) fn mark_published(script: &mut Script, published: &[(&str, &str)], no
     }
     // $1 the time, then a (key, remote id) pair per item for the CASE, then the keys again.
     let cases: String = (0..published.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
+    let fail = script.or_fail();
     script.statement(&format!(
-        "UPDATE content_items SET stage = 'published', remote_id = CASE idempotency_key{cases} END, reason = NULL, \
+        "UPDATE {fail}content_items SET stage = 'published', remote_id = CASE idempotency_key{cases} END, reason = NULL, \
          published_at = $1, updated_at = $1 WHERE idempotency_key IN ({})",
         super::placeholders(2 + 2 * published.len(), published.len())
     ));

@@ -131,6 +131,10 @@ impl Db {
         let runs = super::runs(&encoded);
         let conn = self.write().await?;
         let mut script = Script::new(conn.backend_name());
+        if runs.len() > 1 {
+            // Several statements: a transaction of the script's own, so they can be `OR FAIL`.
+            script.begin();
+        }
         for run in runs {
             insert_memory_run(&mut script, run, now);
         }
@@ -457,9 +461,10 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
 }
 
 /// One run of memories (see [`super::runs`]) as a multi-row insert, a statement of `script`.
-fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {
+pub(super) fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {
+    let fail = script.or_fail();
     script.statement(&format!(
-        "INSERT INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
+        "INSERT {fail}INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
          embedding_model) VALUES {} RETURNING {COLUMNS}",
         super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
     ));

@@ -304,9 +304,15 @@ impl Db {
         let received_at = now_ms();
         let conn = self.write().await?;
         let mut script = script::Script::new(conn.backend_name());
-        for run in runs(events) {
+        let runs = runs(events);
+        if runs.len() + usize::from(cursor.is_some()) > 1 {
+            // Several statements: a transaction of the script's own, so they can be `OR FAIL`.
+            script.begin();
+        }
+        let fail = script.or_fail();
+        for run in runs {
             script.statement(&format!(
-                "INSERT INTO inbound_events \
+                "INSERT {fail}INTO inbound_events \
                  (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
                  VALUES {} ON CONFLICT (platform, remote_id, persona) DO NOTHING RETURNING id, platform, remote_id, persona",
                 value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending')", run.len())
@@ -961,6 +967,50 @@ mod tests {
         db.close().await;
     }
 
+    /// Whether `sql` can abort half-way on a constraint (`Halt` or `HaltIfNull` with SQLite's
+    /// `OE_Abort`, 2, in P2): what makes SQLite keep a statement journal for a statement that may
+    /// write several rows inside a transaction.
+    async fn can_abort(db: &Db, sql: &str, parameters: usize) -> bool {
+        let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+        for _ in 0..parameters {
+            explain = explain.bind(None::<String>);
+        }
+        let rows = explain.fetch_all(&mut *db.read().await.unwrap()).await.unwrap();
+        rows.iter().any(|row| {
+            let opcode: String = row.try_get("opcode").unwrap();
+            (opcode == "Halt" || opcode == "HaltIfNull") && row.try_get::<i64, _>("p2").unwrap() == 2
+        })
+    }
+
+    /// The reply path's multi-row writes in an own transaction are `OR FAIL` on SQLite, so none
+    /// can abort half-way and SQLite keeps no statement journal for them (a copy of each page
+    /// they change); written without it, each can.
+    #[tokio::test]
+    async fn writes_of_an_own_transaction_cannot_abort_half_way() {
+        let (_dir, db) = migrated_file().await;
+        let memory = NewMemory {
+            persona: "alice".into(),
+            platform: "local".into(),
+            kind: MemoryKind::Inbound,
+            conversation: None,
+            author: "bob".into(),
+            text: "hi".into(),
+        };
+        let run = [(&(&memory, None), None), (&(&memory, None), None)];
+        for (all_or_nothing, should_abort) in [(false, true), (true, false)] {
+            let mut script = script::Script::new("SQLite");
+            if all_or_nothing {
+                script.all_or_nothing();
+            }
+            memory::insert_memory_run(&mut script, &run, 0);
+            let events = content::events_by_key_sql(script.or_fail(), 4);
+            assert_eq!(can_abort(&db, &events, 24).await, should_abort, "{events}");
+            let memories = script.text(0);
+            assert_eq!(can_abort(&db, memories, 18).await, should_abort, "{memories}");
+        }
+        db.close().await;
+    }
+
     /// The reply path's stage-log inserts read their rows straight from their `VALUES`: no
     /// temporary table, no sort (as the join with the items, its `ORDER BY`, and the decisions
     /// index's `IN` list made). The rows land in order, and an entry whose key has no item is
@@ -969,7 +1019,7 @@ mod tests {
     async fn stage_entries_by_key_land_in_order_without_a_temporary_table() {
         let (_dir, db) = migrated_file().await;
         for rows in [1, 4, 16, 64] {
-            let opcodes = program(&db, &content::events_by_key_sql(rows), rows * 6).await;
+            let opcodes = program(&db, &content::events_by_key_sql("", rows), rows * 6).await;
             for opcode in ["OpenEphemeral", "SorterOpen"] {
                 assert!(!opcodes.iter().any(|op| op == opcode), "{rows} rows: {opcode} in {opcodes:?}");
             }

@@ -347,8 +347,9 @@ impl Db {
 fn mark_sent_run(script: &mut Script, sent: &[Sent<'_>], now: i64) {
     // $1 the time, then an (id, remote id) pair per row for the CASE, then the ids again.
     let cases: String = (0..sent.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
+    let fail = script.or_fail();
     script.statement(&format!(
-        "UPDATE outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
+        "UPDATE {fail}outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
          WHERE id IN ({})",
         placeholders(2 + 2 * sent.len(), sent.len())
     ));
@@ -360,7 +361,7 @@ fn mark_sent_run(script: &mut Script, sent: &[Sent<'_>], now: i64) {
         script.bind(row.id);
     }
     script.statement(&format!(
-        "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
+        "INSERT {fail}INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
         value_rows("(?, 'publish', ?, ?, ?, ?, ?)", sent.len())
     ));
     for Sent { row, remote_id, how } in sent {
@@ -425,9 +426,10 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
     if within == Within::Own {
         inserts.begin();
     }
+    let fail = inserts.or_fail();
     for run in runs(items) {
         inserts.statement(&format!(
-            "INSERT INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
+            "INSERT {fail}INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
              inbound_id, status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
             value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", run.len())
@@ -479,10 +481,15 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
         results.push(enqueued);
     }
     let mut script = Script::new(tx.backend_name());
+    if within == Within::Own {
+        // The same transaction as `inserts`, which began it.
+        script.all_or_nothing();
+    }
+    let fail = script.or_fail();
     let answered: Vec<i64> = items.iter().filter_map(|t| t.inbound_id).collect();
     for run in runs(&answered) {
         script.statement(&format!(
-            "UPDATE inbound_events SET state = 'answered', outcome = 'queued' WHERE id IN ({})",
+            "UPDATE {fail}inbound_events SET state = 'answered', outcome = 'queued' WHERE id IN ({})",
             placeholders(1, run.len())
         ));
         for id in run {
@@ -492,7 +499,7 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
     super::content::mark_queued(&mut script, &new_items, now);
     for run in runs(&new_items) {
         script.statement(&format!(
-            "INSERT INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
+            "INSERT {fail}INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
             value_rows("(?, 'enqueue', ?, ?, ?, 'pending', NULL)", run.len())
         ));
         for ToEnqueue { item, .. } in run {

@@ -44,13 +44,25 @@ pub(super) struct Script {
     bind_error: Option<sqlx::Error>,
     /// Whether the calls go to SQLite, which takes `?` parameters ([`anonymous`]).
     sqlite: bool,
+    /// Whether the script's first statement is its own `BEGIN` ([`Script::begin`]).
+    began: bool,
+    /// Whether every statement runs in an [`OwnTransaction`] that any failure rolls back whole
+    /// ([`Script::begin`], [`Script::all_or_nothing`]), which [`Script::or_fail`] relies on.
+    all_or_nothing: bool,
 }
 
 impl Script {
     /// A script for a connection of `backend` (`AnyConnection::backend_name`).
     pub fn new(backend: &str) -> Self {
         let sqlite = is_sqlite(backend);
-        Script { statements: Vec::new(), values: Vec::new(), bind_error: None, sqlite }
+        Script {
+            statements: Vec::new(),
+            values: Vec::new(),
+            bind_error: None,
+            sqlite,
+            began: false,
+            all_or_nothing: false,
+        }
     }
 
     /// Starts a statement.
@@ -62,14 +74,48 @@ impl Script {
         self
     }
 
-    /// Starts an [`OwnTransaction`]: a `BEGIN` statement (the script's first).
+    /// Starts an [`OwnTransaction`]: a `BEGIN` statement (the script's first). The script is
+    /// then [all or nothing](Script::all_or_nothing).
     pub fn begin(&mut self) -> &mut Self {
+        self.began = true;
+        self.all_or_nothing();
         self.statement("BEGIN")
+    }
+
+    /// Marks the script's statements as running inside an [`OwnTransaction`], begun by this
+    /// script or by an earlier one on the same lease, which rolls all of them back when any
+    /// fails; from here on [`Script::or_fail`] gives SQLite's `OR FAIL`.
+    pub fn all_or_nothing(&mut self) -> &mut Self {
+        self.all_or_nothing = true;
+        self
+    }
+
+    /// `OR FAIL ` for an `INSERT` or `UPDATE` of an [all-or-nothing](Script::all_or_nothing)
+    /// script on SQLite, written after the verb (`INSERT {}INTO`, `UPDATE {}outbox`); nothing
+    /// otherwise.
+    ///
+    /// Inside a transaction SQLite keeps a statement journal for a statement that may write
+    /// several rows (a multi-row insert, an update by a list of ids, any statement with
+    /// `RETURNING`, which SQLite runs as a trigger) and may abort on a constraint (`NOT NULL`, a
+    /// unique index): a copy of every page the statement is about to change, so that an abort
+    /// undoes that statement alone and leaves the transaction open. An own transaction is rolled
+    /// back whole when any of its statements fails, so nothing needs that undo: under `OR FAIL`
+    /// a failing statement stops with the same error and keeps the rows it wrote before it, and
+    /// the rollback removes them with the rest. Outside an own transaction a statement commits
+    /// alone, where `OR FAIL` would commit a failing statement's first rows, so it is not used.
+    pub fn or_fail(&self) -> &'static str {
+        if self.sqlite && self.all_or_nothing { "OR FAIL " } else { "" }
     }
 
     /// Ends an [`OwnTransaction`]: a `COMMIT` statement (the script's last).
     pub fn commit(&mut self) -> &mut Self {
         self.statement("COMMIT")
+    }
+
+    /// The text of statement `n`, as added.
+    #[cfg(test)]
+    pub(super) fn text(&self, n: usize) -> &str {
+        &self.statements[n].0
     }
 
     /// Binds the current statement's next parameter.
@@ -122,14 +168,18 @@ impl Script {
 
     /// Runs every statement on `conn`, all or none, and answers their rows in order: one
     /// statement commits alone; several run as an [`OwnTransaction`], with a `BEGIN` put before
-    /// the first and a `COMMIT` after the last (so on SQLite through sqlx they ride in its calls).
+    /// the first (unless the script [began](Script::begin) with its own, as one that knows it
+    /// will hold several statements does, to write them [`Script::or_fail`]) and a `COMMIT`
+    /// after the last (so on SQLite through sqlx they ride in its calls).
     pub async fn fetch_all_atomically(mut self, mut conn: Lease) -> StoreResult<Vec<Fetched>> {
-        if self.statements.len() <= 1 {
-            return self.fetch_all(&mut conn).await;
-        }
-        self.statements.insert(0, ("BEGIN".to_owned(), AnyArguments::default()));
-        if self.sqlite {
-            self.values.insert(0, Vec::new());
+        if !self.began {
+            if self.statements.len() <= 1 {
+                return self.fetch_all(&mut conn).await;
+            }
+            self.statements.insert(0, ("BEGIN".to_owned(), AnyArguments::default()));
+            if self.sqlite {
+                self.values.insert(0, Vec::new());
+            }
         }
         self.commit();
         let mut tx = OwnTransaction::new(conn);
@@ -416,6 +466,53 @@ mod tests {
         script.fetch_all_atomically(db.write().await.unwrap()).await.unwrap();
         assert!(committed(&db, "d").await, "one statement committed alone");
         db.close().await;
+    }
+
+    #[test]
+    fn only_an_all_or_nothing_script_on_sqlite_writes_or_fail() {
+        assert_eq!(Script::new("SQLite").or_fail(), "", "a statement that commits alone keeps its undo");
+        assert_eq!(Script::new("SQLite").begin().or_fail(), "OR FAIL ");
+        assert_eq!(Script::new("SQLite").all_or_nothing().or_fail(), "OR FAIL ");
+        assert_eq!(Script::new("PostgreSQL").begin().or_fail(), "", "SQLite's clause only");
+    }
+
+    /// A multi-row `OR FAIL` insert that fails at its second row keeps its first only until the
+    /// own transaction rolls back: nothing of the script is left, as with SQLite's default, on
+    /// the lease's native connection and through sqlx (one joined call) alike.
+    #[tokio::test]
+    async fn a_failing_or_fail_statement_leaves_nothing_of_its_own_transaction() {
+        for native in [false, true] {
+            // A new database each time: a lease that never ran a script has no native
+            // connection, so its own transaction rolls back on sqlx's.
+            let (_dir, db) = sqlite().await;
+            let mut script = Script::new("SQLite");
+            script.begin();
+            write_cursor(&mut script, "before");
+            let fail = script.or_fail();
+            script
+                .statement(&format!(
+                    "INSERT {fail}INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, 'local', '1', 0), \
+                     ($2, 'local', NULL, 0)"
+                ))
+                .bind("first")
+                .bind("second");
+            script.commit();
+            let mut tx = OwnTransaction::new(db.write().await.unwrap());
+            let failed = if native {
+                script.execute(tx.conn()).await
+            } else {
+                script.fetch_all(&mut **tx.conn()).await.map(drop)
+            };
+            let err = tx.finish(failed).await.expect_err("NOT NULL refuses the second row").to_string();
+            assert!(err.contains("NOT NULL"), "{native}: {err}");
+            for persona in ["before", "first"] {
+                assert!(!committed(&db, persona).await, "{native}: {persona} rolled back");
+            }
+            // The connection is out of the transaction: the next write commits on its own.
+            db.store_inbound(&[], Some(("after", "local", "1"))).await.unwrap();
+            assert!(committed(&db, "after").await, "{native}");
+            db.close().await;
+        }
     }
 
     #[tokio::test]
