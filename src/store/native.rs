@@ -78,13 +78,58 @@ fn joined_frames() -> rusqlite::Result<&'static CStr> {
     })
 }
 
-/// A value bound to a statement, as rusqlite binds it.
-pub(super) fn value<T: ToSql>(value: &T) -> rusqlite::Result<Value> {
-    Ok(match value.to_sql()? {
-        ToSqlOutput::Borrowed(value) => {
-            Value::try_from(value).map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?
+/// A value bound to a statement or read from a row, as SQLite holds it: a text as its bytes,
+/// checked as UTF-8 only when it is decoded. rusqlite's `Value` holds a `String`, so each text
+/// was checked and copied once more: a bound `&str` (UTF-8 already) on its way in, and a read one
+/// once into the row and again by the decode.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl Cell {
+    /// The value SQLite gave or takes, copied.
+    fn copied(value: ValueRef<'_>) -> Self {
+        match value {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(n) => Cell::Integer(n),
+            ValueRef::Real(x) => Cell::Real(x),
+            ValueRef::Text(text) => Cell::Text(text.to_vec()),
+            ValueRef::Blob(bytes) => Cell::Blob(bytes.to_vec()),
         }
-        ToSqlOutput::Owned(value) => value,
+    }
+
+    /// The value, borrowed as rusqlite reads and binds one.
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(n) => ValueRef::Integer(*n),
+            Cell::Real(x) => ValueRef::Real(*x),
+            Cell::Text(text) => ValueRef::Text(text),
+            Cell::Blob(bytes) => ValueRef::Blob(bytes),
+        }
+    }
+}
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(self.as_value_ref()))
+    }
+}
+
+/// A value bound to a statement, as rusqlite binds it.
+pub(super) fn value<T: ToSql>(value: &T) -> rusqlite::Result<Cell> {
+    Ok(match value.to_sql()? {
+        ToSqlOutput::Borrowed(value) => Cell::copied(value),
+        ToSqlOutput::Owned(Value::Null) => Cell::Null,
+        ToSqlOutput::Owned(Value::Integer(n)) => Cell::Integer(n),
+        ToSqlOutput::Owned(Value::Real(x)) => Cell::Real(x),
+        ToSqlOutput::Owned(Value::Text(text)) => Cell::Text(text.into_bytes()),
+        ToSqlOutput::Owned(Value::Blob(bytes)) => Cell::Blob(bytes),
         other => return Err(rusqlite::Error::ToSqlConversionFailure(format!("unsupported value {other:?}").into())),
     })
 }
@@ -94,7 +139,7 @@ pub(super) fn value<T: ToSql>(value: &T) -> rusqlite::Result<Value> {
 pub(super) fn run(
     conn: &rusqlite::Connection,
     sql: &str,
-    values: &[Value],
+    values: &[Cell],
     rows: &mut Vec<Fetched>,
 ) -> rusqlite::Result<()> {
     let started = Instant::now();
@@ -113,7 +158,7 @@ pub(super) fn run(
 }
 
 /// [`run`]'s work.
-fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value], rows: &mut Vec<Fetched>) -> rusqlite::Result<()> {
+fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Cell], rows: &mut Vec<Fetched>) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(sql)?;
     // Every parameter is bound on every call: a kept statement holds its last call's values.
     if values.len() != statement.parameter_count() {
@@ -140,7 +185,7 @@ fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value], rows: &mut 
     while let Some(row) = returned.next()? {
         let names =
             names.get_or_insert_with(|| row.as_ref().column_names().into_iter().map(str::to_owned).collect()).clone();
-        let values = (0..names.len()).map(|i| row.get::<_, Value>(i)).collect::<rusqlite::Result<_>>()?;
+        let values = (0..names.len()).map(|i| row.get_ref(i).map(Cell::copied)).collect::<rusqlite::Result<_>>()?;
         rows.push(Fetched::Native(NativeRow { names, values }));
     }
     Ok(())
@@ -156,7 +201,7 @@ pub(crate) enum Fetched {
 #[derive(Debug)]
 pub(crate) struct NativeRow {
     names: Arc<[String]>,
-    values: Vec<Value>,
+    values: Vec<Cell>,
 }
 
 /// A column's value of the types the store reads: decoded by sqlx from its rows and by rusqlite
@@ -197,7 +242,7 @@ impl Fields for AnyRow {
 impl Fields for NativeRow {
     fn field<T: Field, C: Column>(&self, column: C) -> Result<T, sqlx::Error> {
         let at = column.position(&self.names).ok_or_else(|| sqlx::Error::ColumnNotFound(format!("{column:?}")))?;
-        T::column_result(ValueRef::from(&self.values[at]))
+        T::column_result(self.values[at].as_value_ref())
             .map_err(|err| sqlx::Error::ColumnDecode { index: format!("{column:?}"), source: Box::new(err) })
     }
 }

@@ -12,13 +12,13 @@
 //! its statements run one by one on the lease's native connection, on the caller's thread (see
 //! [`super::native`]).
 
-use rusqlite::types::{ToSql, Value};
+use rusqlite::types::ToSql;
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments, Encode, Type};
 
 use super::StoreResult;
 use super::conn::Lease;
-use super::native::{self, Fetched};
+use super::native::{self, Cell, Fetched};
 
 /// Statements are joined only while the script holds at most this many parameters. A joined text
 /// is one entry in the connection's statement cache (100 entries), so only small scripts are
@@ -39,7 +39,7 @@ pub(super) struct Script {
     /// On SQLite, each statement's arguments as the native connection binds them; a call through
     /// sqlx takes them as sqlx's arguments when it is made ([`Script::into_calls`]), so a script
     /// that runs natively builds neither sqlx's arguments nor a joined text.
-    values: Vec<Vec<Value>>,
+    values: Vec<Vec<Cell>>,
     /// The first error of a bind, returned by the run.
     bind_error: Option<sqlx::Error>,
     /// Whether the calls go to SQLite, which takes `?` parameters ([`anonymous`]).
@@ -196,7 +196,7 @@ impl Script {
         }
         let parameters: usize = self.values.iter().map(Vec::len).sum();
         let texts = self.statements.into_iter().map(|(sql, _)| sql);
-        let calls: Vec<(String, Vec<Value>)> = if self.values.len() > 1 && parameters <= JOIN_UP_TO_PARAMETERS {
+        let calls: Vec<(String, Vec<Cell>)> = if self.values.len() > 1 && parameters <= JOIN_UP_TO_PARAMETERS {
             let (mut text, mut all) = (String::new(), Vec::with_capacity(parameters));
             for (sql, values) in texts.zip(self.values) {
                 if !text.is_empty() {
@@ -214,15 +214,15 @@ impl Script {
 }
 
 /// `values` as sqlx's arguments, for a call through sqlx on SQLite.
-fn sqlx_arguments(values: Vec<Value>) -> StoreResult<AnyArguments> {
+fn sqlx_arguments(values: Vec<Cell>) -> StoreResult<AnyArguments> {
     let mut args = AnyArguments::default();
     for value in values {
         match value {
-            Value::Null => args.add(None::<i64>),
-            Value::Integer(n) => args.add(n),
-            Value::Real(x) => args.add(x),
-            Value::Text(text) => args.add(text),
-            Value::Blob(bytes) => args.add(bytes),
+            Cell::Null => args.add(None::<i64>),
+            Cell::Integer(n) => args.add(n),
+            Cell::Real(x) => args.add(x),
+            Cell::Text(text) => String::from_utf8(text).map_err(Into::into).and_then(|text| args.add(text)),
+            Cell::Blob(bytes) => args.add(bytes),
         }
         .map_err(sqlx::Error::Encode)?;
     }
@@ -660,6 +660,23 @@ mod tests {
         assert!(refused.to_string().contains("readonly"), "{refused}");
         drop(reader);
         assert!(!committed(&db, "b").await);
+        db.close().await;
+    }
+
+    /// A native row keeps a text's bytes as SQLite gave them and checks them as UTF-8 when it
+    /// is decoded: a text that is not UTF-8 is an error as a `String`, not when the row is read.
+    #[tokio::test]
+    async fn a_native_text_is_checked_as_utf8_when_decoded() {
+        let (_dir, db) = sqlite().await;
+        let mut conn = db.write().await.unwrap();
+        let mut script = Script::new("SQLite");
+        script.statement("SELECT CAST(x'ff61' AS TEXT) AS bad, $1 AS good").bind("ü");
+        let rows = script.fetch_all(&mut conn).await.unwrap();
+        assert!(matches!(rows[..], [Fetched::Native(_)]));
+        assert_eq!(rows[0].field::<String, _>("good").unwrap(), "ü");
+        let err = rows[0].field::<String, _>("bad").expect_err("not UTF-8");
+        assert!(matches!(err, sqlx::Error::ColumnDecode { .. }), "{err}");
+        drop(conn);
         db.close().await;
     }
 
