@@ -304,13 +304,13 @@ impl Db {
         let received_at = now_ms();
         let conn = self.write().await?;
         let mut script = script::Script::new(conn.backend_name());
-        let runs = runs(events);
-        if runs.len() + usize::from(cursor.is_some()) > 1 {
+        let event_runs = runs(events);
+        if event_runs.len() + usize::from(cursor.is_some()) > 1 {
             // Several statements: a transaction of the script's own, so they can be `OR FAIL`.
             script.begin();
         }
         let fail = script.or_fail();
-        for run in runs {
+        for run in event_runs {
             script.statement(&format!(
                 "INSERT {fail}INTO inbound_events \
                  (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
