@@ -207,15 +207,28 @@ unsafe fn log_file<'a>(file: *mut ffi::sqlite3_file) -> (&'a mut LogFile, &'a ff
     }
 }
 
+/// The base file's `xWrite` as the [`Joiner`] calls it, if it has one.
+///
+/// # Safety
+/// `real` is the open base file whose methods are `methods`, and stays open while the writer
+/// is called.
+unsafe fn base_write(
+    real: *mut ffi::sqlite3_file,
+    methods: &ffi::sqlite3_io_methods,
+) -> Option<impl FnMut(&[u8], i64) -> c_int> {
+    let real_write = methods.xWrite?;
+    // SAFETY: see the function's contract; the bytes live through the call.
+    Some(move |data: &[u8], at| unsafe { real_write(real, data.as_ptr().cast(), data.len() as c_int, at) })
+}
+
 /// Writes a held header of `log`'s, alone, with the base VFS's `xWrite`.
 ///
 /// # Safety
 /// As [`log_file`]'s.
 unsafe fn flush(log: &mut LogFile, methods: &ffi::sqlite3_io_methods) -> c_int {
-    let real = log.real;
-    let Some(real_write) = methods.xWrite else { return ffi::SQLITE_IOERR_WRITE };
-    // SAFETY: `real` is the open base file; the header's bytes live through the call.
-    log.joiner.flush(|data, at| unsafe { real_write(real, data.as_ptr().cast(), data.len() as c_int, at) })
+    // SAFETY: `log.real` is open while `log` is.
+    let Some(write) = (unsafe { base_write(log.real, methods) }) else { return ffi::SQLITE_IOERR_WRITE };
+    log.joiner.flush(write)
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -234,10 +247,9 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     // SAFETY: SQLite passes `amount` readable bytes at `data`; see `log_file`.
     unsafe {
         let (log, methods) = log_file(file);
-        let real = log.real;
-        let Some(real_write) = methods.xWrite else { return ffi::SQLITE_IOERR_WRITE };
+        let Some(write) = base_write(log.real, methods) else { return ffi::SQLITE_IOERR_WRITE };
         let data = std::slice::from_raw_parts(data.cast::<u8>(), amount as usize);
-        log.joiner.write(data, offset, |data, at| real_write(real, data.as_ptr().cast(), data.len() as c_int, at))
+        log.joiner.write(data, offset, write)
     }
 }
 
