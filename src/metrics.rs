@@ -3,10 +3,12 @@
 //! Names follow `chorus_<noun>_<unit>_total` for counters; labels come only from small fixed sets
 //! (platform, provider, actor kind, outcome) — never persona text, user ids or error strings.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Counter, Gauge, Histogram, Label, Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 // Supervision
@@ -87,6 +89,7 @@ pub fn install() -> PrometheusHandle {
                 .expect("static bucket list is not empty")
                 .install_recorder()
                 .expect("the metrics recorder is installed once per process");
+            INSTALLED.store(true, Ordering::Release);
             describe();
             let upkeep = handle.clone();
             std::thread::Builder::new()
@@ -101,6 +104,74 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Whether [`install`] has installed the recorder. Until then a handle is the no-op one, and
+/// [`Kept`] does not keep it.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`install`] has run in this process.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// A metric's handles by their label values (all `'static`), each registered with the recorder
+/// once, at its first use, and kept.
+///
+/// A `counter!(…)` call registers its key on every call: it builds the key, hashes it, finds it
+/// in the recorder's registry by comparing names and labels, and drops its labels. At the dozen or
+/// so counts a reply makes, that was about 1.4 % of a reply's instructions. A kept handle is one
+/// atomic add, after a lock and a lookup by the few values.
+///
+/// Handles are kept only once [`install`] has run: one registered before would stay a no-op.
+pub struct Kept<H, const N: usize> {
+    name: &'static str,
+    labels: [&'static str; N],
+    handles: LazyLock<Mutex<HashMap<[&'static str; N], H>>>,
+}
+
+/// A kind of metric handle, as [`Kept`] registers it.
+pub trait Handle: Clone {
+    fn register(name: &'static str, labels: Vec<Label>) -> Self;
+}
+
+impl Handle for Counter {
+    fn register(name: &'static str, labels: Vec<Label>) -> Self {
+        metrics::counter!(name, labels)
+    }
+}
+
+impl Handle for Gauge {
+    fn register(name: &'static str, labels: Vec<Label>) -> Self {
+        metrics::gauge!(name, labels)
+    }
+}
+
+impl Handle for Histogram {
+    fn register(name: &'static str, labels: Vec<Label>) -> Self {
+        metrics::histogram!(name, labels)
+    }
+}
+
+impl<H: Handle, const N: usize> Kept<H, N> {
+    /// The handles of metric `name`, labelled `labels` (names, in the order [`Kept::get`] takes
+    /// their values).
+    pub const fn new(name: &'static str, labels: [&'static str; N]) -> Self {
+        Kept { name, labels, handles: LazyLock::new(|| Mutex::new(HashMap::new())) }
+    }
+
+    /// The handle for these label values.
+    pub fn get(&self, values: [&'static str; N]) -> H {
+        let register = || {
+            let labels = self.labels.iter().zip(values).map(|(key, value)| Label::from_static_parts(key, value));
+            H::register(self.name, labels.collect())
+        };
+        if !installed() {
+            return register();
+        }
+        let mut handles = self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        handles.entry(values).or_insert_with(register).clone()
+    }
 }
 
 fn describe() {
@@ -206,4 +277,26 @@ fn describe() {
     describe_counter!(CONFIG_RELOADS, "Configuration reloads, by outcome (applied, rejected).");
     describe_counter!(LOCAL_POSTS, "Posts on the local platform, by source (persona, crowd, api).");
     describe_gauge!(AGENTS, "Agents in the tree, by platform.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_handles_count_into_the_series_the_macros_register() {
+        let prometheus = install();
+        static SENT: Kept<Counter, 2> = Kept::new("chorus_test_kept_total", ["platform", "outcome"]);
+        static PENDING: Kept<Gauge, 0> = Kept::new("chorus_test_kept_pending", []);
+        SENT.get(["local", "sent"]).increment(2);
+        SENT.get(["local", "sent"]).increment(3);
+        metrics::counter!("chorus_test_kept_total", "platform" => "local", "outcome" => "sent").increment(1);
+        SENT.get(["local", "failed"]).increment(1);
+        PENDING.get([]).set(7.0);
+        let text = prometheus.render();
+        assert!(text.contains("chorus_test_kept_total{platform=\"local\",outcome=\"sent\"} 6\n"), "{text}");
+        assert!(text.contains("chorus_test_kept_total{platform=\"local\",outcome=\"failed\"} 1\n"), "{text}");
+        assert!(text.contains("chorus_test_kept_pending 7\n"), "{text}");
+        assert_eq!(SENT.handles.lock().unwrap().len(), 2, "one handle kept a set of values");
+    }
 }

@@ -109,6 +109,10 @@ pub enum Gate {
     Blocked(String),
 }
 
+/// Drafts by platform and decision, counted for each draft: registered once per pair
+/// ([`m::Kept`]).
+static DECISIONS: m::Kept<metrics::Counter, 2> = m::Kept::new(m::CONTENT_DECISIONS, ["platform", "decision"]);
+
 /// Adapts, reviews and decides, logging each step. A `Queue` is left to the caller to put in the
 /// outbox with its log (`Db::enqueue_logged`, through the Publisher): the item is written once,
 /// in the outbox transaction. A held or blocked draft is written here.
@@ -150,7 +154,7 @@ pub async fn gate(db: &Db, directory: &Directory, keeper: &Gatekeeper, draft: Dr
         tracing::info!(persona = %draft.persona.name, platform, kind = draft.kind, reasons = %reasons, "draft blocked by the policy review");
         let item_id = stop_here(db, draft.content, &log).await?;
         db.block_content(item_id, &text, flags.as_deref().unwrap_or("[]"), &reasons, draft.actor).await?;
-        metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "blocked").increment(1);
+        DECISIONS.get([platform, "blocked"]).increment(1);
         return Ok(Gate::Blocked(reasons));
     }
     let outcome = if review.flagged() { "flagged" } else { "passed" };
@@ -167,12 +171,12 @@ pub async fn gate(db: &Db, directory: &Directory, keeper: &Gatekeeper, draft: Dr
         let expires_at = now_ms() + keeper.airlock.expire_after.get().as_millis() as i64;
         let item_id = stop_here(db, draft.content, &log).await?;
         db.hold_content(item_id, &text, flags.as_deref(), &reason, expires_at, draft.actor).await?;
-        metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "held").increment(1);
+        DECISIONS.get([platform, "held"]).increment(1);
         return Ok(Gate::Held(reason));
     }
     log.push("approve", "auto", Some(mode.as_str()), draft.actor);
     log.flags = flags;
-    metrics::counter!(m::CONTENT_DECISIONS, "platform" => platform, "decision" => "queued").increment(1);
+    DECISIONS.get([platform, "queued"]).increment(1);
     Ok(Gate::Queue(text, log))
 }
 

@@ -77,6 +77,10 @@ const JOIN_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// about ten seconds).
 const TYPING_EVERY: Duration = Duration::from_secs(8);
 
+/// Inbound mentions by platform and outcome, counted for each mention: registered once per
+/// pair ([`m::Kept`]).
+static INBOUND_EVENTS: m::Kept<metrics::Counter, 2> = m::Kept::new(m::INBOUND_EVENTS, ["platform", "outcome"]);
+
 pub struct Agent;
 
 /// What an agent needs to know; rebuilt from the config on each (re)spawn.
@@ -567,7 +571,7 @@ impl Agent {
                 }
                 None => "duplicate",
             };
-            metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => outcome).increment(1);
+            INBOUND_EVENTS.get([platform, outcome]).increment(1);
         }
         if batch.cursor.is_some() {
             state.cursor = batch.cursor;
@@ -642,8 +646,7 @@ impl Agent {
             state.queued = state.queued.saturating_sub(1);
             if let Some(reason) = self.loop_guard(&args, &row).await? {
                 args.db.ignore_inbound(row.id, reason).await?;
-                metrics::counter!(m::INBOUND_EVENTS, "platform" => args.key.platform.as_str(), "outcome" => reason)
-                    .increment(1);
+                INBOUND_EVENTS.get([args.key.platform.as_str(), reason]).increment(1);
                 continue;
             }
             let inbound_id = row.id;
@@ -768,8 +771,7 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
         }
         Turn::Skipped => {
             args.db.ignore_inbound(row.id, "coordination_skipped").await?;
-            metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => "coordination_skipped")
-                .increment(1);
+            INBOUND_EVENTS.get([platform, "coordination_skipped"]).increment(1);
             return Ok(None);
         }
     }
@@ -810,7 +812,7 @@ async fn answer(args: &Arc<AgentArgs>, row: &InboundRow) -> anyhow::Result<Optio
             let item_id = args.db.start_content(&content).await?;
             args.db.drop_content(item_id, reason, &args.persona.name).await?;
             args.db.ignore_inbound(row.id, reason).await?;
-            metrics::counter!(m::INBOUND_EVENTS, "platform" => platform, "outcome" => reason).increment(1);
+            INBOUND_EVENTS.get([platform, reason]).increment(1);
             return Ok(None);
         }
     };

@@ -34,10 +34,11 @@ mod sse;
 mod usage;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use metrics::{Counter, Gauge, Histogram};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
@@ -85,6 +86,9 @@ struct Pool {
     embedder: (Arc<dyn Embedder>, Option<Arc<Slot>>),
     /// Embedding requests waiting for the embedder, joined while it is busy.
     embeds: batch::EmbedQueue,
+    /// The embedder's successful requests and the embeddings asked of it, registered once.
+    embeddings_ok: Counter,
+    embedding_jobs: Counter,
     budgets: Arc<Budgets>,
     usage: mpsc::Sender<LlmUsage>,
 }
@@ -98,6 +102,57 @@ struct Slot {
     breaker: Breaker,
     /// Set once an authentication failure has been reported; cleared by a success.
     auth_reported: AtomicBool,
+    meters: SlotMeters,
+}
+
+/// A provider's metric handles, registered once ([`m::Kept`] says why): those every call
+/// updates. Failures, retries and failovers are counted by the macros.
+struct SlotMeters {
+    phase: Gauge,
+    seconds: Histogram,
+    /// Each persona's counts of successful calls, by persona name.
+    personas: Mutex<HashMap<String, PersonaMeters>>,
+}
+
+/// One persona's counts of a provider's successful calls.
+#[derive(Clone)]
+struct PersonaMeters {
+    ok: Counter,
+    tokens_in: Counter,
+    tokens_out: Counter,
+    cost: Counter,
+}
+
+impl SlotMeters {
+    fn new(provider: &str) -> Self {
+        let provider = provider.to_owned();
+        SlotMeters {
+            phase: metrics::gauge!(m::LLM_BREAKER_STATE, "provider" => provider.clone()),
+            seconds: metrics::histogram!(m::LLM_SECONDS, "provider" => provider),
+            personas: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `persona`'s counters on `provider`, registered at its first successful call.
+    fn persona(&self, provider: &str, persona: &str) -> PersonaMeters {
+        let mut personas = self.personas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(meters) = personas.get(persona) {
+            return meters.clone();
+        }
+        let (provider, name) = (provider.to_owned(), persona.to_owned());
+        let tokens = |direction: &'static str| metrics::counter!(m::LLM_TOKENS, "provider" => provider.clone(), "persona" => name.clone(), "direction" => direction);
+        let meters = PersonaMeters {
+            ok: metrics::counter!(m::LLM_REQUESTS, "provider" => provider.clone(), "persona" => name.clone(), "outcome" => "ok"),
+            tokens_in: tokens("in"),
+            tokens_out: tokens("out"),
+            cost: metrics::counter!(m::LLM_COST, "provider" => provider.clone(), "persona" => name.clone()),
+        };
+        // Kept only once the recorder is installed (see `m::Kept`).
+        if m::installed() {
+            personas.insert(name, meters.clone());
+        }
+        meters
+    }
 }
 
 impl Actor for LlmPool {
@@ -179,8 +234,9 @@ fn build_pool(
             waiting: AtomicUsize::new(0),
             breaker: Breaker::new(provider_config.breaker_failures, provider_config.breaker_cooldown.get()),
             auth_reported: AtomicBool::new(false),
+            meters: SlotMeters::new(name),
         };
-        metrics::gauge!(m::LLM_BREAKER_STATE, "provider" => name.clone()).set(Phase::Closed as u8 as f64);
+        slot.meters.phase.set(Phase::Closed as u8 as f64);
         slots.insert(name.clone(), Arc::new(slot));
     }
     let embedder: (Arc<dyn Embedder>, Option<Arc<Slot>>) = match &config.service.llm.embedding {
@@ -198,7 +254,17 @@ fn build_pool(
     };
     let in_flight = config.service.llm.embedding.as_ref().map_or(DEFAULT_EMBEDDING_IN_FLIGHT, |e| e.max_in_flight);
     let embeds = batch::EmbedQueue::new(in_flight);
-    Ok(Pool { slots, default_chain: config.service.llm.default_chain.clone(), embedder, embeds, budgets, usage })
+    let provider = embedder.0.name().to_owned();
+    Ok(Pool {
+        slots,
+        default_chain: config.service.llm.default_chain.clone(),
+        embeddings_ok: metrics::counter!(m::LLM_EMBEDDINGS, "provider" => provider.clone(), "outcome" => "ok"),
+        embedding_jobs: metrics::counter!(m::LLM_EMBEDDING_JOBS, "provider" => provider),
+        embedder,
+        embeds,
+        budgets,
+        usage,
+    })
 }
 
 impl Pool {
@@ -332,8 +398,7 @@ impl Pool {
     }
 
     fn publish_phase(&self, slot: &Slot) {
-        metrics::gauge!(m::LLM_BREAKER_STATE, "provider" => slot.provider.name().to_owned())
-            .set(slot.breaker.phase() as u8 as f64);
+        slot.meters.phase.set(slot.breaker.phase() as u8 as f64);
     }
 
     /// One provider call under its concurrency limit, measured and accounted.
@@ -353,24 +418,23 @@ impl Pool {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
-        metrics::counter!(m::LLM_REQUESTS, "provider" => provider.clone(), "persona" => persona.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!(m::LLM_SECONDS, "provider" => provider.clone()).record(latency.as_secs_f64());
+        slot.meters.seconds.record(latency.as_secs_f64());
         let (tokens_in, tokens_out) = match &result {
             Ok(completion) => (u64::from(completion.tokens_in), u64::from(completion.tokens_out)),
             Err(err) => {
+                metrics::counter!(m::LLM_REQUESTS, "provider" => provider.clone(), "persona" => persona.clone(), "outcome" => outcome)
+                    .increment(1);
                 metrics::counter!(m::LLM_ERRORS, "provider" => provider.clone(), "class" => err.outcome()).increment(1);
                 (0, 0)
             }
         };
         let cost_usd = cost(&slot.config, tokens_in, tokens_out);
         if result.is_ok() {
-            metrics::counter!(m::LLM_TOKENS, "provider" => provider.clone(), "persona" => persona.clone(), "direction" => "in")
-                .increment(tokens_in);
-            metrics::counter!(m::LLM_TOKENS, "provider" => provider.clone(), "persona" => persona.clone(), "direction" => "out")
-                .increment(tokens_out);
-            metrics::counter!(m::LLM_COST, "provider" => provider.clone(), "persona" => persona.clone())
-                .increment((cost_usd * 1_000_000.0).round() as u64);
+            let meters = slot.meters.persona(&provider, &persona);
+            meters.ok.increment(1);
+            meters.tokens_in.increment(tokens_in);
+            meters.tokens_out.increment(tokens_out);
+            meters.cost.increment((cost_usd * 1_000_000.0).round() as u64);
             self.budgets.record(&persona, Spend { tokens: tokens_in + tokens_out, usd: cost_usd }, now_ms());
         }
         let row = LlmUsage {
@@ -396,9 +460,8 @@ impl Pool {
         let _driving = batch::Driving::new(&self.embeds);
         while let Some(batch) = self.embeds.next() {
             let result = self.embed(batch.texts()).await;
-            let provider = self.embedder.0.name();
-            metrics::counter!(m::LLM_EMBEDDING_JOBS, "provider" => provider.to_owned()).increment(batch.jobs() as u64);
-            batch.answer(result, provider);
+            self.embedding_jobs.increment(batch.jobs() as u64);
+            batch.answer(result, self.embedder.0.name());
         }
     }
 
@@ -421,7 +484,7 @@ impl Pool {
     ) -> Result<Embeddings, LlmError> {
         let Some(slot) = slot else {
             let result = embedder.embed(texts).await;
-            metrics::counter!(m::LLM_EMBEDDINGS, "provider" => provider, "outcome" => "ok").increment(1);
+            self.embeddings_ok.increment(1);
             return result;
         };
         if slot.breaker.admit(Instant::now()) == Admission::Rejected {
@@ -446,7 +509,10 @@ impl Pool {
             }
         };
         self.publish_phase(slot);
-        metrics::counter!(m::LLM_EMBEDDINGS, "provider" => provider, "outcome" => outcome).increment(1);
+        match outcome {
+            "ok" => self.embeddings_ok.increment(1),
+            outcome => metrics::counter!(m::LLM_EMBEDDINGS, "provider" => provider, "outcome" => outcome).increment(1),
+        }
         result
     }
 }

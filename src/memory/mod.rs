@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Gauge, Histogram};
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -54,6 +55,14 @@ const EMBED_BATCH: i64 = 64;
 const LOAD_PAGE: i64 = 2_000;
 /// Personas whose facts are stored per query at start.
 const FACTS_BATCH: usize = 256;
+
+// The metrics every reply updates, registered once each ([`m::Kept`]).
+static STORED: m::Kept<Counter, 1> = m::Kept::new(m::MEMORIES_STORED, ["kind"]);
+static DEDUP_CHECKS: m::Kept<Counter, 1> = m::Kept::new(m::DEDUP_CHECKS, ["outcome"]);
+static OUTPUTS_VECTORS: m::Kept<Gauge, 0> = m::Kept::new(m::MEMORY_OUTPUTS_VECTORS, []);
+static INDEX_VECTORS: m::Kept<Gauge, 0> = m::Kept::new(m::MEMORY_INDEX_VECTORS, []);
+static INDEX_BYTES: m::Kept<Gauge, 0> = m::Kept::new(m::MEMORY_INDEX_BYTES, []);
+static SEARCH_SECONDS: m::Kept<Histogram, 0> = m::Kept::new(m::MEMORY_SEARCH_SECONDS, []);
 
 pub struct Memory;
 
@@ -438,7 +447,7 @@ impl Actor for Memory {
                     Ok(rows) => {
                         let (mut indexed, mut vectors) = (Vec::new(), Vec::new());
                         for (row, (_, vector)) in rows.into_iter().zip(batch) {
-                            metrics::counter!(m::MEMORIES_STORED, "kind" => row.kind.as_str()).increment(1);
+                            STORED.get([row.kind.as_str()]).increment(1);
                             if let Some((model, vector)) = vector
                                 && model == state.shared.model
                             {
@@ -488,7 +497,7 @@ impl Actor for Memory {
                 tokio::spawn(async move {
                     let verdict = check(&shared, &directory, &key, &text, threshold, window).await;
                     let outcome = if matches!(verdict, Verdict::Unique) { "unique" } else { "duplicate" };
-                    metrics::counter!(m::DEDUP_CHECKS, "outcome" => outcome).increment(1);
+                    DEDUP_CHECKS.get([outcome]).increment(1);
                     let _ = reply.send(verdict);
                 });
             }
@@ -582,7 +591,7 @@ async fn retention(db: Db, shared: Arc<Shared>, config: MemoryConfig) {
                 for id in &deleted {
                     outputs.remove(*id);
                 }
-                metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
+                OUTPUTS_VECTORS.get([]).set(outputs.index.len() as f64);
             }
         }
         prune_outputs(&shared, window_start);
@@ -873,7 +882,7 @@ fn add_output(shared: &Arc<Shared>, row: &MemoryRow, vector: &[f32]) {
     if outputs.index.insert(row.id, vector).is_ok() {
         outputs.meta.insert(row.id, Output { created_at: row.created_at, key: None });
     }
-    metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
+    OUTPUTS_VECTORS.get([]).set(outputs.index.len() as f64);
     start_graph(shared, &mut outputs.index, || Which::Outputs);
 }
 
@@ -887,7 +896,7 @@ fn prune_outputs(shared: &Shared, window_start: i64) {
         }
         let Outputs { reserved, meta, index, .. } = outputs;
         reserved.retain(|_, id| meta.contains_key(id));
-        metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(index.len() as f64);
+        OUTPUTS_VECTORS.get([]).set(index.len() as f64);
     }
 }
 
@@ -901,8 +910,8 @@ fn publish_sizes(shared: &Shared) -> Option<(usize, usize)> {
         vectors += persona.index.len();
         bytes += persona.index.memory_bytes();
     }
-    metrics::gauge!(m::MEMORY_INDEX_VECTORS).set(vectors as f64);
-    metrics::gauge!(m::MEMORY_INDEX_BYTES).set(bytes as f64);
+    INDEX_VECTORS.get([]).set(vectors as f64);
+    INDEX_BYTES.get([]).set(bytes as f64);
     Some((vectors, bytes))
 }
 
@@ -1021,7 +1030,7 @@ async fn similar_ids(
     let (Some(vector), true) = (vector, loaded) else { return Vec::new() };
     let started = Instant::now();
     let Some(hits) = search_ready(shared, persona, &vector, k, wait, accept) else { return Vec::new() };
-    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+    SEARCH_SECONDS.get([]).record(started.elapsed().as_secs_f64());
     hits
 }
 
@@ -1126,7 +1135,7 @@ async fn check(
             .get(&id)
             .is_some_and(|output| output.created_at >= window_start && output.key.as_deref() != Some(key))
     });
-    metrics::histogram!(m::MEMORY_SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+    SEARCH_SECONDS.get([]).record(started.elapsed().as_secs_f64());
     if let Some((id, similarity)) = best.first().copied().filter(|(_, similarity)| *similarity >= threshold) {
         return Verdict::Duplicate { similarity, of: format!("memory {id}") };
     }
@@ -1139,7 +1148,7 @@ async fn check(
             outputs.remove(earlier);
         }
     }
-    metrics::gauge!(m::MEMORY_OUTPUTS_VECTORS).set(outputs.index.len() as f64);
+    OUTPUTS_VECTORS.get([]).set(outputs.index.len() as f64);
     start_graph(shared, &mut outputs.index, || Which::Outputs);
     // Its reply's memory is stored with this vector, however long publishing takes.
     crate::sync::lock(&shared.embeddings).pin(text, vector);

@@ -56,6 +56,9 @@ pub enum Fault {
     PublishUnavailable,
 }
 
+/// Posts by source, counted for each post: registered once per source ([`m::Kept`]).
+static POSTS: m::Kept<metrics::Counter, 1> = m::Kept::new(m::LOCAL_POSTS, ["source"]);
+
 #[derive(Clone)]
 pub struct LocalPlatform {
     db: Db,
@@ -144,7 +147,7 @@ impl LocalPlatform {
             .store(new)
             .await?
             .ok_or_else(|| PlatformError::Permanent(format!("reply_to: no post {}", reply_to.unwrap_or_default())))?;
-        metrics::counter!(m::LOCAL_POSTS, "source" => source).increment(1);
+        POSTS.get([source]).increment(1);
         if !mentions.is_empty() {
             let wakers = crate::sync::read(&self.wakers);
             for handle in &mentions {

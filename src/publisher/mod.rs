@@ -29,6 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Gauge, Histogram};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::config::PublisherConfig;
@@ -199,7 +200,7 @@ impl Actor for Publisher {
                     replies.push((reply, result));
                     let rows = accounts.entry((item.platform.clone(), item.persona.clone())).or_default();
                     if let Some(id) = created {
-                        metrics::counter!(m::OUTBOX_ENQUEUED, "platform" => platform_label(&item.platform), "kind" => kind_label(&item.kind)).increment(1);
+                        ENQUEUED.get([platform_label(&item.platform), kind_label(&item.kind)]).increment(1);
                         rows.push(OutboxRow::queued(id, item));
                     }
                 }
@@ -333,7 +334,7 @@ impl Publisher {
             moving,
         );
         let pending: i64 = accounts.iter().map(|account| account.rows).sum();
-        metrics::gauge!(m::OUTBOX_PENDING).set(pending as f64);
+        PENDING.get([]).set(pending as f64);
         for PendingAccount { platform, persona, due, .. } in accounts {
             let account = (platform, persona);
             if due && !state.busy.contains_key(&account) {
@@ -442,8 +443,7 @@ impl PassContext {
         if row.attempts > 0 {
             match platform.find_published(&row.persona, outgoing(row)).await {
                 Ok(Some(remote_id)) => {
-                    metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "reconciled")
-                        .increment(1);
+                    PUBLISHED.get([platform_name, "reconciled"]).increment(1);
                     tracing::info!(
                         outbox_id = row.id,
                         "earlier attempt had landed, marking sent without posting again"
@@ -453,8 +453,7 @@ impl PassContext {
                 }
                 Ok(None) => {}
                 Err(PlatformError::Permanent(reason)) => {
-                    metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed")
-                        .increment(1);
+                    PUBLISHED.get([platform_name, "failed"]).increment(1);
                     tracing::warn!(outbox_id = row.id, reason = %reason, "cannot reconcile the item; it is not sent again");
                     self.fail(row, &reason).await?;
                     return Ok(Clearance::Settled);
@@ -472,8 +471,7 @@ impl PassContext {
                 self.record_wait("rate_limit_refused", row, retry_after).await;
                 // Our own budget is spent: come back when it has room (not a platform 429, so the
                 // bucket is not emptied any further).
-                metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "budget_wait")
-                    .increment(1);
+                PUBLISHED.get([platform_name, "budget_wait"]).increment(1);
                 let next = now_ms() + retry_after.as_millis() as i64;
                 self.db.mark_retry(row, "waiting for the account's publishing budget", next).await?;
                 Ok(Clearance::Settled)
@@ -524,16 +522,16 @@ impl PassContext {
         let platform_name = platform_label(&row.platform);
         let started = Instant::now();
         let result = platform.publish(&row.persona, outgoing(row)).await;
-        metrics::histogram!(m::PUBLISH_SECONDS, "platform" => platform_name).record(started.elapsed().as_secs_f64());
+        PUBLISH_SECONDS.get([platform_name]).record(started.elapsed().as_secs_f64());
         match result {
             Ok(remote_id) => {
-                metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "sent").increment(1);
+                PUBLISHED.get([platform_name, "sent"]).increment(1);
                 tracing::info!(persona = %row.persona, platform = platform_name, kind = %row.kind, remote_id = %remote_id, "published");
                 sent.push((row, remote_id, "sent"));
                 Ok(Published::Done)
             }
             Err(PlatformError::Permanent(reason)) => {
-                metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_name, "outcome" => "failed").increment(1);
+                PUBLISHED.get([platform_name, "failed"]).increment(1);
                 tracing::warn!(outbox_id = row.id, reason = %reason, "platform refused the item for good");
                 self.fail(row, &reason).await?;
                 Ok(Published::Done)
@@ -596,8 +594,7 @@ impl PassContext {
             }
             _ => (backoff, "retry"),
         };
-        metrics::counter!(m::OUTBOX_PUBLISHED, "platform" => platform_label(&row.platform), "outcome" => outcome)
-            .increment(1);
+        PUBLISHED.get([platform_label(&row.platform), outcome]).increment(1);
         let next = now_ms() + delay.as_millis() as i64;
         self.db.mark_retry(row, &err.to_string(), next).await
     }
@@ -649,6 +646,12 @@ fn kind_label(kind: &str) -> &'static str {
         _ => "other",
     }
 }
+
+// The metrics every reply updates, registered once each ([`m::Kept`]).
+static ENQUEUED: m::Kept<Counter, 2> = m::Kept::new(m::OUTBOX_ENQUEUED, ["platform", "kind"]);
+static PUBLISHED: m::Kept<Counter, 2> = m::Kept::new(m::OUTBOX_PUBLISHED, ["platform", "outcome"]);
+static PUBLISH_SECONDS: m::Kept<Histogram, 1> = m::Kept::new(m::PUBLISH_SECONDS, ["platform"]);
+static PENDING: m::Kept<Gauge, 0> = m::Kept::new(m::OUTBOX_PENDING, []);
 
 #[cfg(test)]
 mod tests {
