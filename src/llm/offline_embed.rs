@@ -24,7 +24,8 @@ const PAIR: f32 = 0.7;
 const TRIGRAM: f32 = 0.35;
 
 /// Words that carry no meaning of their own: left out, so a rewording that only changes them is
-/// the same text, and unrelated texts do not look alike for sharing them.
+/// the same text, and unrelated texts do not look alike for sharing them. Sorted, for the binary
+/// search of [`is_stop_word`].
 const STOP_WORDS: &[&str] = &[
     "a", "about", "an", "and", "any", "are", "as", "at", "be", "but", "by", "do", "does", "for", "from", "how", "i",
     "in", "is", "it", "its", "just", "like", "me", "my", "of", "on", "only", "or", "our", "should", "so", "some",
@@ -49,7 +50,7 @@ pub fn embed_text(text: &str) -> Vec<f32> {
     let words: Vec<Cow<str>> = text
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
         .map(|word| lowercase(word.trim_matches('\'')))
-        .filter(|word| !word.is_empty() && !STOP_WORDS.contains(&word.as_ref()))
+        .filter(|word| !word.is_empty() && !is_stop_word(word))
         .collect();
     let mut add = |feature: Fnv1a, weight: f32| {
         let hash = feature.finish();
@@ -80,6 +81,13 @@ pub fn embed_text(text: &str) -> Vec<f32> {
         vector.iter_mut().for_each(|x| *x /= norm);
     }
     vector
+}
+
+/// Whether `word` is one of [`STOP_WORDS`]: a binary search, where a scan compared every word of
+/// every text with most of the list (the embedder's word filter: 25.4k → 19.6k instructions a
+/// reply in the bench, callgrind).
+fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.binary_search(&word).is_ok()
 }
 
 /// `word` in lower case, borrowed when it is ASCII with no capital.
@@ -114,6 +122,13 @@ mod tests {
 
     fn cosine(a: &str, b: &str) -> f32 {
         embed_text(a).iter().zip(embed_text(b)).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn the_stop_words_are_sorted_for_their_binary_search() {
+        assert!(STOP_WORDS.is_sorted(), "STOP_WORDS must stay sorted: is_stop_word searches it");
+        assert!(STOP_WORDS.iter().all(|word| is_stop_word(word)));
+        assert!(!is_stop_word("garlic") && !is_stop_word("") && !is_stop_word("yours"));
     }
 
     #[test]
