@@ -119,6 +119,7 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
+    chorus::store::configure_sqlite();
     let cli = Cli::parse();
     if let Command::Bench(args) = cli.command {
         return bench(args);

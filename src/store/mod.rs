@@ -119,6 +119,14 @@ pub struct Db {
     engine: Engine,
 }
 
+/// Sets SQLite's process-wide options, before any connection of the process opens (SQLite takes
+/// them only then): call it first thing in `main`, while the process has one thread. Later calls
+/// do nothing. The one option: no memory statistics ([`native::configure`] says why).
+pub fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(native::configure);
+}
+
 /// Milliseconds since the Unix epoch, the time unit of every table.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
