@@ -260,7 +260,7 @@ pub(super) async fn event(
 pub(super) fn mark_queued(script: &mut Script, items: &[ToEnqueue<'_>], now: i64) {
     for run in super::runs(items) {
         let fail = script.or_fail();
-        script.statement(&format!(
+        script.statement(format!(
             "INSERT {fail}INTO content_items (idempotency_key, persona, platform, kind, stage, text, reply_to, \
              conversation, inbound_id, submitted_by, flags, created_at, updated_at) VALUES {} \
              ON CONFLICT (idempotency_key) DO UPDATE SET stage = 'queued', text = excluded.text, \
@@ -298,7 +298,7 @@ pub(super) fn mark_queued(script: &mut Script, items: &[ToEnqueue<'_>], now: i64
 pub(super) fn events_by_key(script: &mut Script, entries: &[(&str, &StageEntry)], now: i64) {
     for run in super::runs(entries) {
         let fail = script.or_fail();
-        script.statement(&events_by_key_sql(fail, run.len()));
+        script.statement(events_by_key_sql(fail, run.len()));
         for (key, entry) in run {
             script
                 .bind(*key)
@@ -363,7 +363,7 @@ pub(super) fn mark_published(script: &mut Script, published: &[(&str, &str)], no
     // $1 the time, then a (key, remote id) pair per item for the CASE, then the keys again.
     let cases: String = (0..published.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
     let fail = script.or_fail();
-    script.statement(&format!(
+    script.statement(format!(
         "UPDATE {fail}content_items SET stage = 'published', remote_id = CASE idempotency_key{cases} END, reason = NULL, \
          published_at = $1, updated_at = $1 WHERE idempotency_key IN ({})",
         super::placeholders(2 + 2 * published.len(), published.len())

@@ -182,7 +182,7 @@ impl Db {
         // A script, so on SQLite it runs on the reader's native connection (see `native`).
         let mut conn = self.read().await?;
         let mut query = Script::new(conn.backend_name());
-        query.statement(&sql).bind(handle).bind(after);
+        query.statement(sql).bind(handle).bind(after);
         query.fetch_all(&mut conn).await?.iter().map(LocalPost::from_row).collect()
     }
 

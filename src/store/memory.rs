@@ -268,7 +268,7 @@ impl Db {
         // A script, so on SQLite it runs on the reader's native connection (see `native`).
         let mut conn = self.read().await?;
         let mut query = Script::new(conn.backend_name());
-        query.statement(&recall_sql(limits, conversation.is_some(), ids.len())).bind(persona);
+        query.statement(recall_sql(limits, conversation.is_some(), ids.len())).bind(persona);
         if let Some((platform, conversation)) = conversation {
             query.bind(persona).bind(platform).bind(conversation);
         }
@@ -463,7 +463,7 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
 /// One run of memories (see [`super::runs`]) as a multi-row insert, a statement of `script`.
 pub(super) fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {
     let fail = script.or_fail();
-    script.statement(&format!(
+    script.statement(format!(
         "INSERT {fail}INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
          embedding_model) VALUES {} RETURNING {COLUMNS}",
         super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())

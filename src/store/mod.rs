@@ -146,7 +146,7 @@ fn placeholders(first: usize, count: usize) -> String {
 
 /// Appends the parameter `$n` to `sql`, without the allocation of a formatted number: statements
 /// are built on every call, with up to hundreds of parameters each.
-fn push_parameter(sql: &mut String, n: usize) {
+pub(super) fn push_parameter(sql: &mut String, n: usize) {
     let mut digits = [0_u8; 20];
     let mut at = digits.len();
     let mut rest = n;
@@ -319,7 +319,7 @@ impl Db {
         }
         let fail = script.or_fail();
         for run in event_runs {
-            script.statement(&format!(
+            script.statement(format!(
                 "INSERT {fail}INTO inbound_events \
                  (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
                  VALUES {} ON CONFLICT (platform, remote_id, persona) DO NOTHING RETURNING id, platform, remote_id, persona",
@@ -475,7 +475,7 @@ impl Db {
         let conn = self.write().await?;
         let mut script = script::Script::new(conn.backend_name());
         for run in runs(rows) {
-            script.statement(&format!(
+            script.statement(format!(
                 "INSERT INTO llm_usage (persona, provider, model, task, tokens_in, tokens_out, latency_ms, outcome, \
                  cost_usd, created_at) VALUES {}",
                 value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())

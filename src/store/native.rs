@@ -188,10 +188,13 @@ fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Cell], rows: &mut V
         }
     } else {
         // Named: each `$N` where SQLite placed it (a name repeated, or out of order, has one slot).
+        let mut name = String::with_capacity(8);
         for (n, value) in values.iter().enumerate() {
-            match statement.parameter_index(&format!("${}", n + 1))? {
+            name.clear();
+            super::push_parameter(&mut name, n + 1);
+            match statement.parameter_index(&name)? {
                 Some(slot) => statement.raw_bind_parameter(slot, value)?,
-                None => return Err(rusqlite::Error::InvalidParameterName(format!("${}", n + 1))),
+                None => return Err(rusqlite::Error::InvalidParameterName(name)),
             }
         }
     }

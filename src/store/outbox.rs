@@ -253,7 +253,7 @@ impl Db {
         let mut script = Script::new(conn.backend_name());
         for run in runs(ids) {
             script
-                .statement(&format!(
+                .statement(format!(
                     "UPDATE outbox SET attempts = attempts + $1, updated_at = $2 WHERE id IN ({})",
                     placeholders(3, run.len())
                 ))
@@ -348,7 +348,7 @@ fn mark_sent_run(script: &mut Script, sent: &[Sent<'_>], now: i64) {
     // $1 the time, then an (id, remote id) pair per row for the CASE, then the ids again.
     let cases: String = (0..sent.len()).map(|n| format!(" WHEN ${} THEN ${}", 2 + 2 * n, 3 + 2 * n)).collect();
     let fail = script.or_fail();
-    script.statement(&format!(
+    script.statement(format!(
         "UPDATE {fail}outbox SET status = 'sent', remote_id = CASE id{cases} END, last_error = NULL, updated_at = $1 \
          WHERE id IN ({})",
         placeholders(2 + 2 * sent.len(), sent.len())
@@ -360,7 +360,7 @@ fn mark_sent_run(script: &mut Script, sent: &[Sent<'_>], now: i64) {
     for Sent { row, .. } in sent {
         script.bind(row.id);
     }
-    script.statement(&format!(
+    script.statement(format!(
         "INSERT {fail}INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
         value_rows("(?, 'publish', ?, ?, ?, ?, ?)", sent.len())
     ));
@@ -428,7 +428,7 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
     }
     let fail = inserts.or_fail();
     for run in runs(items) {
-        inserts.statement(&format!(
+        inserts.statement(format!(
             "INSERT {fail}INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
              inbound_id, status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
@@ -451,7 +451,7 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
     for run in runs(&known) {
         // A script, as the transaction's other statements: on the same connection.
         let mut query = Script::new(tx.backend_name());
-        query.statement(&format!(
+        query.statement(format!(
             "SELECT id, idempotency_key FROM outbox WHERE idempotency_key IN ({})",
             placeholders(1, run.len())
         ));
@@ -488,7 +488,7 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
     let fail = script.or_fail();
     let answered: Vec<i64> = items.iter().filter_map(|t| t.inbound_id).collect();
     for run in runs(&answered) {
-        script.statement(&format!(
+        script.statement(format!(
             "UPDATE {fail}inbound_events SET state = 'answered', outcome = 'queued' WHERE id IN ({})",
             placeholders(1, run.len())
         ));
@@ -498,7 +498,7 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
     }
     super::content::mark_queued(&mut script, &new_items, now);
     for run in runs(&new_items) {
-        script.statement(&format!(
+        script.statement(format!(
             "INSERT {fail}INTO audit_log (at, action, persona, platform, subject, outcome, detail) VALUES {}",
             value_rows("(?, 'enqueue', ?, ?, ?, 'pending', NULL)", run.len())
         ));

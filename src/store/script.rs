@@ -55,9 +55,10 @@ impl Script {
     /// A script for a connection of `backend` (`AnyConnection::backend_name`).
     pub fn new(backend: &str) -> Self {
         let sqlite = is_sqlite(backend);
+        // Most scripts are a few statements: BEGIN, one or two writes, COMMIT.
         Script {
-            statements: Vec::new(),
-            values: Vec::new(),
+            statements: Vec::with_capacity(4),
+            values: if sqlite { Vec::with_capacity(4) } else { Vec::new() },
             bind_error: None,
             sqlite,
             began: false,
@@ -65,12 +66,14 @@ impl Script {
         }
     }
 
-    /// Starts a statement.
-    pub fn statement(&mut self, sql: &str) -> &mut Self {
-        self.statements.push((sql.to_owned(), AnyArguments::default()));
+    /// Starts a statement. A text made for the call is taken as it is; a `&str` is copied.
+    pub fn statement(&mut self, sql: impl Into<String>) -> &mut Self {
+        let sql = sql.into();
         if self.sqlite {
-            self.values.push(Vec::new());
+            // Room for its values at once: one a `$` (a named one repeated counts twice).
+            self.values.push(Vec::with_capacity(memchr::memchr_iter(b'$', sql.as_bytes()).count()));
         }
+        self.statements.push((sql, AnyArguments::default()));
         self
     }
 
@@ -490,7 +493,7 @@ mod tests {
             write_cursor(&mut script, "before");
             let fail = script.or_fail();
             script
-                .statement(&format!(
+                .statement(format!(
                     "INSERT {fail}INTO cursors (persona, platform, cursor, updated_at) VALUES ($1, 'local', '1', 0), \
                      ($2, 'local', NULL, 0)"
                 ))
@@ -582,8 +585,8 @@ mod tests {
         // Joined, every parameter in order: the text goes to SQLite with `?` parameters.
         let in_order = || {
             let mut script = Script::new("SQLite");
-            script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind("a").bind("1");
-            script.statement(&format!("{insert}($1, 'local', $2, 0), ($3, 'local', $4, 0)"));
+            script.statement(format!("{insert}($1, 'local', $2, 0)")).bind("a").bind("1");
+            script.statement(format!("{insert}($1, 'local', $2, 0), ($3, 'local', $4, 0)"));
             script.bind("b").bind("2").bind("c").bind("3");
             script
         };
@@ -596,9 +599,9 @@ mod tests {
         // stay named.
         let out_of_order = |first: &str, second: &str, third: &str| {
             let mut script = Script::new("SQLite");
-            script.statement(&format!("{insert}($1, 'local', $2, 0)")).bind(first).bind("4");
-            script.statement(&format!("{insert}($2, 'local', $1, 0)")).bind("5").bind(second);
-            script.statement(&format!("{insert}($1, 'local', $1 || '6', 0)")).bind(third);
+            script.statement(format!("{insert}($1, 'local', $2, 0)")).bind(first).bind("4");
+            script.statement(format!("{insert}($2, 'local', $1, 0)")).bind("5").bind(second);
+            script.statement(format!("{insert}($1, 'local', $1 || '6', 0)")).bind(third);
             script
         };
         out_of_order("d", "e", "f").execute(&mut *conn).await.unwrap();
@@ -722,7 +725,7 @@ mod tests {
         let build = |backend: &str, rows: usize| {
             let mut script = Script::new(backend);
             for _ in 0..3 {
-                script.statement(&super::super::value_rows("(?, ?)", rows));
+                script.statement(super::super::value_rows("(?, ?)", rows));
                 for n in 0..2 * rows {
                     script.bind(n as i64);
                 }
