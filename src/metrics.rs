@@ -119,9 +119,10 @@ pub fn installed() -> bool {
 /// once, at its first use, and kept.
 ///
 /// A `counter!(…)` call registers its key on every call: it builds the key, hashes it, finds it
-/// in the recorder's registry by comparing names and labels, and drops its labels. At the dozen or
-/// so counts a reply makes, that was about 1.4 % of a reply's instructions. A kept handle is one
-/// atomic add, after a lock and a lookup by the few values.
+/// in the recorder's registry by comparing names and labels, and drops its labels. At the twenty
+/// or so counts a reply makes, that was about 2 % of a reply's instructions (31.5k of 1.525
+/// million at 20/s, callgrind). A kept handle is one atomic add, after a lock and a lookup by the
+/// few values.
 ///
 /// Handles are kept only once [`install`] has run: one registered before would stay a no-op.
 pub struct Kept<H, const N: usize> {

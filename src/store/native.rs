@@ -293,8 +293,8 @@ mod tests {
         assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
     }
 
-    /// Run by [`configured_sqlite_keeps_no_memory_statistics`]; alone in its process, SQLite counts
-    /// its memory until configured and not after.
+    /// Run by [`configured_sqlite_keeps_no_memory_statistics`]: alone in its process, configured
+    /// first, SQLite counts none of the memory it then takes.
     #[test]
     #[ignore = "run in a process of its own by configured_sqlite_keeps_no_memory_statistics"]
     fn memory_statistics_in_a_fresh_process() {
