@@ -71,21 +71,34 @@ fn open_file(path: &Path, vfs: Option<&CStr>) -> rusqlite::Result<rusqlite::Conn
     }
 }
 
-/// Turns SQLite's memory statistics off (`SQLITE_CONFIG_MEMSTATUS`). With them on, which is
-/// SQLite's default, every allocation and free of SQLite's takes a process-wide mutex to count
-/// the bytes: 146 of the 678 mutex locks a reply at 20/s (callgrind). Nothing here reads the
-/// statistics (`sqlite3_memory_used`, a soft heap limit). SQLite takes this only before it is
-/// initialized, which its first connection does; after that the call is refused and changes
-/// nothing, which is logged.
-pub(super) fn configure() {
-    // SAFETY: `sqlite3_config` with `SQLITE_CONFIG_MEMSTATUS` takes one `int`. It is not
-    // thread-safe: the caller (`store::configure_sqlite`, first thing in `main`) makes it while
-    // no other thread uses SQLite. Once SQLite is initialized it returns SQLITE_MISUSE and
+/// SQLite's process-wide options, taken only before SQLite is initialized, which its first
+/// connection does (later each call is refused with `SQLITE_MISUSE` and changes nothing: the
+/// first refusal's code is returned, and logged by the caller):
+///
+/// - **No memory statistics** (`SQLITE_CONFIG_MEMSTATUS` off). With them on, SQLite's default,
+///   every allocation and free of SQLite's takes a process-wide mutex to count the bytes: 146 of
+///   the 678 mutex locks a reply at 20/s (callgrind). Nothing here reads them
+///   (`sqlite3_memory_used`, a soft heap limit).
+/// - **No bulk allocation of a page cache** (`SQLITE_CONFIG_PAGECACHE` without memory or lines).
+///   Built without `SQLITE_ENABLE_MEMORY_MANAGEMENT` (`.cargo/config.toml`), SQLite gives each
+///   connection a page cache of its own, which by default allocates room for 20 pages at its first
+///   use, whether or not it fills them: half a megabyte more at idle over the service's SQLite
+///   connections. Pages are allocated one at a time instead, as the shared caches did.
+pub(super) fn configure() -> Result<(), std::ffi::c_int> {
+    use rusqlite::ffi;
+    use std::ffi::{c_int, c_void};
+    // SAFETY: `sqlite3_config` is variadic: `SQLITE_CONFIG_MEMSTATUS` takes one `int`,
+    // `SQLITE_CONFIG_PAGECACHE` a pointer and two `int`s (null and zeros: no memory of ours). It
+    // is not thread-safe: the caller (`store::configure_sqlite`, first thing in `main`) makes it
+    // while no other thread uses SQLite. Once SQLite is initialized it returns SQLITE_MISUSE and
     // changes nothing.
-    let code = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
-    if code != rusqlite::ffi::SQLITE_OK {
-        tracing::debug!(target: LOG_TARGET, code, "SQLite was initialized already: its memory statistics stay on");
-    }
+    let codes = unsafe {
+        [
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_PAGECACHE, std::ptr::null_mut::<c_void>(), 0 as c_int, 0 as c_int),
+        ]
+    };
+    codes.into_iter().find(|&code| code != ffi::SQLITE_OK).map_or(Ok(()), Err)
 }
 
 /// The name of [`super::vfs`]'s VFS, registered now if it is not yet.
@@ -293,12 +306,28 @@ mod tests {
         assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
     }
 
+    /// `.cargo/config.toml` builds SQLite without `SQLITE_ENABLE_MEMORY_MANAGEMENT`, whose page
+    /// caches share one lock (`LIBSQLITE3_FLAGS`, read by libsqlite3-sys's build).
+    #[test]
+    fn sqlite_is_built_without_shared_page_caches() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(options.iter().any(|option| option == "THREADSAFE=1"), "the options are read: {options:?}");
+        assert!(!options.iter().any(|option| option == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+
     /// Run by [`configured_sqlite_keeps_no_memory_statistics`]: alone in its process, configured
     /// first, SQLite counts none of the memory it then takes.
     #[test]
     #[ignore = "run in a process of its own by configured_sqlite_keeps_no_memory_statistics"]
     fn memory_statistics_in_a_fresh_process() {
-        crate::store::configure_sqlite();
+        assert_eq!(crate::store::configure_sqlite(), Ok(()), "SQLite took the options");
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (x TEXT); INSERT INTO t VALUES (randomblob(100000));").unwrap();
         // SAFETY: a plain read of SQLite's counter.
