@@ -91,10 +91,9 @@ pub(super) fn configure() -> Result<(), c_int> {
     use std::ffi::c_void;
     // SAFETY: `sqlite3_config` is variadic: `SQLITE_CONFIG_MEMSTATUS` takes one `int`,
     // `SQLITE_CONFIG_PAGECACHE` a pointer and two `int`s (null and 0: no memory of ours; then the
-    // count of pages each cache allocates room for at once). It
-    // is not thread-safe: the caller (`store::configure_sqlite`, first thing in `main`) makes it
-    // while no other thread uses SQLite. Once SQLite is initialized it returns SQLITE_MISUSE and
-    // changes nothing.
+    // count of pages each cache allocates room for at once). It is not thread-safe: the caller
+    // (`store::configure_sqlite`, first thing in `main`) makes it while no other thread uses
+    // SQLite. Once SQLite is initialized it returns SQLITE_MISUSE and changes nothing.
     let codes = unsafe {
         [
             ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
