@@ -30,6 +30,9 @@ use super::native::{self, Cell, Fetched};
 /// [`super::runs`]), and shares those hops among its rows.
 pub(super) const JOIN_UP_TO_PARAMETERS: usize = 128;
 
+/// The statement that opens an [`OwnTransaction`].
+const BEGIN: &str = "BEGIN";
+
 /// Statements to run in order on one connection (usually in a caller's transaction). Each
 /// statement's SQL numbers its parameters `$1, $2, …` in the order they are then bound with
 /// [`Script::bind`].
@@ -44,8 +47,6 @@ pub(super) struct Script {
     bind_error: Option<sqlx::Error>,
     /// Whether the calls go to SQLite, which takes `?` parameters ([`anonymous`]).
     sqlite: bool,
-    /// Whether the script's first statement is its own `BEGIN` ([`Script::begin`]).
-    began: bool,
     /// Whether every statement runs in an [`OwnTransaction`] that any failure rolls back whole
     /// ([`Script::begin`], [`Script::all_or_nothing`]), which [`Script::or_fail`] relies on.
     all_or_nothing: bool,
@@ -61,7 +62,6 @@ impl Script {
             values: if sqlite { Vec::with_capacity(4) } else { Vec::new() },
             bind_error: None,
             sqlite,
-            began: false,
             all_or_nothing: false,
         }
     }
@@ -80,9 +80,13 @@ impl Script {
     /// Starts an [`OwnTransaction`]: a `BEGIN` statement (the script's first). The script is
     /// then [all or nothing](Script::all_or_nothing).
     pub fn begin(&mut self) -> &mut Self {
-        self.began = true;
         self.all_or_nothing();
-        self.statement("BEGIN")
+        self.statement(BEGIN)
+    }
+
+    /// Whether the script's first statement is its own `BEGIN` ([`Script::begin`]).
+    fn began(&self) -> bool {
+        self.statements.first().is_some_and(|(sql, _)| sql == BEGIN)
     }
 
     /// Marks the script's statements as running inside an [`OwnTransaction`], begun by this
@@ -175,11 +179,11 @@ impl Script {
     /// will hold several statements does, to write them [`Script::or_fail`]) and a `COMMIT`
     /// after the last (so on SQLite through sqlx they ride in its calls).
     pub async fn fetch_all_atomically(mut self, mut conn: Lease) -> StoreResult<Vec<Fetched>> {
-        if !self.began {
+        if !self.began() {
             if self.statements.len() <= 1 {
                 return self.fetch_all(&mut conn).await;
             }
-            self.statements.insert(0, ("BEGIN".to_owned(), AnyArguments::default()));
+            self.statements.insert(0, (BEGIN.to_owned(), AnyArguments::default()));
             if self.sqlite {
                 self.values.insert(0, Vec::new());
             }
