@@ -86,88 +86,21 @@ fn open_file(path: &Path, vfs: Option<&CStr>) -> rusqlite::Result<rusqlite::Conn
 ///   service's SQLite connections. Pages past that room come from `malloc` one at a time and go
 ///   back to it, and a reader's cache is emptied at each read transaction after a commit and
 ///   filled again: with no room at all that cost 14k instructions a reply at 20/s (callgrind).
-/// - **SQLite's memory from mimalloc** (`SQLITE_CONFIG_MALLOC`), the allocator the binary's Rust
-///   code uses, rather than the C library's `malloc`: 1.438 → 1.425 million instructions a reply
-///   at 20/s (callgrind; glibc's `malloc` and `free` were 21.6k, mimalloc's calls for SQLite
-///   10k). SQLite's blocks no longer sit in glibc's per-thread arenas (1.45 MiB of three at idle
-///   with one agent), which keep what is freed, but in mimalloc's, which gives it back at once;
-///   the anonymous memory at idle is the same (4.68–4.70 MiB before, 4.71–4.73 after).
 pub(super) fn configure() -> Result<(), c_int> {
     use rusqlite::ffi;
     use std::ffi::c_void;
     // SAFETY: `sqlite3_config` is variadic: `SQLITE_CONFIG_MEMSTATUS` takes one `int`,
     // `SQLITE_CONFIG_PAGECACHE` a pointer and two `int`s (null and 0: no memory of ours; then the
-    // count of pages each cache allocates room for at once), `SQLITE_CONFIG_MALLOC` a pointer to
-    // the methods, which SQLite copies before the call returns. It is not thread-safe: the caller
+    // count of pages each cache allocates room for at once). It is not thread-safe: the caller
     // (`store::configure_sqlite`, first thing in `main`) makes it while no other thread uses
     // SQLite. Once SQLite is initialized it returns SQLITE_MISUSE and changes nothing.
-    let methods = mimalloc::methods();
     let codes = unsafe {
         [
             ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
             ffi::sqlite3_config(ffi::SQLITE_CONFIG_PAGECACHE, std::ptr::null_mut::<c_void>(), 0 as c_int, BULK_PAGES),
-            ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods),
         ]
     };
     codes.into_iter().find(|&code| code != ffi::SQLITE_OK).map_or(Ok(()), Err)
-}
-
-/// SQLite's allocations made by mimalloc, the service's allocator ([`configure`]).
-mod mimalloc {
-    use std::ffi::{c_int, c_void};
-
-    use libmimalloc_sys as mi;
-    use rusqlite::ffi;
-
-    /// The methods given to `SQLITE_CONFIG_MALLOC` (SQLite copies them).
-    pub(super) fn methods() -> ffi::sqlite3_mem_methods {
-        ffi::sqlite3_mem_methods {
-            xMalloc: Some(malloc),
-            xFree: Some(free),
-            xRealloc: Some(realloc),
-            xSize: Some(size),
-            xRoundup: Some(roundup),
-            xInit: Some(init),
-            xShutdown: Some(shutdown),
-            pAppData: std::ptr::null_mut(),
-        }
-    }
-
-    /// A size SQLite asks for: positive (SQLite asks for none of 0 or less), and within `int`.
-    fn bytes(n: c_int) -> usize {
-        usize::try_from(n).unwrap_or(0)
-    }
-
-    // SAFETY (every function below): SQLite calls these as `sqlite3_mem_methods` says: `free`,
-    // `realloc` and `size` with a pointer `malloc` or `realloc` returned, never null; mimalloc's
-    // functions take any such pointer from any thread, and align every block to 16 bytes (SQLite
-    // needs 8).
-    unsafe extern "C" fn malloc(n: c_int) -> *mut c_void {
-        unsafe { mi::mi_malloc(bytes(n)) }
-    }
-
-    unsafe extern "C" fn free(p: *mut c_void) {
-        unsafe { mi::mi_free(p) }
-    }
-
-    unsafe extern "C" fn realloc(p: *mut c_void, n: c_int) -> *mut c_void {
-        unsafe { mi::mi_realloc(p, bytes(n)) }
-    }
-
-    /// The block's usable size, which SQLite may fill (it sizes its buffers by it).
-    unsafe extern "C" fn size(p: *mut c_void) -> c_int {
-        c_int::try_from(unsafe { mi::mi_usable_size(p) }).unwrap_or(c_int::MAX)
-    }
-
-    unsafe extern "C" fn roundup(n: c_int) -> c_int {
-        c_int::try_from(unsafe { mi::mi_good_size(bytes(n)) }).unwrap_or(n)
-    }
-
-    unsafe extern "C" fn init(_: *mut c_void) -> c_int {
-        ffi::SQLITE_OK
-    }
-
-    unsafe extern "C" fn shutdown(_: *mut c_void) {}
 }
 
 /// The pages a connection's page cache allocates room for at its first use ([`configure`]):
@@ -398,7 +331,7 @@ mod tests {
     }
 
     /// Run by [`configured_sqlite_keeps_no_memory_statistics`]: alone in its process, configured
-    /// first, SQLite counts none of the memory it then takes, and takes it from mimalloc.
+    /// first, SQLite counts none of the memory it then takes.
     #[test]
     #[ignore = "run in a process of its own by configured_sqlite_keeps_no_memory_statistics"]
     fn memory_statistics_in_a_fresh_process() {
@@ -408,14 +341,5 @@ mod tests {
         // SAFETY: a plain read of SQLite's counter.
         let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
         assert_eq!(used, 0, "SQLite counted {used} bytes: its memory statistics are on");
-        // SAFETY: a block of SQLite's, asked whether mimalloc made it (a lookup of its address in
-        // mimalloc's regions, for any pointer), sized, and freed by SQLite.
-        unsafe {
-            let block = rusqlite::ffi::sqlite3_malloc(100);
-            assert!(!block.is_null());
-            assert!(libmimalloc_sys::mi_is_in_heap_region(block), "SQLite allocated with the C library's malloc");
-            assert_eq!(rusqlite::ffi::sqlite3_msize(block), libmimalloc_sys::mi_usable_size(block) as u64);
-            rusqlite::ffi::sqlite3_free(block);
-        }
     }
 }
