@@ -119,8 +119,8 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
-    // Nothing has opened SQLite yet, so it cannot refuse: the result is logged there if it does.
-    let _ = chorus::store::configure_sqlite();
+    // Before anything opens SQLite, which takes these options only then; logged once logging is up.
+    let sqlite_options = chorus::store::configure_sqlite();
     let cli = Cli::parse();
     if let Command::Bench(args) = cli.command {
         return bench(args);
@@ -145,6 +145,9 @@ fn main() -> ExitCode {
         return report(&config, week, *json);
     }
     chorus::telemetry::init(&config.service.telemetry);
+    if let Err(code) = sqlite_options {
+        tracing::warn!(code, "SQLite was initialized already: its process-wide options stay SQLite's defaults");
+    }
     let runtime = match multi_thread_runtime(config.service.runtime.worker_threads()) {
         Ok(runtime) => runtime,
         Err(code) => return code,

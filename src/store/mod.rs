@@ -122,17 +122,12 @@ pub struct Db {
 /// Sets SQLite's process-wide options, before any connection of the process opens (SQLite takes
 /// them only then): call it first thing in `main`, while the process has one thread. Later calls
 /// do nothing and return the first call's result: `Err` with SQLite's code if SQLite refused an
-/// option (it was initialized already), which is logged. The options: no memory statistics, and
-/// page caches that allocate room for 8 pages at first, not 20 ([`native::configure`] says why).
+/// option (it was initialized already), for the caller to log (`main` calls it before logging is
+/// set up). The options: no memory statistics, and page caches that allocate room for 8 pages at
+/// first, not 20 ([`native::configure`] says why).
 pub fn configure_sqlite() -> Result<(), i32> {
     static RESULT: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
-    *RESULT.get_or_init(|| {
-        let result = native::configure();
-        if let Err(code) = result {
-            tracing::warn!(code, "SQLite was initialized already: its process-wide options stay SQLite's defaults");
-        }
-        result
-    })
+    *RESULT.get_or_init(native::configure)
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every table.
