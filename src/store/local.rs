@@ -3,30 +3,60 @@
 use serde::Serialize;
 
 use super::conn::Lease;
-use super::native::{Fetched, Fields};
+use super::native::{Fetched, Fields, Returned, Returning};
 use super::script::{JOIN_UP_TO_PARAMETERS, OwnTransaction, Script, is_sqlite};
 use super::{Db, StoreResult, now_ms, sql_limit};
 
 /// The insert of one post: `$1`–`$5` the post (`mentions` a JSON array of handles, indexed by the
 /// `local_posts_mentions` trigger), `$6` when; a key posted before inserts nothing, nor does a
 /// reply whose parent is missing. Each parameter appears once, in order, so on SQLite a group's
-/// call binds them unnamed ([`Script::into_calls`]). A caller may extend the `RETURNING` clause.
-/// On SQLite the parent is checked by the `local_posts_parent` trigger, which drops such a row;
+/// call binds them unnamed ([`Script::into_calls`]). The caller ends it with [`POST_RETURNING`]
+/// (or [`GROUP_POST_RETURNING`]). On SQLite the parent is checked by the `local_posts_parent` trigger, which drops such a row;
 /// on Postgres in the insert itself (the parent named by its column), no read before it. On
 /// SQLite an insert whose SELECT reads its own table copies each row into a temporary table first.
 pub(super) fn insert_local_post_sql(backend: &str) -> &'static str {
     if is_sqlite(backend) {
         "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at"
+         ON CONFLICT (client_key) DO NOTHING"
     } else {
         "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
          SELECT author, text, reply_to, client_key, mentions, created_at FROM (SELECT $1 AS author, $2 AS text, \
          $3 AS reply_to, $4 AS client_key, $5 AS mentions, $6 AS created_at) AS candidate \
          WHERE candidate.reply_to IS NULL OR EXISTS (SELECT 1 FROM local_posts WHERE id = candidate.reply_to) \
-         ON CONFLICT (client_key) DO NOTHING RETURNING id, author, text, reply_to, created_at"
+         ON CONFLICT (client_key) DO NOTHING"
     }
 }
+
+/// What a local post's insert returns of its row ([`LocalPost`]'s columns): the id new, the rest
+/// as bound.
+pub(super) static POST_RETURNING: Returning = Returning {
+    clause: " RETURNING id, author, text, reply_to, created_at",
+    columns: &[
+        ("id", Returned::Rowid),
+        ("author", Returned::Parameter(0)),
+        ("text", Returned::Parameter(1)),
+        ("reply_to", Returned::Parameter(2)),
+        ("created_at", Returned::Parameter(5)),
+    ],
+    clause_parameters: 0,
+    names: std::sync::OnceLock::new(),
+};
+
+/// [`POST_RETURNING`] in a group: with the post's place in the group (`slot`, `$7`).
+pub(super) static GROUP_POST_RETURNING: Returning = Returning {
+    clause: " RETURNING id, author, text, reply_to, created_at, CAST($7 AS BIGINT) AS slot",
+    columns: &[
+        ("id", Returned::Rowid),
+        ("author", Returned::Parameter(0)),
+        ("text", Returned::Parameter(1)),
+        ("reply_to", Returned::Parameter(2)),
+        ("created_at", Returned::Parameter(5)),
+        ("slot", Returned::Parameter(6)),
+    ],
+    clause_parameters: 1,
+    names: std::sync::OnceLock::new(),
+};
 
 /// Parameters of one post in a group ([`insert_local_post_sql`]'s six and its place in the group).
 const PARAMETERS_A_POST: usize = 7;
@@ -213,12 +243,13 @@ impl Db {
 /// A transaction of one insert a post; each inserted row comes back with its place in `posts`
 /// (`slot`), as a statement whose post is refused or was posted before returns nothing.
 fn group_script(backend: &str, posts: &[NewLocalPost], handles: &[Option<String>], created_at: i64) -> Script {
-    let sql = format!("{}, CAST($7 AS BIGINT) AS slot", insert_local_post_sql(backend));
+    let sql = insert_local_post_sql(backend);
     let mut script = Script::new(backend);
     script.begin();
     for (slot, (post, handles)) in posts.iter().zip(handles).enumerate() {
         script
-            .statement(&sql)
+            .statement(sql)
+            .returning(&GROUP_POST_RETURNING, 1)
             .bind(post.author.as_str())
             .bind(post.text.as_str())
             .bind(post.reply_to)
@@ -253,6 +284,7 @@ async fn insert_local_post(
     let mut script = Script::new(conn.backend_name());
     script
         .statement(insert_local_post_sql(conn.backend_name()))
+        .returning(&POST_RETURNING, 1)
         .bind(author)
         .bind(text)
         .bind(reply_to)

@@ -5,7 +5,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::native::Fields;
+use super::native::{Fields, Returned, Returning};
 use super::script::Script;
 use super::{Db, StoreResult, now_ms, sql_limit};
 
@@ -80,7 +80,7 @@ impl MemoryRow {
     }
 }
 
-const COLUMNS: &str = "id, persona, kind, platform, conversation, author, text, created_at";
+pub(super) const COLUMNS: &str = "id, persona, kind, platform, conversation, author, text, created_at";
 
 /// What [`Db::recall_memories`] read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -460,14 +460,32 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
     Ok(vectors)
 }
 
+/// What a memory's insert returns of its row: [`COLUMNS`], the id new and the rest as bound.
+pub(super) static INSERT_RETURNING: Returning = Returning {
+    clause: " RETURNING id, persona, kind, platform, conversation, author, text, created_at",
+    columns: &[
+        ("id", Returned::Rowid),
+        ("persona", Returned::Parameter(0)),
+        ("kind", Returned::Parameter(2)),
+        ("platform", Returned::Parameter(1)),
+        ("conversation", Returned::Parameter(3)),
+        ("author", Returned::Parameter(4)),
+        ("text", Returned::Parameter(5)),
+        ("created_at", Returned::Parameter(6)),
+    ],
+    clause_parameters: 0,
+    names: std::sync::OnceLock::new(),
+};
+
 /// One run of memories (see [`super::runs`]) as a multi-row insert, a statement of `script`.
 pub(super) fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {
     let fail = script.or_fail();
     script.statement(format!(
         "INSERT {fail}INTO memories (persona, platform, kind, conversation, author, text, created_at, embedding, \
-         embedding_model) VALUES {} RETURNING {COLUMNS}",
+         embedding_model) VALUES {}",
         super::value_rows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", run.len())
     ));
+    script.returning(&INSERT_RETURNING, run.len());
     for ((memory, vector), encoded) in run {
         script
             .bind(memory.persona.as_str())

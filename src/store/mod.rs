@@ -215,6 +215,19 @@ fn value_rows(template: &str, count: usize) -> String {
     sql
 }
 
+/// What an inbound event's insert returns of a new row: its id and key.
+static INBOUND_RETURNING: native::Returning = native::Returning {
+    clause: " RETURNING id, platform, remote_id, persona",
+    columns: &[
+        ("id", native::Returned::Rowid),
+        ("platform", native::Returned::Parameter(0)),
+        ("remote_id", native::Returned::Parameter(1)),
+        ("persona", native::Returned::Parameter(2)),
+    ],
+    clause_parameters: 0,
+    names: std::sync::OnceLock::new(),
+};
+
 impl Db {
     /// Connects (creating a SQLite file and its directory if needed) without migrating.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Db> {
@@ -325,9 +338,10 @@ impl Db {
             script.statement(format!(
                 "INSERT {fail}INTO inbound_events \
                  (platform, remote_id, persona, author, author_is_persona, text, conversation, received_at, state) \
-                 VALUES {} ON CONFLICT (platform, remote_id, persona) DO NOTHING RETURNING id, platform, remote_id, persona",
+                 VALUES {} ON CONFLICT (platform, remote_id, persona) DO NOTHING",
                 value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending')", run.len())
             ));
+            script.returning(&INBOUND_RETURNING, run.len());
             for event in run {
                 script
                     .bind(event.platform)
@@ -906,14 +920,38 @@ mod tests {
     }
 
     /// A local post's insert on SQLite does not read its own table (the parent is checked by a
-    /// trigger): such an insert copies its row into a temporary table first. What is left is the
-    /// temporary table `RETURNING` fills.
+    /// trigger): such an insert copies its row into a temporary table first. With its `RETURNING`
+    /// clause SQLite fills one more; on the native connection it runs without the clause.
     #[tokio::test]
     async fn a_local_post_is_inserted_without_copying_it_first() {
         let (_dir, db) = migrated_file().await;
-        let opcodes = program(&db, local::insert_local_post_sql("SQLite"), 6).await;
-        let temporary = opcodes.iter().filter(|op| *op == "OpenEphemeral").count();
-        assert_eq!(temporary, 1, "RETURNING's alone: {opcodes:?}");
+        let temporary = |opcodes: Vec<String>| opcodes.iter().filter(|op| *op == "OpenEphemeral").count();
+        let native = local::insert_local_post_sql("SQLite");
+        assert_eq!(temporary(program(&db, native, 6).await), 0);
+        let returning = format!("{native}{}", local::POST_RETURNING.clause);
+        assert_eq!(temporary(program(&db, &returning, 6).await), 1, "RETURNING's alone");
+    }
+
+    /// Each reply-path insert's [`native::Returning`] names the columns of its clause, in order,
+    /// so its rows read the same made natively as returned through sqlx.
+    #[test]
+    fn each_returning_names_its_clause_columns() {
+        let all = [
+            &INBOUND_RETURNING,
+            &outbox::OUTBOX_RETURNING,
+            &memory::INSERT_RETURNING,
+            &local::POST_RETURNING,
+            &local::GROUP_POST_RETURNING,
+        ];
+        for returning in all {
+            let clause = returning.clause.strip_prefix(" RETURNING ").expect(returning.clause);
+            let named: Vec<&str> = clause.split(", ").map(|column| column.rsplit(' ').next().unwrap()).collect();
+            let columns: Vec<&str> = returning.columns.iter().map(|(name, _)| *name).collect();
+            assert_eq!(named, columns, "{clause}");
+            let parameters = memchr::memchr_iter(b'$', clause.as_bytes()).count();
+            assert_eq!(parameters, returning.clause_parameters, "{clause}");
+        }
+        assert_eq!(memory::INSERT_RETURNING.clause, format!(" RETURNING {}", memory::COLUMNS));
     }
 
     /// The engagement round reads its window through the published items' index, in publish

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::native::Fields;
+use super::native::{Fields, Returned, Returning};
 use super::script::{On, OwnTransaction, Script};
 use super::{Db, StoreError, StoreResult, now_ms, placeholders, runs, sql_limit, value_rows};
 
@@ -403,6 +403,15 @@ pub(super) async fn insert_outbox(
     Ok(enqueued[0])
 }
 
+/// What an outbox row's insert returns of a new row: its id and key ([`bind_item`] binds the key
+/// first).
+pub(super) static OUTBOX_RETURNING: Returning = Returning {
+    clause: " RETURNING id, idempotency_key",
+    columns: &[("id", Returned::Rowid), ("idempotency_key", Returned::Parameter(0))],
+    clause_parameters: 0,
+    names: std::sync::OnceLock::new(),
+};
+
 /// Whose transaction [`insert_outboxes`] writes in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Within {
@@ -431,9 +440,10 @@ async fn insert_outboxes(mut tx: On<'_>, items: &[ToEnqueue<'_>], within: Within
         inserts.statement(format!(
             "INSERT {fail}INTO outbox (idempotency_key, persona, platform, kind, text, reply_to, conversation, \
              inbound_id, status, attempts, created_at, updated_at, next_attempt_at) VALUES {} \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+             ON CONFLICT (idempotency_key) DO NOTHING",
             value_rows("(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)", run.len())
         ));
+        inserts.returning(&OUTBOX_RETURNING, run.len());
         for ToEnqueue { item, inbound_id, .. } in run {
             bind_item(&mut inserts, item, *inbound_id);
             inserts.bind(now).bind(now).bind(now);

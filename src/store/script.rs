@@ -18,7 +18,7 @@ use sqlx::{AnyConnection, Arguments, Encode, Type};
 
 use super::StoreResult;
 use super::conn::Lease;
-use super::native::{self, Cell, Fetched};
+use super::native::{self, Cell, Fetched, Returning};
 
 /// Statements are joined only while the script holds at most this many parameters. A joined text
 /// is one entry in the connection's statement cache (100 entries), so only small scripts are
@@ -43,6 +43,10 @@ pub(super) struct Script {
     /// sqlx takes them as sqlx's arguments when it is made ([`Script::into_calls`]), so a script
     /// that runs natively builds neither sqlx's arguments nor a joined text.
     values: Vec<Vec<Cell>>,
+    /// On SQLite, for each statement of one row that [returns](Script::returning) what it
+    /// inserted, where its text's `RETURNING` clause starts and what it returns: on the native
+    /// connection it runs without the clause.
+    returning: Vec<Option<(usize, &'static Returning)>>,
     /// The first error of a bind, returned by the run.
     bind_error: Option<sqlx::Error>,
     /// Whether the calls go to SQLite, which takes `?` parameters ([`anonymous`]).
@@ -60,6 +64,7 @@ impl Script {
         Script {
             statements: Vec::with_capacity(4),
             values: if sqlite { Vec::with_capacity(4) } else { Vec::new() },
+            returning: if sqlite { Vec::with_capacity(4) } else { Vec::new() },
             bind_error: None,
             sqlite,
             all_or_nothing: false,
@@ -72,8 +77,25 @@ impl Script {
         if self.sqlite {
             // Room for its values at once: one a `$` (a named one repeated counts twice).
             self.values.push(Vec::with_capacity(memchr::memchr_iter(b'$', sql.as_bytes()).count()));
+            self.returning.push(None);
         }
         self.statements.push((sql, AnyArguments::default()));
+        self
+    }
+
+    /// Ends the current statement, an `INSERT` of `rows` rows, with `returning`'s clause: each row
+    /// it inserts comes back with those columns. On SQLite's native connection an insert of one
+    /// row runs without the clause, and its row is made from the new rowid and the values bound
+    /// (see [`Returning`]); elsewhere the clause runs.
+    pub fn returning(&mut self, returning: &'static Returning, rows: usize) -> &mut Self {
+        let (sql, _) = self.statements.last_mut().expect("a statement is started before its RETURNING clause");
+        let at = sql.len();
+        sql.push_str(returning.clause);
+        if let Some(native) = self.returning.last_mut()
+            && rows == 1
+        {
+            *native = Some((at, returning));
+        }
         self
     }
 
@@ -157,8 +179,14 @@ impl Script {
         let conn = match on.into() {
             On::Lease(lease) => match lease.native()? {
                 Some(native) if self.sqlite => {
-                    for ((sql, _), values) in self.statements.into_iter().zip(&self.values) {
-                        native::run(native, &sql, values, &mut rows)?;
+                    let statements = self.statements.iter().zip(&self.values).zip(&self.returning);
+                    for (((sql, _), values), returning) in statements {
+                        match *returning {
+                            Some((clause, returning)) => {
+                                native::run(native, &sql[..clause], values, Some(returning), &mut rows)?
+                            }
+                            None => native::run(native, sql, values, None, &mut rows)?,
+                        }
                     }
                     return Ok(rows);
                 }
@@ -186,6 +214,7 @@ impl Script {
             self.statements.insert(0, (BEGIN.to_owned(), AnyArguments::default()));
             if self.sqlite {
                 self.values.insert(0, Vec::new());
+                self.returning.insert(0, None);
             }
         }
         self.commit();
@@ -720,6 +749,100 @@ mod tests {
             assert!(row.field::<i64, _>("missing").is_err(), "a column it does not have");
             assert!(row.field::<i64, _>("t").is_err(), "text is not an integer");
         }
+        drop(conn);
+        db.close().await;
+    }
+
+    /// What [`RETURNING_SLOT`]'s test table's inserts return: the new id, two columns and a note
+    /// as bound, and a parameter only the clause names.
+    static RETURNING_SLOT: Returning = Returning {
+        clause: " RETURNING id, k, n, note, CAST($4 AS BIGINT) AS slot",
+        columns: &[
+            ("id", native::Returned::Rowid),
+            ("k", native::Returned::Parameter(0)),
+            ("n", native::Returned::Parameter(1)),
+            ("note", native::Returned::Parameter(2)),
+            ("slot", native::Returned::Parameter(3)),
+        ],
+        clause_parameters: 1,
+        names: std::sync::OnceLock::new(),
+    };
+
+    /// [`RETURNING_SLOT`] without the slot, for inserts of several rows.
+    static RETURNING_ROWS: Returning = Returning {
+        clause: " RETURNING id, k, n, note",
+        columns: &[
+            ("id", native::Returned::Rowid),
+            ("k", native::Returned::Parameter(0)),
+            ("n", native::Returned::Parameter(1)),
+            ("note", native::Returned::Parameter(2)),
+        ],
+        clause_parameters: 0,
+        names: std::sync::OnceLock::new(),
+    };
+
+    /// A row as `(id, k, n, note)`.
+    fn returned(row: &Fetched) -> (i64, String, i64, Option<String>) {
+        (row.field("id").unwrap(), row.field("k").unwrap(), row.field("n").unwrap(), row.field("note").unwrap())
+    }
+
+    /// A one-row insert on the native connection runs without its `RETURNING` clause and
+    /// answers the row as the clause does through sqlx: the new id and the values as stored.
+    /// A conflict, or a row a trigger skips, answers nothing; several rows run the clause; a
+    /// statement said to be of one row that inserts two is an error.
+    #[tokio::test]
+    async fn a_one_row_insert_returns_its_row_natively_as_returning_does() {
+        let (_dir, db) = sqlite().await;
+        let mut conn = db.write().await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL UNIQUE, n INTEGER NOT NULL, note TEXT); \
+             CREATE TRIGGER t_skip BEFORE INSERT ON t WHEN NEW.k = 'skip' BEGIN SELECT RAISE(IGNORE); END;",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let insert = |k: &str, n: i64, note: Option<&str>, slot: i64| {
+            let mut script = Script::new("SQLite");
+            script
+                .statement("INSERT INTO t (k, n, note) VALUES ($1, $2, $3) ON CONFLICT (k) DO NOTHING")
+                .returning(&RETURNING_SLOT, 1)
+                .bind(k)
+                .bind(n)
+                .bind(note)
+                .bind(slot);
+            script
+        };
+        let native = insert("a", 1, None, 7).fetch_all(&mut conn).await.unwrap();
+        let through_sqlx = insert("b", 2, Some("ü"), 8).fetch_all(&mut *conn).await.unwrap();
+        assert!(matches!(native[..], [Fetched::Native(_)]) && matches!(through_sqlx[..], [Fetched::Any(_)]));
+        let stored: Vec<(i64, String, i64, Option<String>)> =
+            sqlx::query_as("SELECT id, k, n, note FROM t ORDER BY id").fetch_all(&mut *conn).await.unwrap();
+        assert_eq!(vec![returned(&native[0]), returned(&through_sqlx[0])], stored);
+        assert_eq!(native[0].field::<i64, _>("slot").unwrap(), 7);
+        assert_eq!(through_sqlx[0].field::<i64, _>("slot").unwrap(), 8);
+
+        // Nothing inserted, nothing returned: a key stored before, a row the trigger skips.
+        assert!(insert("a", 3, None, 0).fetch_all(&mut conn).await.unwrap().is_empty());
+        assert!(insert("skip", 4, None, 0).fetch_all(&mut conn).await.unwrap().is_empty());
+        assert!(insert("skip", 4, None, 0).fetch_all(&mut *conn).await.unwrap().is_empty());
+
+        // Several rows: the clause runs, natively too.
+        let rows = |keys: [&str; 2], said: usize| {
+            let mut script = Script::new("SQLite");
+            script
+                .statement("INSERT INTO t (k, n, note) VALUES ($1, $2, $3), ($4, $5, $6)")
+                .returning(&RETURNING_ROWS, said);
+            for (n, k) in keys.into_iter().enumerate() {
+                script.bind(k).bind(n as i64).bind(None::<&str>);
+            }
+            script
+        };
+        let two = rows(["c", "d"], 2).fetch_all(&mut conn).await.unwrap();
+        let keys: Vec<String> = two.iter().map(|row| returned(row).1).collect();
+        assert_eq!(keys, ["c", "d"]);
+        assert!(two.iter().all(|row| returned(row).0 > 2));
+        let refused = rows(["e", "f"], 1).fetch_all(&mut conn).await;
+        assert!(refused.is_err(), "two rows inserted by a statement said to be of one");
         drop(conn);
         db.close().await;
     }
