@@ -121,6 +121,15 @@ impl Source {
         }
     }
 
+    /// A connection free now, without waiting for one or opening one: `None` when every one is
+    /// leased or none is open yet, and for sqlx's pool.
+    pub fn try_acquire(&self) -> Option<Lease> {
+        let Source::Held(held) = self else { return None };
+        let permit = held.permits.clone().try_acquire_owned().ok()?;
+        let conn = held.idle.lock().expect("the idle list is never poisoned").pop()?;
+        Some(Lease::Held(HeldLease { conn: Some(conn), held: held.clone(), _permit: permit }))
+    }
+
     /// Waits for every lease to come back, then closes the connections; later leases fail with
     /// [`sqlx::Error::PoolClosed`].
     pub async fn close(&self) {
@@ -314,6 +323,23 @@ mod tests {
         assert_eq!(third.await.unwrap(), 1001, "the waiting lease got the connection given back");
         drop(second);
         assert_eq!(tag_of(&mut source.acquire().await.unwrap()).await, 1002, "last returned, first leased");
+        source.close().await;
+    }
+
+    /// `try_acquire` takes a connection only when one is free and open: it never waits, nor opens
+    /// one.
+    #[tokio::test]
+    async fn trying_to_lease_takes_a_free_connection_and_never_waits() {
+        let (_dir, url) = file().await;
+        let source = Source::held(&url, 2, false).await.unwrap();
+        let mut first = source.try_acquire().expect("the connection opened at start is free");
+        tag(&mut first, 7).await;
+        assert!(source.try_acquire().is_none(), "the other permit has no connection open yet");
+        let second = source.acquire().await.unwrap();
+        assert!(source.try_acquire().is_none(), "both leased");
+        drop(first);
+        assert_eq!(tag_of(&mut source.try_acquire().unwrap()).await, 7, "the one given back");
+        drop(second);
         source.close().await;
     }
 

@@ -209,11 +209,14 @@ impl Db {
              JOIN local_posts p ON p.id = m.post_id WHERE m.handle = $1 AND m.post_id > $2 ORDER BY m.post_id {}",
             sql_limit(limit)
         );
-        // A script, so on SQLite it runs on the reader's native connection (see `native`).
-        let mut conn = self.read().await?;
+        // A script, so on SQLite it runs on the native connection (see `native`), the writer's
+        // when it is free (see `Db::read_hot`), given back before the rows are decoded.
+        let mut conn = self.read_hot().await?;
         let mut query = Script::new(conn.backend_name());
         query.statement(sql).bind(handle).bind(after);
-        query.fetch_all(&mut conn).await?.iter().map(LocalPost::from_row).collect()
+        let rows = query.fetch_all(&mut conn).await?;
+        drop(conn);
+        rows.iter().map(LocalPost::from_row).collect()
     }
 
     pub async fn local_post_by_id(&self, id: i64) -> StoreResult<Option<LocalPost>> {

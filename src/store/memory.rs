@@ -265,8 +265,9 @@ impl Db {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        // A script, so on SQLite it runs on the reader's native connection (see `native`).
-        let mut conn = self.read().await?;
+        // A script, so on SQLite it runs on the native connection (see `native`), the writer's
+        // when it is free (see `Db::read_hot`).
+        let mut conn = self.read_hot().await?;
         let mut query = Script::new(conn.backend_name());
         query.statement(recall_sql(limits, conversation.is_some(), ids.len())).bind(persona);
         if let Some((platform, conversation)) = conversation {
