@@ -11,9 +11,10 @@ use super::{Db, StoreResult, now_ms, sql_limit};
 /// `local_posts_mentions` trigger), `$6` when; a key posted before inserts nothing, nor does a
 /// reply whose parent is missing. Each parameter appears once, in order, so on SQLite a group's
 /// call binds them unnamed ([`Script::into_calls`]). The caller ends it with [`POST_RETURNING`]
-/// (or [`GROUP_POST_RETURNING`]). On SQLite the parent is checked by the `local_posts_parent` trigger, which drops such a row;
-/// on Postgres in the insert itself (the parent named by its column), no read before it. On
-/// SQLite an insert whose SELECT reads its own table copies each row into a temporary table first.
+/// (or [`GROUP_POST_RETURNING`]). On SQLite the parent is checked by the `local_posts_parent`
+/// trigger, which drops such a row; on Postgres in the insert itself (the parent named by its
+/// column), no read before it. On SQLite an insert whose SELECT reads its own table copies each
+/// row into a temporary table first.
 pub(super) fn insert_local_post_sql(backend: &str) -> &'static str {
     if is_sqlite(backend) {
         "INSERT INTO local_posts (author, text, reply_to, client_key, mentions, created_at) \
@@ -30,23 +31,22 @@ pub(super) fn insert_local_post_sql(backend: &str) -> &'static str {
 
 /// What a local post's insert returns of its row ([`LocalPost`]'s columns): the id new, the rest
 /// as bound.
-pub(super) static POST_RETURNING: Returning = Returning {
-    clause: " RETURNING id, author, text, reply_to, created_at",
-    columns: &[
+pub(super) static POST_RETURNING: Returning = Returning::new(
+    " RETURNING id, author, text, reply_to, created_at",
+    &[
         ("id", Returned::Rowid),
         ("author", Returned::Parameter(0)),
         ("text", Returned::Parameter(1)),
         ("reply_to", Returned::Parameter(2)),
         ("created_at", Returned::Parameter(5)),
     ],
-    clause_parameters: 0,
-    names: std::sync::OnceLock::new(),
-};
+    0,
+);
 
 /// [`POST_RETURNING`] in a group: with the post's place in the group (`slot`, `$7`).
-pub(super) static GROUP_POST_RETURNING: Returning = Returning {
-    clause: " RETURNING id, author, text, reply_to, created_at, CAST($7 AS BIGINT) AS slot",
-    columns: &[
+pub(super) static GROUP_POST_RETURNING: Returning = Returning::new(
+    " RETURNING id, author, text, reply_to, created_at, CAST($7 AS BIGINT) AS slot",
+    &[
         ("id", Returned::Rowid),
         ("author", Returned::Parameter(0)),
         ("text", Returned::Parameter(1)),
@@ -54,9 +54,8 @@ pub(super) static GROUP_POST_RETURNING: Returning = Returning {
         ("created_at", Returned::Parameter(5)),
         ("slot", Returned::Parameter(6)),
     ],
-    clause_parameters: 1,
-    names: std::sync::OnceLock::new(),
-};
+    1,
+);
 
 /// Parameters of one post in a group ([`insert_local_post_sql`]'s six and its place in the group).
 const PARAMETERS_A_POST: usize = 7;

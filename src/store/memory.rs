@@ -462,9 +462,9 @@ fn decode_vectors(rows: &[AnyRow]) -> StoreResult<Vec<StoredVector>> {
 }
 
 /// What a memory's insert returns of its row: [`COLUMNS`], the id new and the rest as bound.
-pub(super) static INSERT_RETURNING: Returning = Returning {
-    clause: " RETURNING id, persona, kind, platform, conversation, author, text, created_at",
-    columns: &[
+pub(super) static INSERT_RETURNING: Returning = Returning::new(
+    " RETURNING id, persona, kind, platform, conversation, author, text, created_at",
+    &[
         ("id", Returned::Rowid),
         ("persona", Returned::Parameter(0)),
         ("kind", Returned::Parameter(2)),
@@ -474,9 +474,8 @@ pub(super) static INSERT_RETURNING: Returning = Returning {
         ("text", Returned::Parameter(5)),
         ("created_at", Returned::Parameter(6)),
     ],
-    clause_parameters: 0,
-    names: std::sync::OnceLock::new(),
-};
+    0,
+);
 
 /// One run of memories (see [`super::runs`]) as a multi-row insert, a statement of `script`.
 pub(super) fn insert_memory_run(script: &mut Script, run: &[(&ToInsert<'_>, Option<Vec<u8>>)], now: i64) {

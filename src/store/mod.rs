@@ -216,17 +216,16 @@ fn value_rows(template: &str, count: usize) -> String {
 }
 
 /// What an inbound event's insert returns of a new row: its id and key.
-static INBOUND_RETURNING: native::Returning = native::Returning {
-    clause: " RETURNING id, platform, remote_id, persona",
-    columns: &[
+static INBOUND_RETURNING: native::Returning = native::Returning::new(
+    " RETURNING id, platform, remote_id, persona",
+    &[
         ("id", native::Returned::Rowid),
         ("platform", native::Returned::Parameter(0)),
         ("remote_id", native::Returned::Parameter(1)),
         ("persona", native::Returned::Parameter(2)),
     ],
-    clause_parameters: 0,
-    names: std::sync::OnceLock::new(),
-};
+    0,
+);
 
 impl Db {
     /// Connects (creating a SQLite file and its directory if needed) without migrating.

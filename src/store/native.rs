@@ -190,7 +190,7 @@ pub(crate) struct Returning {
     /// BIGINT) AS slot`): not bound here, where the clause is not run.
     pub clause_parameters: usize,
     /// The columns' names, made at the first use.
-    pub names: std::sync::OnceLock<Arc<[String]>>,
+    names: std::sync::OnceLock<Arc<[String]>>,
 }
 
 /// Where a [`Returning`] column's value comes from.
@@ -203,6 +203,14 @@ pub(crate) enum Returned {
 }
 
 impl Returning {
+    pub(crate) const fn new(
+        clause: &'static str,
+        columns: &'static [(&'static str, Returned)],
+        clause_parameters: usize,
+    ) -> Self {
+        Returning { clause, columns, clause_parameters, names: std::sync::OnceLock::new() }
+    }
+
     fn names(&self) -> Arc<[String]> {
         self.names.get_or_init(|| self.columns.iter().map(|(name, _)| (*name).to_owned()).collect()).clone()
     }

@@ -405,12 +405,11 @@ pub(super) async fn insert_outbox(
 
 /// What an outbox row's insert returns of a new row: its id and key ([`bind_item`] binds the key
 /// first).
-pub(super) static OUTBOX_RETURNING: Returning = Returning {
-    clause: " RETURNING id, idempotency_key",
-    columns: &[("id", Returned::Rowid), ("idempotency_key", Returned::Parameter(0))],
-    clause_parameters: 0,
-    names: std::sync::OnceLock::new(),
-};
+pub(super) static OUTBOX_RETURNING: Returning = Returning::new(
+    " RETURNING id, idempotency_key",
+    &[("id", Returned::Rowid), ("idempotency_key", Returned::Parameter(0))],
+    0,
+);
 
 /// Whose transaction [`insert_outboxes`] writes in.
 #[derive(Clone, Copy, PartialEq, Eq)]

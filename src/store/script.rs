@@ -755,31 +755,29 @@ mod tests {
 
     /// What [`RETURNING_SLOT`]'s test table's inserts return: the new id, two columns and a note
     /// as bound, and a parameter only the clause names.
-    static RETURNING_SLOT: Returning = Returning {
-        clause: " RETURNING id, k, n, note, CAST($4 AS BIGINT) AS slot",
-        columns: &[
+    static RETURNING_SLOT: Returning = Returning::new(
+        " RETURNING id, k, n, note, CAST($4 AS BIGINT) AS slot",
+        &[
             ("id", native::Returned::Rowid),
             ("k", native::Returned::Parameter(0)),
             ("n", native::Returned::Parameter(1)),
             ("note", native::Returned::Parameter(2)),
             ("slot", native::Returned::Parameter(3)),
         ],
-        clause_parameters: 1,
-        names: std::sync::OnceLock::new(),
-    };
+        1,
+    );
 
     /// [`RETURNING_SLOT`] without the slot, for inserts of several rows.
-    static RETURNING_ROWS: Returning = Returning {
-        clause: " RETURNING id, k, n, note",
-        columns: &[
+    static RETURNING_ROWS: Returning = Returning::new(
+        " RETURNING id, k, n, note",
+        &[
             ("id", native::Returned::Rowid),
             ("k", native::Returned::Parameter(0)),
             ("n", native::Returned::Parameter(1)),
             ("note", native::Returned::Parameter(2)),
         ],
-        clause_parameters: 0,
-        names: std::sync::OnceLock::new(),
-    };
+        0,
+    );
 
     /// A row as `(id, k, n, note)`.
     fn returned(row: &Fetched) -> (i64, String, i64, Option<String>) {
