@@ -83,10 +83,11 @@ impl Script {
         self
     }
 
-    /// Ends the current statement, an `INSERT` of `rows` rows, with `returning`'s clause: each row
-    /// it inserts comes back with those columns. On SQLite's native connection an insert of one
-    /// row runs without the clause, and its row is made from the new rowid and the values bound
-    /// (see [`Returning`]); elsewhere the clause runs.
+    /// Ends the current statement's text, an `INSERT` of `rows` rows, with `returning`'s clause:
+    /// each row it inserts comes back with those columns. On SQLite's native connection an
+    /// insert of one row runs without the clause, and its row is made from the new rowid and the
+    /// values bound (see [`Returning`]); elsewhere the clause runs. Its parameters are bound
+    /// after, as any statement's.
     pub fn returning(&mut self, returning: &'static Returning, rows: usize) -> &mut Self {
         let (sql, _) = self.statements.last_mut().expect("a statement is started before its RETURNING clause");
         let at = sql.len();
@@ -753,8 +754,8 @@ mod tests {
         db.close().await;
     }
 
-    /// What [`RETURNING_SLOT`]'s test table's inserts return: the new id, two columns and a note
-    /// as bound, and a parameter only the clause names.
+    /// What the test table's one-row inserts return: the new id, two columns and a note as
+    /// bound, and a parameter only the clause names.
     static RETURNING_SLOT: Returning = Returning::new(
         " RETURNING id, k, n, note, CAST($4 AS BIGINT) AS slot",
         &[
