@@ -105,6 +105,10 @@ struct BenchArgs {
     #[arg(long, value_name = "N", requires = "scenario",
         value_parser = clap::value_parser!(u16).range(1..))]
     personas: Option<u16>,
+    /// Memories each persona holds before the run, earlier mentions with their embeddings, so
+    /// recall searches an index of that size (latency) [default: 0].
+    #[arg(long, value_name = "N", requires = "scenario")]
+    memories: Option<usize>,
     /// Idle agents (idle).
     #[arg(long, requires = "scenario")]
     agents: Option<usize>,
@@ -222,6 +226,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         llm_delay_ms: args.llm_delay_ms,
         remote_embedder: args.remote_embedder,
         personas: args.personas.map(usize::from),
+        memories: args.memories,
         agents: args.agents,
         up_to: args.up_to,
     };

@@ -8,7 +8,7 @@ use chorus::bench::{Measurement, reply};
 /// 50 mentions in one second, all answered once, through the outbox, with one completion each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
-    let measurement = reply::latency(50, 1.0, reply::Llm::Offline, 1).await.expect("the benchmark runs");
+    let measurement = reply::latency(50, 1.0, reply::Llm::Offline, 1, 0).await.expect("the benchmark runs");
     let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
     assert_eq!(measurement.scenario, "latency");
     assert_eq!(value("mentions"), 50.0, "{measurement:?}");
@@ -30,7 +30,7 @@ async fn the_reply_benchmark_answers_every_mention_once_through_the_outbox() {
 /// once, through its account's outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_benchmark_offers_the_mentions_to_every_persona_of_a_team() {
-    let measurement = reply::latency(30, 1.0, reply::Llm::Offline, 3).await.expect("the benchmark runs");
+    let measurement = reply::latency(30, 1.0, reply::Llm::Offline, 3, 0).await.expect("the benchmark runs");
     let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
     assert_eq!(measurement.params.get("personas"), Some(&serde_json::json!(3)));
     assert_eq!(value("personas_replying"), 3.0, "{measurement:?}");
@@ -42,12 +42,30 @@ async fn the_reply_benchmark_offers_the_mentions_to_every_persona_of_a_team() {
     assert_eq!(value("outbox_pending"), 0.0, "{measurement:?}");
 }
 
+/// Personas seeded with earlier memories answer as before, and the seeded memories are in the
+/// database with their vectors beside the run's (what recall searches); without a seed only the
+/// run's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_benchmark_seeds_each_personas_memory_before_the_run() {
+    let seeded = reply::latency(20, 1.0, reply::Llm::Offline, 2, 600).await.expect("the benchmark runs");
+    let value = |name: &str| *seeded.values.get(name).unwrap_or_else(|| panic!("no {name} in {seeded:?}"));
+    assert_eq!(seeded.params.get("memories"), Some(&serde_json::json!(600)));
+    assert_eq!(value("replies"), 20.0, "{seeded:?}");
+    assert_eq!(value("unanswered"), 0.0, "{seeded:?}");
+    assert_eq!(value("llm_calls_per_reply"), 1.0, "{seeded:?}");
+    // 1,200 seeded, plus each mention and reply of the run and the warm-up's.
+    assert!(value("memories_embedded") >= 1_200.0 + 40.0, "{seeded:?}");
+    let plain = reply::latency(20, 1.0, reply::Llm::Offline, 2, 0).await.expect("the benchmark runs");
+    let embedded = plain.values["memories_embedded"];
+    assert!((40.0..1_200.0).contains(&embedded), "{plain:?}");
+}
+
 /// With the embedding model at the LLM simulator too, every mention is answered once, with one
 /// completion, and the embeddings are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_benchmark_runs_with_a_remote_embedder() {
     let llm = reply::Llm::Simulated { delay: std::time::Duration::from_millis(5), embeddings: true };
-    let measurement = reply::latency(20, 1.0, llm, 1).await.expect("the benchmark runs");
+    let measurement = reply::latency(20, 1.0, llm, 1, 0).await.expect("the benchmark runs");
     let value = |name: &str| *measurement.values.get(name).unwrap_or_else(|| panic!("no {name} in {measurement:?}"));
     assert_eq!(measurement.params.get("embedder"), Some(&serde_json::json!("simulator")));
     assert_eq!(value("replies"), 20.0, "{measurement:?}");

@@ -211,7 +211,7 @@ pub fn init_logs() {
 }
 
 /// One scenario run in this process: `chorus bench --scenario NAME [--rate R] [--seconds S]
-/// [--llm-delay-ms D [--remote-embedder]] [--personas N] [--agents N] [--up-to R]
+/// [--llm-delay-ms D [--remote-embedder]] [--personas N] [--memories N] [--agents N] [--up-to R]
 /// [--worker-threads N]`. Unset
 /// parameters take the scenario's default; the worker threads are the runtime's (`main` builds it).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -228,6 +228,8 @@ pub struct ScenarioArgs {
     pub remote_embedder: bool,
     /// Personas the mentions name in turn (`latency`; one by default).
     pub personas: Option<usize>,
+    /// Memories each persona holds before the run (`latency`; none by default).
+    pub memories: Option<usize>,
     /// Idle agents (`idle`).
     pub agents: Option<usize>,
     /// The highest offered rate `max-rate` tries.
@@ -245,7 +247,8 @@ pub async fn run_scenario(args: &ScenarioArgs) -> anyhow::Result<Measurement> {
                 None => reply::Llm::Offline,
             };
             let personas = args.personas.unwrap_or(1);
-            reply::latency(args.rate.unwrap_or(1000), args.seconds.unwrap_or(10.0), llm, personas).await
+            let memories = args.memories.unwrap_or(0);
+            reply::latency(args.rate.unwrap_or(1000), args.seconds.unwrap_or(10.0), llm, personas, memories).await
         }
         "max-rate" => reply::max_rate_up_to(args.seconds.unwrap_or(5.0), args.up_to.unwrap_or(u32::MAX)).await,
         "idle" => fleet::idle(args.agents.unwrap_or(1000)).await,

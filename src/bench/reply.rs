@@ -27,10 +27,11 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{Measurement, ScratchDir, cpu_time, percentile, persona_name, write_config};
+use crate::llm::offline_embed;
 use crate::platform::local::{LocalPlatform, Posted};
 use crate::service::{self, Service};
 use crate::sim::llm::{LlmSim, SimFault};
-use crate::store::{Db, OutboxCounts};
+use crate::store::{Db, MemoryKind, NewMemory, OutboxCounts, ToInsert};
 
 /// Who posts the mentions.
 const AUTHOR: &str = "human";
@@ -97,14 +98,21 @@ pub enum Llm {
 /// `p999_us`, `max_us`, `mean_us` (mention stored → reply stored), `p99_from_due_us` (from when the mention was due),
 /// `mention_store_lag_p99_us`, `cpu_per_reply_us`, `llm_calls_per_reply`, `embeddings_per_reply`
 /// (requests to the embedder), `embedding_jobs_per_reply` (embeddings asked of the pool),
-/// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`; with a
-/// delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
+/// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`,
+/// `memories_embedded` (memories with a vector in the database at the end, the `memories` seeded
+/// for each persona before the start included: [`seed_memories`]); with a delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
 /// `ratio_p50`, `ratio_p99` (reply latency ÷ bare round trip). When replies fall behind, waiting
 /// stops after 5 s without a reply or 30 s after the last mention; what the shutdown drains is
 /// still counted. A mention the service closed without a reply (the persona's duplicate guard
 /// dropped every draft: `memory.dedup_attempts`) is `closed_without_reply`, not `unanswered`, and
 /// is not waited for.
-pub async fn latency(rate: u32, seconds: f64, llm: Llm, personas: usize) -> anyhow::Result<Measurement> {
+pub async fn latency(
+    rate: u32,
+    seconds: f64,
+    llm: Llm,
+    personas: usize,
+    memories: usize,
+) -> anyhow::Result<Measurement> {
     anyhow::ensure!(rate > 0, "the offered rate must be at least 1 mention per second");
     anyhow::ensure!(personas > 0, "the team must have at least one persona");
     anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "the duration must be a positive number of seconds");
@@ -124,6 +132,9 @@ pub async fn latency(rate: u32, seconds: f64, llm: Llm, personas: usize) -> anyh
     // The admin API is not used here; a token is set directly (no `set_var` in a threaded process).
     config.admin_token = Some(crate::config::Secret::new(format!("bench-{}", std::process::id())));
     let store_url = config.service.store.url.clone();
+    if memories > 0 {
+        seed_memories(&store_url, personas, memories).await.context("cannot seed the personas' memories")?;
+    }
     let service = service::start(config).await.context("cannot start the service")?;
 
     let observed = observe(&service, rate, seconds, personas).await;
@@ -135,10 +146,17 @@ pub async fn latency(rate: u32, seconds: f64, llm: Llm, personas: usize) -> anyh
     // Mentions closed while the service shut down count as closed too.
     let closed = observation.look_up_closed(&db).await;
     let calls = db.llm_tally(observation.window_ms, i64::MAX).await;
+    let embedded = db.embedding_models().await;
     db.close().await;
     closed?;
     let calls: i64 = calls.context("cannot count the llm calls")?.iter().map(|tally| tally.calls).sum();
+    let embedded: i64 = embedded
+        .context("cannot count the memories")?
+        .iter()
+        .filter_map(|(model, count)| model.as_ref().map(|_| count))
+        .sum();
     let mut run = summarise(&mut observation, shutdown.outbox, calls);
+    run.values.insert("memories_embedded".to_owned(), embedded as f64);
     if shutdown.tree.is_none() {
         run.notes.push("the supervision tree did not report its shutdown in time".to_owned());
     }
@@ -149,6 +167,7 @@ pub async fn latency(rate: u32, seconds: f64, llm: Llm, personas: usize) -> anyh
         .param("llm_delay_ms", llm_delay.map_or(0, |delay| delay.as_millis() as u64))
         .param("embedder", if remote_embedder { "simulator" } else { "offline" })
         .param("personas", personas as u64)
+        .param("memories", memories as u64)
         .param("max_in_flight", MAX_IN_FLIGHT as u64)
         .param("max_unpublished", MAX_UNPUBLISHED as u64);
     measurement.values = std::mem::take(&mut run.values);
@@ -203,7 +222,7 @@ pub async fn max_rate_up_to(seconds_per_step: f64, highest: u32) -> anyhow::Resu
     for &rate in &steps {
         tried += 1;
         let step =
-            latency(rate, seconds_per_step, Llm::Offline, 1).await.with_context(|| format!("step at {rate}/s"))?;
+            latency(rate, seconds_per_step, Llm::Offline, 1, 0).await.with_context(|| format!("step at {rate}/s"))?;
         let value = |name: &str| step.values.get(name).copied().unwrap_or(f64::NAN);
         let kept_up = value("achieved_rate") >= SUSTAINED_SHARE * f64::from(rate);
         let fast = value("p99_us") < SUSTAINED_P99_US;
@@ -608,6 +627,47 @@ pub(super) fn question(mention: &str, index: u64) -> String {
     }
     format!("{mention} what about {}?", words.join(" "))
 }
+
+/// Memories a seeding statement group writes at once.
+const SEED_BATCH: usize = 512;
+
+/// Stores `memories` earlier mentions for each of the `personas` personas, with their offline
+/// embeddings, before the service starts: what a persona that has been answering for a while
+/// holds, so that recall searches an index of that size (exact up to its threshold, 40,000).
+/// Each is a question in made-up words from a conversation of its own, as the run's mentions.
+async fn seed_memories(store_url: &str, personas: usize, memories: usize) -> anyhow::Result<()> {
+    let db = Db::connect(store_url, 1).await?;
+    db.migrate().await?;
+    for persona in (0..personas).map(persona_name) {
+        for start in (0..memories).step_by(SEED_BATCH) {
+            let batch: Vec<(NewMemory, Vec<f32>)> = (start..memories.min(start + SEED_BATCH))
+                .map(|index| {
+                    let text = question(&format!("@{persona}"), SEED_INDEX_BASE + index as u64);
+                    let vector = offline_embed::embed_text(&text);
+                    let memory = NewMemory {
+                        persona: persona.clone(),
+                        platform: "local".to_owned(),
+                        kind: MemoryKind::Inbound,
+                        conversation: Some(format!("seed-{index}")),
+                        author: "seed".to_owned(),
+                        text,
+                    };
+                    (memory, vector)
+                })
+                .collect();
+            let rows: Vec<ToInsert<'_>> = batch
+                .iter()
+                .map(|(memory, vector)| (memory, Some((offline_embed::MODEL, vector.as_slice()))))
+                .collect();
+            db.insert_memories(&rows).await?;
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// Where the seeded memories' questions are drawn from, past any run's mention indexes.
+const SEED_INDEX_BASE: u64 = 1 << 40;
 
 /// Posts a mention to each of the `personas` personas every 200 ms until it answers one, then waits
 /// for the answers to all of them: every agent is connected, and the first (cold) replies are out
