@@ -607,7 +607,7 @@ impl ExactStore {
     /// scan of every row in f32 would keep them (ties included: a row that could not make the
     /// best `k` only ever held a place a better row then took).
     ///
-    /// The query is coded too, in i8 ([`CodedQuery`]), so a row's coarse score is one integer
+    /// The query is coded too, in i16 ([`CodedQuery`]), so a row's coarse score is one integer
     /// dot product times the two scales. With `q = t·d + e` (the query, its scale, codes and
     /// residual) and `v = s·c + r` (a row's), `q·v − s·t·(d·c) = q·r + s·(e·c)`, and by
     /// Cauchy–Schwarz on unit vectors `|q·r| ≤ ‖r‖` and `|s·(e·c)| ≤ ‖e‖·‖s·c‖ ≤ ‖e‖·(1 + ‖r‖)`;
@@ -646,19 +646,12 @@ impl ExactStore {
             // SAFETY: this CPU has AVX2 (checked just above).
             return unsafe { avx2::coarse_pass(self, query, k, filter) };
         }
-        self.coarse_pass_by(query, k, filter, |query, row| dot_codes_by(&query.codes, row))
+        self.coarse_pass_by(query, k, filter)
     }
 
-    /// [`ExactStore::coarse_pass`]'s loop, inlined where it is compiled, with the integer dot
-    /// product of that path ([`dot_codes`]).
+    /// [`ExactStore::coarse_pass`]'s loop, inlined where it is compiled (as [`dot_codes_by`]).
     #[inline(always)]
-    fn coarse_pass_by(
-        &self,
-        query: &CodedQuery,
-        k: usize,
-        filter: &impl Fn(i64) -> bool,
-        dot_codes: impl Fn(&CodedQuery, &[i8]) -> i32,
-    ) -> (TopK, Vec<(usize, f32)>) {
+    fn coarse_pass_by(&self, query: &CodedQuery, k: usize, filter: &impl Fn(i64) -> bool) -> (TopK, Vec<(usize, f32)>) {
         let dimension = query.codes.len();
         let slack = float_slack(dimension);
         let mut lower_best = TopK::new(k);
@@ -669,7 +662,7 @@ impl ExactStore {
         let mut reachable = Vec::new();
         let coded = self.codes.chunks_exact(dimension).zip(&self.scales).zip(&self.residuals);
         for (row, (&id, ((codes, &scale), &residual))) in self.ids.iter().zip(coded).enumerate() {
-            let estimate = scale * query.scale * dot_codes(query, codes) as f32;
+            let estimate = scale * query.scale * dot_codes_by(&query.codes, codes) as f32;
             let bound = residual + query.residual * (1.0 + residual) + slack;
             if estimate + bound >= bar {
                 reachable.push((row, estimate + bound));
@@ -1011,53 +1004,50 @@ fn float_slack(dimension: usize) -> f32 {
     (dimension as f32 + 8.0) * f32::EPSILON
 }
 
-/// A normalised query in i8, for [`dot_codes`] against rows in i8: its codes, their magnitudes
-/// (the codes' signs go onto the row's codes, so that AVX2 multiplies unsigned by signed bytes),
-/// its scale and residual.
+/// A normalised query in i16, for [`dot_codes`] against rows in i8.
 struct CodedQuery {
-    codes: Vec<i8>,
-    magnitudes: Vec<u8>,
+    codes: Vec<i16>,
     scale: f32,
     /// `‖query − scale × codes‖`, rounded up.
     residual: f32,
 }
 
 impl CodedQuery {
-    /// Codes `query` as rows are coded, to at most 127 in magnitude, and less for a query of more
-    /// than 133,000 components: no larger than `i32::MAX / (127 × len)`, so no partial sum of
-    /// [`dot_codes`] can overflow.
+    /// Codes `query` as finely as keeps [`dot_codes`] within i32: no code larger than 32,767,
+    /// nor than `i32::MAX / (127 × len)`, so no partial sum can overflow (up to 16 million
+    /// components, far past any embedding model's).
     fn new(query: &[f32]) -> Self {
         let limit =
-            (i32::MAX as usize / (ROW_CODE_MAX as usize * query.len().max(1))).clamp(1, ROW_CODE_MAX as usize) as f32;
+            (i32::MAX as usize / (ROW_CODE_MAX as usize * query.len().max(1))).clamp(1, i16::MAX as usize) as f32;
         let mut codes = vec![0; query.len()];
-        let (scale, residual) = quantize(query, limit, &mut codes, |code| code as i8);
-        let magnitudes = codes.iter().map(|code| code.unsigned_abs()).collect();
-        CodedQuery { codes, magnitudes, scale, residual }
+        let (scale, residual) = quantize(query, limit, &mut codes, |code| code as i16);
+        CodedQuery { codes, scale, residual }
     }
 }
 
-/// Number of independent partial sums in [`dot_codes_by`]. With 32, LLVM pairs neighbouring
-/// products into `pmaddwd` (SSE2).
+/// Number of independent partial sums in [`dot_codes`]. With 32, LLVM pairs neighbouring products
+/// into `vpmaddwd` (AVX2) or `pmaddwd` (SSE2); compiled for AVX2 with 16 or 64, the scan was two
+/// to three times slower (standalone, Intel Xeon).
 const CODE_LANES: usize = 32;
 
-/// The integer dot product of an i8 query and an i8 row. Integer sums are exact, so every path
+/// The integer dot product of an i16 query and an i8 row. Integer sums are exact, so every path
 /// gives the same value; they wrap rather than panic past i32 (which [`CodedQuery`]'s codes rule
-/// out). The search inlines its path into its loop ([`ExactStore::coarse_pass`]); the tests check
-/// both paths through this.
+/// out). The search inlines [`dot_codes_by`] into its loop ([`ExactStore::coarse_pass`]); the
+/// tests check both paths through this.
 #[cfg(test)]
-fn dot_codes(query: &CodedQuery, row: &[i8]) -> i32 {
+fn dot_codes(query: &[i16], row: &[i8]) -> i32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: this CPU has AVX2 (checked just above).
         return unsafe { avx2::dot_codes(query, row) };
     }
-    dot_codes_by(&query.codes, row)
+    dot_codes_by(query, row)
 }
 
 /// [`dot_codes`], written so that LLVM vectorises it: as the baseline x86-64 (SSE2) or any other
-/// target computes it.
+/// target computes it, and with AVX2 once inlined into a function compiled for it.
 #[inline(always)]
-fn dot_codes_by(query: &[i8], row: &[i8]) -> i32 {
+fn dot_codes_by(query: &[i16], row: &[i8]) -> i32 {
     let (query_chunks, query_rest) = query.as_chunks::<CODE_LANES>();
     let (row_chunks, row_rest) = row.as_chunks::<CODE_LANES>();
     let mut sums = [0i32; CODE_LANES];
@@ -1075,18 +1065,9 @@ fn dot_codes_by(query: &[i8], row: &[i8]) -> i32 {
 /// is SSE2). The f32 sums are the same bit for bit: the [`LANES`] partial sums and their order are
 /// the code's, whatever the register width, and without FMA each product is rounded before it is
 /// added, as with SSE2. The i8 scan: 16.8 against 29 ns a row of 384 with SSE2 at 20,000 rows
-/// (standalone, Intel Xeon; the bfloat16 scan it replaced took 35 with AVX2), with the query in
-/// i16 as LLVM vectorised it then; with the query in i8 and [`dot_codes`] in intrinsics, the
-/// exact top-10 search's p50 at 40,000 rows went from 1.15–1.90 to 1.07–1.34 ms (AMD EPYC, six
-/// runs each alternated; docs/performance.md).
+/// (standalone, Intel Xeon; the bfloat16 scan it replaced took 35 with AVX2).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use std::arch::x86_64::{
-        _mm_add_epi32, _mm_cvtsi128_si32, _mm_shuffle_epi32, _mm256_add_epi32, _mm256_castsi256_si128,
-        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16,
-        _mm256_setzero_si256, _mm256_sign_epi8,
-    };
-
     use super::{CodedQuery, ExactStore, TopK, dot_by, round_into_by};
 
     #[target_feature(enable = "avx2")]
@@ -1099,41 +1080,10 @@ mod avx2 {
         dot_by(a, b)
     }
 
-    /// [`super::dot_codes`] in 32 bytes at a time: each query code's sign moved onto the row's code
-    /// (`vpsignb`), the magnitudes times those (`vpmaddubsw`, unsigned by signed bytes, adjacent
-    /// products added in i16), and those pairs added in i32 (`vpmaddwd` by ones). Every code is
-    /// within ±127, so a pair is at most 2 × 127 × 127 = 32,258 and never saturates i16: the sum
-    /// is the exact one, as the portable path's.
+    #[cfg(test)]
     #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) fn dot_codes(query: &CodedQuery, row: &[i8]) -> i32 {
-        const WIDTH: usize = 32;
-        let len = row.len().min(query.codes.len());
-        let (codes, magnitudes, row) = (&query.codes[..len], &query.magnitudes[..len], &row[..len]);
-        let ones = _mm256_set1_epi16(1);
-        let mut sums = _mm256_setzero_si256();
-        let whole = len - len % WIDTH;
-        for start in (0..whole).step_by(WIDTH) {
-            // SAFETY: `start + WIDTH <= whole <= len`, the length of all three slices; unaligned
-            // loads take any address.
-            let (code, magnitude, value) = unsafe {
-                (
-                    _mm256_loadu_si256(codes.as_ptr().add(start).cast()),
-                    _mm256_loadu_si256(magnitudes.as_ptr().add(start).cast()),
-                    _mm256_loadu_si256(row.as_ptr().add(start).cast()),
-                )
-            };
-            let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(value, code));
-            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, ones));
-        }
-        let halves = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256::<1>(sums));
-        let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32::<0b01_00_11_10>(halves));
-        let total = _mm_add_epi32(pairs, _mm_shuffle_epi32::<0b10_11_00_01>(pairs));
-        let rest = codes[whole..]
-            .iter()
-            .zip(&row[whole..])
-            .fold(0i32, |sum, (&x, &y)| sum.wrapping_add(i32::from(x) * i32::from(y)));
-        _mm_cvtsi128_si32(total).wrapping_add(rest)
+    pub(super) fn dot_codes(query: &[i16], row: &[i8]) -> i32 {
+        super::dot_codes_by(query, row)
     }
 
     #[target_feature(enable = "avx2")]
@@ -1143,7 +1093,7 @@ mod avx2 {
         k: usize,
         filter: &impl Fn(i64) -> bool,
     ) -> (TopK, Vec<(usize, f32)>) {
-        store.coarse_pass_by(query, k, filter, |query, row| dot_codes(query, row))
+        store.coarse_pass_by(query, k, filter)
     }
 }
 
@@ -1961,7 +1911,7 @@ mod tests {
         let query_codes = CodedQuery::new(query);
         let mut codes = vec![0; row.len()];
         let (scale, residual) = code_row(row, &mut codes);
-        let estimate = scale * query_codes.scale * dot_codes(&query_codes, &codes) as f32;
+        let estimate = scale * query_codes.scale * dot_codes(&query_codes.codes, &codes) as f32;
         (estimate, residual + query_codes.residual * (1.0 + residual) + float_slack(row.len()))
     }
 
@@ -2008,21 +1958,18 @@ mod tests {
 
     #[test]
     fn query_codes_keep_the_integer_sum_within_i32() {
-        for dimension in [384, 4_096, 100_000, 200_000] {
+        for dimension in [384, 4_096, 100_000] {
             // The largest sum there can be: every code at its limit, all of one sign.
             let query = normalized(&vec![1.0; dimension]);
             let coded = CodedQuery::new(&query);
             let row = vec![127i8; dimension];
             let exact: i64 = coded.codes.iter().map(|&c| i64::from(c) * 127).sum();
             assert!(exact <= i64::from(i32::MAX), "dimension {dimension}");
-            assert_eq!(i64::from(dot_codes(&coded, &row)), exact);
-            let limit = coded.magnitudes.iter().max().copied();
-            assert_eq!(limit, Some(if dimension <= 133_000 { 127 } else { 84 }), "dimension {dimension}");
+            assert_eq!(i64::from(dot_codes(&coded.codes, &row)), exact);
         }
-        // A short query codes to ±127 as a row does, with its magnitudes beside its codes.
+        // A short query codes as finely as i16 allows.
         let coded = CodedQuery::new(&normalized(&[3.0, -4.0, 0.0, 1.0]));
-        assert_eq!(coded.codes, [95, -127, 0, 32]);
-        assert_eq!(coded.magnitudes, [95, 127, 0, 32]);
+        assert_eq!(coded.codes.iter().map(|c| c.unsigned_abs()).max(), Some(i16::MAX as u16));
     }
 
     /// The dot products this CPU runs (AVX2 where it has it) give the portable code's sums, bit
@@ -2035,30 +1982,13 @@ mod tests {
                 let a: Vec<f32> = (0..len).map(|_| gaussian(&mut rng)).collect();
                 let b: Vec<f32> = (0..len).map(|_| gaussian(&mut rng)).collect();
                 assert_eq!(dot(&a, &b).to_bits(), portable_dot(&a, &b).to_bits(), "len {len}");
-                let query = coded_query((0..len).map(|_| rng.random_range(-127..=127)).collect());
+                let query: Vec<i16> = (0..len).map(|_| rng.random()).collect();
                 let row: Vec<i8> = (0..len).map(|_| rng.random_range(-127..=127)).collect();
-                let naive: i64 = query.codes.iter().zip(&row).map(|(&x, &y)| i64::from(x) * i64::from(y)).sum();
-                assert_eq!(dot_codes(&query, &row), portable_dot_codes(&query.codes, &row), "len {len}");
+                let naive: i64 = query.iter().zip(&row).map(|(&x, &y)| i64::from(x) * i64::from(y)).sum();
+                assert_eq!(dot_codes(&query, &row), portable_dot_codes(&query, &row), "len {len}");
                 assert_eq!(i64::from(dot_codes(&query, &row)), naive, "len {len}");
             }
-            // The largest products, whose pairs come nearest i16's limit (2 × 127 × 127 of
-            // 32,767), all of one sign and with signs alternating.
-            for (x, y) in [(127i8, 127i8), (-127, 127), (127, -127), (-127, -127)] {
-                let query = coded_query((0..len).map(|i| if i % 2 == 0 { x } else { -x }).collect());
-                for row in [vec![y; len], (0..len).map(|i| if i % 2 == 0 { y } else { -y }).collect()] {
-                    let naive: i64 = query.codes.iter().zip(&row).map(|(&x, &y)| i64::from(x) * i64::from(y)).sum();
-                    assert_eq!(i64::from(dot_codes(&query, &row)), naive, "len {len}, {x} by {y}");
-                    assert_eq!(portable_dot_codes(&query.codes, &row), dot_codes(&query, &row), "len {len}");
-                }
-            }
         }
-    }
-
-    /// A query of these codes (scale 1, residual 0), with their magnitudes as [`CodedQuery::new`]
-    /// makes them.
-    fn coded_query(codes: Vec<i8>) -> CodedQuery {
-        let magnitudes = codes.iter().map(|code| code.unsigned_abs()).collect();
-        CodedQuery { codes, magnitudes, scale: 1.0, residual: 0.0 }
     }
 
     /// [`dot`] as the baseline x86-64 (SSE2) or any other target computes it.
@@ -2069,7 +1999,7 @@ mod tests {
 
     /// [`dot_codes`] as the baseline x86-64 (SSE2) or any other target computes it.
     #[inline(never)]
-    fn portable_dot_codes(query: &[i8], row: &[i8]) -> i32 {
+    fn portable_dot_codes(query: &[i16], row: &[i8]) -> i32 {
         dot_codes_by(query, row)
     }
 
