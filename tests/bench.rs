@@ -58,6 +58,10 @@ async fn the_reply_benchmark_seeds_each_personas_memory_before_the_run() {
     let plain = reply::latency(20, 1.0, reply::Llm::Offline, 2, 0).await.expect("the benchmark runs");
     let embedded = plain.values["memories_embedded"];
     assert!((40.0..1_200.0).contains(&embedded), "{plain:?}");
+    // Seeds are embedded offline: a remote embedder's index would not hold them.
+    let remote = reply::Llm::Simulated { delay: std::time::Duration::from_millis(5), embeddings: true };
+    let refused = reply::latency(20, 1.0, remote, 1, 10).await.expect_err("refused");
+    assert!(refused.to_string().contains("--remote-embedder"), "{refused:#}");
 }
 
 /// With the embedding model at the LLM simulator too, every mention is answered once, with one

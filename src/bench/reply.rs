@@ -100,8 +100,9 @@ pub enum Llm {
 /// (requests to the embedder), `embedding_jobs_per_reply` (embeddings asked of the pool),
 /// `outbox_sent` (warm-up excluded), `outbox_pending`, `outbox_failed`, `warm_up_mentions`,
 /// `memories_embedded` (memories with a vector in the database at the end, the `memories` seeded
-/// for each persona before the start included: [`seed_memories`]); with a delay also `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and
-/// `ratio_p50`, `ratio_p99` (reply latency ÷ bare round trip). When replies fall behind, waiting
+/// for each persona before the start included: [`seed_memories`]); with a delay also
+/// `bare_p50_us`, `bare_p99_us` ([`round_trip`] with the body Chorus sent) and `ratio_p50`,
+/// `ratio_p99` (reply latency ÷ bare round trip). When replies fall behind, waiting
 /// stops after 5 s without a reply or 30 s after the last mention; what the shutdown drains is
 /// still counted. A mention the service closed without a reply (the persona's duplicate guard
 /// dropped every draft: `memory.dedup_attempts`) is `closed_without_reply`, not `unanswered`, and
@@ -116,6 +117,12 @@ pub async fn latency(
     anyhow::ensure!(rate > 0, "the offered rate must be at least 1 mention per second");
     anyhow::ensure!(personas > 0, "the team must have at least one persona");
     anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "the duration must be a positive number of seconds");
+    // Seeded memories carry the offline embedder's vectors, which a remote model's index would not
+    // load.
+    anyhow::ensure!(
+        memories == 0 || !matches!(llm, Llm::Simulated { embeddings: true, .. }),
+        "seeded memories are embedded offline: --memories does not go with --remote-embedder"
+    );
     let dir = ScratchDir::create("reply")?;
     let (sim, llm_delay, remote_embedder) = match llm {
         Llm::Simulated { delay, embeddings } => {
